@@ -118,43 +118,50 @@ def _symbolic_sh(lmax: int) -> list[list[dict]]:
 
 
 @functools.lru_cache(maxsize=None)
-def _poly_matrix(lmax: int) -> torch.Tensor:
-    """Matrix M [3 + 9 + … + 3^lmax, (lmax+1)^2 - 1] with Y^{l≥1} = [x, x⊗x, …] @ M ("norm")."""
-    sh = _symbolic_sh(lmax)
-    rows = sum(3**d for d in range(1, lmax + 1))
-    M = torch.zeros(rows, (lmax + 1) ** 2 - 1, dtype=torch.float64)
-    col = 0
-    offset = 0
-    for l in range(1, lmax + 1):
-        for m in range(2 * l + 1):
-            for (a, b, c), v in sh[l][m].items():
-                # monomial x^a y^b z^c sits in the flattened x⊗…⊗x at index digits (0^a 1^b 2^c)
-                digits = [0] * a + [1] * b + [2] * c
-                index = 0
-                for d in digits:
-                    index = 3 * index + d
-                M[offset + index, col] += v
-            col += 1
-        offset += 3**l
-    return M
+def _monomials(lmax: int) -> tuple[tuple, tuple]:
+    """Exponents (a, b, c) of 1, x, y, z and all monomials up to degree lmax, and for each
+    monomial of degree ≥ 2 the (parent index, variable) it is built from."""
+    exps = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    index = {e: i for i, e in enumerate(exps)}
+    plan = []
+    for d in range(2, lmax + 1):
+        for a in range(d, -1, -1):
+            for b in range(d - a, -1, -1):
+                e = (a, b, d - a - b)
+                var = 0 if e[0] else (1 if e[1] else 2)
+                parent = tuple(k - (i == var) for i, k in enumerate(e))
+                plan.append((index[parent], var))
+                index[e] = len(exps)
+                exps.append(e)
+    return tuple(exps), tuple(plan)
 
 
 @functools.lru_cache(maxsize=None)
-def _poly_constants(lmax: int, normalization: str, dtype: torch.dtype, device) -> tuple[torch.Tensor, float]:
-    M = _poly_matrix(lmax)
-    scale = torch.cat([torch.full((2 * l + 1,), _c_l(l, normalization), dtype=torch.float64) for l in range(1, lmax + 1)])
-    return (M * scale).to(dtype=dtype, device=device), _c_l(0, normalization)
+def _poly_matrix(ls: tuple, normalization: str, dtype: torch.dtype, device) -> torch.Tensor:
+    """M [n_monomials, Σ(2l+1)] with Y = monomials @ M (exact coefficients of the recurrence)."""
+    lmax = max(ls)
+    exps, _ = _monomials(max(lmax, 1))
+    index = {e: i for i, e in enumerate(exps)}
+    sh = _symbolic_sh(lmax)
+    columns = []
+    for l in ls:
+        for m in range(2 * l + 1):
+            column = torch.zeros(len(exps), dtype=torch.float64)
+            for e, v in sh[l][m].items():
+                column[index[e]] += v * _c_l(l, normalization)
+            columns.append(column)
+    return torch.stack(columns, dim=1).to(dtype=dtype, device=device)
 
 
-def _sh_poly(lmax: int, x: torch.Tensor, normalization: str) -> torch.Tensor:
-    M, c0 = _poly_constants(lmax, normalization, x.dtype, x.device)
-    n = x.shape[0]
-    powers = [x]
-    for _ in range(lmax - 1):
-        powers.append((powers[-1][:, :, None] * x[:, None, :]).reshape(n, -1))
-    monomials = torch.cat(powers, dim=1) if lmax > 1 else x
-    y = monomials @ M
-    return torch.cat([torch.full_like(x[:, :1], c0), y], dim=1)
+def _sh_poly(ls: tuple, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, normalization: str) -> torch.Tensor:
+    # Monomials are built as contiguous rows [n_monomials, n] (cheap elementwise products of
+    # 1-d tensors); the single matrix product then both combines and transposes them.
+    M = _poly_matrix(ls, normalization, x0.dtype, x0.device)
+    _, plan = _monomials(max(max(ls), 1))
+    cols = [torch.ones_like(x0), x0, x1, x2]
+    for parent, var in plan:
+        cols.append(cols[parent] * cols[1 + var])
+    return torch.stack(cols, dim=0).T @ M
 
 
 # ---------------------------------------------------------------- recurrence for any l
@@ -175,48 +182,49 @@ def _recurrence_constants(lmax: int, normalization: str, dtype: torch.dtype, dev
         scale = _c_l(l, normalization) * torch.where(mm == 0, 1.0, math.sqrt(2.0)).to(torch.float64)
         consts.append(
             (
-                a.to(dtype=dtype, device=device),
-                b.to(dtype=dtype, device=device),
+                a[:, None].to(dtype=dtype, device=device),
+                b[:, None].to(dtype=dtype, device=device),
                 math.exp(log_diag),
                 math.sqrt(2 * l - 1) if l > 0 else 0.0,
                 idx.to(device),
-                scale.to(dtype=dtype, device=device),
+                scale[:, None].to(dtype=dtype, device=device),
             )
         )
     return consts
 
 
-def _sh_recurrence(ls: Sequence[int], x: torch.Tensor, normalization: str) -> torch.Tensor:
+def _sh_recurrence(ls: Sequence[int], x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, normalization: str) -> torch.Tensor:
+    # Layout [components, n] keeps every operation on contiguous rows.
     lmax = max(ls)
-    consts = _recurrence_constants(lmax, normalization, x.dtype, x.device)
-    xs, ys, zs = x[:, 2], x[:, 0], x[:, 1]
-    r2 = (x * x).sum(dim=1, keepdim=True)
-    zs1 = zs[:, None]
+    consts = _recurrence_constants(lmax, normalization, x0.dtype, x0.device)
+    ys, zs, xs = x0, x1, x2  # standard coordinates: x_s = z, y_s = x, z_s = y
+    r2 = (xs * xs + ys * ys + zs * zs)[None]
+    zs1 = zs[None]
     cos, sin = [torch.ones_like(xs)], [torch.zeros_like(xs)]
     for _ in range(lmax):
         c, s = cos[-1], sin[-1]
         cos.append(c * xs - s * ys)
         sin.append(s * xs + c * ys)
-    # trig[:, lmax + m] = Im(w^|m|) for m < 0, Re(w^m) for m >= 0
-    trig = torch.stack(sin[:0:-1] + cos, dim=1)
-    q = []  # q[l]: [n, l+1], Q̃^m_l for m = 0..l
+    # trig[lmax + m] = Im(w^|m|) for m < 0, Re(w^m) for m >= 0, w = x_s + i y_s
+    trig = torch.stack(sin[:0:-1] + cos, dim=0)
+    q = []  # q[l]: [l+1, n], Q̃^m_l for m = 0..l
     for l in range(lmax + 1):
         a, b, diag, sub, _, _ = consts[l]
         top = torch.full_like(zs1, diag)
         if l == 0:
             q.append(top)
             continue
-        next_to_top = sub * zs1 * q[l - 1][:, l - 1 : l]  # Q̃^{l-1}_l = sqrt(2l-1) z_s Q̃^{l-1}_{l-1}
+        next_to_top = sub * zs1 * q[l - 1][l - 1 : l]  # Q̃^{l-1}_l = sqrt(2l-1) z_s Q̃^{l-1}_{l-1}
         if l == 1:
-            q.append(torch.cat([next_to_top, top], dim=1))
+            q.append(torch.cat([next_to_top, top], dim=0))
             continue
-        rest = a * zs1 * q[l - 1][:, : l - 1] - b * r2 * q[l - 2][:, : l - 1]
-        q.append(torch.cat([rest, next_to_top, top], dim=1))
+        rest = a * zs1 * q[l - 1][: l - 1] - b * r2 * q[l - 2][: l - 1]
+        q.append(torch.cat([rest, next_to_top, top], dim=0))
     out = []
     for l in ls:
         _, _, _, _, idx, scale = consts[l]
-        out.append(q[l][:, idx] * trig[:, lmax - l : lmax + l + 1] * scale)
-    return torch.cat(out, dim=1)
+        out.append(q[l][idx] * trig[lmax - l : lmax + l + 1] * scale)
+    return torch.cat(out, dim=0).T.contiguous()
 
 
 def spherical_harmonics(l, x: torch.Tensor, normalize: bool, normalization: str = "component") -> torch.Tensor:
@@ -254,14 +262,14 @@ def spherical_harmonics(l, x: torch.Tensor, normalize: bool, normalization: str 
     if x.shape[-1] != 3:
         raise ValueError(f"x must have shape [..., 3], got {tuple(x.shape)}")
     batch = x.shape[:-1]
-    x = x.reshape(-1, 3)
+    x0, x1, x2 = x.reshape(-1, 3).unbind(1)
     if normalize:
-        x = torch.nn.functional.normalize(x, dim=1)
+        # x / max(|x|, 1e-12), as torch.nn.functional.normalize, on the 1-d columns (faster)
+        inv = 1 / torch.sqrt(x0 * x0 + x1 * x1 + x2 * x2).clamp_min(1e-12)
+        x0, x1, x2 = x0 * inv, x1 * inv, x2 * inv
     lmax = max(ls)
     if lmax <= _POLY_LMAX:
-        y = _sh_poly(lmax, x, normalization) if lmax > 0 else torch.full_like(x[:, :1], _c_l(0, normalization))
-        if ls != list(range(lmax + 1)):
-            y = torch.cat([y[:, l * l : (l + 1) * (l + 1)] for l in ls], dim=1)
+        y = _sh_poly(tuple(ls), x0, x1, x2, normalization)
     else:
-        y = _sh_recurrence(ls, x, normalization)
+        y = _sh_recurrence(ls, x0, x1, x2, normalization)
     return y.reshape(batch + (y.shape[-1],))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import math
-from fractions import Fraction
 
 import numpy as np
 import torch
@@ -114,27 +113,47 @@ def wigner_D_from_matrix(l: int, R: torch.Tensor) -> torch.Tensor:
 
 
 def _su2_cg(j1: int, j2: int, j3: int) -> np.ndarray:
-    r"""Complex-basis :math:`\langle j_1 m_1 j_2 m_2 | j_3 m_3\rangle` [2j1+1, 2j2+1, 2j3+1] (Racah)."""
-    f = [math.factorial(n) for n in range(j1 + j2 + j3 + 2)]
+    r"""Complex-basis :math:`\langle j_1 m_1 j_2 m_2 | j_3 m_3\rangle` [2j1+1, 2j2+1, 2j3+1].
+
+    Racah's formula, vectorised over (m1, m2, k):
+
+    .. math::
+
+        \langle j_1 m_1 j_2 m_2 | j_3 m_3 \rangle = \delta_{m_3, m_1+m_2}
+        \sqrt{\tfrac{(2j_3+1)(j_3+j_1-j_2)!(j_3-j_1+j_2)!(j_1+j_2-j_3)!}{(j_1+j_2+j_3+1)!}
+        \textstyle\prod_{i} (j_i+m_i)!(j_i-m_i)!}
+        \sum_k \frac{(-1)^k}{k!(j_1+j_2-j_3-k)!(j_1-m_1-k)!(j_2+m_2-k)!(j_3-j_2+m_1+k)!(j_3-j_1-m_2+k)!}
+    """
+    fact = np.array([math.factorial(n) for n in range(j1 + j2 + j3 + 2)], dtype=np.float64)
+    m1 = np.arange(-j1, j1 + 1)[:, None, None]
+    m2 = np.arange(-j2, j2 + 1)[None, :, None]
+    k = np.arange(j1 + j2 - j3 + 1)[None, None, :]
+    m3 = m1 + m2
+    args = [k, j1 + j2 - j3 - k, j1 - m1 - k, j2 + m2 - k, j3 - j2 + m1 + k, j3 - j1 - m2 + k]
+    args = np.broadcast_arrays(*args)
+    valid = np.all([a >= 0 for a in args], axis=0)
+    denominator = np.prod([fact[np.where(valid, a, 0)] for a in args], axis=0)
+    total = np.where(valid, (-1.0) ** k / denominator, 0.0).sum(-1)  # [2j1+1, 2j2+1]
+    m1, m2, m3 = m1[..., 0], m2[..., 0], m3[..., 0]
+    inside = np.abs(m3) <= j3
+    m3c = np.clip(m3, -j3, j3)
+    square = (
+        (2 * j3 + 1)
+        * fact[j3 + j1 - j2]
+        * fact[j3 - j1 + j2]
+        * fact[j1 + j2 - j3]
+        / fact[j1 + j2 + j3 + 1]
+        * fact[j1 + m1]
+        * fact[j1 - m1]
+        * fact[j2 + m2]
+        * fact[j2 - m2]
+        * fact[j3 + m3c]
+        * fact[j3 - m3c]
+    )
+    values = np.where(inside, np.sqrt(square) * total, 0.0)
     out = np.zeros((2 * j1 + 1, 2 * j2 + 1, 2 * j3 + 1))
-    triangle = Fraction(f[j1 + j2 - j3] * f[j1 - j2 + j3] * f[-j1 + j2 + j3], f[j1 + j2 + j3 + 1])
-    for m1 in range(-j1, j1 + 1):
-        for m2 in range(max(-j2, -j3 - m1), min(j2, j3 - m1) + 1):
-            m3 = m1 + m2
-            kmin = max(0, j2 - j3 - m1, j1 - j3 + m2)
-            kmax = min(j1 + j2 - j3, j1 - m1, j2 + m2)
-            total = 0
-            for k in range(kmin, kmax + 1):
-                term = Fraction(
-                    (-1) ** k,
-                    f[k] * f[j1 + j2 - j3 - k] * f[j1 - m1 - k] * f[j2 + m2 - k] * f[j3 - j2 + m1 + k] * f[j3 - j1 - m2 + k],
-                )
-                total += term
-            if total == 0:
-                continue
-            square = (2 * j3 + 1) * triangle * f[j1 + m1] * f[j1 - m1] * f[j2 + m2] * f[j2 - m2] * f[j3 + m3] * f[j3 - m3]
-            value = math.sqrt(square * total * total)
-            out[j1 + m1, j2 + m2, j3 + m3] = value if total > 0 else -value
+    i1, i2 = np.nonzero(inside)
+    out[i1, i2, (m3 + j3)[i1, i2]] = values[i1, i2]
     return out
 
 
@@ -154,7 +173,10 @@ def _complex_to_real(l: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _wigner_3j(l1: int, l2: int, l3: int) -> torch.Tensor:
-    C = np.einsum("ai,bj,ck,abc->ijk", _complex_to_real(l1), _complex_to_real(l2), _complex_to_real(l3).conj(), _su2_cg(l1, l2, l3))
+    C = _su2_cg(l1, l2, l3).astype(np.complex128)
+    C = np.tensordot(_complex_to_real(l1), C, axes=([0], [0]))  # [i, b, c]
+    C = np.tensordot(C, _complex_to_real(l2), axes=([1], [0]))  # [i, c, j]
+    C = np.tensordot(C, _complex_to_real(l3).conj(), axes=([1], [0]))  # [i, j, k]
     C = C.real
     C = C / np.linalg.norm(C)
     C[np.abs(C) < 1e-15] = 0.0
