@@ -1,0 +1,85 @@
+"""A multilayer perceptron on invariant (scalar) inputs, e.g. the radial network R(r)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ScalarMLP", "normalize2mom"]
+
+
+def normalize2mom(act: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """Rescale an activation so that it preserves the second moment of a standard normal input.
+
+    φ̃(x) = φ(x) / sqrt(E[φ(z)²]), z ~ N(0, 1)  (e3nn's ``normalize2mom``; the constant is
+    computed by Gauss–Hermite quadrature, deterministic).
+
+    >>> f = normalize2mom(torch.nn.functional.silu)
+    >>> round(float((f(torch.randn(1_000_000, generator=torch.Generator().manual_seed(0))) ** 2).mean()), 2)
+    1.0
+    """
+    nodes, weights = _hermite()
+    second_moment = float((weights * act(nodes) ** 2).sum())
+    cst = 1.0 / math.sqrt(second_moment)
+    if abs(cst - 1.0) < 1e-4:
+        return act
+
+    def normalized(x: Tensor) -> Tensor:
+        return act(x) * cst
+
+    normalized.cst = cst  # type: ignore[attr-defined]
+    return normalized
+
+
+def _hermite(n: int = 100) -> tuple[Tensor, Tensor]:
+    import numpy as np
+
+    x, w = np.polynomial.hermite_e.hermegauss(n)  # weight exp(−x²/2)
+    w = w / w.sum()
+    return torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64)
+
+
+class ScalarMLP(nn.Module):
+    """Fully connected network on scalars with variance-preserving ("e3nn-style") initialisation.
+
+    h_{k+1} = φ̃(h_k W_k / sqrt(n_k)),  W_k ~ N(0, 1),  last layer linear.
+
+    Weights are standard normal and the 1/sqrt(fan_in) factor is applied in the forward pass,
+    and φ̃ is the activation rescaled by :func:`normalize2mom`, so unit-variance inputs give
+    unit-variance outputs at initialisation, independently of the widths. No biases (as
+    e3nn's FullyConnectedNet, so that R(r) is zero wherever the basis is).
+
+    Args:
+        dims: layer widths ``[n_in, hidden..., n_out]``.
+        act: activation of the hidden layers (rescaled by :func:`normalize2mom`).
+
+    Shapes: x: [..., dims[0]] → [..., dims[-1]]
+
+    >>> mlp = ScalarMLP([8, 64, 64, 96])
+    >>> mlp(torch.randn(5, 8)).shape
+    torch.Size([5, 96])
+    """
+
+    def __init__(self, dims: Sequence[int], act: Callable[[Tensor], Tensor] = nn.functional.silu) -> None:
+        super().__init__()
+        if len(dims) < 2:
+            raise ValueError(f"ScalarMLP needs at least an input and an output width, got {dims}")
+        self.dims = tuple(int(d) for d in dims)
+        self.act = normalize2mom(act)
+        self.weights = nn.ParameterList(
+            [nn.Parameter(torch.randn(n_in, n_out)) for n_in, n_out in zip(self.dims, self.dims[1:])]
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        n_layers = len(self.weights)
+        for k, w in enumerate(self.weights):
+            x = x @ (w / math.sqrt(w.shape[0])).to(x.dtype)
+            if k < n_layers - 1:
+                x = self.act(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"dims={list(self.dims)}"
