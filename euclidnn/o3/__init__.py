@@ -28,3 +28,4 @@ from .rotations import (
 )
 from .spherical_harmonics import spherical_harmonics
 from .wigner import clebsch_gordan, wigner_3j, wigner_D, wigner_D_from_matrix
+from .cartesian import CartesianTensor, ReducedTensorProducts

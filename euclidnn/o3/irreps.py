@@ -219,11 +219,13 @@ class Irreps(tuple):
     """
 
     def __new__(cls, irreps=None):
-        if isinstance(irreps, Irreps):
+        if isinstance(irreps, Irreps) and cls is Irreps:
             return irreps
         terms: list[MulIrrep] = []
         if irreps is None:
             pass
+        elif isinstance(irreps, Irreps):
+            terms = list(irreps)
         elif isinstance(irreps, str):
             terms = _parse(irreps)
         elif isinstance(irreps, Irrep):
