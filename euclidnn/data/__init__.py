@@ -1,0 +1,22 @@
+"""Atomic data: structures, neighbour lists, graphs, targets, readers, splits, statistics.
+
+Flow: file → ``read`` → ``Structure`` (numpy, eV/Å) → ``neighbor_list`` → ``Graph`` (torch)
+→ ``collate`` → model; labels travel alongside as ``Targets``.
+"""
+
+from .graph import Graph, collate
+from .loader import AtomsDataset, collate_batch, make_loader
+from .neighbors import neighbor_list
+from .structure import Structure
+from .targets import Targets
+
+__all__ = [
+    "AtomsDataset",
+    "Graph",
+    "Structure",
+    "Targets",
+    "collate",
+    "collate_batch",
+    "make_loader",
+    "neighbor_list",
+]

@@ -1,0 +1,195 @@
+"""Graph: the one immutable model input — atoms, cells and neighbour edges as tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+import torch.utils._pytree as pytree
+from torch import Tensor
+
+from .neighbors import neighbor_list
+from .structure import Structure
+
+__all__ = ["Graph", "collate"]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Atoms and their neighbour edges; one structure or a batch of them.
+
+    Edge e points from the neighbour ``edge_src[e]`` (j) to the centre ``edge_dst[e]`` (i);
+    messages flow src → dst, and
+    ``edge_vec = positions[edge_src] − positions[edge_dst] + edge_shift @ cell[batch]``.
+    Lengths in Å. Edge lists are full (both directions). Build with :meth:`from_structure`,
+    :meth:`from_structures` or :meth:`from_ase`; batch with :func:`collate`; modify with
+    :func:`dataclasses.replace` or :meth:`deformed` — never in place.
+
+    A ``Graph`` is a pytree node (``torch.utils._pytree``), so ``torch.compile`` and
+    ``torch.export`` see through it.
+
+    Shapes:
+        positions: [n_atoms, 3] float, Å
+        numbers: [n_atoms] int64, atomic numbers
+        cell: [n_graphs, 3, 3] float, rows are lattice vectors, Å; zeros if not periodic
+        pbc: [n_graphs, 3] bool
+        batch: [n_atoms] int64, graph index of each atom (sorted)
+        edge_src, edge_dst: [n_edges] int64
+        edge_shift: [n_edges, 3] float (integer values), lattice translations of edge_src
+        num_atoms: [n_graphs] int64, atoms per graph
+
+    >>> s = Structure([1, 1], [[0, 0, 0], [0, 0, 0.74]])
+    >>> g = Graph.from_structure(s, r_max=2.0, dtype=torch.float64)
+    >>> g.num_graphs, g.edge_src.tolist(), g.edge_dst.tolist()
+    (1, [1, 0], [0, 1])
+    >>> g.edge_vectors()[0].tolist()
+    [0.0, 0.0, 0.74]
+    """
+
+    positions: Tensor
+    numbers: Tensor
+    cell: Tensor
+    pbc: Tensor
+    batch: Tensor
+    edge_src: Tensor
+    edge_dst: Tensor
+    edge_shift: Tensor
+    num_atoms: Tensor
+
+    @property
+    def num_graphs(self) -> int:
+        """Number of structures in the batch."""
+        return self.cell.shape[0]
+
+    @property
+    def num_edges(self) -> int:
+        """Number of (directed) edges."""
+        return self.edge_src.shape[0]
+
+    def edge_vectors(self) -> Tensor:
+        """Edge vectors, differentiable in ``positions`` and ``cell``.
+
+        Shapes: → [n_edges, 3] Å
+        """
+        cell = self.cell[self.batch[self.edge_src]]  # [n_edges, 3, 3]
+        shift = torch.einsum("ei,eij->ej", self.edge_shift, cell)
+        return self.positions[self.edge_src] - self.positions[self.edge_dst] + shift
+
+    def deformed(self, positions: Tensor, strain: Tensor) -> Graph:
+        """Copy with positions and cell under a homogeneous strain: r → r (1 + sym ε).
+
+        The derivative of an energy with respect to ``strain`` at zero strain, divided by the
+        cell volume, is the stress (Knuth et al. 2015). Only the symmetric part of ``strain``
+        acts, so the result is unchanged by rotations.
+
+        Args:
+            positions: positions to deform (e.g. ``graph.positions`` with ``requires_grad``).
+            strain: strain ε per graph, dimensionless.
+
+        Shapes: positions: [n_atoms, 3], strain: [n_graphs, 3, 3] → Graph
+
+        >>> g = Graph.from_structure(Structure([1], [[1.0, 2.0, 3.0]], cell=np.eye(3),
+        ...                                    pbc=True), r_max=1.5, dtype=torch.float64)
+        >>> strain = torch.zeros(1, 3, 3, dtype=torch.float64)
+        >>> strain[0, 0, 0] = 0.1
+        >>> d = g.deformed(g.positions, strain)
+        >>> d.positions.tolist(), d.cell[0, 0].tolist()
+        ([[1.1, 2.0, 3.0]], [1.1, 0.0, 0.0])
+        """
+        symmetric = 0.5 * (strain + strain.transpose(-1, -2))
+        eye = torch.eye(3, dtype=symmetric.dtype, device=symmetric.device)
+        transform = eye + symmetric  # [n_graphs, 3, 3]
+        new_positions = torch.einsum("ni,nij->nj", positions, transform[self.batch])
+        new_cell = torch.bmm(self.cell, transform)
+        return replace(self, positions=new_positions, cell=new_cell)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Graph:
+        """Copy on ``device``; floating-point tensors cast to ``dtype`` (integers untouched)."""
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            cast = dtype if (dtype is not None and value.is_floating_point()) else None
+            changes[f.name] = value.to(device=device, dtype=cast)
+        return Graph(**changes)
+
+    @classmethod
+    def from_structure(
+        cls, structure: Structure, r_max: float, dtype: torch.dtype | None = None
+    ) -> Graph:
+        """Graph of one structure with the neighbour list at ``r_max`` (Å).
+
+        ``dtype`` defaults to ``torch.get_default_dtype()``.
+        """
+        dtype = dtype or torch.get_default_dtype()
+        src, dst, shift = neighbor_list(structure.positions, structure.cell, structure.pbc, r_max)
+        n = structure.num_atoms
+        return cls(
+            positions=torch.tensor(structure.positions, dtype=dtype),
+            numbers=torch.tensor(structure.numbers, dtype=torch.int64),
+            cell=torch.tensor(structure.cell, dtype=dtype).reshape(1, 3, 3),
+            pbc=torch.tensor(structure.pbc, dtype=torch.bool).reshape(1, 3),
+            batch=torch.zeros(n, dtype=torch.int64),
+            edge_src=torch.from_numpy(src),
+            edge_dst=torch.from_numpy(dst),
+            edge_shift=torch.tensor(shift, dtype=dtype),
+            num_atoms=torch.tensor([n], dtype=torch.int64),
+        )
+
+    @classmethod
+    def from_structures(
+        cls, structures: Sequence[Structure], r_max: float, dtype: torch.dtype | None = None
+    ) -> Graph:
+        """One batched graph of several structures (neighbour lists at ``r_max``, Å)."""
+        return collate([cls.from_structure(s, r_max, dtype) for s in structures])
+
+    @classmethod
+    def from_ase(cls, atoms, r_max: float, dtype: torch.dtype | None = None) -> Graph:
+        """Graph of an ``ase.Atoms`` or a list of them (neighbour lists at ``r_max``, Å).
+
+        >>> from ase.build import bulk
+        >>> g = Graph.from_ase(bulk("Si", "diamond", a=5.43), r_max=2.5)
+        >>> g.num_edges  # 4 nearest neighbours at 2.35 Å, for each of the 2 atoms
+        8
+        """
+        if isinstance(atoms, (list, tuple)):
+            return cls.from_structures([Structure.from_ase(a) for a in atoms], r_max, dtype)
+        return cls.from_structure(Structure.from_ase(atoms), r_max, dtype)
+
+    @staticmethod
+    def collate(graphs: Sequence[Graph]) -> Graph:
+        """See :func:`collate`."""
+        return collate(graphs)
+
+
+def collate(graphs: Sequence[Graph]) -> Graph:
+    """Concatenate graphs into one batch: atom indices of edges offset, ``batch`` rebuilt.
+
+    Graphs may themselves be batches; the order of atoms, edges and graphs is kept.
+
+    >>> s = Structure([1, 1], [[0, 0, 0], [0, 0, 0.74]])
+    >>> g = collate([Graph.from_structure(s, 2.0)] * 3)
+    >>> g.batch.tolist(), g.edge_src.tolist()
+    ([0, 0, 1, 1, 2, 2], [1, 0, 3, 2, 5, 4])
+    """
+    if len(graphs) == 0:
+        raise ValueError("collate: need at least one graph")
+    if len(graphs) == 1:
+        return graphs[0]
+    atom_offsets = np.cumsum([0] + [g.positions.shape[0] for g in graphs[:-1]])
+    graph_offsets = np.cumsum([0] + [g.num_graphs for g in graphs[:-1]])
+    return Graph(
+        positions=torch.cat([g.positions for g in graphs]),
+        numbers=torch.cat([g.numbers for g in graphs]),
+        cell=torch.cat([g.cell for g in graphs]),
+        pbc=torch.cat([g.pbc for g in graphs]),
+        batch=torch.cat([g.batch + int(o) for g, o in zip(graphs, graph_offsets)]),
+        edge_src=torch.cat([g.edge_src + int(o) for g, o in zip(graphs, atom_offsets)]),
+        edge_dst=torch.cat([g.edge_dst + int(o) for g, o in zip(graphs, atom_offsets)]),
+        edge_shift=torch.cat([g.edge_shift for g in graphs]),
+        num_atoms=torch.cat([g.num_atoms for g in graphs]),
+    )
+
+
+pytree.register_dataclass(Graph, serialized_type_name="euclidnn.data.Graph")

@@ -1,0 +1,152 @@
+"""Units of euclidnn and conversion from the units data come in.
+
+Internal units: length Å, energy eV, time fs, mass amu, charge e, temperature K
+(so force eV/Å, stress eV/Å³, dipole e·Å, polarizability Å³). Every conversion factor is
+taken from :mod:`ase.units` (CODATA 2014); none is retyped here.
+
+Unit names are parsed from strings such as ``"kcal/mol"``, ``"Hartree/Bohr"``, ``"eV/Å^3"``,
+``"a0^3"`` or ``"cal/mol/K"``: factors separated by ``/`` or ``*``, each with an optional
+integer exponent ``^n`` (or ``**n``). Dimensions are checked, so converting an energy to a
+length is an error.
+
+>>> round(convert(1.0, "kcal/mol", "eV"), 6)
+0.043364
+>>> round(convert(1.0, "Hartree/Bohr", "eV/Å"), 4)
+51.4221
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import numpy as np
+from ase import units as _ase
+
+__all__ = ["eV", "Angstrom", "fs", "amu", "unit_factor", "convert", "UNITS"]
+
+eV = 1.0  #: energy unit
+Angstrom = 1.0  #: length unit
+fs = 1.0  #: time unit
+amu = 1.0  #: mass unit
+
+# dimension exponents: (energy, length, time, mass, charge, temperature)
+_E, _L, _T, _M, _Q, _K = np.eye(6, dtype=int)
+_ONE = np.zeros(6, dtype=int)
+
+#: Known unit names -> (factor to internal units, dimension vector).
+UNITS: dict[str, tuple[float, np.ndarray]] = {
+    # energy
+    "eV": (1.0, _E),
+    "meV": (1e-3, _E),
+    "Hartree": (_ase.Hartree, _E),
+    "Ha": (_ase.Hartree, _E),
+    "Eh": (_ase.Hartree, _E),
+    "Rydberg": (_ase.Rydberg, _E),
+    "Ry": (_ase.Rydberg, _E),
+    "kcal": (_ase.kcal, _E),
+    "cal": (_ase.kcal / 1000, _E),
+    "kJ": (_ase.kJ, _E),
+    "J": (_ase.J, _E),
+    # amount: a mole is a number of particles
+    "mol": (_ase.mol, _ONE),
+    # length
+    "Å": (1.0, _L),
+    "Angstrom": (1.0, _L),
+    "Ang": (1.0, _L),
+    "A": (1.0, _L),
+    "Bohr": (_ase.Bohr, _L),
+    "bohr": (_ase.Bohr, _L),
+    "a0": (_ase.Bohr, _L),
+    "nm": (_ase.nm, _L),
+    "pm": (_ase.nm / 1000, _L),
+    "m": (_ase.m, _L),
+    # time (ase's time unit is not fs, so express everything relative to ase.units.fs)
+    "fs": (1.0, _T),
+    "ps": (1000.0, _T),
+    "s": (_ase.s / _ase.fs, _T),
+    "Hz": (_ase.fs / _ase.s, -_T),
+    "GHz": (1e9 * _ase.fs / _ase.s, -_T),
+    # mass
+    "amu": (1.0, _M),
+    "u": (1.0, _M),
+    "Da": (1.0, _M),
+    "kg": (_ase.kg, _M),
+    # charge and dipole
+    "e": (1.0, _Q),
+    "C": (_ase.C, _Q),
+    "D": (_ase.Debye, _Q + _L),
+    "Debye": (_ase.Debye, _Q + _L),
+    # temperature
+    "K": (1.0, _K),
+    # dimensionless
+    "1": (1.0, _ONE),
+    "": (1.0, _ONE),
+}
+
+_TOKEN = re.compile(r"^\s*([^\s^*]+?)\s*(?:(?:\^|\*\*)\s*(-?\d+))?\s*$")
+
+
+@lru_cache(maxsize=256)
+def _parse(unit: str) -> tuple[float, tuple[int, ...]]:
+    factor, dimension = 1.0, _ONE.copy()
+    # split on '/' and on single '*' (not '**'), keeping the operator
+    parts = re.split(r"(/|(?<!\*)\*(?!\*))", unit.strip())
+    sign = 1
+    for part in parts:
+        if part == "/":
+            sign = -1
+            continue
+        if part == "*":
+            sign = 1
+            continue
+        match = _TOKEN.match(part)
+        if match is None or match.group(1) not in UNITS:
+            name = part.strip() if match is None else match.group(1)
+            raise ValueError(
+                f"unknown unit {name!r} in {unit!r}; known: {', '.join(k for k in UNITS if k)}"
+            )
+        base, dim = UNITS[match.group(1)]
+        power = sign * int(match.group(2) or 1)
+        factor *= base**power
+        dimension = dimension + power * dim
+    return factor, tuple(int(d) for d in dimension)
+
+
+def unit_factor(unit: str) -> float:
+    """Factor that turns a value in ``unit`` into euclidnn's internal units.
+
+    Args:
+        unit: unit name, e.g. ``"kcal/mol"``, ``"Bohr"``, ``"Ha/a0"``, ``"eV/Å^3"``.
+
+    >>> unit_factor("nm")
+    10.0
+    >>> unit_factor("eV/Å")
+    1.0
+    """
+    return _parse(unit)[0]
+
+
+def convert(value, from_unit: str, to_unit: str = ""):
+    """Convert ``value`` (number or array) from ``from_unit`` to ``to_unit``.
+
+    ``to_unit`` defaults to the internal unit of the same dimension (eV, Å, fs, amu, e, K
+    and their products), so ``convert(x, "Hartree")`` gives eV.
+
+    Raises:
+        ValueError: unknown unit name, or units of different dimension.
+
+    >>> convert(2.0, "Bohr", "Bohr")
+    2.0
+    >>> convert(1.0, "eV", "Å")
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot convert 'eV' to 'Å': different dimensions
+    """
+    f_from, d_from = _parse(from_unit)
+    if to_unit == "":
+        return value * f_from
+    f_to, d_to = _parse(to_unit)
+    if d_from != d_to:
+        raise ValueError(f"cannot convert {from_unit!r} to {to_unit!r}: different dimensions")
+    return value * (f_from / f_to)
