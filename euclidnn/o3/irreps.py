@@ -48,6 +48,8 @@ class Irrep(tuple):
     3
     """
 
+    __slots__ = ()
+
     def __new__(cls, l, p=None):  # noqa: E741
         if p is None:
             if isinstance(l, Irrep):
@@ -217,6 +219,8 @@ class Irreps(tuple):
     >>> Irreps("2o + 1e + 0e + 1e").sort()
     _Sorted(irreps=1x0e+1x1e+1x1e+1x2o, p=(3, 1, 0, 2), inv=(2, 1, 3, 0))
     """
+
+    __slots__ = ()
 
     def __new__(cls, irreps=None):
         if isinstance(irreps, Irreps) and cls is Irreps:

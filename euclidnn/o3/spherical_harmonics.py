@@ -178,8 +178,8 @@ def _recurrence_constants(lmax: int, normalization: str, dtype: torch.dtype, dev
         # Q̃^l_l = (2l-1)!! / sqrt((2l)!), computed in logs to avoid overflow
         log_diag = sum(math.log(k) for k in range(1, 2 * l, 2)) - 0.5 * math.lgamma(2 * l + 1)
         idx = torch.tensor(list(range(l, 0, -1)) + list(range(0, l + 1)))
-        mm = torch.arange(-l, l + 1)
-        scale = _c_l(l, normalization) * torch.where(mm == 0, 1.0, math.sqrt(2.0)).to(torch.float64)
+        scale = torch.full((2 * l + 1,), _c_l(l, normalization) * math.sqrt(2.0), dtype=torch.float64)
+        scale[l] = _c_l(l, normalization)
         consts.append(
             (
                 a[:, None].to(dtype=dtype, device=device),
