@@ -91,8 +91,8 @@ def instruction_paths(
 def fully_connected_paths(irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_out: Irreps | str) -> Paths:
     """Every allowed ir1 ⊗ ir2 → ir_out with a full "uvw" weight (e3nn's FullyConnectedTensorProduct).
 
-    >>> fully_connected_paths("0e + 1o", "1o", "0e + 1e").paths
-    (Path(i_in1=0, i_in2=0, i_out=1, mode='uvw', has_weight=True, path_weight=1.0), Path(i_in1=1, i_in2=0, i_out=0, mode='uvw', has_weight=True, path_weight=1.0))
+    >>> [(p.i_in1, p.i_in2, p.i_out) for p in fully_connected_paths("0e + 1o", "1o", "0e + 1o + 1e").paths]
+    [(0, 0, 1), (1, 0, 0), (1, 0, 2)]
     """
     irreps_in1, irreps_in2, irreps_out = Irreps(irreps_in1), Irreps(irreps_in2), Irreps(irreps_out)
     ins = [
