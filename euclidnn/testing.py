@@ -14,7 +14,7 @@ import torch
 from euclidnn.o3.irreps import Irreps
 from euclidnn.o3.rotations import rand_matrix
 
-__all__ = ["assert_equivariant", "random_o3_elements"]
+__all__ = ["assert_equivariant", "assert_normalized", "random_o3_elements"]
 
 _DEFAULT_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-3}
 
@@ -131,3 +131,42 @@ def assert_equivariant(
     if not worst <= tolerance:
         raise AssertionError(f"equivariance error {worst:.3e} > tolerance {tolerance:.1e}")
     return worst
+
+
+def assert_normalized(
+    fn: Callable,
+    irreps_in=None,
+    *,
+    args_in: Sequence[torch.Tensor] | None = None,
+    batch_size: int = 4096,
+    target: float = 1.0,
+    rtol: float = 0.2,
+    dtype: torch.dtype = torch.float64,
+    generator: torch.Generator | None = None,
+) -> float:
+    r"""Check that unit-second-moment inputs give outputs with second moment ≈ ``target``.
+
+    Inputs default to standard normal [batch_size, irreps.dim] tensors (one per entry of
+    ``irreps_in``, read from ``fn.irreps_in`` when not given); the second moment
+    mean(y²) of the output is compared with ``target`` within the relative tolerance ``rtol``
+    (a statistical check: random weights and inputs make it exact only on average).
+
+    Returns:
+        the measured second moment of the output.
+
+    >>> assert_normalized(lambda x: 2.0 * x, "4x0e", target=4.0) > 3.0
+    True
+    """
+    if irreps_in is None:
+        irreps_in = getattr(fn, "irreps_in", None)
+    if isinstance(fn, torch.nn.Module):
+        fn = copy.deepcopy(fn).to(dtype)
+    if args_in is None:
+        ins, _ = _as_irreps_list(irreps_in)
+        args_in = [torch.randn(batch_size, ir.dim, dtype=dtype, generator=generator) for ir in ins]
+    with torch.no_grad():
+        out = fn(*args_in)
+    moment = out.pow(2).mean().item()
+    if not abs(moment - target) <= rtol * target:
+        raise AssertionError(f"output second moment {moment:.3f}, expected {target} ± {rtol * target:.3f}")
+    return moment

@@ -29,3 +29,13 @@ from .rotations import (
 from .spherical_harmonics import spherical_harmonics
 from .wigner import clebsch_gordan, wigner_3j, wigner_D, wigner_D_from_matrix
 from .cartesian import CartesianTensor, ReducedTensorProducts
+from .linear import Linear
+from .tensor_product import (
+    Path,
+    Paths,
+    TensorProduct,
+    elementwise_paths,
+    fully_connected_paths,
+    instruction_paths,
+    uvu_paths,
+)

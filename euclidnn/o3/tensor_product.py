@@ -207,6 +207,7 @@ class TensorProduct(nn.Module):
         self.irreps_in1 = Irreps(irreps_in1)
         self.irreps_in2 = Irreps(irreps_in2)
         self.irreps_out = Irreps(paths.irreps_out)
+        self.irreps_in = (self.irreps_in1, self.irreps_in2)  # for assert_equivariant and wiring
         self.paths = tuple(paths.paths)
         self.path_normalization = path_normalization
 
