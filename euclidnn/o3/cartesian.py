@@ -159,6 +159,7 @@ class ReducedTensorProducts(torch.nn.Module):
         shape = tuple(ir.dim for ir in irreps_in)
         blocks = [Q for ir in order for Q in accepted[ir]]
         Q = torch.cat(blocks, dim=0) if blocks else torch.zeros((0,) + shape, dtype=torch.float64)
+        self.change_of_basis_float64 = Q  # exact copy, kept out of the module's dtype casts
         self.register_buffer("change_of_basis", Q.to(torch.get_default_dtype()))
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
@@ -194,7 +195,7 @@ class CartesianTensor(Irreps):
         self = super().__new__(cls, rtp.irreps_out)
         self.formula = formula
         self.indices = indices
-        self._change_of_basis = rtp.change_of_basis.to(torch.float64)
+        self._change_of_basis = rtp.change_of_basis_float64
         return self
 
     def change_of_basis(self, dtype=torch.float64, device=None) -> torch.Tensor:
