@@ -90,6 +90,8 @@ _TOKEN = re.compile(r"^\s*([^\s^*]+?)\s*(?:(?:\^|\*\*)\s*(-?\d+))?\s*$")
 @lru_cache(maxsize=256)
 def _parse(unit: str) -> tuple[float, tuple[int, ...]]:
     factor, dimension = 1.0, _ONE.copy()
+    if unit.strip() in ("", "1"):
+        return factor, tuple(int(d) for d in dimension)
     # split on '/' and on single '*' (not '**'), keeping the operator
     parts = re.split(r"(/|(?<!\*)\*(?!\*))", unit.strip())
     sign = 1

@@ -7,6 +7,7 @@ Flow: file → ``read`` → ``Structure`` (numpy, eV/Å) → ``neighbor_list`` �
 from .graph import Graph, collate
 from .loader import AtomsDataset, collate_batch, make_loader
 from .neighbors import neighbor_list
+from .readers import read, read_npz
 from .structure import Structure
 from .targets import Targets
 
@@ -19,4 +20,6 @@ __all__ = [
     "collate_batch",
     "make_loader",
     "neighbor_list",
+    "read",
+    "read_npz",
 ]
