@@ -160,7 +160,8 @@ class ReducedTensorProducts(torch.nn.Module):
         blocks = [Q for ir in order for Q in accepted[ir]]
         Q = torch.cat(blocks, dim=0) if blocks else torch.zeros((0,) + shape, dtype=torch.float64)
         self.change_of_basis_float64 = Q  # exact copy, kept out of the module's dtype casts
-        self.register_buffer("change_of_basis", Q.to(torch.get_default_dtype()))
+        # float64 buffer (cast to the input's dtype in forward), so .double() loses nothing
+        self.register_buffer("change_of_basis", Q.clone())
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         if len(xs) != len(self.irreps_in):
