@@ -8,18 +8,27 @@ from .graph import Graph, collate
 from .loader import AtomsDataset, collate_batch, make_loader
 from .neighbors import neighbor_list
 from .readers import read, read_npz
+from .splits import Split, split, split_blocks, split_indices
+from .stats import avg_num_neighbors, energy_shifts, force_rms
 from .structure import Structure
 from .targets import Targets
 
 __all__ = [
     "AtomsDataset",
     "Graph",
+    "Split",
     "Structure",
     "Targets",
+    "avg_num_neighbors",
     "collate",
     "collate_batch",
+    "energy_shifts",
+    "force_rms",
     "make_loader",
     "neighbor_list",
     "read",
     "read_npz",
+    "split",
+    "split_blocks",
+    "split_indices",
 ]
