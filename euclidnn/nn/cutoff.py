@@ -11,16 +11,18 @@ __all__ = ["polynomial_cutoff", "cosine_cutoff"]
 
 
 def polynomial_cutoff(r: Tensor, r_max: float, p: int = 6) -> Tensor:
-    """Smooth envelope u(r) that goes to 0 at r_max with p continuous derivatives.
+    """Smooth envelope u(r) that goes from 1 at r = 0 to 0 at r_max.
 
     u(r) = 1 − (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) − p(p+1)/2 x^(p+2),  x = r / r_max
 
-    and u(r) = 0 for r ≥ r_max (Klicpera et al., DimeNet 2020; NequIP's default p = 6).
+    and u(r) = 0 for r ≥ r_max (Klicpera et al., DimeNet 2020; NequIP's default p = 6). The three
+    coefficients make u, u' and u'' vanish at r_max, so energies and forces go to zero smoothly
+    (C² joint); near r = 0, u = 1 − O(x^p).
 
     Args:
         r: distances in Å.
         r_max: cutoff radius in Å.
-        p: polynomial order; u and its first p − 1 derivatives vanish at r_max (u(0) = 1).
+        p: polynomial order (leading power of x).
 
     Shapes: r: [n_edges] Å → [n_edges]
 
