@@ -1,0 +1,24 @@
+"""Interatomic potentials: SchNet (invariant) and NequIP (equivariant), predict(), save/load.
+
+A model maps a :class:`~euclidnn.data.Graph` to the energy per structure [n_graphs] eV;
+:func:`predict` adds forces −∂E/∂R and stress (1/V) ∂E/∂ε with one autograd call.
+"""
+
+from .common import PerSpeciesScaleShift, SpeciesIndex, shifted_softplus
+from .nequip import NequIP, NequIPConfig, NequIPLayer
+from .predict import Prediction, predict
+from .schnet import SchNet, SchNetConfig, SchNetInteraction
+
+__all__ = [
+    "NequIP",
+    "NequIPConfig",
+    "NequIPLayer",
+    "PerSpeciesScaleShift",
+    "Prediction",
+    "SchNet",
+    "SchNetConfig",
+    "SchNetInteraction",
+    "SpeciesIndex",
+    "predict",
+    "shifted_softplus",
+]
