@@ -138,6 +138,13 @@ def test_graph_is_pytree_and_compiles():
     compiled = torch.compile(energy, backend="eager", fullgraph=True)
     assert torch.allclose(compiled(g), energy(g))
 
+    class Model(torch.nn.Module):
+        def forward(self, graph: Graph) -> torch.Tensor:
+            return energy(graph)
+
+    exported = torch.export.export(Model(), (g,))
+    assert torch.allclose(exported.module()(g), energy(g))
+
     t = Targets(energy=torch.ones(2), properties={"dipole": torch.zeros(2, 3)})
     leaves, spec = pytree.tree_flatten(t)
     assert pytree.tree_unflatten(leaves, spec).properties["dipole"].shape == (2, 3)

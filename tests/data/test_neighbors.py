@@ -93,3 +93,20 @@ def test_bad_arguments():
         neighbor_list(np.zeros((3, 3)), None, False, 0.0)
     src, dst, shift = neighbor_list(np.zeros((0, 3)), None, False, 1.0)
     assert src.shape == (0,) and shift.shape == (0, 3)
+
+
+def test_skewed_cell_and_far_unwrapped_positions():
+    cell = np.array([[1.2, 0.0, 0.0], [1.1, 0.6, 0.0], [0.4, 0.5, 1.3]])  # strongly sheared
+    rng = np.random.default_rng(5)
+    positions = rng.uniform(size=(3, 3)) @ cell
+    reference = neighbor_list(positions, cell, True, 2.7)
+    assert as_set(*reference) == brute_force(positions, cell, (True,) * 3, 2.7)
+    # moving atom 1 by a lattice translation changes shifts but not the edge vectors
+    moved = positions.copy()
+    moved[1] += np.array([7, -4, 3]) @ cell
+    src, dst, shift = neighbor_list(moved, cell, True, 2.7)
+    vec = moved[src] - moved[dst] + shift @ cell
+    rsrc, rdst, rshift = reference
+    rvec = positions[rsrc] - positions[rdst] + rshift @ cell
+    key = lambda s, d, v: sorted(zip(s.tolist(), d.tolist(), np.round(v, 9).tolist()))  # noqa: E731
+    assert key(src, dst, vec) == key(rsrc, rdst, rvec)
