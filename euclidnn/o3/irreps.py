@@ -368,7 +368,12 @@ class Irreps(tuple):
 
     def D_from_angles(self, alpha, beta, gamma, k=None) -> torch.Tensor:
         """Block-diagonal representation from Y-X-Y Euler angles (and k inversions)."""
-        blocks = [term.ir.D_from_angles(alpha, beta, gamma, k) for term in self for _ in range(term.mul)]
+        cache: dict[Irrep, torch.Tensor] = {}
+        blocks = []
+        for mul, ir in self:
+            if mul and ir not in cache:
+                cache[ir] = ir.D_from_angles(alpha, beta, gamma, k)
+            blocks += [cache.get(ir)] * mul
         return _block_diag(blocks, alpha, beta, gamma)
 
     def D_from_matrix(self, R: torch.Tensor) -> torch.Tensor:
@@ -378,8 +383,12 @@ class Irreps(tuple):
         >>> Irreps("0e + 0o + 1o + 1e").D_from_matrix(-R).diagonal()
         tensor([ 1., -1., -1.,  1.,  1.,  1., -1., -1.])
         """
-        blocks = [term.ir.D_from_matrix(R) for term in self for _ in range(term.mul)]
-        return _block_diag(blocks, R[..., 0, 0])
+        from .rotations import matrix_to_angles
+
+        d = torch.linalg.det(R).sign()
+        angles = matrix_to_angles(R * d[..., None, None])
+        k = (1 - d) / 2  # 1 for improper elements
+        return self.D_from_angles(*angles, k)
 
     def D_from_quaternion(self, q: torch.Tensor, k=None) -> torch.Tensor:
         """Block-diagonal representation of the rotation of unit quaternions q [..., 4]."""
