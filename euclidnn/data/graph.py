@@ -105,7 +105,9 @@ class Graph:
         new_cell = torch.bmm(self.cell, transform)
         return replace(self, positions=new_positions, cell=new_cell)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Graph:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Graph:
         """Copy on ``device``; floating-point tensors cast to ``dtype`` (integers untouched)."""
         changes = {}
         for f in fields(self):

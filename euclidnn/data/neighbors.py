@@ -68,7 +68,8 @@ def neighbor_list(
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy(), np.zeros((0, 3), dtype=np.int64)
 
-    calculator = vesin.NeighborList(cutoff=float(r_max), full_list=True, sorted=True)  # sorted: deterministic
+    # sorted=True: deterministic order (by centre, then neighbour)
+    calculator = vesin.NeighborList(cutoff=float(r_max), full_list=True, sorted=True)
     i, j, shift = calculator.compute(positions, cell, pbc, "ijS")
     # vesin's pair (i, j, S) has vector positions[j] - positions[i] + S @ cell: j is the
     # neighbour (src), i the centre (dst).

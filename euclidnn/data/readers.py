@@ -141,7 +141,8 @@ def _read_db(path: Path, index, units):
         metadata = db.metadata
         rows = list(db.select())
     except Exception as error:
-        raise ValueError(f"{path}: cannot read database ({type(error).__name__}: {error})") from error
+        message = f"{path}: cannot read database ({type(error).__name__}: {error})"
+        raise ValueError(message) from error
     unit_dict = dict(metadata.get("_property_unit_dict", {}))
     units["length_unit"] = units["length_unit"] or metadata.get("_distance_unit")
     units["metadata"] = unit_dict
@@ -298,8 +299,10 @@ def read_npz(
             if key in data:
                 return data[key]
         if required:
-            raise ValueError(f"{path}: {field}: none of the keys {[given] if given else candidates} "
-                             f"found; keys are {sorted(data)}")
+            tried = [given] if given else candidates
+            raise ValueError(
+                f"{path}: {field}: none of the keys {tried} found; keys are {sorted(data)}"
+            )
         return None
 
     positions = pick(positions_key, ["R", "coords", "positions"], "positions")

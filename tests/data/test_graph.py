@@ -29,7 +29,9 @@ def random_structures(count, rng):
         else:
             atoms = molecule(["H2O", "CH4", "NH3"][k % 3])
             structures.append(
-                Structure.from_ase(atoms, energy=rng.normal(), forces=rng.normal(size=(len(atoms), 3)))
+                Structure.from_ase(
+                    atoms, energy=rng.normal(), forces=rng.normal(size=(len(atoms), 3))
+                )
             )
     return structures
 

@@ -239,7 +239,8 @@ def test_forces_mixed(tmp_path):
     atoms_list = frames(rng)[0]
     atoms_list[1].calc = SinglePointCalculator(atoms_list[1], energy=-1.0)  # no forces
     path = write_xyz(tmp_path / "m.xyz", atoms_list)
-    with pytest.raises(ValueError, match=r"m\.xyz: frame 1: forces: missing, but present in frame 0"):
+    message = r"m\.xyz: frame 1: forces: missing, but present in frame 0"
+    with pytest.raises(ValueError, match=message):
         read(path)
 
 
