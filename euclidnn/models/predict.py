@@ -60,8 +60,8 @@ def predict(
     ...         return torch.zeros(graph.num_graphs, dtype=e.dtype).index_add(0, graph.batch[graph.edge_dst], e)
     >>> g = Graph.from_structure(Structure([1, 1], [[0, 0, 0], [0, 0, 1.0]]), r_max=2.0, dtype=torch.float64)
     >>> p = predict(Spring(), g)
-    >>> p.energy.tolist(), p.forces[1].tolist()
-    ([0.5], [0.0, 0.0, -1.0])
+    >>> p.energy.tolist(), p.forces[1, 2].item()
+    ([0.5], -1.0)
     """
     if not (forces or stress):
         return Prediction(energy=model(graph))

@@ -1,0 +1,113 @@
+"""Save and load models: config as JSON in the safetensors metadata, weights as tensors.
+
+Safe to load from strangers: safetensors holds only tensors and strings, never pickled code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from torch import nn
+
+from euclidnn.models.nequip import NequIP, NequIPConfig
+from euclidnn.models.schnet import SchNet, SchNetConfig
+
+__all__ = ["save_model", "load_model"]
+
+FORMAT = "euclidnn.model"
+FORMAT_VERSION = "1"
+# the model classes a file may name, with their config classes
+_MODELS: dict[str, tuple[type[nn.Module], type]] = {
+    "SchNet": (SchNet, SchNetConfig),
+    "NequIP": (NequIP, NequIPConfig),
+}
+
+
+def save_model(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write ``model`` (a :class:`SchNet` or :class:`NequIP`) to a ``.safetensors`` file.
+
+    The metadata holds ``{"format", "version", "model", "config" (JSON)}``; the tensors are the
+    ``state_dict`` (parameters and persistent buffers). Written to a temporary file and renamed,
+    so a crash never leaves half a file.
+
+    >>> import tempfile
+    >>> from euclidnn.models import SchNet, SchNetConfig
+    >>> model = SchNet(SchNetConfig(species=(1, 8), num_features=8))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     save_model(model, f"{d}/m.safetensors")
+    ...     load_model(f"{d}/m.safetensors").config == model.config
+    True
+    """
+    name = type(model).__name__
+    if name not in _MODELS or not isinstance(model, _MODELS[name][0]):
+        raise TypeError(f"save_model: can save {sorted(_MODELS)}, got {type(model).__name__}")
+    metadata = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "model": name,
+        "config": json.dumps(dataclasses.asdict(model.config)),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | os.PathLike, *, device: torch.device | str | None = None) -> nn.Module:
+    """Rebuild a model saved by :func:`save_model`: its class, config and weights.
+
+    The weights keep the floating dtype they were saved in. Raises ``ValueError`` naming the
+    file and the field when the file is not a euclidnn model, the config is invalid or has
+    unknown fields, or the tensors do not match the shapes the config implies.
+    """
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{path}: not a safetensors file ({err})") from err
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a euclidnn model file (metadata 'format' is {metadata.get('format')!r})")
+    if metadata.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {metadata.get('version')!r}, this euclidnn reads {FORMAT_VERSION!r}")
+    name = metadata.get("model")
+    if name not in _MODELS:
+        raise ValueError(f"{path}: unknown model {name!r}; known: {sorted(_MODELS)}")
+    model_class, config_class = _MODELS[name]
+    try:
+        fields = json.loads(metadata["config"])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: metadata 'config' is missing or not JSON ({err})") from err
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"{path}: config has unknown fields {unknown} for {config_class.__name__}")
+    try:
+        config = config_class(**fields)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: invalid {config_class.__name__}: {err}") from err
+
+    tensors = load_file(str(path))
+    model = model_class(config)
+    expected = model.state_dict()
+    problems = [f"missing tensor {k!r}" for k in expected if k not in tensors]
+    problems += [f"unexpected tensor {k!r}" for k in tensors if k not in expected]
+    problems += [
+        f"tensor {k!r} has shape {tuple(tensors[k].shape)}, the config implies {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    if problems:
+        raise ValueError(f"{path}: weights do not match the {name} config: " + "; ".join(problems))
+    dtypes = {v.dtype for v in tensors.values() if v.is_floating_point()}
+    if len(dtypes) == 1:
+        model = model.to(dtype=dtypes.pop())
+    model.load_state_dict(tensors)
+    return model.to(device) if device is not None else model
