@@ -1,0 +1,1 @@
+"""Command-line interface: ``euclidnn <command> ...`` (see ``euclidnn --help``)."""

@@ -1,0 +1,48 @@
+"""``euclidnn <command>``: a small dispatcher over the subcommand modules of ``euclidnn.cli``.
+
+Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; add a new
+one to ``COMMANDS``. Errors a user can fix (``ValueError``, ``FileNotFoundError``) are printed
+as one line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand name -> (module under euclidnn.cli, one-line help)
+COMMANDS = {
+    "label": ("label", "sample configurations by MD and label them with xTB or DFT"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per command."""
+    parser = argparse.ArgumentParser(prog="euclidnn", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"euclidnn.cli.{module_name}")
+        sub = subparsers.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run the chosen command.
+
+    >>> main(["label", "no-such-molecule", "-o", "x.xyz", "-n", "1"])
+    euclidnn label: error: unknown molecule 'no-such-molecule': ...
+    2
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"euclidnn {args.command}: error: {error}", file=sys.stdout)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
