@@ -103,7 +103,7 @@ class Gate(nn.Module):
         return p
 
     @staticmethod
-    def _apply(acts: list[Activation], irreps: Irreps, x: Tensor) -> Tensor:
+    def _activate(acts: list[Activation], irreps: Irreps, x: Tensor) -> Tensor:
         if len(acts) == 1:
             return acts[0](x)
         parts = x.split([mul for mul, _ in irreps], dim=-1)
@@ -115,9 +115,9 @@ class Gate(nn.Module):
         )
         pieces = []
         if self.irreps_scalars.dim > 0:
-            pieces.append(self._apply(self.act_scalars, self.irreps_scalars, scalars))
+            pieces.append(self._activate(self.act_scalars, self.irreps_scalars, scalars))
         if self.irreps_gated.dim > 0:
-            gates = self._apply(self.act_gates, self.irreps_gates, gates)
+            gates = self._activate(self.act_gates, self.irreps_gates, gates)
             pieces.append(gates[..., self.gate_index] * gated)
         if not pieces:
             return x[..., :0]
