@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -85,132 +86,129 @@ def read(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    units = dict(
-        energy_unit=energy_unit,
-        length_unit=length_unit,
-        forces_unit=forces_unit,
-        stress_unit=stress_unit,
-        property_units=dict(property_units or {}),
-    )
-    keys = dict(energy=energy_key or "energy", forces=forces_key or "forces")
-    keys["stress"] = stress_key or "stress"
     if path.suffix == ".npz":
         return read_npz(path, index, energy_unit=energy_unit or "eV",
                         length_unit=length_unit or "Å", forces_unit=forces_unit,
                         energy_key=energy_key, forces_key=forces_key)
+    keys = {"energy": energy_key or "energy", "forces": forces_key or "forces",
+            "stress": stress_key or "stress"}
+    metadata_units: dict[str, str] = {}
     if format == "db" or (format is None and path.suffix == ".db"):
-        frames = _read_db(path, index, units)
+        frames, metadata_units, distance_unit = _read_db(path, index)
+        length_unit = length_unit or distance_unit
     else:
         frames = _read_ase(path, index, format)
-    return _finish(path, frames, keys, units)
+    energy_unit = energy_unit or metadata_units.get(keys["energy"]) or "eV"
+    length_unit = length_unit or "Å"
+    units = {
+        "energy": energy_unit,
+        "length": length_unit,
+        "forces": forces_unit or metadata_units.get(keys["forces"])
+        or f"{energy_unit}/{length_unit}",
+        "stress": stress_unit or metadata_units.get(keys["stress"])
+        or f"{energy_unit}/{length_unit}^3",
+    }
+    try:
+        factors = {name: unit_factor(unit) for name, unit in units.items()}
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    property_units = {**metadata_units, **(property_units or {})}
+    structures = [
+        _structure(path, frame, keys, factors, property_units, energy_unit) for frame in frames
+    ]
+    _check_consistent(path, structures)
+    return structures
 
 
-def _read_ase(path: Path, index, format):
-    """Yield (frame, numbers, positions, cell, pbc, sources, metadata) from ase.io.
+class _Frame(NamedTuple):
+    """One frame as read, before validation: where label lookups go is ``sources``."""
 
-    The whole file is parsed (so that errors name the frame's position in the file), then
+    index: int  # position in the file
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    sources: list[Mapping]  # searched in order for labels; the rest become properties
+
+
+def _select(items: list, index) -> list[tuple[int, object]]:
+    from ase.io.formats import string2index
+
+    selection = string2index(index) if isinstance(index, str) else index
+    numbered = list(enumerate(items))
+    return numbered[selection] if isinstance(selection, slice) else [numbered[selection]]
+
+
+def _read_ase(path: Path, index, format) -> list[_Frame]:
+    """Frames from ``ase.io``: the calculator's results, then ``info``, then ``arrays``.
+
+    The whole file is parsed (so that an error names the frame's position in the file), then
     ``index`` selects frames.
     """
     import ase.io
-    from ase.io.formats import string2index
 
-    frames = []
+    images = []
     try:
         for atoms in ase.io.iread(path, index=":", format=format):
-            frames.append(atoms)
+            images.append(atoms)
     except Exception as error:  # ase raises ValueError, KeyError, IndexError, … on bad files
         raise ValueError(
-            f"{path}: frame {len(frames)}: cannot read ({type(error).__name__}: {error})"
+            f"{path}: frame {len(images)}: cannot read ({type(error).__name__}: {error})"
         ) from error
-    selection = string2index(index) if isinstance(index, str) else index
-    numbered = list(enumerate(frames))
-    numbered = numbered[selection] if isinstance(selection, slice) else [numbered[selection]]
-    for frame, atoms in numbered:
+    frames = []
+    for i, atoms in _select(images, index):
         results = dict(atoms.calc.results) if atoms.calc is not None else {}
         arrays = {k: v for k, v in atoms.arrays.items() if k not in ("numbers", "positions")}
-        yield frame, atoms.numbers, atoms.positions, np.array(atoms.cell), atoms.pbc, \
-            [results, atoms.info, arrays], {}
+        frames.append(_Frame(i, atoms.numbers, atoms.positions, np.array(atoms.cell), atoms.pbc,
+                             [results, atoms.info, arrays]))
+    return frames
 
 
-def _read_db(path: Path, index, units):
+def _read_db(path: Path, index) -> tuple[list[_Frame], dict[str, str], str | None]:
+    """Frames of an ASE database (calculator columns, key-value pairs, ``row.data``), the
+    property units and the distance unit from its metadata."""
     from ase.db import connect
-    from ase.io.formats import string2index
 
     try:
-        db = connect(str(path), type="db" if path.suffix != ".json" else "json")
+        db = connect(str(path), type="json" if path.suffix == ".json" else "db")
         metadata = db.metadata
         rows = list(db.select())
     except Exception as error:
         message = f"{path}: cannot read database ({type(error).__name__}: {error})"
         raise ValueError(message) from error
-    unit_dict = dict(metadata.get("_property_unit_dict", {}))
-    units["length_unit"] = units["length_unit"] or metadata.get("_distance_unit")
-    units["metadata"] = unit_dict
-    selection = string2index(index) if isinstance(index, str) else index
-    numbered = list(enumerate(rows))
-    numbered = numbered[selection] if isinstance(selection, slice) else [numbered[selection]]
-    for frame, row in numbered:
+    frames = []
+    for i, row in _select(rows, index):
         calc = {k: row.get(k) for k in _LABELS if row.get(k) is not None}
-        yield frame, row.numbers, row.positions, np.array(row.cell), row.pbc, \
-            [calc, dict(row.key_value_pairs), dict(row.data)], {"id": row.id}
+        sources = [calc, dict(row.key_value_pairs), dict(row.data)]
+        frames.append(_Frame(i, row.numbers, row.positions, np.array(row.cell), row.pbc, sources))
+    units = dict(metadata.get("_property_unit_dict", {}))
+    return frames, units, metadata.get("_distance_unit")
 
 
-def _finish(path, frames, keys, units) -> list[Structure]:
-    structures = []
-    for frame, numbers, positions, cell, pbc, sources, _ in frames:
-        metadata_units = units.get("metadata", {})  # set by _read_db once it has started
-        structures.append(
-            _structure(path, frame, numbers, positions, cell, pbc, sources, keys, units,
-                       metadata_units)
-        )
-    _check_consistent(path, structures)
-    return structures
-
-
-def _label_units(keys, units, metadata_units):
-    energy = units["energy_unit"] or metadata_units.get(keys["energy"]) or "eV"
-    length = units["length_unit"] or "Å"
-    forces = units["forces_unit"] or metadata_units.get(keys["forces"]) or f"{energy}/{length}"
-    stress = (
-        units["stress_unit"] or metadata_units.get(keys["stress"]) or f"{energy}/{length}^3"
-    )
-    return energy, length, forces, stress
-
-
-def _structure(path, frame, numbers, positions, cell, pbc, sources, keys, units, metadata_units):
-    where = f"{path}: frame {frame}"
-    energy_u, length_u, forces_u, stress_u = _label_units(keys, units, metadata_units)
-    try:
-        factors = {
-            "energy": unit_factor(energy_u),
-            "forces": unit_factor(forces_u),
-            "stress": unit_factor(stress_u),
-        }
-        length = unit_factor(length_u)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
-    n = len(numbers)
+def _structure(path, frame: _Frame, keys, factors, property_units, energy_unit) -> Structure:
+    """Validated Structure in eV/Å from one frame; errors name file, frame and field."""
+    where = f"{path}: frame {frame.index}"
+    n = len(frame.numbers)
     labels, properties, atom_properties = {}, {}, {}
-    used = set(keys.values())
     for name in _LABELS:
-        value = _lookup(sources, keys[name])
+        value = _lookup(frame.sources, keys[name])
         if value is not None:
             labels[name] = np.asarray(value, dtype=np.float64) * factors[name]
     if "energy" in labels:
         labels["energy"] = _scalar(where, keys["energy"], labels["energy"])
     if "stress" in labels and labels["stress"].size == 9:
         labels["stress"] = labels["stress"].reshape(3, 3)
-    prop_units = {**metadata_units, **units["property_units"]}
-    for source in sources:
+    skip = set(keys.values()) | set(_LABELS)
+    for source in frame.sources:
         for key, value in source.items():
-            if key in used or key in _LABELS or key in properties or key in atom_properties:
+            if key in skip or key in properties or key in atom_properties:
                 continue
             array = np.asarray(value)
-            if array.dtype.kind not in "biuf" or array.dtype.kind == "b":
+            if array.dtype.kind not in "iuf":  # strings, booleans, objects are not labels
                 continue
-            if key in prop_units:
+            if key in property_units:
                 try:
-                    array = array * unit_factor(prop_units[key])
+                    array = array * unit_factor(property_units[key])
                 except ValueError as error:
                     raise ValueError(f"{where}: property {key!r}: {error}") from error
             if n > 1 and array.ndim >= 1 and array.shape[0] == n:
@@ -219,10 +217,10 @@ def _structure(path, frame, numbers, positions, cell, pbc, sources, keys, units,
                 properties[key] = array.reshape(()) if array.shape == (1,) else array
     try:
         structure = Structure(
-            numbers=numbers,
-            positions=np.asarray(positions, dtype=np.float64) * length,
-            cell=np.asarray(cell, dtype=np.float64) * length,
-            pbc=pbc,
+            numbers=frame.numbers,
+            positions=np.asarray(frame.positions, dtype=np.float64) * factors["length"],
+            cell=np.asarray(frame.cell, dtype=np.float64) * factors["length"],
+            pbc=frame.pbc,
             properties=properties,
             atom_properties=atom_properties,
             **labels,
@@ -232,7 +230,7 @@ def _structure(path, frame, numbers, positions, cell, pbc, sources, keys, units,
     if structure.energy is not None and abs(structure.energy) / n > MAX_ENERGY_PER_ATOM:
         raise ValueError(
             f"{where}: energy: {structure.energy:.6g} eV for {n} atoms "
-            f"(> {MAX_ENERGY_PER_ATOM:g} eV/atom) after reading it as {energy_u!r}; "
+            f"(> {MAX_ENERGY_PER_ATOM:g} eV/atom) after reading it as {energy_unit!r}; "
             "pass the file's energy_unit (e.g. 'kcal/mol', 'kJ/mol', 'Hartree')"
         )
     return structure
@@ -282,10 +280,12 @@ def read_npz(
     [n_atoms] or [n_frames, n_atoms]), ``E`` (energies [n_frames] or [n_frames, 1]), ``F``
     (forces [n_frames, n_atoms, 3]); revised MD17's ``coords``, ``nuclear_charges``,
     ``energies``, ``forces`` are recognised too. MD17 is in kcal/mol and Å: pass
-    ``energy_unit="kcal/mol"``.
-    """
-    from ase.io.formats import string2index
+    ``energy_unit="kcal/mol"``. A key given as argument must exist.
 
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: as :func:`read`, and for missing keys or inconsistent array shapes.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -298,7 +298,7 @@ def read_npz(
         for key in [given] if given else candidates:
             if key in data:
                 return data[key]
-        if required:
+        if required or given:
             tried = [given] if given else candidates
             raise ValueError(
                 f"{path}: {field}: none of the keys {tried} found; keys are {sorted(data)}"
@@ -312,25 +312,31 @@ def read_npz(
     if positions.ndim == 2:
         positions = positions[None]
     n_frames = len(positions)
-    numbers = np.broadcast_to(numbers, (n_frames, positions.shape[1]))
-    selection = string2index(index) if isinstance(index, str) else index
-    frames = range(n_frames)[selection]
-    frames = frames if isinstance(frames, range) else [frames]
-    keys = dict(energy="energy", forces="forces", stress="stress")
-    units = dict(energy_unit=energy_unit, length_unit=length_unit, forces_unit=forces_unit,
-                 stress_unit=None, property_units={})
+    try:
+        numbers = np.broadcast_to(numbers, positions.shape[:2])
+    except ValueError as error:
+        message = f"numbers shape {numbers.shape}, positions {positions.shape}"
+        raise ValueError(f"{path}: numbers: {message}") from error
     for name, array in (("energy", energies), ("forces", forces)):
         if array is not None and len(array) != n_frames:
             raise ValueError(f"{path}: {name}: {len(array)} frames, positions have {n_frames}")
+    try:
+        factors = {
+            "energy": unit_factor(energy_unit),
+            "length": unit_factor(length_unit),
+            "forces": unit_factor(forces_unit or f"{energy_unit}/{length_unit}"),
+            "stress": 1.0,
+        }
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    keys = {name: name for name in _LABELS}
     structures = []
-    for frame in frames:
-        calc = {}
+    for i, _ in _select(list(range(n_frames)), index):
+        labels = {}
         if energies is not None:
-            calc["energy"] = energies[frame]
+            labels["energy"] = energies[i]
         if forces is not None:
-            calc["forces"] = forces[frame]
-        structures.append(
-            _structure(path, frame, numbers[frame], positions[frame], np.zeros((3, 3)),
-                       False, [calc], keys, units, {})
-        )
+            labels["forces"] = forces[i]
+        frame = _Frame(i, numbers[i], positions[i], np.zeros((3, 3)), np.zeros(3, bool), [labels])
+        structures.append(_structure(path, frame, keys, factors, {}, energy_unit))
     return structures

@@ -273,3 +273,21 @@ def test_unknown_unit_name(tmp_path):
     path = write_xyz(tmp_path / "w.xyz", [molecule("H2O")])
     with pytest.raises(ValueError, match="unknown unit 'kcl'"):
         read(path, energy_unit="kcl/mol")
+
+
+def test_npz_errors(tmp_path):
+    positions = molecule("CH4").positions[None].repeat(3, axis=0)
+    np.savez(tmp_path / "a.npz", R=positions, z=[6, 1, 1, 1, 1], E=np.zeros(2))
+    with pytest.raises(ValueError, match=r"a\.npz: energy: 2 frames, positions have 3"):
+        read(tmp_path / "a.npz")
+    np.savez(tmp_path / "b.npz", R=positions, z=[6, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"b\.npz: numbers"):
+        read(tmp_path / "b.npz")
+    np.savez(tmp_path / "c.npz", R=positions, z=[6, 1, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"c\.npz: energy: none of the keys \['U0'\]"):
+        read_npz(tmp_path / "c.npz", energy_key="U0")
+    bad = positions.copy()
+    bad[2, 1, 0] = np.nan
+    np.savez(tmp_path / "d.npz", R=bad, z=[6, 1, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"d\.npz: frame 2: positions: contains NaN"):
+        read(tmp_path / "d.npz")
