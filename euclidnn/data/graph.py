@@ -122,15 +122,17 @@ class Graph:
     ) -> Graph:
         """Graph of one structure with the neighbour list at ``r_max`` (Å).
 
+        The cell of a structure periodic in no direction is stored as zeros (CONVENTIONS.md).
         ``dtype`` defaults to ``torch.get_default_dtype()``.
         """
         dtype = dtype or torch.get_default_dtype()
         src, dst, shift = neighbor_list(structure.positions, structure.cell, structure.pbc, r_max)
         n = structure.num_atoms
+        cell = structure.cell if structure.pbc.any() else np.zeros((3, 3))
         return cls(
             positions=torch.tensor(structure.positions, dtype=dtype),
             numbers=torch.tensor(structure.numbers, dtype=torch.int64),
-            cell=torch.tensor(structure.cell, dtype=dtype).reshape(1, 3, 3),
+            cell=torch.tensor(cell, dtype=dtype).reshape(1, 3, 3),
             pbc=torch.tensor(structure.pbc, dtype=torch.bool).reshape(1, 3),
             batch=torch.zeros(n, dtype=torch.int64),
             edge_src=torch.from_numpy(src),

@@ -119,6 +119,14 @@ def test_deformed_scales_edges_and_gives_strain_gradient():
         assert torch.allclose(grad[k], 2 * v.T @ v)
 
 
+def test_molecule_in_a_box_has_zero_cell():
+    atoms = molecule("H2O")
+    atoms.center(vacuum=5.0)  # a cell, but not periodic
+    g = Graph.from_ase(atoms, 2.0)
+    assert torch.equal(g.cell, torch.zeros(1, 3, 3))
+    assert g.pbc.tolist() == [[False] * 3] and g.num_edges == 6
+
+
 def test_to_casts_floats_only():
     g = Graph.from_ase(molecule("CH4"), 2.0, torch.float64).to(dtype=torch.float32)
     assert g.positions.dtype == g.cell.dtype == g.edge_shift.dtype == torch.float32
