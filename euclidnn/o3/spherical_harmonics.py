@@ -137,8 +137,8 @@ def _monomials(lmax: int) -> tuple[tuple, tuple]:
 
 
 @functools.lru_cache(maxsize=None)
-def _poly_matrix(ls: tuple, normalization: str, dtype: torch.dtype, device) -> torch.Tensor:
-    """M [n_monomials, Σ(2l+1)] with Y = monomials @ M (exact coefficients of the recurrence)."""
+def _poly_matrix(ls: tuple, normalization: str, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bias [Σ(2l+1)], M [n_monomials - 1, Σ(2l+1)]) with Y = bias + [x, y, z, x², …] @ M."""
     lmax = max(ls)
     exps, _ = _monomials(max(lmax, 1))
     index = {e: i for i, e in enumerate(exps)}
@@ -150,18 +150,19 @@ def _poly_matrix(ls: tuple, normalization: str, dtype: torch.dtype, device) -> t
             for e, v in sh[l][m].items():
                 column[index[e]] += v * _c_l(l, normalization)
             columns.append(column)
-    return torch.stack(columns, dim=1).to(dtype=dtype, device=device)
+    M = torch.stack(columns, dim=1).to(dtype=dtype, device=device)
+    return M[0].contiguous(), M[1:].contiguous()
 
 
 def _sh_poly(ls: tuple, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, normalization: str) -> torch.Tensor:
     # Monomials are built as contiguous rows [n_monomials, n] (cheap elementwise products of
-    # 1-d tensors); the single matrix product then both combines and transposes them.
-    M = _poly_matrix(ls, normalization, x0.dtype, x0.device)
+    # 1-d tensors); one fused matrix product (+ the constant Y^0) combines and transposes them.
+    bias, M = _poly_matrix(ls, normalization, x0.dtype, x0.device)
     _, plan = _monomials(max(max(ls), 1))
-    cols = [torch.ones_like(x0), x0, x1, x2]
+    cols = [x0, x1, x2]  # cols[i] is monomial i + 1 (monomial 0, the constant, is the bias)
     for parent, var in plan:
-        cols.append(cols[parent] * cols[1 + var])
-    return torch.stack(cols, dim=0).T @ M
+        cols.append(cols[parent - 1] * cols[var])
+    return torch.addmm(bias, torch.stack(cols, dim=0).T, M)
 
 
 # ---------------------------------------------------------------- recurrence for any l

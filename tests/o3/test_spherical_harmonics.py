@@ -104,6 +104,13 @@ def test_gradcheck(lmax):
     assert torch.autograd.gradcheck(lambda v: spherical_harmonics(list(range(lmax + 1)), v, True), (x,))
 
 
+@pytest.mark.parametrize("ls", [[0, 1, 2, 3], [2, 5]])
+def test_second_derivatives(ls):
+    """Forces in training need grad of grad (create_graph=True)."""
+    x = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda v: spherical_harmonics(ls, v, True), (x,))
+
+
 def test_gradient_of_l1_is_projector():
     """∂(√3 x̂)/∂x = √3 (I − x̂x̂ᵀ)/|x|."""
     x = torch.randn(3, dtype=torch.float64, requires_grad=True)
