@@ -131,12 +131,16 @@ class _Frame(NamedTuple):
     sources: list[Mapping]  # searched in order for labels; the rest become properties
 
 
-def _select(items: list, index) -> list[tuple[int, object]]:
+def _select(path, items: list, index) -> list[tuple[int, object]]:
+    """``(position, item)`` pairs picked by ``index`` (``":"``, ``"1:5"``, ``-1``, slice)."""
     from ase.io.formats import string2index
 
-    selection = string2index(index) if isinstance(index, str) else index
-    numbered = list(enumerate(items))
-    return numbered[selection] if isinstance(selection, slice) else [numbered[selection]]
+    try:
+        selection = string2index(index) if isinstance(index, str) else index
+        numbered = list(enumerate(items))
+        return numbered[selection] if isinstance(selection, slice) else [numbered[selection]]
+    except (IndexError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: index {index!r}: {error} ({len(items)} frames)") from error
 
 
 def _read_ase(path: Path, index, format) -> list[_Frame]:
@@ -156,7 +160,7 @@ def _read_ase(path: Path, index, format) -> list[_Frame]:
             f"{path}: frame {len(images)}: cannot read ({type(error).__name__}: {error})"
         ) from error
     frames = []
-    for i, atoms in _select(images, index):
+    for i, atoms in _select(path, images, index):
         results = dict(atoms.calc.results) if atoms.calc is not None else {}
         arrays = {k: v for k, v in atoms.arrays.items() if k not in ("numbers", "positions")}
         frames.append(_Frame(i, atoms.numbers, atoms.positions, np.array(atoms.cell), atoms.pbc,
@@ -177,7 +181,7 @@ def _read_db(path: Path, index) -> tuple[list[_Frame], dict[str, str], str | Non
         message = f"{path}: cannot read database ({type(error).__name__}: {error})"
         raise ValueError(message) from error
     frames = []
-    for i, row in _select(rows, index):
+    for i, row in _select(path, rows, index):
         calc = {k: row.get(k) for k in _LABELS if row.get(k) is not None}
         sources = [calc, dict(row.key_value_pairs), dict(row.data)]
         frames.append(_Frame(i, row.numbers, row.positions, np.array(row.cell), row.pbc, sources))
@@ -331,7 +335,7 @@ def read_npz(
         raise ValueError(f"{path}: {error}") from error
     keys = {name: name for name in _LABELS}
     structures = []
-    for i, _ in _select(list(range(n_frames)), index):
+    for i, _ in _select(path, list(range(n_frames)), index):
         labels = {}
         if energies is not None:
             labels["energy"] = energies[i]

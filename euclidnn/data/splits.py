@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -12,12 +12,12 @@ __all__ = ["Split", "split", "split_indices", "split_blocks"]
 T = TypeVar("T")
 
 
-class Split(NamedTuple, Generic[T]):
-    """The three parts of a data set."""
+class Split(NamedTuple):
+    """The three parts of a data set (items, or indices from :func:`split_indices`)."""
 
-    train: list[T]
-    valid: list[T]
-    test: list[T]
+    train: list[Any]
+    valid: list[Any]
+    test: list[Any]
 
 
 def _counts(n: int, n_train: int, n_valid: int, n_test: int | None) -> tuple[int, int, int]:
@@ -35,7 +35,7 @@ def _counts(n: int, n_train: int, n_valid: int, n_test: int | None) -> tuple[int
 
 def split_indices(
     n: int, n_train: int, n_valid: int, n_test: int | None = None, seed: int = 0
-) -> Split[int]:
+) -> Split:
     """Random disjoint index sets of the given sizes; ``n_test=None`` takes the rest.
 
     The permutation depends only on ``n`` and ``seed`` (NumPy's PCG64), so growing
@@ -57,7 +57,7 @@ def split_indices(
 
 def split(
     items: Sequence[T], n_train: int, n_valid: int, n_test: int | None = None, seed: int = 0
-) -> Split[T]:
+) -> Split:
     """Random split of ``items`` by count with a seed (see :func:`split_indices`).
 
     >>> parts = split(list("abcdefghij"), n_train=6, n_valid=2, seed=1)
@@ -70,7 +70,7 @@ def split(
 
 def split_blocks(
     items: Sequence[T], n_train: int, n_valid: int, n_test: int | None = None, gap: int = 0
-) -> Split[T]:
+) -> Split:
     """Contiguous split of a trajectory: train first, then valid, then test, in order.
 
     Consecutive MD frames are correlated; contiguous blocks (optionally separated by ``gap``

@@ -30,7 +30,7 @@ def _array(name: str, value: Any, dtype, shape: tuple) -> np.ndarray:
     return array
 
 
-@dataclass
+@dataclass(eq=False)  # arrays: compare fields explicitly, not with ==
 class Structure:
     """One atomic system (molecule or periodic cell) and its reference labels.
 

@@ -79,6 +79,8 @@ def test_index_selects_frames(tmp_path):
     energies = [a.get_potential_energy() for a in atoms_list]
     assert [s.energy for s in read(path, "1:")] == pytest.approx(energies[1:])
     assert [s.energy for s in read(path, -1)] == pytest.approx(energies[-1:])
+    with pytest.raises(ValueError, match=r"data\.xyz: index 7: .*3 frames"):
+        read(path, 7)
 
 
 @pytest.mark.parametrize(
