@@ -136,7 +136,8 @@ class Structure:
     def from_ase(cls, atoms, *, energy: float | None = None, forces=None, stress=None) -> Structure:
         """Build from an ``ase.Atoms``, taking labels from its calculator when present.
 
-        Labels given as arguments take precedence over the calculator's. ``atoms.info``
+        Labels given as arguments take precedence over the calculator's, which take
+        precedence over ``atoms.info["energy"]``, ``atoms.arrays["forces"]`` etc. ``atoms.info``
         entries that are numbers or arrays become ``properties``; ``atoms.arrays`` other than
         numbers/positions become ``atom_properties``. Units are assumed to be eV and Å.
 
@@ -146,15 +147,25 @@ class Structure:
         """
         calc = atoms.calc
         results = getattr(calc, "results", {}) if calc is not None else {}
-        energy = results.get("energy") if energy is None else energy
-        forces = results.get("forces") if forces is None else forces
-        stress = results.get("stress") if stress is None else stress
+
+        def label(name, given):
+            for source in (results, atoms.info, atoms.arrays):
+                if given is None and source.get(name) is not None:
+                    given = source[name]
+            return given
+
+        energy = label("energy", energy)
+        forces = label("forces", forces)
+        stress = label("stress", stress)
+        labels = {"energy", "forces", "stress"}
         properties = {
             k: np.asarray(v)
             for k, v in atoms.info.items()
-            if isinstance(v, (int, float, np.ndarray, np.number)) and not isinstance(v, bool)
+            if k not in labels
+            and isinstance(v, (int, float, np.ndarray, np.number))
+            and not isinstance(v, bool)
         }
-        skip = {"numbers", "positions"}
+        skip = {"numbers", "positions"} | labels
         atom_properties = {k: np.array(v) for k, v in atoms.arrays.items() if k not in skip}
         return cls(
             numbers=atoms.numbers,

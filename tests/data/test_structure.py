@@ -90,3 +90,12 @@ def test_from_ase_without_calculator():
     s = Structure.from_ase(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]))
     assert s.energy is None and s.forces is None
     assert s.to_ase().calc is None
+
+
+def test_from_ase_labels_in_info_and_arrays():
+    atoms = molecule("H2O")
+    atoms.info["energy"] = -14.2
+    atoms.arrays["forces"] = np.ones((3, 3))
+    s = Structure.from_ase(atoms)
+    assert s.energy == -14.2 and np.array_equal(s.forces, np.ones((3, 3)))
+    assert "energy" not in s.properties and "forces" not in s.atom_properties
