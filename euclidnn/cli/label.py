@@ -34,15 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     md.add_argument("--interval", type=int, default=10, help="MD steps between frames (10)")
     md.add_argument("--equilibration", type=int, default=1000, help="MD steps first (1000)")
     md.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="OpenMP threads (xTB, PySCF)")
+    parser.add_argument("--threads", type=int, default=None, help="threads of PySCF; of xTB unless OMP_NUM_THREADS is set")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn label``."""
     if args.threads is not None:
-        # read by tblite's OpenMP runtime when it is first loaded (below, lazily)
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        # tblite reads OMP_NUM_THREADS when it is first loaded (below, lazily); an explicit
+        # environment wins, so that e.g. OMP_NUM_THREADS=1 keeps the small xTB MD single-threaded
+        # while PySCF, set at run time, gets --threads
+        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from euclidnn.data.label import Level, Sampling, label
 
     sampling = Sampling(

@@ -135,8 +135,6 @@ class Level:
             raise ValueError(f"multiplicity: must be >= 1, got {self.multiplicity}")
         if self.is_xtb:
             return
-        if self.basis is None:
-            raise ValueError(f"method {self.method!r}: HF/DFT needs a basis (e.g. def2-svp)")
         import warnings
 
         from pyscf import gto
@@ -148,6 +146,8 @@ class Level:
             except KeyError:
                 known = ", ".join([*XTB_METHODS, "hf", "pbe", "b3lyp", "…(any PySCF functional)"])
                 raise ValueError(f"unknown method {self.method!r}; expected one of {known}")
+        if self.basis is None:
+            raise ValueError(f"method {self.method!r}: HF/DFT needs a basis (e.g. def2-svp)")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -225,6 +225,8 @@ def sample(atoms, sampling: Sampling, path: str | os.PathLike, progress: bool = 
     Returns the sampled frames as ``ase.Atoms`` (no labels); each frame's info holds
     ``sampling.info()``, ``sampling_frame`` and ``md_step``.
     """
+    import warnings
+
     import ase.io
     from ase import units
     from ase.md.langevin import Langevin
@@ -237,7 +239,9 @@ def sample(atoms, sampling: Sampling, path: str | os.PathLike, progress: bool = 
     atoms.set_constraint(FixCom())  # no drift of the centre of mass (ASE's recommended way)
     atoms.calc = _xtb_calculator(Level("gfn2-xtb"))
     rng = np.random.default_rng(sampling.seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=sampling.temperature, rng=rng)
+    with warnings.catch_warnings():  # deprecated in ASE 3.29; kept: same velocities as before
+        warnings.simplefilter("ignore", DeprecationWarning)
+        MaxwellBoltzmannDistribution(atoms, temperature_K=sampling.temperature, rng=rng)
     Stationary(atoms)
     ZeroRotation(atoms)
     dynamics = Langevin(
@@ -353,11 +357,13 @@ def make_labeller(level: Level, threads: int | None = None) -> Labeller:
     """A function ``atoms -> (energy eV, forces eV/Å)`` at the given level of theory."""
     level.check()
     if level.is_xtb:
-        calc = _xtb_calculator(level)
 
         def xtb(atoms) -> tuple[float, np.ndarray]:
             atoms = atoms.copy()
-            atoms.calc = calc
+            # a fresh calculator per frame: a reused one starts its SCF from the last frame's
+            # charges, and a resumed run would then differ from an uninterrupted one in the
+            # last digits
+            atoms.calc = _xtb_calculator(level)
             return float(atoms.get_potential_energy()), atoms.get_forces().copy()
 
         return xtb
