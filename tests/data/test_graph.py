@@ -185,3 +185,12 @@ def test_dataset_and_loader_batches():
     for g, t in batches:
         assert t.forces.shape == g.positions.shape
         assert t.energy.shape == (g.num_graphs,)
+
+
+def test_loader_with_worker_process():
+    structures = [Structure.from_ase(molecule("CH4"), energy=float(k)) for k in range(4)]
+    data = AtomsDataset(structures, r_max=2.0)
+    batches = list(make_loader(data, batch_size=3, num_workers=1))
+    assert [g.num_graphs for g, _ in batches] == [3, 1]
+    assert batches[0][1].energy.tolist() == [0.0, 1.0, 2.0]
+    assert batches[0][0].edge_src.max() >= 10  # offset into the third molecule
