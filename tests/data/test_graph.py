@@ -194,3 +194,13 @@ def test_loader_with_worker_process():
     assert [g.num_graphs for g, _ in batches] == [3, 1]
     assert batches[0][1].energy.tolist() == [0.0, 1.0, 2.0]
     assert batches[0][0].edge_src.max() >= 10  # offset into the third molecule
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_to_cuda_keeps_values():
+    g = Graph.from_ase(bulk("Si"), 3.0, torch.float64)
+    t = Targets(energy=torch.ones(1, dtype=torch.float64))
+    on_gpu = g.to("cuda", torch.float32)
+    assert on_gpu.positions.is_cuda and on_gpu.edge_src.is_cuda and on_gpu.pbc.is_cuda
+    assert torch.allclose(on_gpu.edge_vectors().cpu().double(), g.edge_vectors(), atol=1e-5)
+    assert t.to("cuda").energy.is_cuda
