@@ -56,12 +56,15 @@ DATASETS["ethanol-pbe"] = DatasetInfo(
 
 
 def list_datasets() -> list[str]:
-    """Names of the shipped data sets whose file is present.
+    """Names of the shipped data sets whose file is present and has frames.
 
     >>> "ethanol" in list_datasets()
     True
     """
-    return [name for name, info in DATASETS.items() if info.path.is_file()]
+    return [
+        name for name, info in DATASETS.items()
+        if info.path.is_file() and info.path.stat().st_size > 0
+    ]
 
 
 def dataset_info(name: str) -> DatasetInfo:
