@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +52,7 @@ DATASETS: dict[str, DatasetInfo] = {
     for name in _MD17
 }
 DATASETS["ethanol-pbe"] = DatasetInfo(
-    "ethanol-pbe", "ethanol-pbe-def2svp.xyz", "PBE/def2-SVP", 500,
+    "ethanol-pbe", "ethanol-pbe-def2svp.xyz", "PBE/def2-svp", 500,
     "Langevin MD at 500 K (GFN2-xTB, 0.5 fs, every 10th step after 1000), seed 0; "
     "labelled with PySCF PBE/def2-SVP, density fitting",
 )
@@ -88,4 +91,15 @@ def load_dataset(name: str) -> list[Structure]:
     info = dataset_info(name)
     if not info.path.is_file():
         raise FileNotFoundError(f"{info.path}: data set {name!r} is not in this installation")
-    return read(info.path)
+    if info.path.suffix != ".gz":
+        return read(info.path)
+    # ase.io seeks back and forth in a gzip stream (quadratic in the frame count): read an
+    # uncompressed copy instead, and name the shipped file in errors
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / info.path.stem
+        with gzip.open(info.path) as source, open(plain, "wb") as target:
+            shutil.copyfileobj(source, target)
+        try:
+            return read(plain)
+        except ValueError as error:
+            raise ValueError(str(error).replace(str(plain), str(info.path))) from None
