@@ -30,12 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``) and run the chosen command.
-
-    >>> main(["label", "no-such-molecule", "-o", "x.xyz", "-n", "1"])
-    euclidnn label: error: unknown molecule 'no-such-molecule': ...
-    2
-    """
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run the chosen command; returns the exit
+    status (0 success, 2 a usage or input error, printed as ``euclidnn <command>: error: …``)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
