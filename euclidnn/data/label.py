@@ -424,10 +424,12 @@ def label(
         if not np.array_equal(frame.numbers, atoms.numbers):
             raise ValueError(f"{sampled_path}: frame 0: numbers differ from {molecule!r}")
     if len(sampled) < sampling.num_frames:
-        old = sampled
-        sampled = sample(atoms, sampling, sampled_path, progress=progress)
-        for index, frame in enumerate(old):  # a longer run must extend the same trajectory
-            _check_matches(sampled_path, index, frame, sampled[index], {})
+        new_path = Path(f"{sampled_path}.new")
+        new = sample(atoms, sampling, new_path, progress=progress)
+        for index, frame in enumerate(sampled):  # a longer run must extend the same trajectory
+            _check_matches(sampled_path, index, frame, new[index], {})
+        os.replace(new_path, sampled_path)
+        sampled = new
     sampled = sampled[: sampling.num_frames]
 
     done, length = read_complete_frames(output) if output.is_file() else ([], 0)
@@ -448,7 +450,10 @@ def label(
         for frame in sampled[len(done) :]:
             frame = frame.copy()
             frame.arrays.pop("momenta", None)  # kept in the sampled file only
-            energy, forces = labeller(frame)
+            try:
+                energy, forces = labeller(frame)
+            except RuntimeError as error:
+                raise RuntimeError(f"{output}: frame {len(done)}: {error}") from error
             frame.info = {**header, **frame.info}
             frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
             text = io.StringIO()
