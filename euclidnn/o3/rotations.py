@@ -39,6 +39,9 @@ __all__ = [
     "axis_angle_to_angles",
     "angles_to_axis_angle",
     "compose_quaternion",
+    "inverse_quaternion",
+    "compose_angles",
+    "inverse_angles",
 ]
 
 
@@ -262,3 +265,18 @@ def compose_quaternion(q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
         ],
         dim=-1,
     )
+
+
+def inverse_quaternion(q: torch.Tensor) -> torch.Tensor:
+    """Conjugate (w, −x, −y, −z): the inverse rotation of a unit quaternion.  Shapes: [..., 4] → [..., 4]"""
+    return q * torch.tensor([1.0, -1.0, -1.0, -1.0], dtype=q.dtype, device=q.device)
+
+
+def compose_angles(a1, b1, c1, a2, b2, c2):
+    """Y-X-Y angles of R(a1, b1, c1) R(a2, b2, c2) (the second rotation applied first)."""
+    return matrix_to_angles(angles_to_matrix(a1, b1, c1) @ angles_to_matrix(a2, b2, c2))
+
+
+def inverse_angles(a, b, c):
+    """Y-X-Y angles of the inverse rotation: (−γ, −β, −α)."""
+    return -torch.as_tensor(c), -torch.as_tensor(b), -torch.as_tensor(a)

@@ -99,6 +99,16 @@ def test_axis_angle_round_trip(angle_range):
     assert (r.axis_angle_to_matrix(axis2, angle2) - R).abs().max() < 1e-8
 
 
+def test_inverses_and_composition():
+    q = r.rand_quaternion(N, dtype=torch.float64)
+    identity = torch.tensor([1.0, 0, 0, 0], dtype=torch.float64)
+    assert (r.compose_quaternion(q, r.inverse_quaternion(q)) - identity).abs().max() < 1e-14
+    a1, a2 = r.rand_angles(N, dtype=torch.float64), r.rand_angles(N, dtype=torch.float64)
+    R1, R2 = r.angles_to_matrix(*a1), r.angles_to_matrix(*a2)
+    assert (r.angles_to_matrix(*r.compose_angles(*a1, *a2)) - R1 @ R2).abs().max() < 1e-12
+    assert (r.angles_to_matrix(*r.inverse_angles(*a1)) - R1.transpose(-1, -2)).abs().max() < 1e-14
+
+
 def test_agrees_with_e3nn(e3nn_o3):
     angles = r.rand_angles(N, dtype=torch.float64)
     assert (r.angles_to_matrix(*angles) - e3nn_o3.angles_to_matrix(*angles)).abs().max() < 1e-14
