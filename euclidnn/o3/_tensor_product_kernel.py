@@ -1,16 +1,24 @@
 """The contraction behind :class:`euclidnn.o3.TensorProduct` (private; same maths, grouped for speed).
 
-Paths that share their first input term ``i_in1`` and whose second input has multiplicity 1
-(spherical harmonics, the convolution case) are evaluated together, in two matrix products:
+Paths whose second input has multiplicity 1 (spherical harmonics: the convolution case) and
+that share their first input term ``i_in1`` are evaluated together. First, one matmul contracts
+x2 with the stacked, pre-scaled Clebsch–Gordan tensors of all of them:
 
-    M[z, i, K] = Σ_j x2[z, j] C[j, i, K]           one (dim2 × d1·K) matmul; C stacks α_p C_p of all paths
-    T[z, u, K] = Σ_i x1[z, u, i] M[z, i, K]        one batched matmul over the batch z
+    M[z, p, i, k] = Σ_j x2[z, j] α_p C_p[j, i, k]                       (x2 @ C_stack)
 
-after which each path applies its weights to its slice K_p of T: "uvu" is a broadcast product
-T_p · W_p[u], "uvw" is Σ_{u, p→out} T_p[z, u, k] W_p[u, w] (one einsum per output term and
-first input). Other paths (second input with multiplicity > 1) use a per-path contraction.
-Tensors are cut with ``split`` (one backward concatenation) rather than repeated slicing.
-All loops run over paths at trace time; ``torch.compile`` sees straight-line tensor code.
+Then, per *block* of paths with the same output degree l_out:
+
+    "uvu": out[z, p, u, k] = Σ_i (W_p[z, u] x1[z, u, i]) M[z, p, i, k]   batched matmul; the
+           result is already in the output layout (path-major, then u, then k), so the block is
+           written with a single reshape when its paths fill consecutive output terms
+           (:func:`~euclidnn.o3.uvu_paths` orders them so);
+    "uvw": out[z, w, k] = Σ_{p, i} Y[z, w, p, i] M[z, p, i, k],  Y = Σ_u x1[z, u, i] W_p[u, w]
+           (the weights are applied to x1 first, then one bmm sums over paths and i).
+
+Modes "uvv", "uuw", "uuu" with mul2 = 1 are "uvw" with some sizes 1. Paths whose second input
+has multiplicity > 1 use a per-path contraction. Inputs and weights are cut with ``split``
+(one concatenation in backward) rather than repeated slicing. Loops over blocks run at trace
+time, so ``torch.compile`` sees straight-line tensor code.
 """
 
 from __future__ import annotations
@@ -21,6 +29,14 @@ import torch
 from torch import Tensor, nn
 
 from euclidnn.o3.irreps import Irreps
+
+_NUMEL = {
+    "uvw": lambda m1, m2, mo: m1 * m2 * mo,
+    "uvu": lambda m1, m2, mo: m1 * m2,
+    "uvv": lambda m1, m2, mo: m1 * m2,
+    "uuw": lambda m1, m2, mo: m1 * mo,
+    "uuu": lambda m1, m2, mo: m1,
+}
 
 
 class GroupedContraction(nn.Module):
@@ -46,54 +62,65 @@ class GroupedContraction(nn.Module):
         offsets2 = [sum(self.dims2[:i]) for i in range(len(self.dims2))]
         dim2 = sum(self.dims2)
 
-        # weight offsets in the e3nn layout; unweighted paths read from an appended block of ones
-        self.weight_numel = 0
-        self.num_ones = 0
-        offsets, ones_offsets = [], []
+        # per-path weight sizes (e3nn layout); unweighted paths read an appended block of ones
+        sizes = []
         for p in paths:
-            mul1, mul2, mul_out = irreps_in1[p.i_in1].mul, irreps_in2[p.i_in2].mul, irreps_out[p.i_out].mul
-            numel = {"uvw": mul1 * mul2 * mul_out, "uvu": mul1 * mul2, "uvv": mul1 * mul2,
-                     "uuw": mul1 * mul_out, "uuu": mul1}[p.mode]
-            if p.has_weight:
-                offsets.append(self.weight_numel)
-                self.weight_numel += numel
-            else:
-                offsets.append(None)
-                ones_offsets.append(self.num_ones)
-                self.num_ones += numel
-        offsets = [self.weight_numel + ones_offsets.pop(0) if o is None else o for o in offsets]
+            n = _NUMEL[p.mode](irreps_in1[p.i_in1].mul, irreps_in2[p.i_in2].mul, irreps_out[p.i_out].mul)
+            sizes.append(n)
+        weighted = [n for n, p in enumerate(paths) if p.has_weight]
+        unweighted = [n for n, p in enumerate(paths) if not p.has_weight]
+        self.weight_sizes = [sizes[n] for n in weighted] + [sizes[n] for n in unweighted]
+        self.num_ones = sum(sizes[n] for n in unweighted)
+        slot = {n: k for k, n in enumerate(weighted + unweighted)}  # path -> index in weight.split
 
-        # group A: per first input, all paths whose second input has multiplicity 1
-        self.groups = []  # (i1, mul1, d1, buffer name, [(kind, i_out, k_size, weight spec)])
-        self.singles = []  # (path index, mode, i1, i2, i_out, shape info, buffer name)
+        cg = {n: coefficients[n] * wigner_3j(irreps_in1[p.i_in1].ir.l, irreps_in2[p.i_in2].ir.l,
+                                             irreps_out[p.i_out].ir.l).to(torch.float64)
+              for n, p in enumerate(paths)}
+
+        self.groups = []  # (i1, mul1, d1, buffer, split sizes of M, blocks)
+        self.singles = []
+        n_contrib = [0] * len(irreps_out)
+        for n, p in enumerate(paths):
+            n_contrib[p.i_out] += 1
         for i1, (mul1, ir1) in enumerate(irreps_in1):
-            members = [(n, p) for n, p in enumerate(paths) if p.i_in1 == i1 and irreps_in2[p.i_in2].mul == 1]
-            # uvu first, then the rest grouped by output term: contiguous blocks of T
-            members.sort(key=lambda np_: (np_[1].mode != "uvu", np_[1].i_out, np_[0]))
-            if members:
-                k_sizes = [irreps_out[p.i_out].ir.dim for _, p in members]
-                big = torch.zeros(dim2, ir1.dim, sum(k_sizes), dtype=torch.float64)
-                entries, k0 = [], 0
-                for (n, p), k in zip(members, k_sizes):
-                    ir2, (mul_out, ir_out) = irreps_in2[p.i_in2].ir, irreps_out[p.i_out]
-                    cg = coefficients[n] * wigner_3j(ir1.l, ir2.l, ir_out.l).to(torch.float64)  # [i, j, k]
-                    big[offsets2[p.i_in2] : offsets2[p.i_in2] + ir2.dim, :, k0 : k0 + k] = cg.permute(1, 0, 2)
-                    k0 += k
-                    if p.mode == "uvu":
-                        entries.append(("uvu", p.i_out, k, offsets[n], (mul1,)))
-                    else:  # with mul2 = 1 the modes uvv, uuw, uuu are uvw with some sizes 1
-                        entries.append(("uvw", p.i_out, k, offsets[n], (mul1, mul_out)))
+            members = [n for n, p in enumerate(paths) if p.i_in1 == i1 and irreps_in2[p.i_in2].mul == 1]
+            blocks: dict = {}
+            for n in members:
+                p = paths[n]
+                key = ("uvu", irreps_out[p.i_out].ir.l) if p.mode == "uvu" else ("uvw", p.i_out)
+                blocks.setdefault(key, []).append(n)
+            if blocks:
+                columns, block_specs = [], []
+                for (kind, _), ns in blocks.items():
+                    d3 = irreps_out[paths[ns[0]].i_out].ir.dim
+                    stack = torch.zeros(dim2, len(ns), ir1.dim, d3, dtype=torch.float64)
+                    for b, n in enumerate(ns):
+                        p = paths[n]
+                        d2 = irreps_in2[p.i_in2].ir.dim
+                        stack[offsets2[p.i_in2] : offsets2[p.i_in2] + d2, b] = cg[n].permute(1, 0, 2)
+                    columns.append(stack.reshape(dim2, -1))
+                    outs = [paths[n].i_out for n in ns]
+                    # written directly when the block's paths fill consecutive, otherwise empty terms
+                    direct = kind == "uvu" and outs == list(range(outs[0], outs[0] + len(outs))) and all(
+                        n_contrib[o] == 1 for o in outs
+                    )
+                    mul_out = irreps_out[paths[ns[0]].i_out].mul
+                    block_specs.append((kind, [slot[n] for n in ns], outs, len(ns), d3, mul_out, direct))
                 name = f"cg_group_{i1}"
-                self.register_buffer(name, big.reshape(dim2, -1), persistent=False)
-                self.groups.append((i1, mul1, ir1.dim, name, entries))
+                self.register_buffer(name, torch.cat(columns, dim=1), persistent=False)
+                self.groups.append((i1, mul1, ir1.dim, name, [c.shape[1] for c in columns], block_specs))
             for n, p in enumerate(paths):
                 if p.i_in1 == i1 and irreps_in2[p.i_in2].mul > 1:
                     (mul2, ir2), (mul_out, ir_out) = irreps_in2[p.i_in2], irreps_out[p.i_out]
-                    cg = coefficients[n] * wigner_3j(ir1.l, ir2.l, ir_out.l).to(torch.float64)
                     name = f"cg_path_{n}"
-                    self.register_buffer(name, cg, persistent=False)
-                    self.singles.append((p.mode, p.i_in1, p.i_in2, p.i_out, offsets[n],
+                    self.register_buffer(name, cg[n], persistent=False)
+                    self.singles.append((p.mode, p.i_in1, p.i_in2, p.i_out, slot[n],
                                          (mul1, ir1.dim, mul2, ir2.dim, mul_out, ir_out.dim), name))
+        self.direct_start = {}
+        for *_, specs in self.groups:
+            for kind, _, outs, _, _, _, direct in specs:
+                if direct:
+                    self.direct_start[outs[0]] = len(outs)
 
     def forward(self, x1: Tensor, x2: Tensor, weight: Tensor) -> Tensor:
         batch = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1], weight.shape[:-1])
@@ -102,67 +129,75 @@ class GroupedContraction(nn.Module):
         if weight.dim() > 1:  # one set of weights per row; else shared (kept unexpanded)
             weight = weight.expand(*batch, weight.shape[-1]).reshape(-1, weight.shape[-1])
         if self.num_ones:
-            ones = weight.new_ones(*weight.shape[:-1], self.num_ones)
-            weight = torch.cat([weight, ones], dim=-1)
+            weight = torch.cat([weight, weight.new_ones(*weight.shape[:-1], self.num_ones)], dim=-1)
+        lead = weight.shape[:-1]  # () for shared weights, (z,) per row
         z = x1.shape[0]
         x1_terms = x1.split(self.dims1, dim=-1)
         x2_terms = x2.split(self.dims2, dim=-1)
+        w_paths = weight.split(self.weight_sizes, dim=-1)
         contributions: list[list[Tensor]] = [[] for _ in self.out_terms]
+        direct: dict[int, Tensor] = {}
 
-        for i1, mul1, d1, name, entries in self.groups:
-            cg = getattr(self, name).to(x1.dtype)
-            m = (x2 @ cg).view(z, d1, -1)  # [z, i, K]
+        for i1, mul1, d1, name, m_sizes, blocks in self.groups:
+            m_all = x2 @ getattr(self, name).to(x1.dtype)  # [z, Σ_blocks P d1 d3]
             a = x1_terms[i1].view(z, mul1, d1)  # [z, u, i]
-            t = a * m if d1 == 1 else torch.bmm(a, m)  # [z, u, K]
-            blocks = t.split([e[2] for e in entries], dim=-1)
-            for (kind, i_out, _, offset, shape), block in zip(entries, blocks):
-                mul_out, d_out = self.out_terms[i_out]
-                w = weight[..., offset : offset + _prod(shape)]
+            for (kind, slots, outs, n_paths, d3, mul_out, is_direct), m in zip(blocks, m_all.split(m_sizes, dim=-1)):
+                m = m.view(z, n_paths, d1, d3)  # [z, p, i, k]
+                w = torch.cat([w_paths[s] for s in slots], dim=-1) if n_paths > 1 else w_paths[slots[0]]
                 if kind == "uvu":
-                    contributions[i_out].append(block * w.unsqueeze(-1))  # [z, u, k]
-                else:
-                    w = w.unflatten(-1, shape)  # [..., u, w]
-                    contributions[i_out].append(torch.matmul(block.transpose(1, 2), w).transpose(1, 2))
+                    aw = a.unsqueeze(1) * w.view(*lead, n_paths, mul1, 1)  # [z, p, u, i]
+                    out = aw * m if d1 == 1 else torch.matmul(aw, m)  # [z, p, u, k]
+                    if is_direct:
+                        direct[outs[0]] = out.reshape(z, -1)
+                    else:
+                        for o, piece in zip(outs, out.unbind(1)):
+                            contributions[o].append(piece)
+                else:  # uvw: weights on x1 first, then one bmm over (p, i)
+                    w = w.view(*lead, n_paths, mul1, mul_out).transpose(-3, -2).reshape(*lead, mul1, n_paths * mul_out)
+                    y = torch.matmul(a.transpose(1, 2), w)  # [z, i, p*w]
+                    y = y.view(z, d1, n_paths, mul_out).permute(0, 3, 2, 1).reshape(z, mul_out, n_paths * d1)
+                    contributions[outs[0]].append(torch.bmm(y, m.reshape(z, n_paths * d1, d3)))  # [z, w, k]
 
-        for mode, i1, i2, i_out, offset, (mul1, d1, mul2, d2, mul_out, d3), name in self.singles:
-            cg = getattr(self, name).to(x1.dtype)
+        for mode, i1, i2, i_out, s, (mul1, d1, mul2, d2, mul_out, d3), name in self.singles:
+            c = getattr(self, name).to(x1.dtype)
             a = x1_terms[i1].view(z, mul1, d1)
             b = x2_terms[i2].view(z, mul2, d2)
-            m = torch.einsum("zvj,ijk->zvik", b, cg)  # [z, v, i, k]
+            m = torch.einsum("zvj,ijk->zvik", b, c)  # [z, v, i, k]
+            w = w_paths[s]
             if mode in ("uuw", "uuu"):
                 t = torch.einsum("zui,zuik->zuk", a, m)
                 if mode == "uuu":
-                    out = t * weight[..., offset : offset + mul1].unsqueeze(-1)
+                    out = t * w.unsqueeze(-1)
                 else:
-                    w = weight[..., offset : offset + mul1 * mul_out].unflatten(-1, (mul1, mul_out))
-                    out = torch.matmul(t.transpose(1, 2), w).transpose(1, 2)
+                    out = torch.matmul(t.transpose(1, 2), w.unflatten(-1, (mul1, mul_out))).transpose(1, 2)
             else:
                 t = torch.einsum("zui,zvik->zuvk", a, m)  # [z, u, v, k]
                 if mode == "uvw":
-                    w = weight[..., offset : offset + mul1 * mul2 * mul_out].unflatten(-1, (mul1 * mul2, mul_out))
+                    w = w.unflatten(-1, (mul1 * mul2, mul_out))
                     out = torch.matmul(t.permute(0, 3, 1, 2).reshape(z, d3, mul1 * mul2), w).transpose(1, 2)
                 elif mode == "uvu":
-                    w = weight[..., offset : offset + mul1 * mul2].unflatten(-1, (mul1, 1, mul2))
-                    out = torch.matmul(w, t).squeeze(-2)  # [z, u, k]
+                    out = torch.matmul(w.unflatten(-1, (mul1, 1, mul2)), t).squeeze(-2)  # [z, u, k]
                 else:  # uvv
-                    w = weight[..., offset : offset + mul1 * mul2].unflatten(-1, (mul1, mul2)).transpose(-1, -2)
-                    out = torch.matmul(w.unsqueeze(-2), t.transpose(1, 2)).squeeze(-2)  # [z, v, k]
+                    w = w.unflatten(-1, (mul1, mul2)).transpose(-1, -2).unsqueeze(-2)  # [.., v, 1, u]
+                    out = torch.matmul(w, t.transpose(1, 2)).squeeze(-2)  # [z, v, k]
             contributions[i_out].append(out)
 
         pieces = []
-        for (mul_out, d_out), terms in zip(self.out_terms, contributions):
+        o = 0
+        while o < len(self.out_terms):
+            if o in direct:
+                pieces.append(direct[o])
+                o += self.direct_start[o]
+                continue
+            mul_out, d_out = self.out_terms[o]
+            terms = contributions[o]
             if not terms:
                 pieces.append(x1.new_zeros(z, mul_out * d_out))
-                continue
-            total = terms[0]
-            for term in terms[1:]:
-                total = total + term
-            pieces.append(total.reshape(z, mul_out * d_out))
-        return torch.cat(pieces, dim=-1).view(*batch, -1)
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
+            else:
+                total = terms[0]
+                for term in terms[1:]:
+                    total = total + term
+                pieces.append(total.reshape(z, mul_out * d_out))
+            o += 1
+        out = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
+        return out.view(*batch, -1)

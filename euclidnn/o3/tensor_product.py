@@ -108,20 +108,23 @@ def fully_connected_paths(irreps_in1: Irreps | str, irreps_in2: Irreps | str, ir
 def uvu_paths(irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_target: Irreps | str) -> Paths:
     """Channelwise paths: each ``mul x ir1`` ⊗ ``ir2`` → ``mul x ir_out`` for every ir_out in the target.
 
-    One output term per path, in the order (i_in1, i_in2, ir_out) — NequIP's convolution
-    ("irreps_mid"); follow with a :class:`~euclidnn.o3.Linear` to mix them.
+    One output term per path (NequIP's convolution, "irreps_mid"), ordered by i_in1, then by
+    ir_out (sorted), then by i_in2, so that the paths sharing an input term and an output degree
+    fill consecutive output terms (the kernel writes them in one piece); follow with a
+    :class:`~euclidnn.o3.Linear` to mix them.
 
     >>> str(uvu_paths("4x0e + 4x1o", "0e + 1o", "0e + 1o").irreps_out)
-    '4x0e+4x1o+4x1o+4x0e'
+    '4x0e+4x1o+4x0e+4x1o'
     """
     irreps_in1, irreps_in2, irreps_target = Irreps(irreps_in1), Irreps(irreps_in2), Irreps(irreps_target)
     out, ins = [], []
     for i1, (mul, ir1) in enumerate(irreps_in1):
-        for i2, (_, ir2) in enumerate(irreps_in2):
-            for ir_out in ir1 * ir2:
-                if ir_out in irreps_target:
-                    ins.append((i1, i2, len(out), "uvu", True))
-                    out.append((mul, ir_out))
+        candidates = sorted(
+            (ir_out, i2) for i2, (_, ir2) in enumerate(irreps_in2) for ir_out in ir1 * ir2 if ir_out in irreps_target
+        )
+        for ir_out, i2 in candidates:
+            ins.append((i1, i2, len(out), "uvu", True))
+            out.append((mul, ir_out))
     return instruction_paths(irreps_in1, irreps_in2, Irreps(out), ins)
 
 
@@ -187,7 +190,7 @@ class TensorProduct(nn.Module):
 
     >>> tp = TensorProduct("8x0e + 8x1o", "0e + 1o", uvu_paths("8x0e + 8x1o", "0e + 1o", "0e + 1o"))
     >>> tp.weight_numel, str(tp.irreps_out)
-    (32, '8x0e+8x1o+8x1o+8x0e')
+    (32, '8x0e+8x1o+8x0e+8x1o')
     >>> tp(torch.randn(10, 32), torch.randn(10, 4), torch.randn(10, 32)).shape
     torch.Size([10, 64])
     """
