@@ -18,6 +18,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/o3_demo.py
+	$(BIN)/python examples/potential_demo.py --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
