@@ -34,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     md.add_argument("--interval", type=int, default=10, help="MD steps between frames (10)")
     md.add_argument("--equilibration", type=int, default=1000, help="MD steps first (1000)")
     md.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="threads of PySCF; of xTB unless OMP_NUM_THREADS is set")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="threads of PySCF; of xTB too unless OMP_NUM_THREADS is set",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
