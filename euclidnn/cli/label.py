@@ -7,7 +7,6 @@ Example: euclidnn label ethanol -o ethanol.xyz -n 1000 --method gfn2-xtb --tempe
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,19 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     md.add_argument("--equilibration", type=int, default=1000, help="MD steps first (1000)")
     md.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--threads", type=int, default=None,
-        help="threads of PySCF; of xTB too unless OMP_NUM_THREADS is set",
+        "--threads", type=int, default=None, help="OpenMP threads of PySCF (default: its own)"
+    )
+    parser.add_argument(
+        "--xtb-threads", type=int, default=1,
+        help="OpenMP threads of tblite (default 1: fastest for molecules)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn label``."""
-    if args.threads is not None:
-        # tblite reads OMP_NUM_THREADS when it is first loaded (below, lazily); an explicit
-        # environment wins, so that e.g. OMP_NUM_THREADS=1 keeps the small xTB MD single-threaded
-        # while PySCF, set at run time, gets --threads
-        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from euclidnn.data.label import Level, Sampling, label
 
     sampling = Sampling(
@@ -67,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         multiplicity=args.multiplicity,
     )
     frames = label(
-        args.molecule, args.output, sampling, level, threads=args.threads, progress=not args.quiet
+        args.molecule, args.output, sampling, level, threads=args.threads,
+        progress=not args.quiet, xtb_threads=args.xtb_threads,
     )
     print(f"{args.output}: {len(frames)} frames, {level.name}, eV/Å")
     return 0

@@ -201,6 +201,25 @@ def load_molecule(name: str):
     )
 
 
+def _set_xtb_threads(threads: int | None) -> None:
+    """Set the OpenMP threads of tblite at run time (OMP_NUM_THREADS only counts at load).
+
+    tblite's wheels use the system OpenMP runtime; PySCF ships its own, set separately. One
+    thread is fastest for molecules of tens of atoms, and spinning OpenMP threads slow down
+    badly on a busy machine.
+    """
+    if threads is None:
+        return
+    import ctypes
+
+    for name in ("libgomp.so.1", "libomp.so", "libomp.dylib", "libgomp.1.dylib"):
+        try:
+            ctypes.CDLL(name).omp_set_num_threads(int(threads))
+            return
+        except (OSError, AttributeError):
+            continue
+
+
 def _xtb_calculator(level: Level):
     from tblite.ase import TBLite
 
@@ -219,7 +238,10 @@ def _program(level: Level) -> str:
     return f"{package} {version(package)}"
 
 
-def sample(atoms, sampling: Sampling, path: str | os.PathLike, progress: bool = False) -> list:
+def sample(
+    atoms, sampling: Sampling, path: str | os.PathLike, progress: bool = False,
+    xtb_threads: int | None = 1,
+) -> list:
     """Run the Langevin MD and write the kept geometries to ``path`` (atomically).
 
     Returns the sampled frames as ``ase.Atoms`` (no labels); each frame's info holds
@@ -235,6 +257,7 @@ def sample(atoms, sampling: Sampling, path: str | os.PathLike, progress: bool = 
 
     from ase.constraints import FixCom
 
+    _set_xtb_threads(xtb_threads)
     atoms = atoms.copy()
     atoms.set_constraint(FixCom())  # no drift of the centre of mass (ASE's recommended way)
     atoms.calc = _xtb_calculator(Level("gfn2-xtb"))
@@ -313,8 +336,9 @@ def read_complete_frames(path: str | os.PathLike) -> tuple[list, int]:
 class _PySCFLabeller:
     """HF/DFT energy and analytic forces, reusing the last density matrix as the SCF guess."""
 
-    def __init__(self, level: Level) -> None:
+    def __init__(self, level: Level, threads: int | None = None) -> None:
         self.level = level
+        self.threads = threads
         self.density_matrix = None
 
     def _mean_field(self, atoms):
@@ -340,7 +364,10 @@ class _PySCFLabeller:
 
     def __call__(self, atoms) -> tuple[float, np.ndarray]:
         from ase.units import Bohr, Hartree
+        from pyscf import lib
 
+        if self.threads is not None:
+            lib.num_threads(self.threads)
         mf = self._mean_field(atoms)
         energy = mf.kernel(dm0=self.density_matrix)
         if not mf.converged and self.density_matrix is not None:
@@ -353,12 +380,21 @@ class _PySCFLabeller:
         return float(energy) * Hartree, -np.asarray(gradient) * Hartree / Bohr
 
 
-def make_labeller(level: Level, threads: int | None = None) -> Labeller:
-    """A function ``atoms -> (energy eV, forces eV/Å)`` at the given level of theory."""
+def make_labeller(
+    level: Level, threads: int | None = None, xtb_threads: int | None = 1
+) -> Labeller:
+    """A function ``atoms -> (energy eV, forces eV/Å)`` at the given level of theory.
+
+    Args:
+        level: the level of theory (checked here: ValueError if unknown).
+        threads: OpenMP threads of PySCF (None: PySCF's default).
+        xtb_threads: OpenMP threads of tblite (None: as loaded, i.e. OMP_NUM_THREADS).
+    """
     level.check()
     if level.is_xtb:
 
         def xtb(atoms) -> tuple[float, np.ndarray]:
+            _set_xtb_threads(xtb_threads)
             atoms = atoms.copy()
             # a fresh calculator per frame: a reused one starts its SCF from the last frame's
             # charges, and a resumed run would then differ from an uninterrupted one in the
@@ -367,11 +403,7 @@ def make_labeller(level: Level, threads: int | None = None) -> Labeller:
             return float(atoms.get_potential_energy()), atoms.get_forces().copy()
 
         return xtb
-    if threads is not None:
-        from pyscf import lib
-
-        lib.num_threads(threads)
-    return _PySCFLabeller(level)
+    return _PySCFLabeller(level, threads)
 
 
 def _check_matches(path, index: int, frame, expected, keys: dict) -> None:
@@ -398,10 +430,12 @@ def label(
     level: Level,
     threads: int | None = None,
     progress: bool = True,
+    xtb_threads: int | None = 1,
 ) -> list:
     """Sample ``sampling.num_frames`` configurations of ``molecule`` and label them into
     ``output`` (extxyz, eV/Å), resuming a previous run of the same command.
 
+    ``threads``: PySCF's OpenMP threads; ``xtb_threads``: tblite's (sampling and xTB labels).
     Returns the labelled frames (``ase.Atoms`` with a single-point calculator).
 
     Raises:
@@ -413,7 +447,7 @@ def label(
     from tqdm import tqdm
 
     atoms = load_molecule(molecule)
-    labeller = make_labeller(level, threads)  # checks the level before any work is done
+    labeller = make_labeller(level, threads, xtb_threads)  # checks the level before any work
     output = Path(output)
     sampled_path = Path(f"{output}.sampled.xyz")
     header = {**level.info(_program(level)), "molecule": str(molecule)}
@@ -425,7 +459,7 @@ def label(
             raise ValueError(f"{sampled_path}: frame 0: numbers differ from {molecule!r}")
     if len(sampled) < sampling.num_frames:
         new_path = Path(f"{sampled_path}.new")
-        new = sample(atoms, sampling, new_path, progress=progress)
+        new = sample(atoms, sampling, new_path, progress=progress, xtb_threads=xtb_threads)
         for index, frame in enumerate(sampled):  # a longer run must extend the same trajectory
             _check_matches(sampled_path, index, frame, new[index], {})
         os.replace(new_path, sampled_path)
