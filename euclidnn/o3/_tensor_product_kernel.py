@@ -139,14 +139,17 @@ class GroupedContraction(nn.Module):
         direct: dict[int, Tensor] = {}
 
         for i1, mul1, d1, name, m_sizes, blocks in self.groups:
-            m_all = x2 @ getattr(self, name).to(x1.dtype)  # [z, Σ_blocks P d1 d3]
+            cg_blocks = getattr(self, name).to(x1.dtype).split(m_sizes, dim=-1)
             a = x1_terms[i1].view(z, mul1, d1)  # [z, u, i]
-            for (kind, slots, outs, n_paths, d3, mul_out, is_direct), m in zip(blocks, m_all.split(m_sizes, dim=-1)):
-                m = m.view(z, n_paths, d1, d3)  # [z, p, i, k]
+            for (kind, slots, outs, n_paths, d3, mul_out, is_direct), c in zip(blocks, cg_blocks):
+                m = (x2 @ c).view(z, n_paths, d1, d3)  # [z, p, i, k], contiguous
                 w = torch.cat([w_paths[s] for s in slots], dim=-1) if n_paths > 1 else w_paths[slots[0]]
                 if kind == "uvu":
                     aw = a.unsqueeze(1) * w.view(*lead, n_paths, mul1, 1)  # [z, p, u, i]
-                    out = aw * m if d1 == 1 else torch.matmul(aw, m)  # [z, p, u, k]
+                    if d1 == 1:
+                        out = aw * m  # [z, p, u, k]
+                    else:
+                        out = torch.bmm(aw.reshape(z * n_paths, mul1, d1), m.view(z * n_paths, d1, d3))
                     if is_direct:
                         direct[outs[0]] = out.reshape(z, -1)
                     else:
