@@ -26,9 +26,22 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e ".[bench]"
-	$(BIN)/python bench/o3.py
+# Peers for the side-by-side benchmarks live in their own venv: nequip and schnetpack are
+# benchmark-only, and schnetpack 2.2 needs --no-deps on Python 3.11 (it declares >= 3.12).
+BENCH := .venv-bench/bin
+$(BENCH)/.installed: pyproject.toml
+	test -x $(BENCH)/python || $(PYTHON) -m venv .venv-bench
+	$(BENCH)/python -m pip install -q torch==2.13.0
+	$(BENCH)/python -m pip install -q -e ".[bench]" "nequip==0.19.*"
+	$(BENCH)/python -m pip install -q --no-deps --ignore-requires-python "schnetpack==2.2.0"
+	$(BENCH)/python -m pip install -q h5py hydra-colorlog rich fasteners dirsync tensorboardX progressbar petname
+	$(BENCH)/python -m pip install -q --no-deps torch-ema
+	touch $@
+
+bench: $(BENCH)/.installed
+	$(BENCH)/python bench/o3.py
+	$(BENCH)/python bench/tensor_product.py
+	$(BENCH)/python bench/models.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-bench build *.egg-info
