@@ -63,12 +63,16 @@ class EquivariantConv(nn.Module):
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.linear_1 = Linear(self.irreps_in, self.irreps_in)
         self.tensor_product = TensorProduct(
-            self.irreps_in, self.irreps_sh, uvu_paths(self.irreps_in, self.irreps_sh, self.irreps_out)
+            self.irreps_in,
+            self.irreps_sh,
+            uvu_paths(self.irreps_in, self.irreps_sh, self.irreps_out),
         )
         self.radial = ScalarMLP([num_basis, *radial_hidden, self.tensor_product.weight_numel])
         self.linear_2 = Linear(self.tensor_product.irreps_out, self.irreps_out)
 
-    def forward(self, h: Tensor, edge_sh: Tensor, edge_radial: Tensor, edge_src: Tensor, edge_dst: Tensor) -> Tensor:
+    def forward(
+        self, h: Tensor, edge_sh: Tensor, edge_radial: Tensor, edge_src: Tensor, edge_dst: Tensor
+    ) -> Tensor:
         x = self.linear_1(h)
         weight = self.radial(edge_radial)  # [n_edges, weight_numel]
         messages = self.tensor_product(x[edge_src], edge_sh, weight)  # [n_edges, irreps_mid.dim]

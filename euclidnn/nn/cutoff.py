@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["polynomial_cutoff", "cosine_cutoff"]
+__all__ = ["cosine_cutoff", "polynomial_cutoff"]
 
 
 def polynomial_cutoff(r: Tensor, r_max: float, p: int = 6) -> Tensor:

@@ -69,11 +69,16 @@ class Gate(nn.Module):
         self.irreps_scalars = Irreps(irreps_scalars)
         self.irreps_gates = Irreps(irreps_gates)
         self.irreps_gated = Irreps(irreps_gated)
-        for name, irreps, acts in (("scalars", self.irreps_scalars, act_scalars), ("gates", self.irreps_gates, act_gates)):
+        for name, irreps, acts in (
+            ("scalars", self.irreps_scalars, act_scalars),
+            ("gates", self.irreps_gates, act_gates),
+        ):
             if any(ir.l != 0 for _, ir in irreps):
                 raise ValueError(f"Gate: irreps_{name} must be scalars, got {irreps}")
             if len(acts) != len(irreps):
-                raise ValueError(f"Gate: {len(acts)} activations for the {len(irreps)} terms of irreps_{name} ({irreps})")
+                raise ValueError(
+                    f"Gate: {len(acts)} activations for the {len(irreps)} terms of irreps_{name} ({irreps})"
+                )
         if self.irreps_gates.num_irreps != self.irreps_gated.num_irreps:
             raise ValueError(
                 f"Gate: {self.irreps_gates.num_irreps} gates for {self.irreps_gated.num_irreps} gated irreps "
@@ -81,7 +86,12 @@ class Gate(nn.Module):
             )
         self.act_scalars = [normalize2mom(a) for a in act_scalars]
         self.act_gates = [normalize2mom(a) for a in act_gates]
-        scalars_out = Irreps([(mul, Irrep(0, self._parity(a, ir.p))) for (mul, ir), a in zip(self.irreps_scalars, act_scalars)])
+        scalars_out = Irreps(
+            [
+                (mul, Irrep(0, self._parity(a, ir.p)))
+                for (mul, ir), a in zip(self.irreps_scalars, act_scalars)
+            ]
+        )
         gates_out = [self._parity(a, ir.p) for (_, ir), a in zip(self.irreps_gates, act_gates)]
         gate_parity = [p for (mul, _), p in zip(self.irreps_gates, gates_out) for _ in range(mul)]
         gated_out, k = [], 0
@@ -92,8 +102,14 @@ class Gate(nn.Module):
         self.irreps_in = self.irreps_scalars + self.irreps_gates + self.irreps_gated
         self.irreps_out = scalars_out + Irreps(gated_out).simplify()
         # gate index of every component of the gated block
-        repeat = torch.tensor([ir.dim for mul, ir in self.irreps_gated for _ in range(mul)], dtype=torch.long)
-        self.register_buffer("gate_index", torch.repeat_interleave(torch.arange(len(repeat)), repeat), persistent=False)
+        repeat = torch.tensor(
+            [ir.dim for mul, ir in self.irreps_gated for _ in range(mul)], dtype=torch.long
+        )
+        self.register_buffer(
+            "gate_index",
+            torch.repeat_interleave(torch.arange(len(repeat)), repeat),
+            persistent=False,
+        )
 
     @staticmethod
     def _parity(act: Activation, p_in: int) -> int:

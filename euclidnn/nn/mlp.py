@@ -63,14 +63,19 @@ class ScalarMLP(nn.Module):
     torch.Size([5, 96])
     """
 
-    def __init__(self, dims: Sequence[int], act: Callable[[Tensor], Tensor] = nn.functional.silu) -> None:
+    def __init__(
+        self, dims: Sequence[int], act: Callable[[Tensor], Tensor] = nn.functional.silu
+    ) -> None:
         super().__init__()
         if len(dims) < 2:
             raise ValueError(f"ScalarMLP needs at least an input and an output width, got {dims}")
         self.dims = tuple(int(d) for d in dims)
         self.act = normalize2mom(act)
         self.weights = nn.ParameterList(
-            [nn.Parameter(torch.randn(n_in, n_out)) for n_in, n_out in zip(self.dims, self.dims[1:])]
+            [
+                nn.Parameter(torch.randn(n_in, n_out))
+                for n_in, n_out in zip(self.dims, self.dims[1:])
+            ]
         )
 
     def forward(self, x: Tensor) -> Tensor:

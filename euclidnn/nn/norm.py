@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from euclidnn.o3.irreps import Irreps
 
-__all__ = ["NormActivation", "EquivariantLayerNorm"]
+__all__ = ["EquivariantLayerNorm", "NormActivation"]
 
 
 def _term_index(irreps: Irreps) -> Tensor:
@@ -37,7 +37,12 @@ class NormActivation(nn.Module):
     tensor([0.0000, 0.7311, 0.5960, 0.7946, 0.0000])
     """
 
-    def __init__(self, irreps_in: Irreps | str, act: Callable[[Tensor], Tensor] = torch.sigmoid, epsilon: float = 1e-8) -> None:
+    def __init__(
+        self,
+        irreps_in: Irreps | str,
+        act: Callable[[Tensor], Tensor] = torch.sigmoid,
+        epsilon: float = 1e-8,
+    ) -> None:
         super().__init__()
         self.irreps_in = Irreps(irreps_in)
         self.irreps_out = self.irreps_in
@@ -90,7 +95,9 @@ class EquivariantLayerNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         pieces = []
         i_scale = i_shift = 0
-        for (mul, ir), term in zip(self.irreps_in, x.split([m * i.dim for m, i in self.irreps_in], dim=-1)):
+        for (mul, ir), term in zip(
+            self.irreps_in, x.split([m * i.dim for m, i in self.irreps_in], dim=-1)
+        ):
             t = term.unflatten(-1, (mul, ir.dim))  # [..., u, m]
             if ir.l == 0:
                 t = t - t.mean(dim=-2, keepdim=True)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["gaussian_basis", "bessel_basis", "BesselBasis"]
+__all__ = ["BesselBasis", "bessel_basis", "gaussian_basis"]
 
 
 def gaussian_basis(
@@ -36,7 +36,9 @@ def gaussian_basis(
     return torch.exp(-gamma * (r[..., None] - mu) ** 2)
 
 
-def bessel_basis(r: Tensor, r_max: float, num_basis: int = 8, frequencies: Tensor | None = None) -> Tensor:
+def bessel_basis(
+    r: Tensor, r_max: float, num_basis: int = 8, frequencies: Tensor | None = None
+) -> Tensor:
     """NequIP's Bessel basis: e_n(r) = sqrt(2 / r_max) sin(ω_n r / r_max) / r, ω_n = n π.
 
     The n-th function is the l = 0 spherical Bessel function with a zero at r_max; at r = 0 the
@@ -62,7 +64,9 @@ def bessel_basis(r: Tensor, r_max: float, num_basis: int = 8, frequencies: Tenso
     x = r[..., None] / r_max  # [n_edges, 1]
     # sin(ω x) / x is analytic at 0; sinc-like form avoids 0/0 without a data-dependent branch
     safe_x = torch.where(x == 0, torch.ones_like(x), x)
-    value = torch.where(x == 0, frequencies * torch.ones_like(x), torch.sin(frequencies * safe_x) / safe_x)
+    value = torch.where(
+        x == 0, frequencies * torch.ones_like(x), torch.sin(frequencies * safe_x) / safe_x
+    )
     return math.sqrt(2.0 / r_max) / r_max * value
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["scatter_sum", "scatter_mean"]
+__all__ = ["scatter_mean", "scatter_sum"]
 
 
 def scatter_sum(src: Tensor, index: Tensor, dim_size: int, dim: int = 0) -> Tensor:

@@ -65,7 +65,9 @@ class GroupedContraction(nn.Module):
         # per-path weight sizes (e3nn layout); unweighted paths read an appended block of ones
         sizes = []
         for p in paths:
-            n = _NUMEL[p.mode](irreps_in1[p.i_in1].mul, irreps_in2[p.i_in2].mul, irreps_out[p.i_out].mul)
+            n = _NUMEL[p.mode](
+                irreps_in1[p.i_in1].mul, irreps_in2[p.i_in2].mul, irreps_out[p.i_out].mul
+            )
             sizes.append(n)
         weighted = [n for n, p in enumerate(paths) if p.has_weight]
         unweighted = [n for n, p in enumerate(paths) if not p.has_weight]
@@ -73,9 +75,13 @@ class GroupedContraction(nn.Module):
         self.num_ones = sum(sizes[n] for n in unweighted)
         slot = {n: k for k, n in enumerate(weighted + unweighted)}  # path -> index in weight.split
 
-        cg = {n: coefficients[n] * wigner_3j(irreps_in1[p.i_in1].ir.l, irreps_in2[p.i_in2].ir.l,
-                                             irreps_out[p.i_out].ir.l).to(torch.float64)
-              for n, p in enumerate(paths)}
+        cg = {
+            n: coefficients[n]
+            * wigner_3j(
+                irreps_in1[p.i_in1].ir.l, irreps_in2[p.i_in2].ir.l, irreps_out[p.i_out].ir.l
+            ).to(torch.float64)
+            for n, p in enumerate(paths)
+        }
 
         self.groups = []  # (i1, mul1, d1, buffer, split sizes of M, blocks)
         self.singles = []
@@ -83,7 +89,9 @@ class GroupedContraction(nn.Module):
         for n, p in enumerate(paths):
             n_contrib[p.i_out] += 1
         for i1, (mul1, ir1) in enumerate(irreps_in1):
-            members = [n for n, p in enumerate(paths) if p.i_in1 == i1 and irreps_in2[p.i_in2].mul == 1]
+            members = [
+                n for n, p in enumerate(paths) if p.i_in1 == i1 and irreps_in2[p.i_in2].mul == 1
+            ]
             blocks: dict = {}
             for n in members:
                 p = paths[n]
@@ -97,25 +105,42 @@ class GroupedContraction(nn.Module):
                     for b, n in enumerate(ns):
                         p = paths[n]
                         d2 = irreps_in2[p.i_in2].ir.dim
-                        stack[offsets2[p.i_in2] : offsets2[p.i_in2] + d2, b] = cg[n].permute(1, 0, 2)
+                        stack[offsets2[p.i_in2] : offsets2[p.i_in2] + d2, b] = cg[n].permute(
+                            1, 0, 2
+                        )
                     columns.append(stack.reshape(dim2, -1))
                     outs = [paths[n].i_out for n in ns]
                     # written directly when the block's paths fill consecutive, otherwise empty terms
-                    direct = kind == "uvu" and outs == list(range(outs[0], outs[0] + len(outs))) and all(
-                        n_contrib[o] == 1 for o in outs
+                    direct = (
+                        kind == "uvu"
+                        and outs == list(range(outs[0], outs[0] + len(outs)))
+                        and all(n_contrib[o] == 1 for o in outs)
                     )
                     mul_out = irreps_out[paths[ns[0]].i_out].mul
-                    block_specs.append((kind, [slot[n] for n in ns], outs, len(ns), d3, mul_out, direct))
+                    block_specs.append(
+                        (kind, [slot[n] for n in ns], outs, len(ns), d3, mul_out, direct)
+                    )
                 name = f"cg_group_{i1}"
                 self.register_buffer(name, torch.cat(columns, dim=1), persistent=False)
-                self.groups.append((i1, mul1, ir1.dim, name, [c.shape[1] for c in columns], block_specs))
+                self.groups.append(
+                    (i1, mul1, ir1.dim, name, [c.shape[1] for c in columns], block_specs)
+                )
             for n, p in enumerate(paths):
                 if p.i_in1 == i1 and irreps_in2[p.i_in2].mul > 1:
                     (mul2, ir2), (mul_out, ir_out) = irreps_in2[p.i_in2], irreps_out[p.i_out]
                     name = f"cg_path_{n}"
                     self.register_buffer(name, cg[n], persistent=False)
-                    self.singles.append((p.mode, p.i_in1, p.i_in2, p.i_out, slot[n],
-                                         (mul1, ir1.dim, mul2, ir2.dim, mul_out, ir_out.dim), name))
+                    self.singles.append(
+                        (
+                            p.mode,
+                            p.i_in1,
+                            p.i_in2,
+                            p.i_out,
+                            slot[n],
+                            (mul1, ir1.dim, mul2, ir2.dim, mul_out, ir_out.dim),
+                            name,
+                        )
+                    )
         self.direct_start = {}
         for *_, specs in self.groups:
             for kind, _, outs, _, _, _, direct in specs:
@@ -143,23 +168,39 @@ class GroupedContraction(nn.Module):
             a = x1_terms[i1].view(z, mul1, d1)  # [z, u, i]
             for (kind, slots, outs, n_paths, d3, mul_out, is_direct), c in zip(blocks, cg_blocks):
                 m = (x2 @ c).view(z, n_paths, d1, d3)  # [z, p, i, k], contiguous
-                w = torch.cat([w_paths[s] for s in slots], dim=-1) if n_paths > 1 else w_paths[slots[0]]
+                w = (
+                    torch.cat([w_paths[s] for s in slots], dim=-1)
+                    if n_paths > 1
+                    else w_paths[slots[0]]
+                )
                 if kind == "uvu":
                     aw = a.unsqueeze(1) * w.view(*lead, n_paths, mul1, 1)  # [z, p, u, i]
                     if d1 == 1:
                         out = aw * m  # [z, p, u, k]
                     else:
-                        out = torch.bmm(aw.reshape(z * n_paths, mul1, d1), m.view(z * n_paths, d1, d3))
+                        out = torch.bmm(
+                            aw.reshape(z * n_paths, mul1, d1), m.view(z * n_paths, d1, d3)
+                        )
                     if is_direct:
                         direct[outs[0]] = out.reshape(z, -1)
                     else:
                         for o, piece in zip(outs, out.unbind(1)):
                             contributions[o].append(piece)
                 else:  # uvw: weights on x1 first, then one bmm over (p, i)
-                    w = w.view(*lead, n_paths, mul1, mul_out).transpose(-3, -2).reshape(*lead, mul1, n_paths * mul_out)
+                    w = (
+                        w.view(*lead, n_paths, mul1, mul_out)
+                        .transpose(-3, -2)
+                        .reshape(*lead, mul1, n_paths * mul_out)
+                    )
                     y = torch.matmul(a.transpose(1, 2), w)  # [z, i, p*w]
-                    y = y.view(z, d1, n_paths, mul_out).permute(0, 3, 2, 1).reshape(z, mul_out, n_paths * d1)
-                    contributions[outs[0]].append(torch.bmm(y, m.reshape(z, n_paths * d1, d3)))  # [z, w, k]
+                    y = (
+                        y.view(z, d1, n_paths, mul_out)
+                        .permute(0, 3, 2, 1)
+                        .reshape(z, mul_out, n_paths * d1)
+                    )
+                    contributions[outs[0]].append(
+                        torch.bmm(y, m.reshape(z, n_paths * d1, d3))
+                    )  # [z, w, k]
 
         for mode, i1, i2, i_out, s, (mul1, d1, mul2, d2, mul_out, d3), name in self.singles:
             c = getattr(self, name).to(x1.dtype)
@@ -172,16 +213,22 @@ class GroupedContraction(nn.Module):
                 if mode == "uuu":
                     out = t * w.unsqueeze(-1)
                 else:
-                    out = torch.matmul(t.transpose(1, 2), w.unflatten(-1, (mul1, mul_out))).transpose(1, 2)
+                    out = torch.matmul(
+                        t.transpose(1, 2), w.unflatten(-1, (mul1, mul_out))
+                    ).transpose(1, 2)
             else:
                 t = torch.einsum("zui,zvik->zuvk", a, m)  # [z, u, v, k]
                 if mode == "uvw":
                     w = w.unflatten(-1, (mul1 * mul2, mul_out))
-                    out = torch.matmul(t.permute(0, 3, 1, 2).reshape(z, d3, mul1 * mul2), w).transpose(1, 2)
+                    out = torch.matmul(
+                        t.permute(0, 3, 1, 2).reshape(z, d3, mul1 * mul2), w
+                    ).transpose(1, 2)
                 elif mode == "uvu":
                     out = torch.matmul(w.unflatten(-1, (mul1, 1, mul2)), t).squeeze(-2)  # [z, u, k]
                 else:  # uvv
-                    w = w.unflatten(-1, (mul1, mul2)).transpose(-1, -2).unsqueeze(-2)  # [.., v, 1, u]
+                    w = (
+                        w.unflatten(-1, (mul1, mul2)).transpose(-1, -2).unsqueeze(-2)
+                    )  # [.., v, 1, u]
                     out = torch.matmul(w, t.transpose(1, 2)).squeeze(-2)  # [z, v, k]
             contributions[i_out].append(out)
 

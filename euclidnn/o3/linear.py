@@ -37,7 +37,9 @@ class Linear(nn.Module):
     (torch.Size([10, 6]), 14)
     """
 
-    def __init__(self, irreps_in: Irreps | str, irreps_out: Irreps | str, *, biases: bool = False) -> None:
+    def __init__(
+        self, irreps_in: Irreps | str, irreps_out: Irreps | str, *, biases: bool = False
+    ) -> None:
         super().__init__()
         self.irreps_in = Irreps(irreps_in)
         self.irreps_out = Irreps(irreps_out)
@@ -57,21 +59,39 @@ class Linear(nn.Module):
         # one dense block per distinct irrep: rows = its input channels, columns = its output channels
         self.blocks = []  # (in terms, out terms, buffer names)
         for k, ir in enumerate(sorted({ir for _, ir in self.irreps_out})):
-            ins = [i for i, (_, ir_in) in enumerate(self.irreps_in) if ir_in == ir and self.irreps_in[i].mul > 0]
-            outs = [j for j, (mul, ir_out) in enumerate(self.irreps_out) if ir_out == ir and mul > 0]
+            ins = [
+                i
+                for i, (_, ir_in) in enumerate(self.irreps_in)
+                if ir_in == ir and self.irreps_in[i].mul > 0
+            ]
+            outs = [
+                j for j, (mul, ir_out) in enumerate(self.irreps_out) if ir_out == ir and mul > 0
+            ]
             if not ins or not outs:
                 continue
             fan_in = sum(self.irreps_in[i].mul for i in ins)
-            index = torch.cat([
-                torch.cat([
-                    offsets[i, j] + torch.arange(self.irreps_in[i].mul * self.irreps_out[j].mul).view(
-                        self.irreps_in[i].mul, self.irreps_out[j].mul)
-                    for j in outs], dim=1)
-                for i in ins], dim=0)
+            index = torch.cat(
+                [
+                    torch.cat(
+                        [
+                            offsets[i, j]
+                            + torch.arange(self.irreps_in[i].mul * self.irreps_out[j].mul).view(
+                                self.irreps_in[i].mul, self.irreps_out[j].mul
+                            )
+                            for j in outs
+                        ],
+                        dim=1,
+                    )
+                    for i in ins
+                ],
+                dim=0,
+            )
             self.register_buffer(f"index_{k}", index, persistent=False)
             self.blocks.append((ins, outs, ir.dim, f"index_{k}", 1.0 / math.sqrt(fan_in)))
 
-        scalar_outs = [j for j, (mul, ir) in enumerate(self.irreps_out) if ir.l == 0 and ir.p == 1 and mul > 0]
+        scalar_outs = [
+            j for j, (mul, ir) in enumerate(self.irreps_out) if ir.l == 0 and ir.p == 1 and mul > 0
+        ]
         self.bias_terms = scalar_outs if biases else []
         n_bias = sum(self.irreps_out[j].mul for j in self.bias_terms)
         self.bias = nn.Parameter(torch.zeros(n_bias)) if biases else None
@@ -97,9 +117,15 @@ class Linear(nn.Module):
             for j, yj in zip(outs, y.split([self.irreps_out[j].mul for j in outs], dim=1)):
                 pieces[j] = yj.reshape(z, -1)
         if self.bias is not None:
-            for j, b in zip(self.bias_terms, self.bias.to(x.dtype).split([self.irreps_out[j].mul for j in self.bias_terms])):
+            for j, b in zip(
+                self.bias_terms,
+                self.bias.to(x.dtype).split([self.irreps_out[j].mul for j in self.bias_terms]),
+            ):
                 pieces[j] = pieces[j] + b if pieces[j] is not None else b.expand(z, -1)
-        out = [p if p is not None else x.new_zeros(z, mul * ir.dim) for p, (mul, ir) in zip(pieces, self.irreps_out)]
+        out = [
+            p if p is not None else x.new_zeros(z, mul * ir.dim)
+            for p, (mul, ir) in zip(pieces, self.irreps_out)
+        ]
         return torch.cat(out, dim=-1).view(*batch, self.irreps_out.dim)
 
     def extra_repr(self) -> str:

@@ -16,7 +16,7 @@ The connection *mode* says which multiplicity indices the weights couple (e3nn's
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import torch
@@ -30,10 +30,10 @@ __all__ = [
     "Path",
     "Paths",
     "TensorProduct",
-    "fully_connected_paths",
-    "uvu_paths",
     "elementwise_paths",
+    "fully_connected_paths",
     "instruction_paths",
+    "uvu_paths",
 ]
 
 MODES = ("uvw", "uvu", "uvv", "uuw", "uuu")
@@ -65,7 +65,10 @@ class Paths(NamedTuple):
 
 
 def instruction_paths(
-    irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_out: Irreps | str, instructions: Iterable
+    irreps_in1: Irreps | str,
+    irreps_in2: Irreps | str,
+    irreps_out: Irreps | str,
+    instructions: Iterable,
 ) -> Paths:
     """General path list from e3nn-style instructions ``(i_in1, i_in2, i_out, mode, has_weight[, path_weight])``.
 
@@ -76,19 +79,32 @@ def instruction_paths(
     irreps_in1, irreps_in2, irreps_out = Irreps(irreps_in1), Irreps(irreps_in2), Irreps(irreps_out)
     paths = tuple(Path(*ins) for ins in instructions)
     for p in paths:
-        (mul1, ir1), (mul2, ir2), (mul_out, ir_out) = irreps_in1[p.i_in1], irreps_in2[p.i_in2], irreps_out[p.i_out]
+        (mul1, ir1), (mul2, ir2), (mul_out, ir_out) = (
+            irreps_in1[p.i_in1],
+            irreps_in2[p.i_in2],
+            irreps_out[p.i_out],
+        )
         if p.mode not in MODES:
             raise ValueError(f"path {p}: mode must be one of {MODES}")
         if ir_out not in ir1 * ir2:
             raise ValueError(f"path {p}: {ir_out} is not in {ir1} x {ir2}")
-        need = {"uvu": mul1 == mul_out, "uvv": mul2 == mul_out, "uuw": mul1 == mul2,
-                "uuu": mul1 == mul2 == mul_out, "uvw": True}[p.mode]
+        need = {
+            "uvu": mul1 == mul_out,
+            "uvv": mul2 == mul_out,
+            "uuw": mul1 == mul2,
+            "uuu": mul1 == mul2 == mul_out,
+            "uvw": True,
+        }[p.mode]
         if not need:
-            raise ValueError(f"path {p}: multiplicities {mul1}, {mul2} -> {mul_out} do not fit mode {p.mode}")
+            raise ValueError(
+                f"path {p}: multiplicities {mul1}, {mul2} -> {mul_out} do not fit mode {p.mode}"
+            )
     return Paths(irreps_out, paths)
 
 
-def fully_connected_paths(irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_out: Irreps | str) -> Paths:
+def fully_connected_paths(
+    irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_out: Irreps | str
+) -> Paths:
     """Every allowed ir1 ⊗ ir2 → ir_out with a full "uvw" weight (e3nn's FullyConnectedTensorProduct).
 
     >>> [(p.i_in1, p.i_in2, p.i_out) for p in fully_connected_paths("0e + 1o", "1o", "0e + 1o + 1e").paths]
@@ -105,7 +121,9 @@ def fully_connected_paths(irreps_in1: Irreps | str, irreps_in2: Irreps | str, ir
     return instruction_paths(irreps_in1, irreps_in2, irreps_out, ins)
 
 
-def uvu_paths(irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_target: Irreps | str) -> Paths:
+def uvu_paths(
+    irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_target: Irreps | str
+) -> Paths:
     """Channelwise paths: each ``mul x ir1`` ⊗ ``ir2`` → ``mul x ir_out`` for every ir_out in the target.
 
     One output term per path (NequIP's convolution, "irreps_mid"), ordered by i_in1, then by
@@ -116,11 +134,18 @@ def uvu_paths(irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_target:
     >>> str(uvu_paths("4x0e + 4x1o", "0e + 1o", "0e + 1o").irreps_out)
     '4x0e+4x1o+4x0e+4x1o'
     """
-    irreps_in1, irreps_in2, irreps_target = Irreps(irreps_in1), Irreps(irreps_in2), Irreps(irreps_target)
+    irreps_in1, irreps_in2, irreps_target = (
+        Irreps(irreps_in1),
+        Irreps(irreps_in2),
+        Irreps(irreps_target),
+    )
     out, ins = [], []
     for i1, (mul, ir1) in enumerate(irreps_in1):
         candidates = sorted(
-            (ir_out, i2) for i2, (_, ir2) in enumerate(irreps_in2) for ir_out in ir1 * ir2 if ir_out in irreps_target
+            (ir_out, i2)
+            for i2, (_, ir2) in enumerate(irreps_in2)
+            for ir_out in ir1 * ir2
+            if ir_out in irreps_target
         )
         for ir_out, i2 in candidates:
             ins.append((i1, i2, len(out), "uvu", True))
@@ -128,7 +153,9 @@ def uvu_paths(irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_target:
     return instruction_paths(irreps_in1, irreps_in2, Irreps(out), ins)
 
 
-def elementwise_paths(irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_target: Irreps | str | None = None) -> Paths:
+def elementwise_paths(
+    irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_target: Irreps | str | None = None
+) -> Paths:
     """Elementwise "uuu" paths between terms of equal position (terms must have equal multiplicities).
 
     Without a target every ir_out ∈ ir1 ⊗ ir2 is produced, without weights.
@@ -138,7 +165,9 @@ def elementwise_paths(irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps
     """
     irreps_in1, irreps_in2 = Irreps(irreps_in1), Irreps(irreps_in2)
     if len(irreps_in1) != len(irreps_in2):
-        raise ValueError(f"elementwise product needs the same number of terms: {irreps_in1} vs {irreps_in2}")
+        raise ValueError(
+            f"elementwise product needs the same number of terms: {irreps_in1} vs {irreps_in2}"
+        )
     target = None if irreps_target is None else Irreps(irreps_target)
     out, ins = [], []
     for i, ((mul1, ir1), (mul2, ir2)) in enumerate(zip(irreps_in1, irreps_in2)):
@@ -152,8 +181,13 @@ def elementwise_paths(irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps
 
 
 def _weight_shape(mode: str, mul1: int, mul2: int, mul_out: int) -> tuple[int, ...]:
-    return {"uvw": (mul1, mul2, mul_out), "uvu": (mul1, mul2), "uvv": (mul1, mul2),
-            "uuw": (mul1, mul_out), "uuu": (mul1,)}[mode]
+    return {
+        "uvw": (mul1, mul2, mul_out),
+        "uvu": (mul1, mul2),
+        "uvv": (mul1, mul2),
+        "uuw": (mul1, mul_out),
+        "uuu": (mul1,),
+    }[mode]
 
 
 def _num_elements(mode: str, mul1: int, mul2: int) -> int:
@@ -206,7 +240,9 @@ class TensorProduct(nn.Module):
     ) -> None:
         super().__init__()
         if path_normalization not in ("element", "path"):
-            raise ValueError(f"path_normalization must be 'element' or 'path', got {path_normalization!r}")
+            raise ValueError(
+                f"path_normalization must be 'element' or 'path', got {path_normalization!r}"
+            )
         self.irreps_in1 = Irreps(irreps_in1)
         self.irreps_in2 = Irreps(irreps_in2)
         self.irreps_out = Irreps(paths.irreps_out)
@@ -220,7 +256,12 @@ class TensorProduct(nn.Module):
             mul_out, ir_out = self.irreps_out[p.i_out]
             siblings = [q for q in self.paths if q.i_out == p.i_out]
             if path_normalization == "element":
-                x = sum(_num_elements(q.mode, self.irreps_in1[q.i_in1].mul, self.irreps_in2[q.i_in2].mul) for q in siblings)
+                x = sum(
+                    _num_elements(
+                        q.mode, self.irreps_in1[q.i_in1].mul, self.irreps_in2[q.i_in2].mul
+                    )
+                    for q in siblings
+                )
             else:
                 x = _num_elements(p.mode, mul1, mul2) * len(siblings)
             alpha = ir_out.dim / x if x > 0 else ir_out.dim
@@ -230,7 +271,12 @@ class TensorProduct(nn.Module):
         self.weight_shapes = tuple(shapes)
         self.weight_numel = sum(math.prod(s) for s in shapes if s)
         self.contraction = GroupedContraction(
-            self.irreps_in1, self.irreps_in2, self.irreps_out, self.paths, self.path_coefficients, wigner_3j
+            self.irreps_in1,
+            self.irreps_in2,
+            self.irreps_out,
+            self.paths,
+            self.path_coefficients,
+            wigner_3j,
         )
         if internal_weights:
             self.weight = nn.Parameter(torch.randn(self.weight_numel))
@@ -246,9 +292,13 @@ class TensorProduct(nn.Module):
             else:
                 weight = self.weight
         if weight.shape[-1] != self.weight_numel:
-            raise ValueError(f"weight has {weight.shape[-1]} entries in its last dimension, expected {self.weight_numel}")
+            raise ValueError(
+                f"weight has {weight.shape[-1]} entries in its last dimension, expected {self.weight_numel}"
+            )
         return self.contraction(x1, x2, weight.to(x1.dtype))
 
     def extra_repr(self) -> str:
-        return (f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, {len(self.paths)} paths, "
-                f"weight_numel={self.weight_numel}, path_normalization={self.path_normalization!r}")
+        return (
+            f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, {len(self.paths)} paths, "
+            f"weight_numel={self.weight_numel}, path_normalization={self.path_normalization!r}"
+        )

@@ -23,7 +23,13 @@ def e3nn_nn():
 
 
 def _gate():
-    return Gate("8x0e + 2x0o", [F.silu, torch.tanh], "3x0e + 1x0o", [torch.sigmoid, torch.tanh], "2x1o + 1x2e + 1x1e")
+    return Gate(
+        "8x0e + 2x0o",
+        [F.silu, torch.tanh],
+        "3x0e + 1x0o",
+        [torch.sigmoid, torch.tanh],
+        "2x1o + 1x2e + 1x1e",
+    )
 
 
 def test_gate_irreps_and_equivariance():
@@ -84,12 +90,19 @@ def test_layer_norm():
     for (mul, ir), sl in zip(Irreps(irreps), Irreps(irreps).slices()):
         centred = x[:, sl] - x[:, sl].mean(-1, keepdim=True) if ir.l == 0 else x[:, sl]
         moment = centred.pow(2).mean(-1)  # unit second moment up to the ε regulariser
-        torch.testing.assert_close(y[:, sl].pow(2).mean(-1), moment / (moment + plain.epsilon), rtol=1e-12, atol=0)
+        torch.testing.assert_close(
+            y[:, sl].pow(2).mean(-1), moment / (moment + plain.epsilon), rtol=1e-12, atol=0
+        )
         if ir.l == 0:
-            torch.testing.assert_close(y[:, sl].mean(-1), torch.zeros(100, dtype=F64), rtol=0, atol=1e-12)
+            torch.testing.assert_close(
+                y[:, sl].mean(-1), torch.zeros(100, dtype=F64), rtol=0, atol=1e-12
+            )
 
 
-@pytest.mark.parametrize("make", [_gate, lambda: NormActivation("4x0e + 2x1o"), lambda: EquivariantLayerNorm("4x0e + 2x1o")])
+@pytest.mark.parametrize(
+    "make",
+    [_gate, lambda: NormActivation("4x0e + 2x1o"), lambda: EquivariantLayerNorm("4x0e + 2x1o")],
+)
 def test_compiles_without_graph_breaks(make):
     module = make()
     x = torch.randn(6, module.irreps_in.dim)

@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from euclidnn.nn import BesselBasis, ScalarMLP, bessel_basis, cosine_cutoff, gaussian_basis, normalize2mom, polynomial_cutoff
+from euclidnn.nn import (
+    BesselBasis,
+    ScalarMLP,
+    bessel_basis,
+    cosine_cutoff,
+    gaussian_basis,
+    normalize2mom,
+    polynomial_cutoff,
+)
 
 F64 = torch.float64
 
@@ -22,7 +30,9 @@ def test_bessel_basis_formula_orthonormal_and_limit():
     r = torch.linspace(1e-3, r_max, 20001, dtype=F64)
     e = bessel_basis(r, r_max, num_basis=6)
     n = torch.arange(1, 7, dtype=F64)
-    torch.testing.assert_close(e, math.sqrt(2 / r_max) * torch.sin(n * math.pi * r[:, None] / r_max) / r[:, None])
+    torch.testing.assert_close(
+        e, math.sqrt(2 / r_max) * torch.sin(n * math.pi * r[:, None] / r_max) / r[:, None]
+    )
     # ∫_0^r_max e_n e_m r² dr = δ_nm (orthonormal with the radial measure)
     gram = torch.trapezoid(e[:, :, None] * e[:, None, :] * r[:, None, None] ** 2, r, dim=0)
     torch.testing.assert_close(gram, torch.eye(6, dtype=F64), rtol=0, atol=1e-6)
@@ -47,7 +57,12 @@ def test_bessel_module_trainable_frequencies():
 def test_polynomial_cutoff_formula_and_smoothness(p):
     r_max = 3.0
     x = torch.linspace(0, 1, 7, dtype=F64)[:-1]
-    expected = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
+    expected = (
+        1
+        - (p + 1) * (p + 2) / 2 * x**p
+        + p * (p + 2) * x ** (p + 1)
+        - p * (p + 1) / 2 * x ** (p + 2)
+    )
     torch.testing.assert_close(polynomial_cutoff(x * r_max, r_max, p), expected)
     ends = polynomial_cutoff(torch.tensor([0.0, r_max, r_max + 1.0], dtype=F64), r_max, p)
     assert ends.tolist() == [1.0, 0.0, 0.0]
@@ -76,7 +91,9 @@ def test_scalar_mlp_preserves_variance():
     mlp = ScalarMLP([8, 64, 64, 200]).to(F64)
     x = torch.randn(4000, 8, dtype=F64)
     with torch.no_grad():
-        second_moments = [ScalarMLP([8, 64, 64, 200]).to(F64)(x).pow(2).mean().item() for _ in range(8)]
+        second_moments = [
+            ScalarMLP([8, 64, 64, 200]).to(F64)(x).pow(2).mean().item() for _ in range(8)
+        ]
     assert abs(sum(second_moments) / 8 - 1.0) < 0.25
     assert mlp(x).shape == (4000, 200)
     out = torch.compile(mlp, fullgraph=True, backend="eager")(x)

@@ -13,7 +13,9 @@ def test_scatter_sum_and_mean_match_loops():
     for i in range(8):
         rows = src[index == i]
         torch.testing.assert_close(total[i], rows.sum(0))
-        torch.testing.assert_close(mean[i], rows.mean(0) if len(rows) else torch.zeros(3, 4, dtype=torch.float64))
+        torch.testing.assert_close(
+            mean[i], rows.mean(0) if len(rows) else torch.zeros(3, 4, dtype=torch.float64)
+        )
 
 
 def test_scatter_along_other_dim_and_gradient():

@@ -32,7 +32,9 @@ def test_unreachable_outputs_are_zero_and_muls_only_mix():
     y = lin(x)
     assert torch.all(y[:, 3:] == 0)
     w = lin.weight.detach().view(2, 1) / 2**0.5
-    torch.testing.assert_close(y[:, :3], (x.view(3, 2, 3) * w.view(1, 2, 1)).sum(1), rtol=0, atol=1e-14)
+    torch.testing.assert_close(
+        y[:, :3], (x.view(3, 2, 3) * w.view(1, 2, 1)).sum(1), rtol=0, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("irreps_in, irreps_out", CASES)
@@ -41,7 +43,9 @@ def test_equals_e3nn(e3nn_o3, irreps_in, irreps_out):
     theirs = e3nn_o3.Linear(irreps_in, irreps_out, biases=True).to(F64)
     assert ours.weight.numel() == theirs.weight.numel() and ours.bias.numel() == theirs.bias.numel()
     torch.nn.init.normal_(ours.bias)
-    theirs.weight.data.copy_(ours.weight.data)  # same flat layout: blocks (i_in, i_out) in e3nn's order
+    theirs.weight.data.copy_(
+        ours.weight.data
+    )  # same flat layout: blocks (i_in, i_out) in e3nn's order
     theirs.bias.data.copy_(ours.bias.data)
     x = Irreps(irreps_in).randn(7, -1, dtype=F64)
     torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-10)

@@ -24,11 +24,21 @@ def _uvu(irreps=IRREPS, sh=SH, target=IRREPS):
     return TensorProduct(irreps, sh, uvu_paths(irreps, sh, target))
 
 
-@pytest.mark.parametrize("make", [
-    lambda: TensorProduct(IRREPS, SH, fully_connected_paths(IRREPS, SH, IRREPS), internal_weights=True),
-    lambda: TensorProduct(IRREPS, "2x0e + 2x1o + 2x2e", fully_connected_paths(IRREPS, "2x0e + 2x1o + 2x2e", IRREPS), internal_weights=True),
-    lambda: TensorProduct(IRREPS, IRREPS, elementwise_paths(IRREPS, IRREPS)),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TensorProduct(
+            IRREPS, SH, fully_connected_paths(IRREPS, SH, IRREPS), internal_weights=True
+        ),
+        lambda: TensorProduct(
+            IRREPS,
+            "2x0e + 2x1o + 2x2e",
+            fully_connected_paths(IRREPS, "2x0e + 2x1o + 2x2e", IRREPS),
+            internal_weights=True,
+        ),
+        lambda: TensorProduct(IRREPS, IRREPS, elementwise_paths(IRREPS, IRREPS)),
+    ],
+)
 def test_equivariant_shared_weights(make):
     assert_equivariant(make(), tolerance=1e-10)
 
@@ -55,21 +65,33 @@ def test_weights_broadcast_shared_equals_repeated():
 
 @pytest.mark.parametrize("path_normalization", ["element", "path"])
 def test_normalized(path_normalization):
-    tp = TensorProduct(IRREPS, SH, fully_connected_paths(IRREPS, SH, IRREPS), internal_weights=True,
-                       path_normalization=path_normalization)
+    tp = TensorProduct(
+        IRREPS,
+        SH,
+        fully_connected_paths(IRREPS, SH, IRREPS),
+        internal_weights=True,
+        path_normalization=path_normalization,
+    )
     torch.manual_seed(1)
-    x1, x2 = torch.randn(20000, Irreps(IRREPS).dim, dtype=F64), torch.randn(20000, Irreps(SH).dim, dtype=F64)
+    x1, x2 = (
+        torch.randn(20000, Irreps(IRREPS).dim, dtype=F64),
+        torch.randn(20000, Irreps(SH).dim, dtype=F64),
+    )
     # weights drawn per sample, so the average runs over weights as well as inputs; every output
     # term separately, so a wrong constant on one path cannot hide
     out = tp.to(F64)(x1, x2, torch.randn(20000, tp.weight_numel, dtype=F64))
     for (mul, ir), sl in zip(tp.irreps_out, tp.irreps_out.slices()):
         assert abs(out[:, sl].pow(2).mean().item() - 1.0) < 0.1, (mul, ir)
     uvu = _uvu()
-    assert_normalized(uvu, args_in=[x1, x2, torch.randn(20000, uvu.weight_numel, dtype=F64)], rtol=0.1)
+    assert_normalized(
+        uvu, args_in=[x1, x2, torch.randn(20000, uvu.weight_numel, dtype=F64)], rtol=0.1
+    )
 
 
 def _single(ir1, ir2, ir_out):
-    tp = TensorProduct(ir1, ir2, instruction_paths(ir1, ir2, ir_out, [(0, 0, 0, "uvw", False)])).to(F64)
+    tp = TensorProduct(ir1, ir2, instruction_paths(ir1, ir2, ir_out, [(0, 0, 0, "uvw", False)])).to(
+        F64
+    )
     return lambda a, b: tp(a, b)
 
 
@@ -81,7 +103,7 @@ def test_l_le_1_interactions_are_the_familiar_products():
     """
     s, t = torch.randn(7, 1, dtype=F64), torch.randn(7, 1, dtype=F64)
     x, y = torch.randn(7, 3, dtype=F64), torch.randn(7, 3, dtype=F64)
-    close = lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=1e-12)  # noqa: E731
+    close = lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
     close(_single("0e", "0e", "0e")(s, t), s * t)
     close(_single("0e", "1o", "1o")(s, y), s * y)
     close(_single("1o", "0e", "1o")(x, s), s * x)
@@ -114,9 +136,13 @@ def _e3nn_instructions(paths):
 @pytest.mark.parametrize("irreps_in2", [SH, "2x0e + 3x1o + 2x1e"])
 def test_fully_connected_equals_e3nn(e3nn_o3, irreps_in2):
     out = "2x0e + 3x1o + 2x1e + 2x2e + 0o"
-    ours = TensorProduct(IRREPS, irreps_in2, fully_connected_paths(IRREPS, irreps_in2, out), internal_weights=True).to(F64)
+    ours = TensorProduct(
+        IRREPS, irreps_in2, fully_connected_paths(IRREPS, irreps_in2, out), internal_weights=True
+    ).to(F64)
     theirs = e3nn_o3.FullyConnectedTensorProduct(IRREPS, irreps_in2, out).to(F64)
-    assert ours.weight_numel == theirs.weight_numel and str(ours.irreps_out) == str(theirs.irreps_out)
+    assert ours.weight_numel == theirs.weight_numel and str(ours.irreps_out) == str(
+        theirs.irreps_out
+    )
     theirs.weight.data.copy_(ours.weight.data)  # same layout: no mapping needed
     x1, x2 = Irreps(IRREPS).randn(9, -1, dtype=F64), Irreps(irreps_in2).randn(9, -1, dtype=F64)
     torch.testing.assert_close(ours(x1, x2), theirs(x1, x2), rtol=0, atol=1e-10)
@@ -127,8 +153,15 @@ def test_fully_connected_equals_e3nn(e3nn_o3, irreps_in2):
 def test_uvu_per_edge_equals_e3nn(e3nn_o3, irreps_in2, path_normalization):
     paths = uvu_paths(IRREPS, irreps_in2, IRREPS)
     ours = TensorProduct(IRREPS, irreps_in2, paths, path_normalization=path_normalization)
-    theirs = e3nn_o3.TensorProduct(IRREPS, irreps_in2, str(paths.irreps_out), _e3nn_instructions(paths),
-                                   shared_weights=False, internal_weights=False, path_normalization=path_normalization)
+    theirs = e3nn_o3.TensorProduct(
+        IRREPS,
+        irreps_in2,
+        str(paths.irreps_out),
+        _e3nn_instructions(paths),
+        shared_weights=False,
+        internal_weights=False,
+        path_normalization=path_normalization,
+    )
     x1 = Irreps(IRREPS).randn(9, -1, dtype=F64)
     x2 = Irreps(irreps_in2).randn(9, -1, dtype=F64)
     w = torch.randn(9, ours.weight_numel, dtype=F64)
@@ -139,8 +172,14 @@ def test_uvu_with_spherical_harmonics_equals_e3nn_float32(e3nn_o3):
     irreps, sh = Irreps("8x0e + 8x1o + 8x2e"), Irreps.spherical_harmonics(2)
     paths = uvu_paths(irreps, sh, irreps)
     ours = TensorProduct(irreps, sh, paths)
-    theirs = e3nn_o3.TensorProduct(str(irreps), str(sh), str(paths.irreps_out), _e3nn_instructions(paths),
-                                   shared_weights=False, internal_weights=False)
+    theirs = e3nn_o3.TensorProduct(
+        str(irreps),
+        str(sh),
+        str(paths.irreps_out),
+        _e3nn_instructions(paths),
+        shared_weights=False,
+        internal_weights=False,
+    )
     x1, x2 = irreps.randn(50, -1), spherical_harmonics(sh, torch.randn(50, 3), normalize=True)
     w = torch.randn(50, ours.weight_numel)
     torch.testing.assert_close(ours(x1, x2, w), theirs(x1, x2, w), rtol=1e-5, atol=1e-5)
@@ -150,8 +189,13 @@ def test_uvu_with_spherical_harmonics_equals_e3nn_float32(e3nn_o3):
 def test_every_mode_equals_e3nn(e3nn_o3, mode):
     a = b = "2x0e + 2x1o"
     out = "2x0e + 2x1o + 2x1e"
-    ins = [(i, j, k, mode, True) for i in range(2) for j in range(2) for k in range(3)
-           if Irreps(out)[k].ir in Irreps(a)[i].ir * Irreps(b)[j].ir]
+    ins = [
+        (i, j, k, mode, True)
+        for i in range(2)
+        for j in range(2)
+        for k in range(3)
+        if Irreps(out)[k].ir in Irreps(a)[i].ir * Irreps(b)[j].ir
+    ]
     if mode in ("uvu", "uvv", "uuu"):
         ins.append((1, 1, 0, mode, False))  # one unweighted path
     ours = TensorProduct(a, b, instruction_paths(a, b, out, ins))
