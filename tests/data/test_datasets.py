@@ -21,7 +21,9 @@ def load(name):
 
 
 def test_the_md17_xtb_sets_are_shipped():
-    assert "ethanol" in SHIPPED
+    md17 = ["ethanol", "malonaldehyde", "benzene", "toluene", "uracil", "naphthalene",
+            "salicylic_acid", "aspirin"]
+    assert set(md17) <= set(SHIPPED)
     assert all(DATASETS[name].level_of_theory for name in SHIPPED)
 
 
