@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from euclidnn.data import AtomsDataset, energy_shifts, make_loader, split
-from euclidnn.data.datasets import load_dataset
+from euclidnn.data import AtomsDataset, energy_shifts, load_dataset, make_loader, split
 from euclidnn.models import NequIP, NequIPConfig, load_model, predict, save_model
 from euclidnn.o3 import rand_matrix
 

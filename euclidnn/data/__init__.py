@@ -4,6 +4,7 @@ Flow: file → ``read`` → ``Structure`` (numpy, eV/Å) → ``neighbor_list`` �
 → ``collate`` → model; labels travel alongside as ``Targets``.
 """
 
+from .datasets import list_datasets, load_dataset
 from .graph import Graph, collate
 from .loader import AtomsDataset, collate_batch, make_loader
 from .neighbors import neighbor_list
@@ -22,6 +23,8 @@ __all__ = [
     "avg_num_neighbors",
     "collate",
     "collate_batch",
+    "list_datasets",
+    "load_dataset",
     "energy_shifts",
     "force_rms",
     "make_loader",
