@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from euclidnn.nn import EquivariantConv, bessel_basis, polynomial_cutoff
@@ -10,17 +9,6 @@ from euclidnn.o3 import Irreps, spherical_harmonics
 from euclidnn.testing import assert_equivariant, assert_normalized
 
 F64 = torch.float64
-
-
-@pytest.fixture
-def e3nn_o3():
-    """e3nn.o3 (skipped when e3nn is absent), float64 default dtype during the test (e3nn builds
-    its constants in the default dtype)."""
-    module = pytest.importorskip("e3nn.o3")
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield module
-    torch.set_default_dtype(previous)
 
 
 IRREPS = Irreps("4x0e + 3x1o + 2x2e + 1x1e")

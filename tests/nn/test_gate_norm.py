@@ -11,17 +11,6 @@ F = torch.nn.functional
 F64 = torch.float64
 
 
-@pytest.fixture
-def e3nn_nn():
-    """e3nn.nn (skipped when e3nn is absent), float64 default dtype during the test (e3nn builds
-    its constants in the default dtype)."""
-    module = pytest.importorskip("e3nn.nn")
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield module
-    torch.set_default_dtype(previous)
-
-
 def _gate():
     return Gate(
         "8x0e + 2x0o",
