@@ -182,10 +182,7 @@ class NequIPLayer(nn.Module):
     ) -> Tensor:
         x = self.linear_1(h)
         weight = self.radial(edge_radial)  # [n_edges, weight_numel]
-        if edge_src.shape[0] == 0:  # no edges (isolated atoms): the TP kernel cannot view empty tensors
-            messages = x.new_zeros(0, self.tensor_product.irreps_out.dim) + 0.0 * weight.sum()
-        else:
-            messages = self.tensor_product(x[edge_src], edge_sh, weight)  # [n_edges, irreps_mid.dim]
+        messages = self.tensor_product(x[edge_src], edge_sh, weight)  # [n_edges, irreps_mid.dim]
         m = scatter_sum(messages, edge_dst, dim_size=h.shape[0]) * self.norm
         out = self.linear_2(m)
         if self.self_connection is not None:

@@ -182,7 +182,7 @@ class GroupedContraction(nn.Module):
                             aw.reshape(z * n_paths, mul1, d1), m.view(z * n_paths, d1, d3)
                         )
                     if is_direct:
-                        direct[outs[0]] = out.reshape(z, -1)
+                        direct[outs[0]] = out.reshape(z, n_paths * mul1 * d3)
                     else:
                         for o, piece in zip(outs, out.unbind(1)):
                             contributions[o].append(piece)
@@ -250,4 +250,4 @@ class GroupedContraction(nn.Module):
                 pieces.append(total.reshape(z, mul_out * d_out))
             o += 1
         out = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
-        return out.view(*batch, -1)
+        return out.view(*batch, out.shape[-1])

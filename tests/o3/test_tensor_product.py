@@ -203,3 +203,15 @@ def test_every_mode_equals_e3nn(e3nn_o3, mode):
     x1, x2 = Irreps(a).randn(7, -1, dtype=F64), Irreps(b).randn(7, -1, dtype=F64)
     w = torch.randn(7, ours.weight_numel, dtype=F64)
     torch.testing.assert_close(ours(x1, x2, w), theirs(x1, x2, w), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("builder", [uvu_paths, fully_connected_paths])
+def test_empty_batch(builder):
+    """A graph without edges gives an empty message tensor of the right width, and backward runs."""
+    irreps = Irreps(IRREPS)
+    irreps_in2 = Irreps("0e + 1o + 2e")
+    tp = TensorProduct(irreps, irreps_in2, builder(irreps, irreps_in2, irreps))
+    x1 = torch.zeros(0, irreps.dim, requires_grad=True)
+    out = tp(x1, torch.zeros(0, irreps_in2.dim), torch.zeros(0, tp.weight_numel))
+    out.sum().backward()
+    assert out.shape == (0, tp.irreps_out.dim) and x1.grad.shape == (0, irreps.dim)
