@@ -182,8 +182,8 @@ class NequIPLayer(nn.Module):
     ) -> Tensor:
         x = self.linear_1(h)
         weight = self.radial(edge_radial)  # [n_edges, weight_numel]
-        messages = self.tensor_product(x[edge_src], edge_sh, weight)  # [n_edges, irreps_mid.dim]
-        m = scatter_sum(messages, edge_dst, dim_size=h.shape[0]) * self.norm
+        # Σ_{j ∈ N(i)} of the messages, fused (no [n_edges, irreps_mid.dim] tensor on CPU)
+        m = self.tensor_product.convolve(x, edge_sh, weight, edge_src, edge_dst, h.shape[0]) * self.norm
         out = self.linear_2(m)
         if self.self_connection is not None:
             out = out + self.self_connection(h, species)

@@ -9,7 +9,6 @@ import torch  # noqa: F401  (doctest namespace)
 from torch import Tensor, nn
 
 from euclidnn.nn.mlp import ScalarMLP
-from euclidnn.nn.scatter import scatter_sum
 from euclidnn.o3.irreps import Irreps
 from euclidnn.o3.linear import Linear
 from euclidnn.o3.tensor_product import TensorProduct, uvu_paths
@@ -75,6 +74,5 @@ class EquivariantConv(nn.Module):
     ) -> Tensor:
         x = self.linear_1(h)
         weight = self.radial(edge_radial)  # [n_edges, weight_numel]
-        messages = self.tensor_product(x[edge_src], edge_sh, weight)  # [n_edges, irreps_mid.dim]
-        aggregated = scatter_sum(messages, edge_dst, dim_size=h.shape[0])
+        aggregated = self.tensor_product.convolve(x, edge_sh, weight, edge_src, edge_dst, h.shape[0])
         return self.linear_2(aggregated * (1.0 / math.sqrt(self.avg_num_neighbors)))

@@ -98,6 +98,9 @@ class GroupedContraction(nn.Module):
                 key = ("uvu", irreps_out[p.i_out].ir.l) if p.mode == "uvu" else ("uvw", p.i_out)
                 blocks.setdefault(key, []).append(n)
             if blocks:
+                # all-uvu groups with d1 > 1 are "fused": one bmm per row over every path, with the
+                # CG columns laid out [dim2, d1, Σ_blocks n_paths·d3]; otherwise [dim2, n_paths·d1·d3]
+                fused = ir1.dim > 1 and all(kind == "uvu" for kind, _ in blocks)
                 columns, block_specs = [], []
                 for (kind, _), ns in blocks.items():
                     d3 = irreps_out[paths[ns[0]].i_out].ir.dim
@@ -108,7 +111,9 @@ class GroupedContraction(nn.Module):
                         stack[offsets2[p.i_in2] : offsets2[p.i_in2] + d2, b] = cg[n].permute(
                             1, 0, 2
                         )
-                    columns.append(stack.reshape(dim2, -1))
+                    if fused:
+                        stack = stack.permute(0, 2, 1, 3).reshape(dim2, ir1.dim, -1)
+                    columns.append(stack.reshape(dim2, -1) if not fused else stack)
                     outs = [paths[n].i_out for n in ns]
                     # written directly when the block's paths fill consecutive, otherwise empty terms
                     direct = (
@@ -121,10 +126,15 @@ class GroupedContraction(nn.Module):
                         (kind, [slot[n] for n in ns], outs, len(ns), d3, mul_out, direct)
                     )
                 name = f"cg_group_{i1}"
-                self.register_buffer(name, torch.cat(columns, dim=1), persistent=False)
-                self.groups.append(
-                    (i1, mul1, ir1.dim, name, [c.shape[1] for c in columns], block_specs)
-                )
+                if fused:
+                    m_sizes = [c.shape[-1] for c in columns]
+                    self.register_buffer(
+                        name, torch.cat(columns, dim=-1).reshape(dim2, -1), persistent=False
+                    )
+                else:
+                    m_sizes = [c.shape[1] for c in columns]
+                    self.register_buffer(name, torch.cat(columns, dim=1), persistent=False)
+                self.groups.append((i1, mul1, ir1.dim, name, m_sizes, block_specs, fused))
             for n, p in enumerate(paths):
                 if p.i_in1 == i1 and irreps_in2[p.i_in2].mul > 1:
                     (mul2, ir2), (mul_out, ir_out) = irreps_in2[p.i_in2], irreps_out[p.i_out]
@@ -142,7 +152,7 @@ class GroupedContraction(nn.Module):
                         )
                     )
         self.direct_start = {}
-        for *_, specs in self.groups:
+        for *_, specs, _ in self.groups:
             for kind, _, outs, _, _, _, direct in specs:
                 if direct:
                     self.direct_start[outs[0]] = len(outs)
@@ -163,16 +173,30 @@ class GroupedContraction(nn.Module):
         contributions: list[list[Tensor]] = [[] for _ in self.out_terms]
         direct: dict[int, Tensor] = {}
 
-        for i1, mul1, d1, name, m_sizes, blocks in self.groups:
-            cg_blocks = getattr(self, name).to(x1.dtype).split(m_sizes, dim=-1)
+        for i1, mul1, d1, name, m_sizes, blocks, fused in self.groups:
             a = x1_terms[i1].view(z, mul1, d1)  # [z, u, i]
-            for (kind, slots, outs, n_paths, d3, mul_out, is_direct), c in zip(blocks, cg_blocks):
-                m = (x2 @ c).view(z, n_paths, d1, d3)  # [z, p, i, k], contiguous
+            if fused:  # T[z, u, (p, k)] = Σ_i a[z, u, i] M[z, i, (p, k)]: one bmm for all paths
+                m_all = (x2 @ getattr(self, name).to(x1.dtype)).view(z, d1, sum(m_sizes))
+                t_blocks = torch.bmm(a, m_all).split(m_sizes, dim=-1)
+            else:
+                cg_blocks = getattr(self, name).to(x1.dtype).split(m_sizes, dim=-1)
+            for b, (kind, slots, outs, n_paths, d3, mul_out, is_direct) in enumerate(blocks):
                 w = (
                     torch.cat([w_paths[s] for s in slots], dim=-1)
                     if n_paths > 1
                     else w_paths[slots[0]]
                 )
+                if fused:  # out[z, p, u, k] = W_p[z, u] T[z, u, p, k]
+                    out = t_blocks[b].unflatten(-1, (n_paths, d3)).transpose(1, 2) * w.view(
+                        *lead, n_paths, mul1, 1
+                    )
+                    if is_direct:
+                        direct[outs[0]] = out.reshape(z, n_paths * mul1 * d3)
+                    else:
+                        for o, piece in zip(outs, out.unbind(1)):
+                            contributions[o].append(piece)
+                    continue
+                m = (x2 @ cg_blocks[b]).view(z, n_paths, d1, d3)  # [z, p, i, k], contiguous
                 if kind == "uvu":
                     aw = a.unsqueeze(1) * w.view(*lead, n_paths, mul1, 1)  # [z, p, u, i]
                     if d1 == 1:

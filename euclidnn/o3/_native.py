@@ -1,0 +1,228 @@
+"""The fused CPU convolution kernel (``_conv_kernel.c``): build, load, and wire into autograd.
+
+:meth:`euclidnn.o3.TensorProduct.convolve` uses it for "uvu" paths with a multiplicity-1 second
+input (spherical harmonics) and per-edge weights on CPU tensors; everything else takes the
+plain PyTorch path. The C source is compiled once per machine with the system C compiler
+(``cc -O3 -march=native -fopenmp``) into ``$EUCLIDNN_CACHE`` (default
+``~/.cache/euclidnn``), keyed by a hash of the source, the compiler and the CPU, and written
+atomically. No compiler, or ``EUCLIDNN_NATIVE=0``, means the PyTorch path, with one warning.
+
+Why: the PyTorch path materializes each edge's message ([n_edges, irreps_out.dim]) several
+times over (products, concatenation, gather of the gradient); the kernel reads an edge's
+weights and spherical harmonics once and accumulates straight into the atom's row. See
+``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+_SOURCE = Path(__file__).with_name("_conv_kernel.c")
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+_LIB: ctypes.CDLL | None | bool = False  # False: not tried yet; None: unavailable
+
+
+def _cpu_id() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "".join(line for line in f if line.startswith(("model name", "flags")))[:4096]
+    except OSError:
+        return platform.processor()
+
+
+def _build() -> ctypes.CDLL | None:
+    if os.environ.get("EUCLIDNN_NATIVE", "1") == "0":
+        return None
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        warnings.warn(
+            f"euclidnn: no C compiler ({cc!r}); using the slower PyTorch convolution", stacklevel=3
+        )
+        return None
+    source = _SOURCE.read_bytes()
+    try:
+        version = subprocess.run(
+            [cc, "--version"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        version = ""
+    key = hashlib.sha256(
+        source + version.encode() + " ".join(_FLAGS).encode() + _cpu_id().encode()
+    ).hexdigest()
+    cache = Path(os.environ.get("EUCLIDNN_CACHE", Path.home() / ".cache" / "euclidnn"))
+    target = cache / f"conv_kernel_{key[:16]}.so"
+    if not target.exists():
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                out = Path(tmp) / target.name
+                subprocess.run(
+                    [cc, *_FLAGS, str(_SOURCE), "-o", str(out)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                os.replace(out, target)  # atomic: concurrent builds leave one complete file
+        except (OSError, subprocess.CalledProcessError) as err:
+            detail = getattr(err, "stderr", "") or str(err)
+            warnings.warn(
+                f"euclidnn: building the C convolution kernel failed ({detail.strip()[:500]}); "
+                "using the slower PyTorch convolution",
+                stacklevel=3,
+            )
+            return None
+    lib = ctypes.CDLL(str(target))
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for name in ("uvu_conv_f32", "uvu_conv_f64"):
+        fn = getattr(lib, name)
+        fn.argtypes = [i32, i64, i64, p, p, p, p, p, p, p, p, i64, i64, i64, i64, p, p, i64, i32]
+        fn.restype = None
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel library, or ``None`` where it cannot be built (built on first call)."""
+    global _LIB
+    if _LIB is False:
+        _LIB = _build()
+    return _LIB
+
+
+class ConvSpec:
+    """The entries of the quadrilinear form for one TensorProduct (see ``_conv_kernel.c``)."""
+
+    def __init__(
+        self, entries: Tensor, coefficients: Tensor, dims: tuple[int, int, int, int]
+    ) -> None:
+        self.entries = entries.to(torch.int64).contiguous()  # [n, 7]
+        self.coefficients = {
+            torch.float64: coefficients.to(torch.float64).contiguous(),
+            torch.float32: coefficients.to(torch.float32).contiguous(),
+        }
+        self.dims = dims  # (dim x1, dim x2, weight_numel, dim out)
+
+
+_LAST_EDGES: list = []  # the most recent Edges, reused while the same index tensors come back
+
+
+def edges_for(edge_src: Tensor, edge_dst: Tensor, num_nodes: int, num_src: int) -> Edges:
+    """:class:`Edges` for these index tensors, cached for the next call with the same tensors
+    (every layer of a model passes the same graph)."""
+    if _LAST_EDGES:
+        src, dst, sizes, versions, edges = _LAST_EDGES
+        if (
+            src is edge_src
+            and dst is edge_dst
+            and sizes == (num_nodes, num_src)
+            and versions == (src._version, dst._version)
+        ):
+            return edges
+    edges = Edges(edge_src, edge_dst, num_nodes, num_src)
+    _LAST_EDGES[:] = [
+        edge_src,
+        edge_dst,
+        (num_nodes, num_src),
+        (edge_src._version, edge_dst._version),
+        edges,
+    ]
+    return edges
+
+
+class Edges:
+    """Edge list with both visiting orders (by destination, by source) the kernel needs."""
+
+    def __init__(self, edge_src: Tensor, edge_dst: Tensor, num_nodes: int, num_src: int) -> None:
+        self.src = edge_src.contiguous()
+        self.dst = edge_dst.contiguous()
+        self.num_nodes, self.num_src = num_nodes, num_src
+        self.by_dst = self._csr(self.dst, num_nodes)
+        self.by_src = self._csr(self.src, num_src)
+
+    @staticmethod
+    def _csr(index: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        order = torch.argsort(index, stable=True)
+        ptr = torch.zeros(size + 1, dtype=torch.int64)
+        ptr[1:] = torch.cumsum(torch.bincount(index, minlength=size), 0)
+        return order, ptr
+
+
+_SLOTS = ("x", "y", "w", "g")  # mode of the kernel = index of the output slot
+
+
+def _run(spec: ConvSpec, edges: Edges, slot: int, args: list[Tensor | None]) -> Tensor:
+    """Compute ∂Q/∂(args[slot]) from the other three arguments."""
+    ref = next(a for a in args if a is not None)
+    dtype = ref.dtype
+    n_edges = edges.src.shape[0]
+    rows = {0: edges.num_src, 3: edges.num_nodes}.get(slot, n_edges)
+    out = torch.zeros(rows, spec.dims[slot], dtype=dtype)
+    if n_edges == 0 or spec.entries.shape[0] == 0:
+        return out
+    tensors = [out if a is None else a.contiguous() for a in args]
+    mode = {3: 0, 0: 1, 1: 3, 2: 2}[slot]
+    order, ptr = edges.by_dst if mode == 0 else edges.by_src
+    fn = library().uvu_conv_f64 if dtype == torch.float64 else library().uvu_conv_f32
+    x, y, w, g = (t.data_ptr() for t in tensors)
+    fn(
+        mode,
+        ptr.shape[0] - 1,
+        n_edges,
+        edges.src.data_ptr(),
+        edges.dst.data_ptr(),
+        order.data_ptr(),
+        ptr.data_ptr(),
+        x,
+        y,
+        w,
+        g,
+        *spec.dims,
+        spec.entries.data_ptr(),
+        spec.coefficients[dtype].data_ptr(),
+        spec.entries.shape[0],
+        torch.get_num_threads(),
+    )
+    return out
+
+
+class _Quad(torch.autograd.Function):
+    """One partial derivative of Q; its own derivatives are the other partials of Q."""
+
+    @staticmethod
+    def forward(ctx, spec: ConvSpec, edges: Edges, slot: int, *args: Tensor | None) -> Tensor:
+        ctx.spec, ctx.edges, ctx.slot = spec, edges, slot
+        ctx.save_for_backward(*(a if a is not None else torch.empty(0) for a in args))
+        return _run(spec, edges, slot, list(args))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        saved = list(ctx.saved_tensors)
+        saved[ctx.slot] = grad
+        grads = []
+        for s in range(4):
+            if s == ctx.slot or not ctx.needs_input_grad[3 + s]:
+                grads.append(None)
+                continue
+            args = list(saved)
+            args[s] = None
+            grads.append(_Quad.apply(ctx.spec, ctx.edges, s, *args))
+        return (None, None, None, *grads)
+
+
+def convolve(spec: ConvSpec, edges: Edges, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+    """out[v] = Σ_{e: dst_e = v} TP(x[src_e], y_e, w_e), the convolution ∂Q/∂g.
+
+    Shapes: x: [num_nodes, dim1], y: [n_edges, dim2], w: [n_edges, weight_numel]
+        → [num_nodes, dim_out]
+    """
+    return _Quad.apply(spec, edges, 3, x, y, w, None)

@@ -1,0 +1,123 @@
+"""The fused C convolution (TensorProduct.convolve) against the plain PyTorch composition."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from euclidnn.o3 import Irreps, TensorProduct, _native, fully_connected_paths, uvu_paths
+
+needs_kernel = pytest.mark.skipif(
+    _native.library() is None, reason="no C compiler: the fused kernel is not built"
+)
+
+
+def reference(tp: TensorProduct, x, y, w, src, dst, n):
+    messages = tp(x.index_select(0, src), y, w)
+    return messages.new_zeros(n, messages.shape[-1]).index_add_(0, dst, messages)
+
+
+def problem(
+    irreps_in: str, lmax: int, target: str, n: int, n_edges: int, dtype=torch.float64, seed: int = 0
+):
+    g = torch.Generator().manual_seed(seed)
+    sh = Irreps.spherical_harmonics(lmax)
+    tp = TensorProduct(irreps_in, sh, uvu_paths(irreps_in, sh, target))
+    src = torch.randint(0, n, (n_edges,), generator=g)
+    dst = torch.randint(0, n, (n_edges,), generator=g)
+    x = torch.randn(n, tp.irreps_in1.dim, generator=g, dtype=dtype).requires_grad_()
+    y = torch.randn(n_edges, sh.dim, generator=g, dtype=dtype).requires_grad_()
+    w = torch.randn(n_edges, tp.weight_numel, generator=g, dtype=dtype).requires_grad_()
+    return tp, x, y, w, src, dst
+
+
+def test_kernel_builds_where_a_compiler_exists():
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler on this machine")
+    assert _native.library() is not None
+
+
+CASES = [
+    ("8x0e+8x0o+8x1e+8x1o", 1, "8x0e+8x0o+8x1e+8x1o"),
+    ("4x0e+4x1o+4x2e", 2, "4x0e+4x1o+4x2e"),
+    ("3x0e+2x1o+5x2e+1x3o", 3, "1x0e+1x1o+1x2e+1x3o+1x0o+1x1e+1x2o+1x3e"),
+]
+
+
+@needs_kernel
+@pytest.mark.parametrize("irreps_in,lmax,target", CASES)
+def test_equals_composition_and_gradients(irreps_in, lmax, target):
+    tp, x, y, w, src, dst = problem(irreps_in, lmax, target, n=6, n_edges=40)
+    assert tp._native_spec(x, y, w) is not None
+    out = tp.convolve(x, y, w, src, dst, 7)  # node 6 receives nothing
+    ref = reference(tp, x, y, w, src, dst, 7)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    assert out[6].abs().max() == 0
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, y, w), g)
+    want = torch.autograd.grad(ref, (x, y, w), g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@needs_kernel
+def test_second_derivatives_match_composition():
+    """Force training differentiates the forces: the kernel's double backward must be exact."""
+    tp, x, y, w, src, dst = problem("3x0e+3x1o+3x1e", 1, "3x0e+3x1o+3x1e", n=5, n_edges=20)
+
+    def double(fn):
+        out = fn(tp, x, y, w, src, dst, 5)
+        (gy,) = torch.autograd.grad(out.pow(2).sum(), y, create_graph=True)
+        return torch.autograd.grad(gy.sin().sum(), (x, y, w))
+
+    for a, b in zip(double(lambda *a: a[0].convolve(*a[1:])), double(reference)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+
+
+@needs_kernel
+def test_gradcheck_to_second_order():
+    tp, x, y, w, src, dst = problem("2x0e+2x1o+2x2e", 2, "2x0e+2x1o+2x2e", n=4, n_edges=9)
+    fn = lambda x, y, w: tp.convolve(x, y, w, src, dst, 4)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, y, w))
+    assert torch.autograd.gradgradcheck(fn, (x, y, w))
+
+
+@needs_kernel
+def test_float32_and_threads():
+    tp, x, y, w, src, dst = problem(
+        "16x0e+16x1o+16x2e", 2, "16x0e+16x1o+16x2e", n=50, n_edges=900, dtype=torch.float32
+    )
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            results.append(tp.convolve(x, y, w, src, dst, 50))
+    finally:
+        torch.set_num_threads(threads)
+    ref = reference(tp, x.double(), y.double(), w.double(), src, dst, 50)
+    for out in results:
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-4)
+    assert torch.equal(results[0], results[1])  # each atom sums its edges in one fixed order
+
+
+def test_empty_edges_and_fallback():
+    tp, x, y, w, src, dst = problem("4x0e+4x1o", 1, "4x0e+4x1o", n=3, n_edges=0)
+    out = tp.convolve(x, y, w, src, dst, 3)
+    assert out.shape == (3, tp.irreps_out.dim) and out.abs().max() == 0
+    out.sum().backward()  # gradients of an empty sum exist and are zero
+    assert x.grad.abs().max() == 0
+
+    full = TensorProduct(
+        "4x0e+4x1o", "0e+1o", fully_connected_paths("4x0e+4x1o", "0e+1o", "4x0e+4x1o")
+    )
+    x, y = torch.randn(3, 16, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    w = torch.randn(5, full.weight_numel, dtype=torch.float64)
+    src, dst = torch.tensor([0, 1, 2, 2, 0]), torch.tensor([1, 2, 0, 1, 1])
+    assert full._native_spec(x, y, w) is None  # "uvw" paths: the PyTorch composition
+    torch.testing.assert_close(
+        full.convolve(x, y, w, src, dst, 3), reference(full, x, y, w, src, dst, 3)
+    )
