@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from euclidnn.data.graph import Graph
-from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species, shifted_softplus
+from euclidnn.models.common import (
+    PerSpeciesScaleShift,
+    SpeciesIndex,
+    check_species,
+    edge_pairs,
+    shifted_softplus,
+)
 from euclidnn.nn.cutoff import cosine_cutoff
 from euclidnn.nn.radial import gaussian_basis
 from euclidnn.nn.scatter import scatter_sum
@@ -59,7 +64,9 @@ class SchNetConfig:
         if self.r_max <= 0:
             raise ValueError(f"SchNetConfig.r_max must be positive (Å), got {self.r_max}")
         if self.num_interactions < 1:
-            raise ValueError(f"SchNetConfig.num_interactions must be ≥ 1, got {self.num_interactions}")
+            raise ValueError(
+                f"SchNetConfig.num_interactions must be ≥ 1, got {self.num_interactions}"
+            )
         if self.num_features < 1 or self.num_basis < 2 or (self.num_filters or 1) < 1:
             raise ValueError(
                 f"SchNetConfig: num_features ({self.num_features}) and num_filters must be ≥ 1, "
@@ -82,8 +89,11 @@ class SchNetInteraction(nn.Module):
     m_i = Σ_j x_j ⊙ W_ij  (continuous-filter convolution, j = edge_src → i = edge_dst),
     v_i = Dense(ssp(Dense(m_i)))
 
-    Shapes: h: [n_atoms, F], edge_radial: [n_edges, K], edge_cutoff: [n_edges],
-    edge_src, edge_dst: [n_edges] → [n_atoms, F]
+    The filter W depends on the distance only, so it is computed by :meth:`filter` (once per
+    undirected pair in :class:`SchNet`) and passed to :meth:`forward` per edge.
+
+    Shapes: h: [n_atoms, F], edge_filter: [n_edges, num_filters], edge_src, edge_dst: [n_edges]
+    → [n_atoms, F]
     """
 
     def __init__(self, num_features: int, num_filters: int, num_basis: int) -> None:
@@ -94,10 +104,16 @@ class SchNetInteraction(nn.Module):
         self.out1 = _dense(num_filters, num_features)
         self.out2 = _dense(num_features, num_features)
 
-    def forward(self, h: Tensor, edge_radial: Tensor, edge_cutoff: Tensor, edge_src: Tensor, edge_dst: Tensor) -> Tensor:
+    def filter(self, radial: Tensor, cutoff: Tensor) -> Tensor:
+        """Continuous filter W(r) = f_cut(r) · Dense(ssp(Dense(e(r)))) of some distances r.
+
+        Shapes: radial: [n, K] (e(r)), cutoff: [n] (f_cut(r)) → [n, num_filters]
+        """
+        return self.filter2(shifted_softplus(self.filter1(radial))) * cutoff[:, None]
+
+    def forward(self, h: Tensor, edge_filter: Tensor, edge_src: Tensor, edge_dst: Tensor) -> Tensor:
         x = self.in2filter(h)  # [n_atoms, num_filters]
-        w = self.filter2(shifted_softplus(self.filter1(edge_radial))) * edge_cutoff[:, None]  # [n_edges, num_filters]
-        m = scatter_sum(x[edge_src] * w, edge_dst, dim_size=h.shape[0])
+        m = scatter_sum(x.index_select(0, edge_src) * edge_filter, edge_dst, dim_size=h.shape[0])
         return self.out2(shifted_softplus(self.out1(m)))
 
 
@@ -106,7 +122,8 @@ class SchNet(nn.Module):
 
     h_i^0 = embedding(Z_i),   h^{t+1} = h^t + Interaction_t(h^t, e(r), f_cut(r)),
     e_k(r) = exp(−γ (r − μ_k)²) (Gaussian expansion), f_cut(r) = ½ (cos(π r / r_max) + 1)
-    (cosine cutoff, so energy and forces go to zero at r_max), MLP = Dense(F → F/2), ssp, Dense(→ 1).
+    (cosine cutoff, so energy and forces go to zero at r_max),
+    MLP = Dense(F → F/2), ssp, Dense(→ 1).
 
     The architecture of Schütt, Kindermans, Sauceda, Chmiela, Tkatchenko, Müller, "SchNet: A
     continuous-filter convolutional neural network for modeling quantum interactions",
@@ -137,17 +154,25 @@ class SchNet(nn.Module):
         )
         self.readout1 = _dense(config.num_features, max(config.num_features // 2, 1))
         self.readout2 = _dense(max(config.num_features // 2, 1), 1)
-        self.scale_shift = PerSpeciesScaleShift(len(config.species), config.energy_scales, config.energy_shifts)
+        self.scale_shift = PerSpeciesScaleShift(
+            len(config.species), config.energy_scales, config.energy_shifts
+        )
 
     def forward(self, graph: Graph) -> Tensor:
         cfg = self.config
-        edge_len = graph.edge_vectors().norm(dim=-1)  # [n_edges] Å
-        edge_radial = gaussian_basis(edge_len, cfg.r_max, cfg.num_basis, gamma=cfg.gamma)  # [n_edges, K]
-        edge_cutoff = cosine_cutoff(edge_len, cfg.r_max)  # [n_edges]
+        # an edge and its reverse have the same length, hence the same filters: compute them
+        # once per undirected pair (half the filter GEMMs) and expand to the edges
+        pair_edge, edge_pair = edge_pairs(graph.edge_src, graph.edge_dst, graph.edge_shift)
+        pair_len = graph.edge_vectors().index_select(0, pair_edge).norm(dim=-1)  # [n_pairs] Å
+        # [n_pairs, K]
+        pair_radial = gaussian_basis(pair_len, cfg.r_max, cfg.num_basis, gamma=cfg.gamma)
+        pair_cutoff = cosine_cutoff(pair_len, cfg.r_max)  # [n_pairs]
         species = self.species_index(graph.numbers)  # [n_atoms]
-        h = self.embedding(species).to(edge_len.dtype)  # [n_atoms, F]
+        h = self.embedding(species).to(pair_len.dtype)  # [n_atoms, F]
         for interaction in self.interactions:
-            h = h + interaction(h, edge_radial, edge_cutoff, graph.edge_src, graph.edge_dst)
+            pair_filter = interaction.filter(pair_radial, pair_cutoff)  # [n_pairs, F]
+            edge_filter = pair_filter.index_select(0, edge_pair)  # [n_edges, F]
+            h = h + interaction(h, edge_filter, graph.edge_src, graph.edge_dst)
         atom_energy = self.readout2(shifted_softplus(self.readout1(h))).squeeze(-1)  # [n_atoms]
         atom_energy = self.scale_shift(atom_energy, species)
         return scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
