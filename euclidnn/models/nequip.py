@@ -87,7 +87,9 @@ class NequIPConfig:
                 f"and num_basis ({self.num_basis}) must be ≥ 1"
             )
         if self.avg_num_neighbors is not None and self.avg_num_neighbors <= 0:
-            raise ValueError(f"NequIPConfig.avg_num_neighbors must be positive, got {self.avg_num_neighbors}")
+            raise ValueError(
+                f"NequIPConfig.avg_num_neighbors must be positive, got {self.avg_num_neighbors}"
+            )
 
     @property
     def irreps_hidden(self) -> Irreps:
@@ -116,20 +118,27 @@ class SpeciesLinear(nn.Module):
 
     def __init__(self, irreps_in: Irreps, irreps_out: Irreps, num_species: int) -> None:
         super().__init__()
-        self.irreps_in, self.irreps_out, self.num_species = Irreps(irreps_in), Irreps(irreps_out), num_species
-        self.linear = Linear(self.irreps_in, Irreps([(mul * num_species, ir) for mul, ir in self.irreps_out]))
-        self.dims = [mul * ir.dim for mul, ir in self.irreps_out]
+        self.irreps_in, self.irreps_out, self.num_species = (
+            Irreps(irreps_in),
+            Irreps(irreps_out),
+            num_species,
+        )
+        self.linear = Linear(
+            self.irreps_in, Irreps([(mul * num_species, ir) for mul, ir in self.irreps_out])
+        )
+        # columns[s, c]: the column of the linear's output holding output column c for species s
+        columns, offset = [], 0
+        for mul, ir in self.irreps_out:
+            block = torch.arange(num_species * mul * ir.dim).view(num_species, mul * ir.dim)
+            columns.append(block + offset)
+            offset += num_species * mul * ir.dim
+        self.register_buffer("columns", torch.cat(columns, dim=1), persistent=False)
 
     def forward(self, x: Tensor, species: Tensor) -> Tensor:
         if self.num_species == 1:
             return self.linear(x)
         y = self.linear(x)  # [n, Σ_terms S·mul·dim]
-        rows = torch.arange(x.shape[0], device=x.device)
-        pieces = [
-            term.view(x.shape[0], self.num_species, dim)[rows, species]
-            for term, dim in zip(y.split([d * self.num_species for d in self.dims], dim=-1), self.dims)
-        ]
-        return torch.cat(pieces, dim=-1)
+        return y.gather(1, self.columns[species])  # each atom's own species block
 
 
 class NequIPLayer(nn.Module):
@@ -161,29 +170,60 @@ class NequIPLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.irreps_in = Irreps(irreps_in)
-        scalars = Irreps([(m, ir) for m, ir in irreps_target if ir.l == 0 and _path_exists(self.irreps_in, irreps_sh, ir)])
-        gated = Irreps([(m, ir) for m, ir in irreps_target if ir.l > 0 and _path_exists(self.irreps_in, irreps_sh, ir)])
-        gate_ir = Irrep("0e") if _path_exists(self.irreps_in, irreps_sh, Irrep("0e")) else Irrep("0o")
+        scalars = Irreps(
+            [
+                (m, ir)
+                for m, ir in irreps_target
+                if ir.l == 0 and _path_exists(self.irreps_in, irreps_sh, ir)
+            ]
+        )
+        gated = Irreps(
+            [
+                (m, ir)
+                for m, ir in irreps_target
+                if ir.l > 0 and _path_exists(self.irreps_in, irreps_sh, ir)
+            ]
+        )
+        gate_ir = (
+            Irrep("0e") if _path_exists(self.irreps_in, irreps_sh, Irrep("0e")) else Irrep("0o")
+        )
         gates = Irreps([(m, gate_ir) for m, _ in gated])
         act = {1: nn.functional.silu, -1: torch.tanh}
-        self.gate = Gate(scalars, [act[ir.p] for _, ir in scalars], gates, [act[ir.p] for _, ir in gates], gated)
+        self.gate = Gate(
+            scalars, [act[ir.p] for _, ir in scalars], gates, [act[ir.p] for _, ir in gates], gated
+        )
         irreps_conv = self.gate.irreps_in
 
         self.linear_1 = Linear(self.irreps_in, self.irreps_in)
-        self.tensor_product = TensorProduct(self.irreps_in, irreps_sh, uvu_paths(self.irreps_in, irreps_sh, irreps_conv))
-        self.radial = ScalarMLP([num_basis] + [radial_mlp_width] * radial_mlp_depth + [self.tensor_product.weight_numel])
+        self.tensor_product = TensorProduct(
+            self.irreps_in, irreps_sh, uvu_paths(self.irreps_in, irreps_sh, irreps_conv)
+        )
+        self.radial = ScalarMLP(
+            [num_basis] + [radial_mlp_width] * radial_mlp_depth + [self.tensor_product.weight_numel]
+        )
         self.linear_2 = Linear(self.tensor_product.irreps_out, irreps_conv)
-        self.self_connection = SpeciesLinear(self.irreps_in, irreps_conv, num_species) if self_connection else None
+        self.self_connection = (
+            SpeciesLinear(self.irreps_in, irreps_conv, num_species) if self_connection else None
+        )
         self.norm = 1.0 / math.sqrt(avg_num_neighbors) if avg_num_neighbors else 1.0
         self.irreps_out = self.gate.irreps_out
 
     def forward(
-        self, h: Tensor, edge_sh: Tensor, edge_radial: Tensor, edge_src: Tensor, edge_dst: Tensor, species: Tensor
+        self,
+        h: Tensor,
+        edge_sh: Tensor,
+        edge_radial: Tensor,
+        edge_src: Tensor,
+        edge_dst: Tensor,
+        species: Tensor,
     ) -> Tensor:
         x = self.linear_1(h)
         weight = self.radial(edge_radial)  # [n_edges, weight_numel]
         # Σ_{j ∈ N(i)} of the messages, fused (no [n_edges, irreps_mid.dim] tensor on CPU)
-        m = self.tensor_product.convolve(x, edge_sh, weight, edge_src, edge_dst, h.shape[0]) * self.norm
+        m = (
+            self.tensor_product.convolve(x, edge_sh, weight, edge_src, edge_dst, h.shape[0])
+            * self.norm
+        )
         out = self.linear_2(m)
         if self.self_connection is not None:
             out = out + self.self_connection(h, species)
@@ -222,15 +262,26 @@ class NequIP(nn.Module):
         irreps = Irreps(f"{cfg.num_features}x0e")
         layers = []
         for t in range(cfg.num_layers):
-            target = cfg.irreps_hidden if t < cfg.num_layers - 1 else Irreps(f"{cfg.num_features}x0e")
+            target = (
+                cfg.irreps_hidden if t < cfg.num_layers - 1 else Irreps(f"{cfg.num_features}x0e")
+            )
             layer = NequIPLayer(
-                irreps, self.irreps_sh, target, num_species, cfg.num_basis,
-                cfg.radial_mlp_depth, cfg.radial_mlp_width, cfg.avg_num_neighbors, self_connection=t > 0,
+                irreps,
+                self.irreps_sh,
+                target,
+                num_species,
+                cfg.num_basis,
+                cfg.radial_mlp_depth,
+                cfg.radial_mlp_width,
+                cfg.avg_num_neighbors,
+                self_connection=t > 0,
             )
             layers.append(layer)
             irreps = layer.irreps_out
         self.layers = nn.ModuleList(layers)
-        self.irreps_features = layers[-2].irreps_out if len(layers) > 1 else Irreps(f"{cfg.num_features}x0e")
+        self.irreps_features = (
+            layers[-2].irreps_out if len(layers) > 1 else Irreps(f"{cfg.num_features}x0e")
+        )
         self.readout = Linear(irreps, "0e")
         self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
 
@@ -238,10 +289,13 @@ class NequIP(nn.Module):
         cfg = self.config
         edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
         edge_len = edge_vec.norm(dim=-1)  # [n_edges]
-        edge_sh = spherical_harmonics(self.irreps_sh, edge_vec, normalize=True)  # [n_edges, (lmax+1)²]
-        edge_radial = bessel_basis(edge_len, cfg.r_max, cfg.num_basis) * polynomial_cutoff(
-            edge_len, cfg.r_max, cfg.polynomial_p
-        )[:, None]  # [n_edges, num_basis]
+        edge_sh = spherical_harmonics(
+            self.irreps_sh, edge_vec, normalize=True
+        )  # [n_edges, (lmax+1)²]
+        edge_radial = (
+            bessel_basis(edge_len, cfg.r_max, cfg.num_basis)
+            * polynomial_cutoff(edge_len, cfg.r_max, cfg.polynomial_p)[:, None]
+        )  # [n_edges, num_basis]
         return edge_sh, edge_radial
 
     def features(self, graph: Graph, num_layers: int | None = None) -> tuple[Tensor, Tensor]:

@@ -134,7 +134,7 @@ class Gate(nn.Module):
             pieces.append(self._activate(self.act_scalars, self.irreps_scalars, scalars))
         if self.irreps_gated.dim > 0:
             gates = self._activate(self.act_gates, self.irreps_gates, gates)
-            pieces.append(gates[..., self.gate_index] * gated)
+            pieces.append(gates.index_select(-1, self.gate_index) * gated)
         if not pieces:
             return x[..., :0]
         return torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]

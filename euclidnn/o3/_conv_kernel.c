@@ -2,8 +2,8 @@
  *
  * One quadrilinear form covers the convolution and every derivative of it:
  *
- *   Q(x, y, w, g) = Σ_e Σ_n c_n y[e, j_n] Σ_{u < U_n} w[e, wo_n + u] x[src_e, xo_n + u·xs_n]
- *                                                   · g[dst_e, go_n + u·gs_n]
+ *   Q(x, y, w, g) = Σ_e Σ_n c_n y[e, j_n] Σ_{u < U_n} w[e, wo_n + u] x[src_e, xo_n + u]
+ *                                                   · g[dst_e, go_n + u]
  *
  * with one entry n per nonzero Clebsch–Gordan coefficient c_n of every path (path
  * normalization folded in). The convolution is ∂Q/∂g, i.e. messages summed into each
@@ -15,13 +15,14 @@
  * mode 2: w[e] = …                    (edge output)
  * mode 3: y[e] = …                    (edge output)
  *
- * The output array must be zeroed by the caller. Entries are int64 rows
- * (xo, xs, j, go, gs, wo, U). Features are read in e3nn's layout (u-major within a term), so
- * nothing is permuted before or after.
+ * The output array must be zeroed by the caller. Entries are int64 rows (xo, j, go, wo, U).
+ * Atom features x and g are in the "ir_mul" layout (within a term of multiplicity U and
+ * dimension d, component i of channel u sits at i·U + u), so the channel loop is contiguous in
+ * x, w and g and vectorizes; the caller permutes from and to e3nn's layout.
  */
 #include <stdint.h>
 
-#define ENTRY 7
+#define ENTRY 5
 
 #define DEFINE_KERNEL(NAME, T)                                                                     \
     void NAME(int mode, int64_t n_nodes, int64_t n_edges, const int64_t *src, const int64_t *dst,  \
@@ -29,57 +30,45 @@
               int64_t yn, int64_t wn, int64_t gn, const int64_t *entries, const T *coef,           \
               int64_t n_entries, int threads) {                                                    \
         if (mode == 0 || mode == 1) {                                                              \
-            _Pragma("omp parallel for schedule(dynamic, 8) num_threads(threads)")                  \
+            _Pragma("omp parallel for schedule(static) num_threads(threads)")                      \
             for (int64_t v = 0; v < n_nodes; v++) {                                                \
+                /* mode 0: out = g[v], a = x[src]; mode 1: out = x[v], a = g[dst] */              \
+                T *restrict out = (mode == 0 ? g + v * gn : x + v * xn);                           \
+                const int64_t out_col = (mode == 0 ? 2 : 0), in_col = (mode == 0 ? 0 : 2);         \
                 for (int64_t q = ptr[v]; q < ptr[v + 1]; q++) {                                    \
                     const int64_t e = order[q];                                                    \
-                    const T *ye = y + e * yn, *we = w + e * wn;                                    \
-                    if (mode == 0) {                                                               \
-                        const T *xe = x + src[e] * xn;                                             \
-                        T *ge = g + v * gn;                                                        \
-                        for (int64_t n = 0; n < n_entries; n++) {                                  \
-                            const int64_t *en = entries + n * ENTRY;                               \
-                            const T cy = coef[n] * ye[en[2]];                                      \
-                            const T *xp = xe + en[0], *wp = we + en[5];                            \
-                            T *gp = ge + en[3];                                                    \
-                            const int64_t xs = en[1], gs = en[4], U = en[6];                       \
-                            _Pragma("omp simd")                                                    \
-                            for (int64_t u = 0; u < U; u++) gp[u * gs] += cy * wp[u] * xp[u * xs]; \
-                        }                                                                          \
-                    } else {                                                                       \
-                        const T *ge = g + dst[e] * gn;                                             \
-                        T *xe = x + v * xn;                                                        \
-                        for (int64_t n = 0; n < n_entries; n++) {                                  \
-                            const int64_t *en = entries + n * ENTRY;                               \
-                            const T cy = coef[n] * ye[en[2]];                                      \
-                            T *xp = xe + en[0];                                                    \
-                            const T *wp = we + en[5], *gp = ge + en[3];                            \
-                            const int64_t xs = en[1], gs = en[4], U = en[6];                       \
-                            _Pragma("omp simd")                                                    \
-                            for (int64_t u = 0; u < U; u++) xp[u * xs] += cy * wp[u] * gp[u * gs]; \
-                        }                                                                          \
+                    const T *restrict ye = y + e * yn, *restrict we = w + e * wn;                  \
+                    const T *restrict ae = (mode == 0 ? x + src[e] * xn : g + dst[e] * gn);        \
+                    for (int64_t n = 0; n < n_entries; n++) {                                      \
+                        const int64_t *en = entries + n * ENTRY;                                   \
+                        const T cy = coef[n] * ye[en[1]];                                          \
+                        const T *restrict ap = ae + en[in_col], *restrict wp = we + en[3];         \
+                        T *restrict op = out + en[out_col];                                        \
+                        const int64_t U = en[4];                                                   \
+                        _Pragma("omp simd")                                                        \
+                        for (int64_t u = 0; u < U; u++) op[u] += cy * wp[u] * ap[u];               \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
         } else {                                                                                   \
             _Pragma("omp parallel for schedule(static) num_threads(threads)")                      \
             for (int64_t e = 0; e < n_edges; e++) {                                                \
-                const T *xe = x + src[e] * xn, *ge = g + dst[e] * gn;                              \
+                const T *restrict xe = x + src[e] * xn, *restrict ge = g + dst[e] * gn;            \
                 for (int64_t n = 0; n < n_entries; n++) {                                          \
                     const int64_t *en = entries + n * ENTRY;                                       \
-                    const T *xp = xe + en[0], *gp = ge + en[3];                                    \
-                    const int64_t xs = en[1], gs = en[4], U = en[6];                               \
+                    const T *restrict xp = xe + en[0], *restrict gp = ge + en[2];                  \
+                    const int64_t U = en[4];                                                       \
                     if (mode == 2) {                                                               \
-                        const T cy = coef[n] * y[e * yn + en[2]];                                  \
-                        T *wp = w + e * wn + en[5];                                                \
+                        const T cy = coef[n] * y[e * yn + en[1]];                                  \
+                        T *restrict wp = w + e * wn + en[3];                                       \
                         _Pragma("omp simd")                                                        \
-                        for (int64_t u = 0; u < U; u++) wp[u] += cy * xp[u * xs] * gp[u * gs];     \
+                        for (int64_t u = 0; u < U; u++) wp[u] += cy * xp[u] * gp[u];               \
                     } else {                                                                       \
-                        const T *wp = w + e * wn + en[5];                                          \
+                        const T *restrict wp = w + e * wn + en[3];                                 \
                         T acc = 0;                                                                 \
                         _Pragma("omp simd reduction(+ : acc)")                                     \
-                        for (int64_t u = 0; u < U; u++) acc += wp[u] * xp[u * xs] * gp[u * gs];    \
-                        y[e * yn + en[2]] += coef[n] * acc;                                        \
+                        for (int64_t u = 0; u < U; u++) acc += wp[u] * xp[u] * gp[u];              \
+                        y[e * yn + en[1]] += coef[n] * acc;                                        \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \

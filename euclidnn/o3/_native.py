@@ -99,13 +99,35 @@ def library() -> ctypes.CDLL | None:
     return _LIB
 
 
+def to_ir_mul(irreps) -> Tensor:
+    """Column permutation from e3nn's layout to "ir_mul": ``x[:, perm]`` puts component i of
+    channel u of a term at offset i·mul + u instead of u·dim + i.
+
+    Shapes: → [irreps.dim]
+    """
+    pieces, offset = [], 0
+    for mul, ir in irreps:
+        pieces.append(torch.arange(mul * ir.dim).view(mul, ir.dim).t().reshape(-1) + offset)
+        offset += mul * ir.dim
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int64)
+
+
 class ConvSpec:
-    """The entries of the quadrilinear form for one TensorProduct (see ``_conv_kernel.c``)."""
+    """The entries of the quadrilinear form for one TensorProduct (see ``_conv_kernel.c``) and
+    the column permutations into (``perm_in``) and out of (``perm_out``) the kernel's layout."""
 
     def __init__(
-        self, entries: Tensor, coefficients: Tensor, dims: tuple[int, int, int, int]
+        self,
+        entries: Tensor,
+        coefficients: Tensor,
+        dims: tuple[int, int, int, int],
+        perm_in: Tensor,
+        perm_out: Tensor,
     ) -> None:
-        self.entries = entries.to(torch.int64).contiguous()  # [n, 7]
+        identity = lambda p: bool((p == torch.arange(p.shape[0])).all())  # noqa: E731
+        self.perm_in = None if identity(perm_in) else perm_in
+        self.perm_out = None if identity(perm_out) else perm_out
+        self.entries = entries.to(torch.int64).contiguous()  # [n, 5]
         self.coefficients = {
             torch.float64: coefficients.to(torch.float64).contiguous(),
             torch.float32: coefficients.to(torch.float32).contiguous(),
@@ -225,4 +247,7 @@ def convolve(spec: ConvSpec, edges: Edges, x: Tensor, y: Tensor, w: Tensor) -> T
     Shapes: x: [num_nodes, dim1], y: [n_edges, dim2], w: [n_edges, weight_numel]
         → [num_nodes, dim_out]
     """
-    return _Quad.apply(spec, edges, 3, x, y, w, None)
+    if spec.perm_in is not None:
+        x = x.index_select(1, spec.perm_in)
+    out = _Quad.apply(spec, edges, 3, x, y, w, None)
+    return out if spec.perm_out is None else out.index_select(1, spec.perm_out)

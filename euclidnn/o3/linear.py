@@ -12,6 +12,10 @@ from euclidnn.o3.irreps import Irreps
 __all__ = ["Linear"]
 
 
+DENSE_MAX_ROWS = 2048  # up to this many rows, one dense matmul (see Linear.dense_matrix) …
+DENSE_MAX_ENTRIES = 1 << 20  # … if the dense matrix has at most this many entries
+
+
 class Linear(nn.Module):
     r"""Equivariant linear layer between two irreps (e3nn's ``o3.Linear``, same weights and layout).
 
@@ -97,10 +101,65 @@ class Linear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_bias)) if biases else None
         self.dims_in = [mul * ir.dim for mul, ir in self.irreps_in]
 
+        # the same map as one dense [dim_in, dim_out] matrix gathered from the flat weights
+        # (entry n = weight_numel reads a zero): few, large ops, for the small batches of
+        # molecules where per-op overhead, not arithmetic, dominates
+        self.has_dense = self.irreps_in.dim * self.irreps_out.dim <= DENSE_MAX_ENTRIES
+        dense = torch.full(
+            (self.irreps_in.dim, self.irreps_out.dim) if self.has_dense else (0, 0),
+            n,
+            dtype=torch.int32,
+        )
+        scale = torch.zeros(n, dtype=torch.float64)
+        offsets_in = [sum(self.dims_in[:i]) for i in range(len(self.dims_in))]
+        offsets_out = [
+            sum(m * ir.dim for m, ir in self.irreps_out[:j]) for j in range(len(self.irreps_out))
+        ]
+        for ins, outs, d, index, alpha in self.blocks:
+            for i in ins:
+                for j in outs:
+                    block = offsets[i, j] + torch.arange(
+                        self.irreps_in[i].mul * self.irreps_out[j].mul
+                    )
+                    scale[block] = alpha
+                    if not self.has_dense:
+                        continue
+                    block = block.view(self.irreps_in[i].mul, 1, self.irreps_out[j].mul, 1)
+                    eye = torch.eye(d, dtype=torch.bool).view(1, d, 1, d)
+                    rows = offsets_in[i] + torch.arange(self.irreps_in[i].mul * d)
+                    cols = offsets_out[j] + torch.arange(self.irreps_out[j].mul * d)
+                    dense[rows[:, None], cols[None, :]] = (
+                        torch.where(eye, block, n).reshape(rows.shape[0], -1).int()
+                    )
+        self.register_buffer("dense_index", dense, persistent=False)
+        self.register_buffer("dense_scale", scale, persistent=False)
+        bias_index = torch.full((self.irreps_out.dim,), n_bias, dtype=torch.int64)
+        k = 0
+        for j in self.bias_terms:
+            bias_index[offsets_out[j] : offsets_out[j] + self.irreps_out[j].mul] = torch.arange(
+                k, k + self.irreps_out[j].mul
+            )
+            k += self.irreps_out[j].mul
+        self.register_buffer("bias_index", bias_index, persistent=False)
+
+    def dense_matrix(self, dtype: torch.dtype | None = None) -> Tensor:
+        """The map as a matrix M with ``forward(x) = x @ M (+ bias)``.
+
+        Shapes: → [irreps_in.dim, irreps_out.dim]
+        """
+        dtype = dtype or self.weight.dtype
+        weight = self.weight.to(dtype) * self.dense_scale.to(dtype)
+        return torch.cat([weight, weight.new_zeros(1)])[self.dense_index]
+
     def forward(self, x: Tensor) -> Tensor:
         batch = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         z = x.shape[0]
+        if z <= DENSE_MAX_ROWS and self.has_dense:
+            out = x @ self.dense_matrix(x.dtype)
+            if self.bias is not None:
+                out = out + torch.cat([self.bias.to(x.dtype), x.new_zeros(1)])[self.bias_index]
+            return out.view(*batch, self.irreps_out.dim)
         terms = x.split(self.dims_in, dim=-1)
         weight = self.weight.to(x.dtype)
         pieces: list[Tensor | None] = [None] * len(self.irreps_out)

@@ -357,14 +357,12 @@ class TensorProduct(nn.Module):
                     self.irreps_out[p.i_out],
                 )
                 cg = wigner_3j(ir1.l, ir2.l, ir_out.l).to(torch.float64)
-                for i, j, k in (cg.abs() > 1e-12).nonzero().tolist():
+                for i, j, k in (cg.abs() > 1e-12).nonzero().tolist():  # "ir_mul" offsets
                     entries.append(
                         (
-                            offsets1[p.i_in1] + i,
-                            ir1.dim,
+                            offsets1[p.i_in1] + i * mul1,
                             offsets2[p.i_in2] + j,
-                            offsets_out[p.i_out] + k,
-                            ir_out.dim,
+                            offsets_out[p.i_out] + k * mul1,
                             w_offset,
                             mul1,
                         )
@@ -378,9 +376,11 @@ class TensorProduct(nn.Module):
                 self.irreps_out.dim,
             )
             self._conv_spec = _native.ConvSpec(
-                torch.tensor(entries, dtype=torch.int64).reshape(-1, 7),
+                torch.tensor(entries, dtype=torch.int64).reshape(-1, 5),
                 torch.tensor(coefficients, dtype=torch.float64),
                 dims,
+                _native.to_ir_mul(self.irreps_in1),
+                _native.to_ir_mul(self.irreps_out).argsort(),
             )
         return self._conv_spec
 
