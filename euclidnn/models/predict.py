@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -27,6 +29,21 @@ class Prediction:
     stress: Tensor | None = None
 
 
+@contextlib.contextmanager
+def _constant_parameters(model: nn.Module) -> Iterator[None]:
+    """Turn ``requires_grad`` off for the model's parameters while inside (restored after):
+    autograd then records only what depends on the positions, and layers may reuse matrices
+    built from their weights (:meth:`euclidnn.o3.Linear.dense_matrix`)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def predict(
     model: nn.Module,
     graph: Graph,
@@ -49,7 +66,10 @@ def predict(
         forces: compute forces.
         stress: compute the stress (every structure in the batch needs a cell of nonzero volume).
         training: keep the graph of the derivatives (``create_graph=True``) so that a loss on
-            forces or stress can be back-propagated to the weights (double backward).
+            forces or stress can be back-propagated to the weights (double backward). With
+            ``training=False`` (inference, MD) and forces or stress requested, the parameters
+            are constants for the call: nothing is recorded for them, and the energy carries no
+            gradient to the weights.
 
     Shapes: → Prediction(energy [n_graphs], forces [n_atoms, 3] | None, stress [n_graphs, 3, 3] | None)
 
@@ -83,7 +103,8 @@ def predict(
         graph = graph.deformed(positions, strain)
     else:
         graph = replace(graph, positions=positions)
-    energy = model(graph)  # [n_graphs] eV
+    with contextlib.nullcontext() if training else _constant_parameters(model):
+        energy = model(graph)  # [n_graphs] eV
     grads = torch.autograd.grad(energy.sum(), inputs, create_graph=training, allow_unused=True)
     grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
     force = -grads[0] if forces else None

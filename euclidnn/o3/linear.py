@@ -12,8 +12,10 @@ from euclidnn.o3.irreps import Irreps
 __all__ = ["Linear"]
 
 
-DENSE_MAX_ROWS = 2048  # up to this many rows, one dense matmul (see Linear.dense_matrix) …
-DENSE_MAX_ENTRIES = 1 << 20  # … if the dense matrix has at most this many entries
+# one dense matmul (see Linear.dense_matrix) while rows × dim_in × dim_out stays below this: the
+# dense matrix wastes multiplications on zeros, but for a few atoms per-op overhead dominates
+DENSE_MAX_MACS = 1 << 23
+DENSE_MAX_ENTRIES = 1 << 20  # and only for maps whose dense matrix has at most this many entries
 
 
 class Linear(nn.Module):
@@ -141,6 +143,7 @@ class Linear(nn.Module):
             )
             k += self.irreps_out[j].mul
         self.register_buffer("bias_index", bias_index, persistent=False)
+        self._dense_cache: tuple | None = None
 
     def dense_matrix(self, dtype: torch.dtype | None = None) -> Tensor:
         """The map as a matrix M with ``forward(x) = x @ M (+ bias)``.
@@ -149,16 +152,32 @@ class Linear(nn.Module):
         """
         dtype = dtype or self.weight.dtype
         weight = self.weight.to(dtype) * self.dense_scale.to(dtype)
-        return torch.cat([weight, weight.new_zeros(1)])[self.dense_index]
+        flat = torch.cat([weight, weight.new_zeros(1)]).index_select(0, self.dense_index.view(-1))
+        return flat.view(self.dense_index.shape)  # index_select: its backward is index_add_
+
+    def _dense(self, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+        """Dense matrix and full-width bias; reused while the parameters are constants
+        (``requires_grad`` off, e.g. inside :func:`~euclidnn.models.predict`) and unchanged."""
+        params = [self.weight] if self.bias is None else [self.weight, self.bias]
+        constant = not any(p.requires_grad for p in params)
+        key = (dtype, self.weight.device, *(p._version for p in params), *(id(p) for p in params))
+        if constant and self._dense_cache is not None and self._dense_cache[0] == key:
+            return self._dense_cache[1]
+        matrix = self.dense_matrix(dtype)
+        bias = None
+        if self.bias is not None:
+            full = torch.cat([self.bias.to(dtype), self.bias.new_zeros(1, dtype=dtype)])
+            bias = full.index_select(0, self.bias_index)
+        self._dense_cache = (key, (matrix, bias)) if constant else None
+        return matrix, bias
 
     def forward(self, x: Tensor) -> Tensor:
         batch = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         z = x.shape[0]
-        if z <= DENSE_MAX_ROWS and self.has_dense:
-            out = x @ self.dense_matrix(x.dtype)
-            if self.bias is not None:
-                out = out + torch.cat([self.bias.to(x.dtype), x.new_zeros(1)])[self.bias_index]
+        if self.has_dense and z * self.dense_index.numel() <= DENSE_MAX_MACS:
+            matrix, bias = self._dense(x.dtype)
+            out = x @ matrix if bias is None else torch.addmm(bias, x, matrix)
             return out.view(*batch, self.irreps_out.dim)
         terms = x.split(self.dims_in, dim=-1)
         weight = self.weight.to(x.dtype)
