@@ -14,6 +14,7 @@ from euclidnn.models.common import (
     edge_pairs,
     shifted_softplus,
 )
+from euclidnn.nn.conv import continuous_filter_conv
 from euclidnn.nn.cutoff import cosine_cutoff
 from euclidnn.nn.radial import gaussian_basis
 from euclidnn.nn.scatter import scatter_sum
@@ -82,6 +83,9 @@ def _dense(n_in: int, n_out: int, bias: bool = True) -> nn.Linear:
     return layer
 
 
+PAIR_MIN_EDGES = 512  # SchNet computes filters per undirected pair from this many edges on
+
+
 class SchNetInteraction(nn.Module):
     r"""One SchNet interaction block (Schütt et al. 2017, Fig. 2), returning the update v.
 
@@ -90,10 +94,10 @@ class SchNetInteraction(nn.Module):
     v_i = Dense(ssp(Dense(m_i)))
 
     The filter W depends on the distance only, so it is computed by :meth:`filter` (once per
-    undirected pair in :class:`SchNet`) and passed to :meth:`forward` per edge.
+    undirected pair in :class:`SchNet`) and passed to :meth:`forward` with the row of each edge.
 
-    Shapes: h: [n_atoms, F], edge_filter: [n_edges, num_filters], edge_src, edge_dst: [n_edges]
-    → [n_atoms, F]
+    Shapes: h: [n_atoms, F], filters: [n_rows, num_filters], edge_src, edge_dst: [n_edges],
+    filter_row: [n_edges] or None (row e for edge e) → [n_atoms, F]
     """
 
     def __init__(self, num_features: int, num_filters: int, num_basis: int) -> None:
@@ -111,9 +115,18 @@ class SchNetInteraction(nn.Module):
         """
         return self.filter2(shifted_softplus(self.filter1(radial))) * cutoff[:, None]
 
-    def forward(self, h: Tensor, edge_filter: Tensor, edge_src: Tensor, edge_dst: Tensor) -> Tensor:
+    def forward(
+        self,
+        h: Tensor,
+        filters: Tensor,
+        edge_src: Tensor,
+        edge_dst: Tensor,
+        filter_row: Tensor | None = None,
+    ) -> Tensor:
         x = self.in2filter(h)  # [n_atoms, num_filters]
-        m = scatter_sum(x.index_select(0, edge_src) * edge_filter, edge_dst, dim_size=h.shape[0])
+        m = continuous_filter_conv(
+            x, filters, edge_src, edge_dst, h.shape[0], filter_row
+        )  # Σ_j x_j ⊙ W_ij
         return self.out2(shifted_softplus(self.out1(m)))
 
 
@@ -161,9 +174,14 @@ class SchNet(nn.Module):
     def forward(self, graph: Graph) -> Tensor:
         cfg = self.config
         # an edge and its reverse have the same length, hence the same filters: compute them
-        # once per undirected pair (half the filter GEMMs) and expand to the edges
-        pair_edge, edge_pair = edge_pairs(graph.edge_src, graph.edge_dst, graph.edge_shift)
-        pair_len = graph.edge_vectors().index_select(0, pair_edge).norm(dim=-1)  # [n_pairs] Å
+        # once per undirected pair (half the filter GEMMs), each edge reading its pair's row;
+        # below PAIR_MIN_EDGES finding the pairs costs more than it saves
+        edge_len = graph.edge_vectors().norm(dim=-1)  # [n_edges] Å
+        if edge_len.shape[0] >= PAIR_MIN_EDGES:
+            pair_edge, edge_pair = edge_pairs(graph.edge_src, graph.edge_dst, graph.edge_shift)
+            pair_len = edge_len.index_select(0, pair_edge)  # [n_pairs] Å
+        else:
+            pair_len, edge_pair = edge_len, None
         # [n_pairs, K]
         pair_radial = gaussian_basis(pair_len, cfg.r_max, cfg.num_basis, gamma=cfg.gamma)
         pair_cutoff = cosine_cutoff(pair_len, cfg.r_max)  # [n_pairs]
@@ -171,8 +189,7 @@ class SchNet(nn.Module):
         h = self.embedding(species).to(pair_len.dtype)  # [n_atoms, F]
         for interaction in self.interactions:
             pair_filter = interaction.filter(pair_radial, pair_cutoff)  # [n_pairs, F]
-            edge_filter = pair_filter.index_select(0, edge_pair)  # [n_edges, F]
-            h = h + interaction(h, edge_filter, graph.edge_src, graph.edge_dst)
+            h = h + interaction(h, pair_filter, graph.edge_src, graph.edge_dst, edge_pair)
         atom_energy = self.readout2(shifted_softplus(self.readout1(h))).squeeze(-1)  # [n_atoms]
         atom_energy = self.scale_shift(atom_energy, species)
         return scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)

@@ -1,6 +1,6 @@
 """Equivariant layers: gates, norms, radial bases and cutoffs, scatter, point convolution."""
 
-from .conv import EquivariantConv
+from .conv import EquivariantConv, continuous_filter_conv
 from .cutoff import cosine_cutoff, polynomial_cutoff
 from .gate import Gate
 from .mlp import ScalarMLP, normalize2mom
@@ -16,6 +16,7 @@ __all__ = [
     "NormActivation",
     "ScalarMLP",
     "bessel_basis",
+    "continuous_filter_conv",
     "cosine_cutoff",
     "gaussian_basis",
     "normalize2mom",

@@ -2,7 +2,7 @@
  *
  * One quadrilinear form covers the convolution and every derivative of it:
  *
- *   Q(x, y, w, g) = Σ_e Σ_n c_n y[e, j_n] Σ_{u < U_n} w[e, wo_n + u] x[src_e, xo_n + u]
+ *   Q(x, y, w, g) = Σ_e Σ_n c_n y[e, j_n] Σ_{u < U_n} w[r_e, wo_n + u] x[src_e, xo_n + u]
  *                                                   · g[dst_e, go_n + u]
  *
  * with one entry n per nonzero Clebsch–Gordan coefficient c_n of every path (path
@@ -12,8 +12,12 @@
  *
  * mode 0: g[v] = Σ_{e: dst_e = v} …   (node output, edges visited in dst order: no races)
  * mode 1: x[v] = Σ_{e: src_e = v} …   (node output, edges visited in src order)
- * mode 2: w[e] = …                    (edge output)
+ * mode 2: w[r] = Σ_{e: r_e = r} …    (weight-row output, edges visited in r order)
  * mode 3: y[e] = …                    (edge output)
+ *
+ * r_e = wrow[e] lets several edges share one row of weights (both directions of a pair share
+ * their radial filter); wrow = NULL means r_e = e. order/ptr list the edges grouped by the
+ * index of the output row (dst, src or r), CSR-style; mode 3 ignores them.
  *
  * The output array must be zeroed by the caller. Entries are int64 rows (xo, j, go, wo, U).
  * Atom features x and g are in the "ir_mul" layout (within a term of multiplicity U and
@@ -26,7 +30,8 @@
 
 #define DEFINE_KERNEL(NAME, T)                                                                     \
     void NAME(int mode, int64_t n_nodes, int64_t n_edges, const int64_t *src, const int64_t *dst,  \
-              const int64_t *order, const int64_t *ptr, T *x, T *y, T *w, T *g, int64_t xn,        \
+              const int64_t *order, const int64_t *ptr, const int64_t *wrow, T *x, T *y, T *w,     \
+              T *g, int64_t xn,                                                                    \
               int64_t yn, int64_t wn, int64_t gn, const int64_t *entries, const T *coef,           \
               int64_t n_entries, int threads) {                                                    \
         if (mode == 0 || mode == 1) {                                                              \
@@ -37,7 +42,8 @@
                 const int64_t out_col = (mode == 0 ? 2 : 0), in_col = (mode == 0 ? 0 : 2);         \
                 for (int64_t q = ptr[v]; q < ptr[v + 1]; q++) {                                    \
                     const int64_t e = order[q];                                                    \
-                    const T *restrict ye = y + e * yn, *restrict we = w + e * wn;                  \
+                    const int64_t r = wrow ? wrow[e] : e;                                          \
+                    const T *restrict ye = y + e * yn, *restrict we = w + r * wn;                  \
                     const T *restrict ae = (mode == 0 ? x + src[e] * xn : g + dst[e] * gn);        \
                     for (int64_t n = 0; n < n_entries; n++) {                                      \
                         const int64_t *en = entries + n * ENTRY;                                   \
@@ -50,26 +56,38 @@
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
+        } else if (mode == 2) {                                                                    \
+            _Pragma("omp parallel for schedule(static) num_threads(threads)")                      \
+            for (int64_t r = 0; r < n_nodes; r++) {                                                \
+                T *restrict wr = w + r * wn;                                                       \
+                for (int64_t q = (order ? ptr[r] : r); q < (order ? ptr[r + 1] : r + 1); q++) {    \
+                    const int64_t e = order ? order[q] : q;                                        \
+                    const T *restrict xe = x + src[e] * xn, *restrict ge = g + dst[e] * gn;        \
+                    for (int64_t n = 0; n < n_entries; n++) {                                      \
+                        const int64_t *en = entries + n * ENTRY;                                   \
+                        const T cy = coef[n] * y[e * yn + en[1]];                                  \
+                        const T *restrict xp = xe + en[0], *restrict gp = ge + en[2];              \
+                        T *restrict wp = wr + en[3];                                               \
+                        const int64_t U = en[4];                                                   \
+                        _Pragma("omp simd")                                                        \
+                        for (int64_t u = 0; u < U; u++) wp[u] += cy * xp[u] * gp[u];               \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
         } else {                                                                                   \
             _Pragma("omp parallel for schedule(static) num_threads(threads)")                      \
             for (int64_t e = 0; e < n_edges; e++) {                                                \
                 const T *restrict xe = x + src[e] * xn, *restrict ge = g + dst[e] * gn;            \
+                const T *restrict we = w + (wrow ? wrow[e] : e) * wn;                              \
                 for (int64_t n = 0; n < n_entries; n++) {                                          \
                     const int64_t *en = entries + n * ENTRY;                                       \
                     const T *restrict xp = xe + en[0], *restrict gp = ge + en[2];                  \
+                    const T *restrict wp = we + en[3];                                             \
                     const int64_t U = en[4];                                                       \
-                    if (mode == 2) {                                                               \
-                        const T cy = coef[n] * y[e * yn + en[1]];                                  \
-                        T *restrict wp = w + e * wn + en[3];                                       \
-                        _Pragma("omp simd")                                                        \
-                        for (int64_t u = 0; u < U; u++) wp[u] += cy * xp[u] * gp[u];               \
-                    } else {                                                                       \
-                        const T *restrict wp = w + e * wn + en[3];                                 \
-                        T acc = 0;                                                                 \
-                        _Pragma("omp simd reduction(+ : acc)")                                     \
-                        for (int64_t u = 0; u < U; u++) acc += wp[u] * xp[u] * gp[u];              \
-                        y[e * yn + en[1]] += coef[n] * acc;                                        \
-                    }                                                                              \
+                    T acc = 0;                                                                     \
+                    _Pragma("omp simd reduction(+ : acc)")                                         \
+                    for (int64_t u = 0; u < U; u++) acc += wp[u] * xp[u] * gp[u];                  \
+                    y[e * yn + en[1]] += coef[n] * acc;                                            \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \

@@ -86,7 +86,7 @@ def _build() -> ctypes.CDLL | None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for name in ("uvu_conv_f32", "uvu_conv_f64"):
         fn = getattr(lib, name)
-        fn.argtypes = [i32, i64, i64, p, p, p, p, p, p, p, p, i64, i64, i64, i64, p, p, i64, i32]
+        fn.argtypes = [i32, i64, i64, p, p, p, p, p, p, p, p, p, i64, i64, i64, i64, p, p, i64, i32]
         fn.restype = None
     return lib
 
@@ -138,38 +138,54 @@ class ConvSpec:
 _LAST_EDGES: list = []  # the most recent Edges, reused while the same index tensors come back
 
 
-def edges_for(edge_src: Tensor, edge_dst: Tensor, num_nodes: int, num_src: int) -> Edges:
+def edges_for(
+    edge_src: Tensor,
+    edge_dst: Tensor,
+    num_nodes: int,
+    num_src: int,
+    weight_row: Tensor | None = None,
+    num_weight_rows: int | None = None,
+) -> Edges:
     """:class:`Edges` for these index tensors, cached for the next call with the same tensors
     (every layer of a model passes the same graph)."""
+    key = (edge_src, edge_dst, weight_row)
+    sizes = (num_nodes, num_src, num_weight_rows)
+    versions = tuple(t._version for t in key if t is not None)
     if _LAST_EDGES:
-        src, dst, sizes, versions, edges = _LAST_EDGES
-        if (
-            src is edge_src
-            and dst is edge_dst
-            and sizes == (num_nodes, num_src)
-            and versions == (src._version, dst._version)
+        last_key, last_sizes, last_versions, edges = _LAST_EDGES
+        if all(a is b for a, b in zip(last_key, key)) and (last_sizes, last_versions) == (
+            sizes,
+            versions,
         ):
             return edges
-    edges = Edges(edge_src, edge_dst, num_nodes, num_src)
-    _LAST_EDGES[:] = [
-        edge_src,
-        edge_dst,
-        (num_nodes, num_src),
-        (edge_src._version, edge_dst._version),
-        edges,
-    ]
+    edges = Edges(edge_src, edge_dst, num_nodes, num_src, weight_row, num_weight_rows)
+    _LAST_EDGES[:] = [key, sizes, versions, edges]
     return edges
 
 
 class Edges:
-    """Edge list with both visiting orders (by destination, by source) the kernel needs."""
+    """Edge list with the visiting orders the kernel needs: by destination, by source and, when
+    edges share weight rows (``weight_row[e]``), by weight row."""
 
-    def __init__(self, edge_src: Tensor, edge_dst: Tensor, num_nodes: int, num_src: int) -> None:
+    def __init__(
+        self,
+        edge_src: Tensor,
+        edge_dst: Tensor,
+        num_nodes: int,
+        num_src: int,
+        weight_row: Tensor | None = None,
+        num_weight_rows: int | None = None,
+    ) -> None:
         self.src = edge_src.contiguous()
         self.dst = edge_dst.contiguous()
         self.num_nodes, self.num_src = num_nodes, num_src
         self.by_dst = self._csr(self.dst, num_nodes)
         self.by_src = self._csr(self.src, num_src)
+        self.weight_row = None if weight_row is None else weight_row.contiguous()
+        self.num_weight_rows = self.src.shape[0] if weight_row is None else num_weight_rows
+        self.by_weight_row = (
+            None if weight_row is None else self._csr(self.weight_row, num_weight_rows)
+        )
 
     @staticmethod
     def _csr(index: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -179,31 +195,35 @@ class Edges:
         return order, ptr
 
 
-_SLOTS = ("x", "y", "w", "g")  # mode of the kernel = index of the output slot
-
-
 def _run(spec: ConvSpec, edges: Edges, slot: int, args: list[Tensor | None]) -> Tensor:
     """Compute ∂Q/∂(args[slot]) from the other three arguments."""
     ref = next(a for a in args if a is not None)
     dtype = ref.dtype
     n_edges = edges.src.shape[0]
-    rows = {0: edges.num_src, 3: edges.num_nodes}.get(slot, n_edges)
+    rows = {0: edges.num_src, 2: edges.num_weight_rows, 3: edges.num_nodes}.get(slot, n_edges)
     out = torch.zeros(rows, spec.dims[slot], dtype=dtype)
     if n_edges == 0 or spec.entries.shape[0] == 0:
         return out
     tensors = [out if a is None else a.contiguous() for a in args]
     mode = {3: 0, 0: 1, 1: 3, 2: 2}[slot]
-    order, ptr = edges.by_dst if mode == 0 else edges.by_src
+    order, ptr = {0: edges.by_dst, 1: edges.by_src, 2: edges.by_weight_row}.get(mode) or (
+        None,
+        None,
+    )
+    n_rows = out.shape[0] if mode in (0, 1, 2) else n_edges
+    null = ctypes.c_void_p(None)
     fn = library().uvu_conv_f64 if dtype == torch.float64 else library().uvu_conv_f32
     x, y, w, g = (t.data_ptr() for t in tensors)
+    ptr_of = lambda t: null if t is None else t.data_ptr()  # noqa: E731
     fn(
         mode,
-        ptr.shape[0] - 1,
+        n_rows,
         n_edges,
         edges.src.data_ptr(),
         edges.dst.data_ptr(),
-        order.data_ptr(),
-        ptr.data_ptr(),
+        ptr_of(order),
+        ptr_of(ptr),
+        ptr_of(edges.weight_row),
         x,
         y,
         w,

@@ -139,6 +139,16 @@ def test_no_edges_and_overflow():
 # ---- SchNet: filters per pair == filters per directed edge --------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _fast_paths_on_small_graphs(monkeypatch):
+    """Pairs and the fused convolution switch on from some hundreds of edges; force them here."""
+    import euclidnn.models.schnet
+    import euclidnn.nn.conv
+
+    monkeypatch.setattr(euclidnn.models.schnet, "PAIR_MIN_EDGES", 0)
+    monkeypatch.setattr(euclidnn.nn.conv, "NATIVE_MIN_EDGES", 0)
+
+
 class PerEdgeSchNet(nn.Module):
     """The same SchNet (same modules and parameters), filters computed per directed edge."""
 
