@@ -69,7 +69,9 @@ def predict(
             forces or stress can be back-propagated to the weights (double backward). With
             ``training=False`` (inference, MD) and forces or stress requested, the parameters
             are constants for the call: nothing is recorded for them, and the energy carries no
-            gradient to the weights.
+            gradient to the weights. A model with an ``energy_and_forces(graph)`` method
+            (:meth:`~euclidnn.models.SchNet.energy_and_forces`) computes inference forces
+            through it.
 
     Shapes: → Prediction(energy [n_graphs], forces [n_atoms, 3] | None, stress [n_graphs, 3, 3] | None)
 
@@ -85,6 +87,9 @@ def predict(
     """
     if not (forces or stress):
         return Prediction(energy=model(graph))
+    if forces and not stress and not training and hasattr(model, "energy_and_forces"):
+        energy, force = model.energy_and_forces(graph)  # hand-written derivatives (SchNet)
+        return Prediction(energy=energy, forces=force)
     positions = graph.positions
     if forces and not positions.requires_grad:
         positions = positions.detach().requires_grad_(True)

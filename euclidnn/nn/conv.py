@@ -15,7 +15,7 @@ from euclidnn.o3.irreps import Irreps
 from euclidnn.o3.linear import Linear
 from euclidnn.o3.tensor_product import TensorProduct, uvu_paths
 
-__all__ = ["EquivariantConv", "continuous_filter_conv"]
+__all__ = ["EquivariantConv", "continuous_filter_conv", "continuous_filter_conv_backward"]
 
 _FILTER_SPECS: dict[int, _native.ConvSpec] = {}
 NATIVE_MIN_EDGES = 1024  # fewer edges: three PyTorch ops beat building the kernel's edge orders
@@ -44,29 +44,68 @@ def continuous_filter_conv(
     tensor([200.,  10.])
     """
     weight = weight.to(x.dtype)
-    f = x.shape[-1]
-    if (
+    native = _native_edges(x, edge_src, edge_dst, num_nodes, weight, weight_row)
+    if native is not None:
+        spec, edges = native
+        ones = x.new_ones(edge_src.shape[0], 1)
+        return _native._Quad.apply(spec, edges, 3, x, ones, weight, None)
+    w = weight if weight_row is None else weight.index_select(0, weight_row)
+    messages = x.index_select(0, edge_src) * w
+    return messages.new_zeros(num_nodes, x.shape[-1]).index_add_(0, edge_dst, messages)
+
+
+def continuous_filter_conv_backward(
+    x: Tensor,
+    weight: Tensor,
+    grad_out: Tensor,
+    edge_src: Tensor,
+    edge_dst: Tensor,
+    weight_row: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Gradients of Σ grad_out · :func:`continuous_filter_conv` with respect to x and weight,
+    without autograd (hand-written derivatives, e.g. :meth:`euclidnn.models.SchNet.energy_and_forces`).
+
+    grad_x[j] = Σ_{e : src = j} W_e ⊙ grad_out[dst_e],  grad_weight[r] = Σ_{e : row = r} x[src_e] ⊙ grad_out[dst_e]
+
+    Shapes: x: [n_src, F], weight: [n_rows, F], grad_out: [num_nodes, F] → ([n_src, F], [n_rows, F])
+    """
+    native = _native_edges(x, edge_src, edge_dst, grad_out.shape[0], weight, weight_row)
+    if native is not None:
+        spec, edges = native
+        ones = x.new_ones(edge_src.shape[0], 1)
+        grad_x = _native._run(spec, edges, 0, [None, ones, weight, grad_out])
+        return grad_x, _native._run(spec, edges, 2, [x, ones, None, grad_out])
+    w = weight if weight_row is None else weight.index_select(0, weight_row)
+    g = grad_out.index_select(0, edge_dst)  # [n_edges, F]
+    grad_x = torch.zeros_like(x).index_add_(0, edge_src, w * g)
+    grad_edge = x.index_select(0, edge_src) * g
+    if weight_row is None:
+        return grad_x, grad_edge
+    return grad_x, torch.zeros_like(weight).index_add_(0, weight_row, grad_edge)
+
+
+def _native_edges(x, edge_src, edge_dst, num_nodes, weight, weight_row):
+    """(spec, edges) for the fused kernel where it applies, else None."""
+    if not (
         x.device.type == "cpu"
         and edge_src.shape[0] >= NATIVE_MIN_EDGES
         and x.dtype in (torch.float32, torch.float64)
         and not torch.compiler.is_compiling()
         and _native.library() is not None
     ):
-        if f not in _FILTER_SPECS:
-            _FILTER_SPECS[f] = _native.ConvSpec(
-                torch.tensor([[0, 0, 0, 0, f]]),
-                torch.ones(1, dtype=torch.float64),
-                (f, 1, f, f),
-                torch.arange(f),
-                torch.arange(f),
-            )
-        n_rows = weight.shape[0] if weight_row is not None else None
-        edges = _native.edges_for(edge_src, edge_dst, num_nodes, x.shape[0], weight_row, n_rows)
-        ones = x.new_ones(edge_src.shape[0], 1)
-        return _native._Quad.apply(_FILTER_SPECS[f], edges, 3, x, ones, weight, None)
-    w = weight if weight_row is None else weight.index_select(0, weight_row)
-    messages = x.index_select(0, edge_src) * w
-    return messages.new_zeros(num_nodes, f).index_add_(0, edge_dst, messages)
+        return None
+    f = x.shape[-1]
+    if f not in _FILTER_SPECS:
+        _FILTER_SPECS[f] = _native.ConvSpec(
+            torch.tensor([[0, 0, 0, 0, f]]),
+            torch.ones(1, dtype=torch.float64),
+            (f, 1, f, f),
+            torch.arange(f),
+            torch.arange(f),
+        )
+    n_rows = weight.shape[0] if weight_row is not None else None
+    edges = _native.edges_for(edge_src, edge_dst, num_nodes, x.shape[0], weight_row, n_rows)
+    return _FILTER_SPECS[f], edges
 
 
 class EquivariantConv(nn.Module):

@@ -33,7 +33,11 @@ def gaussian_basis(
     if gamma is None:
         spacing = (r_max - r_min) / max(num_basis - 1, 1)
         gamma = 0.5 / spacing**2
-    return torch.exp(-gamma * (r[..., None] - mu) ** 2)
+    exponent = -gamma * (r[..., None] - mu) ** 2
+    # exact zeros where exp would underflow into subnormal numbers (below e^-87 in float32):
+    # subnormals make exp and every later matmul on them 20-40x slower on CPUs
+    exponent = exponent.masked_fill(exponent < math.log(torch.finfo(r.dtype).tiny), -math.inf)
+    return torch.exp(exponent)
 
 
 def bessel_basis(
