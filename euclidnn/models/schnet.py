@@ -240,47 +240,53 @@ class SchNet(nn.Module):
         species = self.species_index(graph.numbers)
         h = self.embedding(species).to(r.dtype)  # [n_atoms, F]
         n = h.shape[0]
-        # the filters of all T interactions at once: one matmul for the first layers, one
-        # batched matmul for the second ([T, n_rows, F]); few, larger operations
+
+        # ssp(z) Wᵀ + b = softplus(z) Wᵀ + (b − ln2 Σ_k W_:k): the shift of ssp goes into biases
+        def after_ssp(layer: nn.Linear, softplus_z: Tensor) -> Tensor:
+            bias = layer.bias - math.log(2.0) * layer.weight.sum(1)
+            return torch.addmm(bias, softplus_z, layer.weight.t())
+
+        # the first filter layers of all T interactions in one matmul: a = [n_rows, T·F]
         its = self.interactions
+        width = its[0].filter2.in_features
         a = torch.addmm(
             torch.cat([it.filter1.bias for it in its]),
             e,
             torch.cat([it.filter1.weight for it in its]).t(),
         )
-        s_all = (
-            shifted_softplus(a)
-            .view(e.shape[0], len(its), its[0].filter2.in_features)
-            .transpose(0, 1)
-        )  # [T, n_rows, F]
-        w2 = torch.stack([it.filter2.weight for it in its])  # [T, F, F]
-        f = torch.baddbmm(
-            torch.stack([it.filter2.bias for it in its])[:, None], s_all, w2.transpose(1, 2)
-        )
-        w = f * fc[:, None]  # [T, n_rows, F]
+        sp = nn.functional.softplus(a)
+        cols = [slice(t * width, (t + 1) * width) for t in range(len(its))]
+        f = [after_ssp(it.filter2, sp[:, c]) for it, c in zip(its, cols)]  # [n_rows, F] each
+        w = [f_t * fc[:, None] for f_t in f]
         saved = []
         for t, it in enumerate(its):
             x = it.in2filter(h)
             m = continuous_filter_conv(x, w[t], src, dst, n, row)
             o = it.out1(m)
-            h = h + it.out2(shifted_softplus(o))
+            h = h + after_ssp(it.out2, nn.functional.softplus(o))
             saved.append((x, o))
         p = self.readout1(h)
-        atom_energy = self.scale_shift(self.readout2(shifted_softplus(p)).squeeze(-1), species)
-        energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
+        atom_energy = after_ssp(self.readout2, nn.functional.softplus(p)).squeeze(-1)
+        energy = scatter_sum(
+            self.scale_shift(atom_energy, species), graph.batch, dim_size=graph.num_graphs
+        )
 
-        # reverse pass: g_z = ∂E/∂z for each intermediate z (nn.Linear: y = z Wᵀ + b → g_z = g_y W)
+        # reverse pass: g_z = ∂E/∂z for each intermediate z (nn.Linear: y = z Wᵀ + b → g_z = g_y W;
+        # ssp' = sigmoid)
         scale = self.scale_shift.scales.to(r.dtype)[species]  # ∂E/∂(readout output) [n_atoms]
         g_h = (scale[:, None] * self.readout2.weight * torch.sigmoid(p)) @ self.readout1.weight
-        g_w = torch.empty_like(w)  # [T, n_rows, F]
+        sig_a = torch.sigmoid(a)
+        g_a = torch.empty_like(a)  # [n_rows, T·F]
+        g_fc = torch.zeros_like(r)
         for t in reversed(range(len(its))):
             it, (x, o) = its[t], saved[t]
-            g_m = ((g_h @ it.out2.weight) * torch.sigmoid(o)) @ it.out1.weight  # ssp' = sigmoid
-            g_x, g_w[t] = continuous_filter_conv_backward(x, w[t], g_m, src, dst, row)
+            g_m = ((g_h @ it.out2.weight) * torch.sigmoid(o)) @ it.out1.weight
+            g_x, g_w = continuous_filter_conv_backward(x, w[t], g_m, src, dst, row)
             g_h = g_h + g_x @ it.in2filter.weight  # residual + through x = W_in h
-        g_fc = (g_w * f).sum((0, 2))  # [n_rows]
-        g_s = torch.bmm(g_w * fc[:, None], w2)  # [T, n_rows, F]
-        g_a = g_s.transpose(0, 1).reshape(a.shape) * torch.sigmoid(a)  # [n_rows, T·F]
+            g_fc += (g_w * f[t]).sum(-1)
+            torch.mul(
+                (g_w * fc[:, None]) @ it.filter2.weight, sig_a[:, cols[t]], out=g_a[:, cols[t]]
+            )
         g_e = g_a @ torch.cat([it.filter1.weight for it in its])  # [n_rows, K]
         g_r = (g_e * de_dr).sum(-1) + g_fc * dfc_dr  # [n_rows]
         g_vec = g_r[:, None] * vec / r[:, None]  # ∂E/∂(r_src − r_dst + shift)
