@@ -5,7 +5,8 @@ input (spherical harmonics) and per-edge weights on CPU tensors; everything else
 plain PyTorch path. The C source is compiled once per machine with the system C compiler
 (``cc -O3 -march=native -fopenmp``) into ``$EUCLIDNN_CACHE`` (default
 ``~/.cache/euclidnn``), keyed by a hash of the source, the compiler and the CPU, and written
-atomically. No compiler, or ``EUCLIDNN_NATIVE=0``, means the PyTorch path, with one warning.
+atomically. Without a compiler (one warning), or with ``EUCLIDNN_NATIVE=0``, the PyTorch path
+runs instead.
 
 Why: the PyTorch path materializes each edge's message ([n_edges, irreps_out.dim]) several
 times over (products, concatenation, gather of the gradient); the kernel reads an edge's
