@@ -118,6 +118,17 @@ class Structure:
         self._check_distances()
 
     def _check_distances(self) -> None:
+        n = len(self.numbers)
+        if not np.any(self.pbc) and n <= 256:  # all pairs directly: ~100× cheaper than a cell list
+            d2 = ((self.positions[:, None, :] - self.positions[None, :, :]) ** 2).sum(-1)
+            d2[np.diag_indices(n)] = np.inf
+            close = np.argwhere(d2 < MIN_DISTANCE**2)
+            if len(close):
+                i, j = close[0]
+                raise ValueError(
+                    f"positions: atoms {i} and {j} are {np.sqrt(d2[i, j]):.3f} Å apart (< {MIN_DISTANCE} Å)"
+                )
+            return
         src, dst, shift = neighbor_list(self.positions, self.cell, self.pbc, MIN_DISTANCE)
         if len(src):
             vec = self.positions[src[0]] - self.positions[dst[0]] + shift[0] @ self.cell

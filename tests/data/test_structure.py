@@ -99,3 +99,14 @@ def test_from_ase_labels_in_info_and_arrays():
     s = Structure.from_ase(atoms)
     assert s.energy == -14.2 and np.array_equal(s.forces, np.ones((3, 3)))
     assert "energy" not in s.properties and "forces" not in s.atom_properties
+
+
+def test_atoms_on_top_of_each_other_in_a_molecule():
+    positions = molecule("H2O").positions.copy()
+    positions[2] = positions[0] + [0.0, 0.05, 0.0]
+    with pytest.raises(ValueError, match=r"positions: atoms 0 and 2 are 0\.050 Å apart"):
+        Structure([8, 1, 1], positions)
+    big = np.random.default_rng(0).uniform(0, 30, size=(300, 3))  # the cell-list path (> 256 atoms)
+    big[7] = big[3] + [0.01, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"0\.010 Å apart"):
+        Structure([1] * 300, big)
