@@ -241,11 +241,6 @@ class SchNet(nn.Module):
         h = self.embedding(species).to(r.dtype)  # [n_atoms, F]
         n = h.shape[0]
 
-        # ssp(z) Wᵀ + b = softplus(z) Wᵀ + (b − ln2 Σ_k W_:k): the shift of ssp goes into biases
-        def after_ssp(layer: nn.Linear, softplus_z: Tensor) -> Tensor:
-            bias = layer.bias - math.log(2.0) * layer.weight.sum(1)
-            return torch.addmm(bias, softplus_z, layer.weight.t())
-
         # the first filter layers of all T interactions in one matmul: a = [n_rows, T·F]
         its = self.interactions
         width = its[0].filter2.in_features
@@ -254,19 +249,19 @@ class SchNet(nn.Module):
             e,
             torch.cat([it.filter1.weight for it in its]).t(),
         )
-        sp = nn.functional.softplus(a)
+        s_a = shifted_softplus(a)
         cols = [slice(t * width, (t + 1) * width) for t in range(len(its))]
-        f = [after_ssp(it.filter2, sp[:, c]) for it, c in zip(its, cols)]  # [n_rows, F] each
+        f = [it.filter2(s_a[:, c]) for it, c in zip(its, cols)]  # [n_rows, F] each
         w = [f_t * fc[:, None] for f_t in f]
         saved = []
         for t, it in enumerate(its):
             x = it.in2filter(h)
             m = continuous_filter_conv(x, w[t], src, dst, n, row)
             o = it.out1(m)
-            h = h + after_ssp(it.out2, nn.functional.softplus(o))
+            h = h + it.out2(shifted_softplus(o))
             saved.append((x, o))
         p = self.readout1(h)
-        atom_energy = after_ssp(self.readout2, nn.functional.softplus(p)).squeeze(-1)
+        atom_energy = self.readout2(shifted_softplus(p)).squeeze(-1)
         energy = scatter_sum(
             self.scale_shift(atom_energy, species), graph.batch, dim_size=graph.num_graphs
         )
