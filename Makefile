@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/potential_demo.py --out runs/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)

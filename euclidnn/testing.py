@@ -7,7 +7,7 @@ Each ``assert_*`` function returns the largest error it measured and raises
 from __future__ import annotations
 
 import copy
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

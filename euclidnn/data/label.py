@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -145,15 +145,17 @@ class Level:
                 libxc.parse_xc(self.method)
             except KeyError:
                 known = ", ".join([*XTB_METHODS, "hf", "pbe", "b3lyp", "…(any PySCF functional)"])
-                raise ValueError(f"unknown method {self.method!r}; expected one of {known}")
+                raise ValueError(f"unknown method {self.method!r}; expected one of {known}") from None
         if self.basis is None:
             raise ValueError(f"method {self.method!r}: HF/DFT needs a basis (e.g. def2-svp)")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 gto.basis.load(self.basis, "H")
-        except Exception:
-            raise ValueError(f"unknown basis {self.basis!r} (PySCF names: def2-svp, sto-3g, …)")
+        except Exception as err:
+            raise ValueError(
+                f"unknown basis {self.basis!r} (PySCF names: def2-svp, sto-3g, …)"
+            ) from err
 
     def info(self, program: str) -> dict:
         info = {"level_of_theory": self.name, "method": self.method.lower()}
@@ -251,11 +253,10 @@ def sample(
 
     import ase.io
     from ase import units
+    from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
     from tqdm import tqdm
-
-    from ase.constraints import FixCom
 
     _set_xtb_threads(xtb_threads)
     atoms = atoms.copy()

@@ -21,7 +21,9 @@ def _array(name: str, value: Any, dtype, shape: tuple) -> np.ndarray:
     try:
         array = np.array(value, dtype=dtype)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{name}: cannot convert to {np.dtype(dtype).name} array: {error}")
+        raise ValueError(
+            f"{name}: cannot convert to {np.dtype(dtype).name} array: {error}"
+        ) from error
     if array.ndim != len(shape) or any(s != -1 and s != a for s, a in zip(shape, array.shape)):
         expected = "[" + ", ".join("n" if s == -1 else str(s) for s in shape) + "]"
         raise ValueError(f"{name}: expected shape {expected}, got {list(array.shape)}")

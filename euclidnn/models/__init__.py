@@ -4,9 +4,9 @@ A model maps a :class:`~euclidnn.data.Graph` to the energy per structure [n_grap
 :func:`predict` adds forces −∂E/∂R and stress (1/V) ∂E/∂ε with one autograd call.
 """
 
+from .common import PerSpeciesScaleShift, SpeciesIndex, shifted_softplus
 from .heads import TensorHead, symmetric_matrix
 from .io import load_model, save_model
-from .common import PerSpeciesScaleShift, SpeciesIndex, shifted_softplus
 from .nequip import NequIP, NequIPConfig, NequIPLayer
 from .predict import Prediction, predict
 from .schnet import SchNet, SchNetConfig, SchNetInteraction

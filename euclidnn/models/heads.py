@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import torch
+import torch  # noqa: F401 (used by the doctests, which run in this module's globals)
 from torch import Tensor, nn
 
 from euclidnn.data.graph import Graph

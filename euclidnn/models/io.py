@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from euclidnn.models.nequip import NequIP, NequIPConfig

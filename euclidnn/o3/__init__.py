@@ -1,6 +1,8 @@
 """Geometric tensors of O(3): irreps, rotations, Wigner matrices, spherical harmonics."""
 
+from .cartesian import CartesianTensor, ReducedTensorProducts
 from .irreps import Irrep, Irreps, MulIrrep
+from .linear import Linear
 from .rotations import (
     angles_to_axis_angle,
     angles_to_matrix,
@@ -30,9 +32,6 @@ from .rotations import (
     xyz_to_angles,
 )
 from .spherical_harmonics import spherical_harmonics
-from .wigner import clebsch_gordan, wigner_3j, wigner_D, wigner_D_from_matrix
-from .cartesian import CartesianTensor, ReducedTensorProducts
-from .linear import Linear
 from .tensor_product import (
     Path,
     Paths,
@@ -42,3 +41,51 @@ from .tensor_product import (
     instruction_paths,
     uvu_paths,
 )
+from .wigner import clebsch_gordan, wigner_3j, wigner_D, wigner_D_from_matrix
+
+__all__ = [
+    "CartesianTensor",
+    "Irrep",
+    "Irreps",
+    "Linear",
+    "MulIrrep",
+    "Path",
+    "Paths",
+    "ReducedTensorProducts",
+    "TensorProduct",
+    "angles_to_axis_angle",
+    "angles_to_matrix",
+    "angles_to_quaternion",
+    "angles_to_xyz",
+    "axis_angle_to_angles",
+    "axis_angle_to_matrix",
+    "axis_angle_to_quaternion",
+    "clebsch_gordan",
+    "compose_angles",
+    "compose_quaternion",
+    "elementwise_paths",
+    "fully_connected_paths",
+    "identity_angles",
+    "instruction_paths",
+    "inverse_angles",
+    "inverse_quaternion",
+    "matrix_to_angles",
+    "matrix_to_axis_angle",
+    "matrix_to_quaternion",
+    "matrix_x",
+    "matrix_y",
+    "matrix_z",
+    "quaternion_to_angles",
+    "quaternion_to_axis_angle",
+    "quaternion_to_matrix",
+    "rand_angles",
+    "rand_axis_angle",
+    "rand_matrix",
+    "rand_quaternion",
+    "spherical_harmonics",
+    "uvu_paths",
+    "wigner_3j",
+    "wigner_D",
+    "wigner_D_from_matrix",
+    "xyz_to_angles",
+]

@@ -86,7 +86,7 @@ class GroupedContraction(nn.Module):
         self.groups = []  # (i1, mul1, d1, buffer, split sizes of M, blocks)
         self.singles = []
         n_contrib = [0] * len(irreps_out)
-        for n, p in enumerate(paths):
+        for p in paths:
             n_contrib[p.i_out] += 1
         for i1, (mul1, ir1) in enumerate(irreps_in1):
             members = [
@@ -153,7 +153,7 @@ class GroupedContraction(nn.Module):
                     )
         self.direct_start = {}
         for *_, specs, _ in self.groups:
-            for kind, _, outs, _, _, _, direct in specs:
+            for _kind, _, outs, _, _, _, direct in specs:
                 if direct:
                     self.direct_start[outs[0]] = len(outs)
 

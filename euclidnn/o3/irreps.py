@@ -17,7 +17,8 @@ so that code written for e3nn runs with an import change.
 from __future__ import annotations
 
 import re
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 
@@ -96,19 +97,19 @@ class Irrep(tuple):
 
     __str__ = __repr__
 
-    def __mul__(self, other) -> Iterator["Irrep"]:
+    def __mul__(self, other) -> Iterator[Irrep]:
         r"""All irreps in the product: :math:`|l_1-l_2| \le l \le l_1+l_2`, parity :math:`p_1 p_2`."""
         other = Irrep(other)
         p = self.p * other.p
         return iter([Irrep(l, p) for l in range(abs(self.l - other.l), self.l + other.l + 1)])
 
-    def __rmul__(self, mul: int) -> "Irreps":
+    def __rmul__(self, mul: int) -> Irreps:
         """``3 * Irrep("1e") == Irreps("3x1e")``."""
         if not isinstance(mul, int):
             return NotImplemented
         return Irreps([(mul, self)])
 
-    def __add__(self, other) -> "Irreps":
+    def __add__(self, other) -> Irreps:
         return Irreps(self) + Irreps(other)
 
     def D_from_angles(self, alpha, beta, gamma, k=None) -> torch.Tensor:
@@ -150,7 +151,7 @@ class Irrep(tuple):
         return self.D_from_angles(*axis_angle_to_angles(axis, angle))
 
     @classmethod
-    def iterator(cls, lmax: int | None = None) -> Iterator["Irrep"]:
+    def iterator(cls, lmax: int | None = None) -> Iterator[Irrep]:
         """0e, 0o, 1o, 1e, 2e, 2o, ... up to lmax (forever if None)."""
         l = 0
         while lmax is None or l <= lmax:
@@ -181,7 +182,7 @@ class MulIrrep(NamedTuple):
 
 
 class _Sorted(NamedTuple):
-    irreps: "Irreps"
+    irreps: Irreps
     p: tuple  # p[i]: new position of the old term i
     inv: tuple  # inv[j]: old position of the new term j
 
@@ -252,7 +253,7 @@ class Irreps(tuple):
         return super().__new__(cls, terms)
 
     @staticmethod
-    def spherical_harmonics(lmax: int, p: int = -1) -> "Irreps":
+    def spherical_harmonics(lmax: int, p: int = -1) -> Irreps:
         """Irreps of Y^0 … Y^lmax of a vector of parity p: ``1x0e+1x1o+1x2e+…`` for p = −1.
 
         >>> Irreps.spherical_harmonics(3)
@@ -304,7 +305,7 @@ class Irreps(tuple):
         ir = Irrep(ir)
         return any(term.ir == ir for term in self)
 
-    def simplify(self) -> "Irreps":
+    def simplify(self) -> Irreps:
         """Merge neighbouring equal irreps and drop mul = 0 terms (no reordering).
 
         >>> Irreps("1e + 1e + 0e + 0x2e + 1e").simplify()
@@ -327,7 +328,7 @@ class Irreps(tuple):
             p[old] = new
         return _Sorted(Irreps([self[i] for i in order]), tuple(p), inv)
 
-    def regroup(self) -> "Irreps":
+    def regroup(self) -> Irreps:
         """``sort().irreps.simplify()``."""
         return self.sort().irreps.simplify()
 
@@ -335,13 +336,13 @@ class Irreps(tuple):
         out = super().__getitem__(index)
         return Irreps(out) if isinstance(index, slice) else out
 
-    def __add__(self, other) -> "Irreps":
+    def __add__(self, other) -> Irreps:
         return Irreps(tuple(self) + tuple(Irreps(other)))
 
-    def __radd__(self, other) -> "Irreps":
+    def __radd__(self, other) -> Irreps:
         return Irreps(other) + self
 
-    def __mul__(self, n) -> "Irreps":
+    def __mul__(self, n) -> Irreps:
         """``irreps * n`` repeats the terms n times (the tuple rule, as e3nn)."""
         if isinstance(n, Irreps):
             raise NotImplementedError("use a TensorProduct to multiply two Irreps")

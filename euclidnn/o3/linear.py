@@ -117,7 +117,7 @@ class Linear(nn.Module):
         offsets_out = [
             sum(m * ir.dim for m, ir in self.irreps_out[:j]) for j in range(len(self.irreps_out))
         ]
-        for ins, outs, d, index, alpha in self.blocks:
+        for ins, outs, d, _index, alpha in self.blocks:
             for i in ins:
                 for j in outs:
                     block = offsets[i, j] + torch.arange(

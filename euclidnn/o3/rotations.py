@@ -11,7 +11,7 @@ All functions take any batch shape ``[...]``; dtype and device come from the inp
 
 from __future__ import annotations
 
-import math
+import math  # noqa: F401 (used by the doctests, which run in this module's globals)
 
 import torch
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -117,7 +117,7 @@ def _symbolic_sh(lmax: int) -> list[list[dict]]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _monomials(lmax: int) -> tuple[tuple, tuple]:
     """Exponents (a, b, c) of 1, x, y, z and all monomials up to degree lmax, and for each
     monomial of degree ≥ 2 the (parent index, variable) it is built from."""
@@ -136,7 +136,7 @@ def _monomials(lmax: int) -> tuple[tuple, tuple]:
     return tuple(exps), tuple(plan)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _poly_matrix(ls: tuple, normalization: str, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(bias [Σ(2l+1)], M [n_monomials - 1, Σ(2l+1)]) with Y = bias + [x, y, z, x², …] @ M."""
     lmax = max(ls)
@@ -168,7 +168,7 @@ def _sh_poly(ls: tuple, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, no
 # ---------------------------------------------------------------- recurrence for any l
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _recurrence_constants(lmax: int, normalization: str, dtype: torch.dtype, device):
     """Normalized recurrence coefficients for Q̃^m_l = sqrt((l-m)!/(l+m)!) Q^m_l."""
     consts = []

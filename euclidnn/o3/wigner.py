@@ -55,7 +55,7 @@ def _gauss_sphere(n: int):
     return torch.from_numpy(xyz), torch.from_numpy(weights)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _j_matrix(l: int) -> torch.Tensor:
     r"""J = D^l(R_z(−π/2)) in float64: :math:`J_{mn} = \int Y_m(P x) Y_n(x)\, d\Omega`."""
     from .rotations import matrix_z
@@ -157,7 +157,7 @@ def _su2_cg(j1: int, j2: int, j3: int) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _complex_to_real(l: int) -> np.ndarray:
     r"""U [2l+1 (complex m), 2l+1 (real m)] with e3nn's phases, including :math:`(-i)^l`."""
     U = np.zeros((2 * l + 1, 2 * l + 1), dtype=np.complex128)
@@ -171,7 +171,7 @@ def _complex_to_real(l: int) -> np.ndarray:
     return (-1j) ** l * U
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _wigner_3j(l1: int, l2: int, l3: int) -> torch.Tensor:
     C = _su2_cg(l1, l2, l3).astype(np.complex128)
     C = np.tensordot(_complex_to_real(l1), C, axes=([0], [0]))  # [i, b, c]

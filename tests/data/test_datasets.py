@@ -15,7 +15,7 @@ from euclidnn.data.label import Level, load_molecule, make_labeller
 SHIPPED = list_datasets()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(name):
     return load_dataset(name)
 

@@ -29,9 +29,10 @@ def test_equivariant():
     conv = EquivariantConv(IRREPS, SH, IRREPS, num_basis=6, avg_num_neighbors=5.0)
     vec, radial, src, dst = _graph()
     h = IRREPS.randn(12, -1, dtype=F64)
-    fn = lambda h, vec: conv.to(F64)(
-        h, spherical_harmonics(SH, vec, normalize=True), radial, src, dst
-    )
+
+    def fn(h, vec):
+        return conv.to(F64)(h, spherical_harmonics(SH, vec, normalize=True), radial, src, dst)
+
     assert_equivariant(fn, [IRREPS, "1o"], IRREPS, args_in=[h, vec], tolerance=1e-10)
 
 

@@ -76,7 +76,7 @@ def test_layer_norm():
     plain = EquivariantLayerNorm(irreps).to(F64)
     x = 5.0 * Irreps(irreps).randn(100, -1, dtype=F64) + 3.0
     y = plain(x)
-    for (mul, ir), sl in zip(Irreps(irreps), Irreps(irreps).slices()):
+    for (_mul, ir), sl in zip(Irreps(irreps), Irreps(irreps).slices()):
         centred = x[:, sl] - x[:, sl].mean(-1, keepdim=True) if ir.l == 0 else x[:, sl]
         moment = centred.pow(2).mean(-1)  # unit second moment up to the ε regulariser
         torch.testing.assert_close(

@@ -78,7 +78,7 @@ def test_irreps_attributes():
     slices = irreps.slices()
     assert [(s.start, s.stop) for s in slices] == [(0, 16), (16, 40), (40, 40), (40, 45)]
     with pytest.raises(ValueError):
-        Irreps("").lmax
+        _ = Irreps("").lmax
     with pytest.raises(AttributeError):
         irreps.extra = 1
 
@@ -125,7 +125,12 @@ def test_D_is_a_representation_of_O3():
 
 
 def test_D_from_angles_quaternion_axis_angle_agree_with_matrix():
-    from euclidnn.o3 import angles_to_matrix, matrix_to_axis_angle, matrix_to_quaternion, rand_angles
+    from euclidnn.o3 import (
+        angles_to_matrix,
+        matrix_to_axis_angle,
+        matrix_to_quaternion,
+        rand_angles,
+    )
 
     irreps = Irreps("0e + 1o + 2e + 3o")
     angles = rand_angles(3, dtype=torch.float64)

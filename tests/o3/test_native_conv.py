@@ -72,7 +72,7 @@ def test_second_derivatives_match_composition():
         (gy,) = torch.autograd.grad(out.pow(2).sum(), y, create_graph=True)
         return torch.autograd.grad(gy.sin().sum(), (x, y, w))
 
-    for a, b in zip(double(lambda *a: a[0].convolve(*a[1:])), double(reference)):
+    for a, b in zip(double(lambda *args: args[0].convolve(*args[1:])), double(reference)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
 
 

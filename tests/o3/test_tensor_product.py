@@ -103,7 +103,10 @@ def test_l_le_1_interactions_are_the_familiar_products():
     """
     s, t = torch.randn(7, 1, dtype=F64), torch.randn(7, 1, dtype=F64)
     x, y = torch.randn(7, 3, dtype=F64), torch.randn(7, 3, dtype=F64)
-    close = lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+    def close(a, b):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
     close(_single("0e", "0e", "0e")(s, t), s * t)
     close(_single("0e", "1o", "1o")(s, y), s * y)
     close(_single("1o", "0e", "1o")(x, s), s * x)

@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from euclidnn.o3 import angles_to_matrix, matrix_to_angles, rand_angles, rand_matrix, wigner_3j, wigner_D
+from euclidnn.o3 import (
+    angles_to_matrix,
+    matrix_to_angles,
+    rand_angles,
+    rand_matrix,
+    wigner_3j,
+    wigner_D,
+)
 from euclidnn.o3.wigner import wigner_D_from_matrix
 
 
