@@ -11,7 +11,10 @@ Then, per *block* of paths with the same output degree l_out:
     "uvu": out[z, p, u, k] = Σ_i (W_p[z, u] x1[z, u, i]) M[z, p, i, k]   batched matmul; the
            result is already in the output layout (path-major, then u, then k), so the block is
            written with a single reshape when its paths fill consecutive output terms
-           (:func:`~euclidnn.o3.uvu_paths` orders them so);
+           (:func:`~euclidnn.o3.uvu_paths` orders them so). When every path of the group is
+           "uvu" and d1 > 1, the group is "fused" instead: T[z, u, (p, k)] = Σ_i x1[z, u, i]
+           M[z, i, (p, k)] is one bmm per row for all paths, then out = W_p[z, u] T (CPU bmm is
+           slow for many tiny matrices, e.g. 3×3 per path);
     "uvw": out[z, w, k] = Σ_{p, i} Y[z, w, p, i] M[z, p, i, k],  Y = Σ_u x1[z, u, i] W_p[u, w]
            (the weights are applied to x1 first, then one bmm sums over paths and i).
 
