@@ -96,7 +96,15 @@ def library() -> ctypes.CDLL | None:
     """The loaded kernel library, or ``None`` where it cannot be built (built on first call)."""
     global _LIB
     if _LIB is False:
-        _LIB = _build()
+        try:
+            _LIB = _build()
+        except Exception as err:  # no home directory, read-only cache, a library that won't load …
+            warnings.warn(
+                f"euclidnn: the C convolution kernel is unavailable ({type(err).__name__}: {err}); "
+                "using the slower PyTorch convolution",
+                stacklevel=2,
+            )
+            _LIB = None
     return _LIB
 
 

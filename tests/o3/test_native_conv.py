@@ -148,3 +148,18 @@ def test_nequip_same_with_and_without_kernel(monkeypatch):
     torch.testing.assert_close(fast[1], slow[1], rtol=0, atol=1e-12)
     for a, b in zip(fast[2], slow[2]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+
+
+def test_a_kernel_that_cannot_be_built_falls_back_with_a_warning(monkeypatch):
+    def broken():
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(_native, "_LIB", False)
+    monkeypatch.setattr(_native, "_build", broken)
+    with pytest.warns(UserWarning, match="read-only file system"):
+        assert _native.library() is None
+    tp, x, y, w, src, dst = problem("4x0e+4x1o", 1, "4x0e+4x1o", n=3, n_edges=7)
+    assert tp._native_spec(x, y, w) is None
+    torch.testing.assert_close(
+        tp.convolve(x, y, w, src, dst, 3), reference(tp, x, y, w, src, dst, 3)
+    )
