@@ -221,47 +221,50 @@ class SchNet(nn.Module):
         else:
             src_p, dst_p = src, dst
         r = vec.norm(dim=-1)  # [n_rows] Å
-        e = gaussian_basis(r, cfg.r_max, cfg.num_basis, gamma=cfg.gamma)  # [n_rows, K]
+        # Gaussians e, cosine cutoff fc and their r-derivatives, sharing intermediates (the same
+        # formulas as gaussian_basis and cosine_cutoff, so the same numbers as forward)
         mu = torch.linspace(0.0, cfg.r_max, cfg.num_basis, dtype=r.dtype, device=r.device)
         gamma = (
             cfg.gamma
             if cfg.gamma is not None
             else 0.5 / (cfg.r_max / max(cfg.num_basis - 1, 1)) ** 2
         )
-        de_dr = -2.0 * gamma * (r[:, None] - mu) * e  # [n_rows, K]
-        fc = cosine_cutoff(r, cfg.r_max)  # [n_rows]
-        dfc_dr = (
-            -0.5
-            * (math.pi / cfg.r_max)
-            * torch.sin(r * (math.pi / cfg.r_max))
-            * (r < cfg.r_max).to(r.dtype)
-        )
+        diff = r[:, None] - mu  # [n_rows, K]
+        exponent = -gamma * diff**2
+        exponent.masked_fill_(exponent < math.log(torch.finfo(r.dtype).tiny), -math.inf)
+        e = exponent.exp_()
+        de_dr = diff.mul_(-2.0 * gamma).mul_(e)
+        theta = r * (math.pi / cfg.r_max)
+        inside = (r < cfg.r_max).to(r.dtype)
+        fc = (0.5 * (torch.cos(theta) + 1.0)).mul_(inside)  # [n_rows]
+        dfc_dr = torch.sin(theta).mul_(inside).mul_(-0.5 * math.pi / cfg.r_max)
 
         species = self.species_index(graph.numbers)
-        h = self.embedding(species).to(r.dtype)  # [n_atoms, F]
+        h = self.embedding.weight.index_select(0, species).to(r.dtype)  # [n_atoms, F]
         n = h.shape[0]
 
         # the first filter layers of all T interactions in one matmul: a = [n_rows, T·F]
+        # (layers are applied with F.linear: a module call costs more than a small matmul)
+        linear = nn.functional.linear
         its = self.interactions
         width = its[0].filter2.in_features
-        a = torch.addmm(
-            torch.cat([it.filter1.bias for it in its]),
-            e,
-            torch.cat([it.filter1.weight for it in its]).t(),
-        )
+        w1 = torch.cat([it.filter1.weight for it in its])  # [T·F, K]
+        a = torch.addmm(torch.cat([it.filter1.bias for it in its]), e, w1.t())
         s_a = shifted_softplus(a)
         cols = [slice(t * width, (t + 1) * width) for t in range(len(its))]
-        f = [it.filter2(s_a[:, c]) for it, c in zip(its, cols)]  # [n_rows, F] each
-        w = [f_t * fc[:, None] for f_t in f]
+        f = [linear(s_a[:, c], it.filter2.weight, it.filter2.bias) for it, c in zip(its, cols)]
+        w = [f_t * fc[:, None] for f_t in f]  # [n_rows, F] each
         saved = []
         for t, it in enumerate(its):
-            x = it.in2filter(h)
+            x = linear(h, it.in2filter.weight)
             m = continuous_filter_conv(x, w[t], src, dst, n, row)
-            o = it.out1(m)
-            h = h + it.out2(shifted_softplus(o))
+            o = linear(m, it.out1.weight, it.out1.bias)
+            h = h + linear(shifted_softplus(o), it.out2.weight, it.out2.bias)
             saved.append((x, o))
-        p = self.readout1(h)
-        atom_energy = self.readout2(shifted_softplus(p)).squeeze(-1)
+        p = linear(h, self.readout1.weight, self.readout1.bias)
+        atom_energy = linear(shifted_softplus(p), self.readout2.weight, self.readout2.bias).squeeze(
+            -1
+        )
         energy = scatter_sum(
             self.scale_shift(atom_energy, species), graph.batch, dim_size=graph.num_graphs
         )
@@ -282,12 +285,8 @@ class SchNet(nn.Module):
             torch.mul(
                 (g_w * fc[:, None]) @ it.filter2.weight, sig_a[:, cols[t]], out=g_a[:, cols[t]]
             )
-        g_e = g_a @ torch.cat([it.filter1.weight for it in its])  # [n_rows, K]
-        g_r = (g_e * de_dr).sum(-1) + g_fc * dfc_dr  # [n_rows]
-        g_vec = g_r[:, None] * vec / r[:, None]  # ∂E/∂(r_src − r_dst + shift)
-        grad = (
-            torch.zeros_like(graph.positions)
-            .index_add_(0, src_p, g_vec)
-            .index_add_(0, dst_p, -g_vec)
-        )
-        return energy, -grad
+        g_r = ((g_a @ w1) * de_dr).sum(-1) + g_fc * dfc_dr  # [n_rows]
+        g_vec = (g_r / r)[:, None] * vec  # ∂E/∂(r_src − r_dst + shift)
+        # F = −∂E/∂R: the source atom of an edge gets −g_vec, the destination +g_vec
+        forces = torch.zeros_like(graph.positions).index_add_(0, dst_p, g_vec)
+        return energy, forces.index_add_(0, src_p, g_vec, alpha=-1)
