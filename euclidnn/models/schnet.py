@@ -14,6 +14,7 @@ from euclidnn.models.common import (
     SpeciesIndex,
     check_species,
     edge_pairs,
+    graph_cached,
     shifted_softplus,
 )
 from euclidnn.nn.conv import continuous_filter_conv, continuous_filter_conv_backward
@@ -209,18 +210,29 @@ class SchNet(nn.Module):
         Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
         """
         cfg = self.config
-        src, dst = graph.edge_src, graph.edge_dst
-        vec = graph.edge_vectors()  # [n_edges, 3] Å
-        row = None
-        if vec.shape[0] >= PAIR_MIN_EDGES:  # one filter per undirected pair, as in forward
-            pair_edge, row = edge_pairs(src, dst, graph.edge_shift)
-            vec, src_p, dst_p = (
-                vec.index_select(0, pair_edge),
-                src.index_select(0, pair_edge),
-                dst.index_select(0, pair_edge),
-            )
+        src, dst, shift = graph.edge_src, graph.edge_dst, graph.edge_shift
+        row = None  # filter row of each edge: its pair (as in forward), or itself
+        if src.shape[0] >= PAIR_MIN_EDGES:
+            pair_edge, row = edge_pairs(src, dst, shift)
         else:
-            src_p, dst_p = src, dst
+            pair_edge = torch.arange(src.shape[0], device=src.device)
+
+        def rows():  # endpoints, shifts (None if all zero) and cell of the rows' edges
+            src_p, dst_p = src.index_select(0, pair_edge), dst.index_select(0, pair_edge)
+            periodic = bool(shift.any())
+            return (
+                src_p,
+                dst_p,
+                shift.index_select(0, pair_edge) if periodic else None,
+                graph.batch.index_select(0, src_p),
+            )
+
+        src_p, dst_p, shift_p, graph_p = graph_cached(
+            "schnet rows", (src, dst, shift, graph.batch, pair_edge), rows
+        )
+        vec = graph.positions.index_select(0, src_p) - graph.positions.index_select(0, dst_p)
+        if shift_p is not None:  # + S·cell, as Graph.edge_vectors
+            vec = vec + (shift_p.unsqueeze(-1) * graph.cell.index_select(0, graph_p)).sum(-2)
         r = vec.norm(dim=-1)  # [n_rows] Å
         # Gaussians e, cosine cutoff fc and their r-derivatives, sharing intermediates (the same
         # formulas as gaussian_basis and cosine_cutoff, so the same numbers as forward)
@@ -240,7 +252,10 @@ class SchNet(nn.Module):
         fc = (0.5 * (torch.cos(theta) + 1.0)).mul_(inside)  # [n_rows]
         dfc_dr = torch.sin(theta).mul_(inside).mul_(-0.5 * math.pi / cfg.r_max)
 
-        species = self.species_index(graph.numbers)
+        table = self.species_index.table
+        species = graph_cached(
+            "species rows", (graph.numbers, table), lambda: self.species_index(graph.numbers)
+        )
         h = self.embedding.weight.index_select(0, species).to(r.dtype)  # [n_atoms, F]
         n = h.shape[0]
 
