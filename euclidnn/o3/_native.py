@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -30,7 +31,7 @@ import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("_conv_kernel.c")
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11", "-lm"]
 _LIB: ctypes.CDLL | None | bool = False  # False: not tried yet; None: unavailable
 
 
@@ -88,6 +89,11 @@ def _build() -> ctypes.CDLL | None:
     for name in ("uvu_conv_f32", "uvu_conv_f64"):
         fn = getattr(lib, name)
         fn.argtypes = [i32, i64, i64, p, p, p, p, p, p, p, p, p, i64, i64, i64, i64, p, p, i64, i32]
+        fn.restype = None
+    f64 = ctypes.c_double
+    for name in ("schnet_radial_f32", "schnet_radial_f64"):
+        fn = getattr(lib, name)
+        fn.argtypes = [i64, i64, p, p, f64, f64, f64, p, p, p, p]
         fn.restype = None
     return lib
 
@@ -280,3 +286,35 @@ def convolve(spec: ConvSpec, edges: Edges, x: Tensor, y: Tensor, w: Tensor) -> T
         x = x.index_select(1, spec.perm_in)
     out = _Quad.apply(spec, edges, 3, x, y, w, None)
     return out if spec.perm_out is None else out.index_select(1, spec.perm_out)
+
+
+def schnet_radial(
+    r: Tensor, mu: Tensor, gamma: float, r_max: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    """SchNet's Gaussians e, cutoff fc and their r-derivatives in one kernel call, or None where
+    the kernel is unavailable (the caller computes them with PyTorch).
+
+    Shapes: r: [n], mu: [K] → (e [n, K], de/dr [n, K], fc [n], dfc/dr [n])
+    """
+    if r.device.type != "cpu" or r.dtype not in (torch.float32, torch.float64) or library() is None:
+        return None
+    r, mu = r.contiguous(), mu.to(r.dtype).contiguous()
+    n, k = r.shape[0], mu.shape[0]
+    e, de = r.new_empty(n, k), r.new_empty(n, k)
+    fc, dfc = r.new_empty(n), r.new_empty(n)
+    fn = library().schnet_radial_f64 if r.dtype == torch.float64 else library().schnet_radial_f32
+    log_tiny = math.log(torch.finfo(r.dtype).tiny)
+    fn(
+        n,
+        k,
+        r.data_ptr(),
+        mu.data_ptr(),
+        gamma,
+        r_max,
+        log_tiny,
+        e.data_ptr(),
+        de.data_ptr(),
+        fc.data_ptr(),
+        dfc.data_ptr(),
+    )
+    return e, de, fc, dfc

@@ -41,3 +41,26 @@ def test_matches_autograd(pair_min, native_min, periodic, monkeypatch):
     assert forces.abs().max() > 1e-2  # not vacuous
     fast = predict(model, graph)  # inference goes through energy_and_forces
     assert torch.equal(fast.forces, forces)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
+def test_radial_kernel_matches_the_pytorch_bases(dtype, tol):
+    from euclidnn.nn import cosine_cutoff, gaussian_basis
+    from euclidnn.o3 import _native
+
+    if _native.library() is None:
+        pytest.skip("no C compiler: the PyTorch formulas run instead")
+    r = torch.linspace(0.05, 6.0, 200, dtype=dtype).requires_grad_()  # past r_max = 5
+    mu = torch.linspace(0.0, 5.0, 25, dtype=dtype)
+    e, de, fc, dfc = _native.schnet_radial(r.detach(), mu, 11.52, 5.0)
+    e_ref = gaussian_basis(r, 5.0, 25, gamma=11.52)
+    fc_ref = cosine_cutoff(r, 5.0)
+    torch.testing.assert_close(e, e_ref.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(fc, fc_ref.detach(), rtol=tol, atol=tol)
+    de_ref = torch.stack(
+        [torch.autograd.grad(e_ref[:, k].sum(), r, retain_graph=True)[0] for k in range(25)], 1
+    )
+    (dfc_ref,) = torch.autograd.grad(fc_ref.sum(), r)
+    torch.testing.assert_close(de, de_ref, rtol=tol, atol=10 * tol)
+    torch.testing.assert_close(dfc, dfc_ref, rtol=tol, atol=tol)
+    assert (e[e != 0].abs() >= torch.finfo(dtype).tiny).all()  # no subnormals
