@@ -32,8 +32,8 @@ class Prediction:
 @contextlib.contextmanager
 def _constant_parameters(model: nn.Module) -> Iterator[None]:
     """Turn ``requires_grad`` off for the model's parameters while inside (restored after):
-    autograd then records only what depends on the positions, and layers may reuse matrices
-    built from their weights (:meth:`euclidnn.o3.Linear.dense_matrix`)."""
+    autograd then records only what depends on the positions (nothing is recorded for
+    operations on weights alone, e.g. :meth:`euclidnn.o3.Linear.dense_matrix`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)

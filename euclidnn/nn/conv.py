@@ -47,7 +47,7 @@ def continuous_filter_conv(
     native = _native_edges(x, edge_src, edge_dst, num_nodes, weight, weight_row)
     if native is not None:
         spec, edges = native
-        ones = x.new_ones(edge_src.shape[0], 1)
+        ones = edges.ones(x.dtype)
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
             return _native._Quad.apply(spec, edges, 3, x, ones, weight, None)
         return _native._run(spec, edges, 3, [x, ones, weight, None])  # no autograd node needed
@@ -74,7 +74,7 @@ def continuous_filter_conv_backward(
     native = _native_edges(x, edge_src, edge_dst, grad_out.shape[0], weight, weight_row)
     if native is not None:
         spec, edges = native
-        ones = x.new_ones(edge_src.shape[0], 1)
+        ones = edges.ones(x.dtype)
         grad_x = _native._run(spec, edges, 0, [None, ones, weight, grad_out])
         return grad_x, _native._run(spec, edges, 2, [x, ones, None, grad_out])
     w = weight if weight_row is None else weight.index_select(0, weight_row)

@@ -148,6 +148,8 @@ class ConvSpec:
             torch.float32: coefficients.to(torch.float32).contiguous(),
         }
         self.dims = dims  # (dim x1, dim x2, weight_numel, dim out)
+        self.num_entries = self.entries.shape[0]  # (no pointers or ctypes here: specs are
+        # deep-copied and pickled with their models)
 
 
 _LAST_EDGES: list = []  # the most recent Edges, reused while the same index tensors come back
@@ -201,6 +203,22 @@ class Edges:
         self.by_weight_row = (
             None if weight_row is None else self._csr(self.weight_row, num_weight_rows)
         )
+        self.num_edges = self.src.shape[0]
+        self._ones: dict[torch.dtype, Tensor] = {}
+        self.rows = (num_src, self.num_edges, self.num_weight_rows, num_nodes)  # per slot
+        ends = (self.src.data_ptr(), self.dst.data_ptr())
+        row_ptr = None if self.weight_row is None else self.weight_row.data_ptr()
+        csr = [self.by_dst, self.by_src, self.by_weight_row, None]  # per kernel mode
+        self.pointers = [
+            (*ends, *((None, None) if c is None else (c[0].data_ptr(), c[1].data_ptr())), row_ptr)
+            for c in csr
+        ]
+
+    def ones(self, dtype: torch.dtype) -> Tensor:
+        """[n_edges, 1] ones (the spherical-harmonics slot of a continuous-filter convolution)."""
+        if dtype not in self._ones:
+            self._ones[dtype] = torch.ones(self.num_edges, 1, dtype=dtype)
+        return self._ones[dtype]
 
     @staticmethod
     def _csr(index: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -210,35 +228,30 @@ class Edges:
         return order, ptr
 
 
+_MODE = (1, 3, 2, 0)  # kernel mode computing each slot (x, y, w, g)
+
+
 def _run(spec: ConvSpec, edges: Edges, slot: int, args: list[Tensor | None]) -> Tensor:
-    """Compute ∂Q/∂(args[slot]) from the other three arguments."""
-    ref = next(a for a in args if a is not None)
-    dtype = ref.dtype
-    n_edges = edges.src.shape[0]
-    rows = {0: edges.num_src, 2: edges.num_weight_rows, 3: edges.num_nodes}.get(slot, n_edges)
+    """Compute ∂Q/∂(args[slot]) from the other three arguments (tiny call overhead: this runs
+    several times per layer)."""
+    dtype = (args[0] if args[0] is not None else args[1]).dtype
+    rows = edges.rows[slot]
     out = torch.zeros(rows, spec.dims[slot], dtype=dtype)
-    if n_edges == 0 or spec.entries.shape[0] == 0:
+    if edges.num_edges == 0 or spec.num_entries == 0:
         return out
-    tensors = [out if a is None else a.contiguous() for a in args]
-    mode = {3: 0, 0: 1, 1: 3, 2: 2}[slot]
-    order, ptr = {0: edges.by_dst, 1: edges.by_src, 2: edges.by_weight_row}.get(mode) or (
-        None,
-        None,
-    )
-    n_rows = out.shape[0] if mode in (0, 1, 2) else n_edges
-    null = ctypes.c_void_p(None)
-    fn = library().uvu_conv_f64 if dtype == torch.float64 else library().uvu_conv_f32
-    x, y, w, g = (t.data_ptr() for t in tensors)
-    ptr_of = lambda t: null if t is None else t.data_ptr()  # noqa: E731
-    fn(
+    mode = _MODE[slot]
+    x, y, w, g = ((out if a is None else a.contiguous()).data_ptr() for a in args)
+    src, dst, order, ptr, weight_row = edges.pointers[mode]
+    lib = library()
+    (lib.uvu_conv_f64 if dtype == torch.float64 else lib.uvu_conv_f32)(
         mode,
-        n_rows,
-        n_edges,
-        edges.src.data_ptr(),
-        edges.dst.data_ptr(),
-        ptr_of(order),
-        ptr_of(ptr),
-        ptr_of(edges.weight_row),
+        rows if mode != 3 else edges.num_edges,
+        edges.num_edges,
+        src,
+        dst,
+        order,
+        ptr,
+        weight_row,
         x,
         y,
         w,
@@ -246,7 +259,7 @@ def _run(spec: ConvSpec, edges: Edges, slot: int, args: list[Tensor | None]) -> 
         *spec.dims,
         spec.entries.data_ptr(),
         spec.coefficients[dtype].data_ptr(),
-        spec.entries.shape[0],
+        spec.num_entries,
         torch.get_num_threads(),
     )
     return out

@@ -143,7 +143,6 @@ class Linear(nn.Module):
             )
             k += self.irreps_out[j].mul
         self.register_buffer("bias_index", bias_index, persistent=False)
-        self._dense_cache: tuple | None = None
 
     def dense_matrix(self, dtype: torch.dtype | None = None) -> Tensor:
         """The map as a matrix M with ``forward(x) = x @ M (+ bias)``.
@@ -156,19 +155,13 @@ class Linear(nn.Module):
         return flat.view(self.dense_index.shape)  # index_select: its backward is index_add_
 
     def _dense(self, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
-        """Dense matrix and full-width bias; reused while the parameters are constants
-        (``requires_grad`` off, e.g. inside :func:`~euclidnn.models.predict`) and unchanged."""
-        params = [self.weight] if self.bias is None else [self.weight, self.bias]
-        constant = not any(p.requires_grad for p in params)
-        key = (dtype, self.weight.device, *(p._version for p in params), *(id(p) for p in params))
-        if constant and self._dense_cache is not None and self._dense_cache[0] == key:
-            return self._dense_cache[1]
+        """Dense matrix and full-width bias, rebuilt on every call: a cache across calls could
+        not see weights changed through ``.data`` (which leaves ``_version`` alone)."""
         matrix = self.dense_matrix(dtype)
         bias = None
         if self.bias is not None:
             full = torch.cat([self.bias.to(dtype), self.bias.new_zeros(1, dtype=dtype)])
             bias = full.index_select(0, self.bias_index)
-        self._dense_cache = (key, (matrix, bias)) if constant else None
         return matrix, bias
 
     def forward(self, x: Tensor) -> Tensor:
