@@ -287,30 +287,33 @@ class SchNet(nn.Module):
             h = h + linear(shifted_softplus(o), it.out2.weight, it.out2.bias)
             saved.append((x, o))
         p = linear(h, self.readout1.weight, self.readout1.bias)
-        atom_energy = linear(shifted_softplus(p), self.readout2.weight, self.readout2.bias).squeeze(
-            -1
-        )
-        energy = scatter_sum(
-            self.scale_shift(atom_energy, species), graph.batch, dim_size=graph.num_graphs
-        )
+        atom_energy = linear(shifted_softplus(p), self.readout2.weight, self.readout2.bias)
+        scale = self.scale_shift.scales.to(r.dtype).index_select(0, species)  # [n_atoms]
+        shift = self.scale_shift.shifts.to(r.dtype).index_select(0, species)
+        atom_energy = torch.addcmul(
+            shift, atom_energy.squeeze(-1), scale
+        )  # as PerSpeciesScaleShift
+        energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
 
         # reverse pass: g_z = ∂E/∂z for each intermediate z (nn.Linear: y = z Wᵀ + b → g_z = g_y W;
-        # ssp' = sigmoid)
-        scale = self.scale_shift.scales.to(r.dtype)[species]  # ∂E/∂(readout output) [n_atoms]
-        g_h = (scale[:, None] * self.readout2.weight * torch.sigmoid(p)) @ self.readout1.weight
+        # ssp' = sigmoid); torch.mm, not @, for a little less overhead per call
+        g_h = torch.mm(
+            scale[:, None] * self.readout2.weight * torch.sigmoid(p), self.readout1.weight
+        )
         sig_a = torch.sigmoid(a)
         g_a = torch.empty_like(a)  # [n_rows, T·F]
         g_fc = torch.zeros_like(r)
+        fc_col = fc[:, None]
         for t in reversed(range(len(its))):
             it, (x, o) = its[t], saved[t]
-            g_m = ((g_h @ it.out2.weight) * torch.sigmoid(o)) @ it.out1.weight
+            g_m = torch.mm(torch.mm(g_h, it.out2.weight) * torch.sigmoid(o), it.out1.weight)
             g_x, g_w = continuous_filter_conv_backward(x, w[t], g_m, src, dst, row)
-            g_h = g_h + g_x @ it.in2filter.weight  # residual + through x = W_in h
+            g_h = torch.addmm(g_h, g_x, it.in2filter.weight)  # residual + through x = W_in h
             g_fc += (g_w * f[t]).sum(-1)
             torch.mul(
-                (g_w * fc[:, None]) @ it.filter2.weight, sig_a[:, cols[t]], out=g_a[:, cols[t]]
+                torch.mm(g_w * fc_col, it.filter2.weight), sig_a[:, cols[t]], out=g_a[:, cols[t]]
             )
-        g_r = ((g_a @ w1) * de_dr).sum(-1) + g_fc * dfc_dr  # [n_rows]
+        g_r = (torch.mm(g_a, w1) * de_dr).sum(-1) + g_fc * dfc_dr  # [n_rows]
         g_vec = (g_r / r)[:, None] * vec  # ∂E/∂(r_src − r_dst + shift)
         # F = −∂E/∂R: the source atom of an edge gets −g_vec, the destination +g_vec
         forces = torch.zeros_like(graph.positions).index_add_(0, dst_p, g_vec)

@@ -75,8 +75,7 @@ def continuous_filter_conv_backward(
     if native is not None:
         spec, edges = native
         ones = edges.ones(x.dtype)
-        grad_x = _native._run(spec, edges, 0, [None, ones, weight, grad_out])
-        return grad_x, _native._run(spec, edges, 2, [x, ones, None, grad_out])
+        return _native.run_backward(spec, edges, x, ones, weight, grad_out)
     w = weight if weight_row is None else weight.index_select(0, weight_row)
     g = grad_out.index_select(0, edge_dst)  # [n_edges, F]
     grad_x = torch.zeros_like(x).index_add_(0, edge_src, w * g)

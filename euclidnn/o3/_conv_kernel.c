@@ -96,6 +96,23 @@
 DEFINE_KERNEL(uvu_conv_f32, float)
 DEFINE_KERNEL(uvu_conv_f64, double)
 
+/* Both gradients of a convolution whose y and w are given (modes 1 then 2) in one call: the
+ * backward pass of a hand-written force routine calls this once per layer. */
+#define DEFINE_BACKWARD(NAME, KERNEL, T)                                                          \
+    void NAME(int64_t n_src, int64_t n_rows, int64_t n_edges, const int64_t *src,                 \
+              const int64_t *dst, const int64_t *order_src, const int64_t *ptr_src,               \
+              const int64_t *order_row, const int64_t *ptr_row, const int64_t *wrow, T *x, T *gx,   \
+              T *y, T *w, T *gw, T *g, int64_t xn, int64_t yn, int64_t wn, int64_t gn,              \
+              const int64_t *entries, const T *coef, int64_t n_entries, int threads) {             \
+        KERNEL(1, n_src, n_edges, src, dst, order_src, ptr_src, wrow, gx, y, w, g, xn, yn, wn, gn, \
+               entries, coef, n_entries, threads);                                                 \
+        KERNEL(2, n_rows, n_edges, src, dst, order_row, ptr_row, wrow, x, y, gw, g, xn, yn, wn,     \
+               gn, entries, coef, n_entries, threads);                                             \
+    }
+
+DEFINE_BACKWARD(uvu_conv_backward_f32, uvu_conv_f32, float)
+DEFINE_BACKWARD(uvu_conv_backward_f64, uvu_conv_f64, double)
+
 /* SchNet's radial features and their r-derivatives in one pass (its hand-written forces):
  * e_k = exp(−γ (r − μ_k)²) (exactly 0 below exp(log_tiny): no subnormals), de_k/dr,
  * fc = ½ (cos(π r / r_c) + 1) for r < r_c else 0, dfc/dr. Same operation order as

@@ -90,6 +90,35 @@ def _build() -> ctypes.CDLL | None:
         fn = getattr(lib, name)
         fn.argtypes = [i32, i64, i64, p, p, p, p, p, p, p, p, p, i64, i64, i64, i64, p, p, i64, i32]
         fn.restype = None
+    for name in ("uvu_conv_backward_f32", "uvu_conv_backward_f64"):
+        fn = getattr(lib, name)
+        fn.argtypes = [
+            i64,
+            i64,
+            i64,
+            p,
+            p,
+            p,
+            p,
+            p,
+            p,
+            p,
+            p,
+            p,
+            p,
+            p,
+            p,
+            p,
+            i64,
+            i64,
+            i64,
+            i64,
+            p,
+            p,
+            i64,
+            i32,
+        ]
+        fn.restype = None
     f64 = ctypes.c_double
     for name in ("schnet_radial_f32", "schnet_radial_f64"):
         fn = getattr(lib, name)
@@ -263,6 +292,44 @@ def _run(spec: ConvSpec, edges: Edges, slot: int, args: list[Tensor | None]) -> 
         torch.get_num_threads(),
     )
     return out
+
+
+def run_backward(
+    spec: ConvSpec, edges: Edges, x: Tensor, y: Tensor, w: Tensor, g: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(∂Q/∂x, ∂Q/∂w) in one kernel call, no autograd (hand-written backward passes)."""
+    gx = torch.zeros(edges.rows[0], spec.dims[0], dtype=x.dtype)
+    gw = torch.zeros(edges.rows[2], spec.dims[2], dtype=x.dtype)
+    if edges.num_edges == 0 or spec.num_entries == 0:
+        return gx, gw
+    x, y, w, g = (t.contiguous() for t in (x, y, w, g))
+    src, dst, order_src, ptr_src, weight_row = edges.pointers[1]
+    _, _, order_row, ptr_row, _ = edges.pointers[2]
+    lib = library()
+    (lib.uvu_conv_backward_f64 if x.dtype == torch.float64 else lib.uvu_conv_backward_f32)(
+        edges.rows[0],
+        edges.rows[2],
+        edges.num_edges,
+        src,
+        dst,
+        order_src,
+        ptr_src,
+        order_row,
+        ptr_row,
+        weight_row,
+        x.data_ptr(),
+        gx.data_ptr(),
+        y.data_ptr(),
+        w.data_ptr(),
+        gw.data_ptr(),
+        g.data_ptr(),
+        *spec.dims,
+        spec.entries.data_ptr(),
+        spec.coefficients[x.dtype].data_ptr(),
+        spec.num_entries,
+        torch.get_num_threads(),
+    )
+    return gx, gw
 
 
 class _Quad(torch.autograd.Function):
