@@ -309,11 +309,11 @@ class SchNet(nn.Module):
             g_m = torch.mm(torch.mm(g_h, it.out2.weight) * torch.sigmoid(o), it.out1.weight)
             g_x, g_w = continuous_filter_conv_backward(x, w[t], g_m, src, dst, row)
             g_h = torch.addmm(g_h, g_x, it.in2filter.weight)  # residual + through x = W_in h
-            g_fc += (g_w * f[t]).sum(-1)
+            g_fc += torch.linalg.vecdot(g_w, f[t])  # Σ_c g_w f
             torch.mul(
                 torch.mm(g_w * fc_col, it.filter2.weight), sig_a[:, cols[t]], out=g_a[:, cols[t]]
             )
-        g_r = (torch.mm(g_a, w1) * de_dr).sum(-1) + g_fc * dfc_dr  # [n_rows]
+        g_r = torch.addcmul(torch.linalg.vecdot(torch.mm(g_a, w1), de_dr), g_fc, dfc_dr)  # [n_rows]
         g_vec = (g_r / r)[:, None] * vec  # ∂E/∂(r_src − r_dst + shift)
         # F = −∂E/∂R: the source atom of an edge gets −g_vec, the destination +g_vec
         forces = torch.zeros_like(graph.positions).index_add_(0, dst_p, g_vec)
