@@ -275,10 +275,10 @@ class SchNet(nn.Module):
         width = its[0].filter2.in_features
         w1 = torch.cat([it.filter1.weight for it in its])  # [T·F, K]
         a = torch.addmm(torch.cat([it.filter1.bias for it in its]), e, w1.t())
-        s_a = shifted_softplus(a)
-        cols = [slice(t * width, (t + 1) * width) for t in range(len(its))]
-        f = [linear(s_a[:, c], it.filter2.weight, it.filter2.bias) for it, c in zip(its, cols)]
-        w = [f_t * fc[:, None] for f_t in f]  # [n_rows, F] each
+        s_a = shifted_softplus(a).split(width, dim=1)  # T views [n_rows, F]
+        fc_col = fc[:, None]
+        f = [linear(s_t, it.filter2.weight, it.filter2.bias) for it, s_t in zip(its, s_a)]
+        w = [f_t * fc_col for f_t in f]  # [n_rows, F] each
         saved = []
         for t, it in enumerate(its):
             x = linear(h, it.in2filter.weight)
@@ -300,20 +300,18 @@ class SchNet(nn.Module):
         g_h = torch.mm(
             scale[:, None] * self.readout2.weight * torch.sigmoid(p), self.readout1.weight
         )
-        sig_a = torch.sigmoid(a)
-        g_a = torch.empty_like(a)  # [n_rows, T·F]
+        sig_a = torch.sigmoid(a).split(width, dim=1)
+        g_a = a.new_empty(len(its), a.shape[0], width)  # [T, n_rows, F]
         g_fc = torch.zeros_like(r)
-        fc_col = fc[:, None]
         for t in reversed(range(len(its))):
             it, (x, o) = its[t], saved[t]
             g_m = torch.mm(torch.mm(g_h, it.out2.weight) * torch.sigmoid(o), it.out1.weight)
             g_x, g_w = continuous_filter_conv_backward(x, w[t], g_m, src, dst, row)
             g_h = torch.addmm(g_h, g_x, it.in2filter.weight)  # residual + through x = W_in h
             g_fc += torch.linalg.vecdot(g_w, f[t])  # Σ_c g_w f
-            torch.mul(
-                torch.mm(g_w * fc_col, it.filter2.weight), sig_a[:, cols[t]], out=g_a[:, cols[t]]
-            )
-        g_r = torch.addcmul(torch.linalg.vecdot(torch.mm(g_a, w1), de_dr), g_fc, dfc_dr)  # [n_rows]
+            torch.mul(torch.mm(g_w * fc_col, it.filter2.weight), sig_a[t], out=g_a[t])
+        g_e = torch.bmm(g_a, w1.view(len(its), width, -1)).sum(0)  # Σ_t g_a,t W1,t  [n_rows, K]
+        g_r = torch.addcmul(torch.linalg.vecdot(g_e, de_dr), g_fc, dfc_dr)  # [n_rows]
         g_vec = (g_r / r)[:, None] * vec  # ∂E/∂(r_src − r_dst + shift)
         # F = −∂E/∂R: the source atom of an edge gets −g_vec, the destination +g_vec
         forces = torch.zeros_like(graph.positions).index_add_(0, dst_p, g_vec)
