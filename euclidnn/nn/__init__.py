@@ -1,6 +1,6 @@
 """Equivariant layers: gates, norms, radial bases and cutoffs, scatter, point convolution."""
 
-from .conv import EquivariantConv, continuous_filter_conv
+from .conv import EquivariantConv, continuous_filter_conv, continuous_filter_conv_backward
 from .cutoff import cosine_cutoff, polynomial_cutoff
 from .gate import Gate
 from .mlp import ScalarMLP, normalize2mom
@@ -17,6 +17,7 @@ __all__ = [
     "ScalarMLP",
     "bessel_basis",
     "continuous_filter_conv",
+    "continuous_filter_conv_backward",
     "cosine_cutoff",
     "gaussian_basis",
     "normalize2mom",
