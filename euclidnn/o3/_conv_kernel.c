@@ -112,36 +112,3 @@ DEFINE_KERNEL(uvu_conv_f64, double)
 
 DEFINE_BACKWARD(uvu_conv_backward_f32, uvu_conv_f32, float)
 DEFINE_BACKWARD(uvu_conv_backward_f64, uvu_conv_f64, double)
-
-/* SchNet's radial features and their r-derivatives in one pass (its hand-written forces):
- * e_k = exp(−γ (r − μ_k)²) (exactly 0 below exp(log_tiny): no subnormals), de_k/dr,
- * fc = ½ (cos(π r / r_c) + 1) for r < r_c else 0, dfc/dr. Same operation order as
- * euclidnn.nn.gaussian_basis and cosine_cutoff.
- */
-#include <math.h>
-#ifndef M_PI
-#define M_PI 3.14159265358979323846
-#endif
-
-#define DEFINE_RADIAL(NAME, T, EXP, COS, SIN)                                                    \
-    void NAME(int64_t n, int64_t K, const T *r, const T *mu, double gamma, double r_max,        \
-              double log_tiny, T *e, T *de, T *fc, T *dfc) {                                      \
-        const T g = (T)gamma, w = (T)(M_PI / r_max), lt = (T)log_tiny;                            \
-        for (int64_t i = 0; i < n; i++) {                                                         \
-            const T ri = r[i];                                                                    \
-            const T inside = ri < (T)r_max ? (T)1 : (T)0;                                         \
-            const T theta = ri * w;                                                               \
-            fc[i] = (T)0.5 * (COS(theta) + (T)1) * inside;                                        \
-            dfc[i] = SIN(theta) * inside * (T)(-0.5 * M_PI / r_max);                              \
-            for (int64_t k = 0; k < K; k++) {                                                     \
-                const T d = ri - mu[k];                                                           \
-                const T x = -g * (d * d);                                                         \
-                const T ek = x < lt ? (T)0 : EXP(x);                                              \
-                e[i * K + k] = ek;                                                                \
-                de[i * K + k] = d * (T)(-2.0 * gamma) * ek;                                       \
-            }                                                                                     \
-        }                                                                                         \
-    }
-
-DEFINE_RADIAL(schnet_radial_f32, float, expf, cosf, sinf)
-DEFINE_RADIAL(schnet_radial_f64, double, exp, cos, sin)

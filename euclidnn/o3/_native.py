@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import math
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("_conv_kernel.c")
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11", "-lm"]
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 _LIB: ctypes.CDLL | None | bool = False  # False: not tried yet; None: unavailable
 
 
@@ -43,34 +43,42 @@ def _cpu_id() -> str:
         return platform.processor()
 
 
-def _build() -> ctypes.CDLL | None:
+def compile_library(
+    source: Path, what: str, extra_flags: Sequence[str] = (), libs: Sequence[str] = ("-lm",)
+) -> ctypes.CDLL | None:
+    """Build ``source`` (a C file) into a shared library once per machine and load it.
+
+    The library goes to ``$EUCLIDNN_CACHE`` (default ``~/.cache/euclidnn``) under a name keyed
+    by a hash of the source, the compiler, the flags and the CPU, written atomically. Returns
+    ``None`` (with one warning naming ``what`` falls back) where there is no compiler or the
+    build fails, and under ``EUCLIDNN_NATIVE=0``.
+    """
     if os.environ.get("EUCLIDNN_NATIVE", "1") == "0":
         return None
     cc = os.environ.get("CC", "cc")
     if shutil.which(cc) is None:
-        warnings.warn(
-            f"euclidnn: no C compiler ({cc!r}); using the slower PyTorch convolution", stacklevel=3
-        )
+        warnings.warn(f"euclidnn: no C compiler ({cc!r}); using the slower {what}", stacklevel=3)
         return None
-    source = _SOURCE.read_bytes()
+    text = source.read_bytes()
     try:
         version = subprocess.run(
             [cc, "--version"], capture_output=True, text=True, check=True
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         version = ""
+    flags = [*_FLAGS, *extra_flags]
     key = hashlib.sha256(
-        source + version.encode() + " ".join(_FLAGS).encode() + _cpu_id().encode()
+        text + version.encode() + " ".join([*flags, *libs]).encode() + _cpu_id().encode()
     ).hexdigest()
     cache = Path(os.environ.get("EUCLIDNN_CACHE", Path.home() / ".cache" / "euclidnn"))
-    target = cache / f"conv_kernel_{key[:16]}.so"
+    target = cache / f"{source.stem.lstrip('_')}_{key[:16]}.so"
     if not target.exists():
         try:
             cache.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=cache) as tmp:
                 out = Path(tmp) / target.name
                 subprocess.run(
-                    [cc, *_FLAGS, str(_SOURCE), "-o", str(out)],
+                    [cc, *flags, str(source), "-o", str(out), *libs],
                     capture_output=True,
                     text=True,
                     check=True,
@@ -79,12 +87,18 @@ def _build() -> ctypes.CDLL | None:
         except (OSError, subprocess.CalledProcessError) as err:
             detail = getattr(err, "stderr", "") or str(err)
             warnings.warn(
-                f"euclidnn: building the C convolution kernel failed ({detail.strip()[:500]}); "
-                "using the slower PyTorch convolution",
+                f"euclidnn: building {source.name} failed ({detail.strip()[:500]}); "
+                f"using the slower {what}",
                 stacklevel=3,
             )
             return None
-    lib = ctypes.CDLL(str(target))
+    return ctypes.CDLL(str(target))
+
+
+def _build() -> ctypes.CDLL | None:
+    lib = compile_library(_SOURCE, "PyTorch convolution")
+    if lib is None:
+        return None
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for name in ("uvu_conv_f32", "uvu_conv_f64"):
         fn = getattr(lib, name)
@@ -118,11 +132,6 @@ def _build() -> ctypes.CDLL | None:
             i64,
             i32,
         ]
-        fn.restype = None
-    f64 = ctypes.c_double
-    for name in ("schnet_radial_f32", "schnet_radial_f64"):
-        fn = getattr(lib, name)
-        fn.argtypes = [i64, i64, p, p, f64, f64, f64, p, p, p, p]
         fn.restype = None
     return lib
 
@@ -366,35 +375,3 @@ def convolve(spec: ConvSpec, edges: Edges, x: Tensor, y: Tensor, w: Tensor) -> T
         x = x.index_select(1, spec.perm_in)
     out = _Quad.apply(spec, edges, 3, x, y, w, None)
     return out if spec.perm_out is None else out.index_select(1, spec.perm_out)
-
-
-def schnet_radial(
-    r: Tensor, mu: Tensor, gamma: float, r_max: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-    """SchNet's Gaussians e, cutoff fc and their r-derivatives in one kernel call, or None where
-    the kernel is unavailable (the caller computes them with PyTorch).
-
-    Shapes: r: [n], mu: [K] → (e [n, K], de/dr [n, K], fc [n], dfc/dr [n])
-    """
-    if r.device.type != "cpu" or r.dtype not in (torch.float32, torch.float64) or library() is None:
-        return None
-    r, mu = r.contiguous(), mu.to(r.dtype).contiguous()
-    n, k = r.shape[0], mu.shape[0]
-    e, de = r.new_empty(n, k), r.new_empty(n, k)
-    fc, dfc = r.new_empty(n), r.new_empty(n)
-    fn = library().schnet_radial_f64 if r.dtype == torch.float64 else library().schnet_radial_f32
-    log_tiny = math.log(torch.finfo(r.dtype).tiny)
-    fn(
-        n,
-        k,
-        r.data_ptr(),
-        mu.data_ptr(),
-        gamma,
-        r_max,
-        log_tiny,
-        e.data_ptr(),
-        de.data_ptr(),
-        fc.data_ptr(),
-        dfc.data_ptr(),
-    )
-    return e, de, fc, dfc
