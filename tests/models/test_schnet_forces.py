@@ -162,6 +162,7 @@ def test_without_the_kernel_the_pytorch_code_runs(monkeypatch):
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
 def test_radial_kernel_matches_the_pytorch_bases(dtype, tol):
     from euclidnn.nn import cosine_cutoff, gaussian_basis
+
     if _schnet_native.library() is None:
         pytest.skip("no C compiler: the PyTorch formulas run instead")
     r = torch.linspace(0.05, 6.0, 200, dtype=dtype).requires_grad_()  # past r_max = 5
