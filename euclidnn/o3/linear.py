@@ -12,12 +12,6 @@ from euclidnn.o3.irreps import Irreps
 __all__ = ["Linear"]
 
 
-# one dense matmul (see Linear.dense_matrix) while rows × dim_in × dim_out stays below this: the
-# dense matrix wastes multiplications on zeros, but for a few atoms per-op overhead dominates
-DENSE_MAX_MACS = 1 << 23
-DENSE_MAX_ENTRIES = 1 << 20  # and only for maps whose dense matrix has at most this many entries
-
-
 class Linear(nn.Module):
     r"""Equivariant linear layer between two irreps (e3nn's ``o3.Linear``, same weights and layout).
 
@@ -62,9 +56,9 @@ class Linear(nn.Module):
         self.weight_numel = n
         self.weight = nn.Parameter(torch.randn(n))
 
-        # one dense block per distinct irrep: rows = its input channels, columns = its output channels
-        self.blocks = []  # (in terms, out terms, buffer names)
-        for k, ir in enumerate(sorted({ir for _, ir in self.irreps_out})):
+        # one block per distinct irrep: rows = its input channels, columns = its output channels
+        blocks = []  # (in terms, out terms, d, flat-weight index [Σ mul_in, Σ mul_out], α)
+        for ir in sorted({ir for _, ir in self.irreps_out}):
             ins = [
                 i
                 for i, (_, ir_in) in enumerate(self.irreps_in)
@@ -92,8 +86,7 @@ class Linear(nn.Module):
                 ],
                 dim=0,
             )
-            self.register_buffer(f"index_{k}", index, persistent=False)
-            self.blocks.append((ins, outs, ir.dim, f"index_{k}", 1.0 / math.sqrt(fan_in)))
+            blocks.append((ins, outs, ir.dim, index, 1.0 / math.sqrt(fan_in)))
 
         scalar_outs = [
             j for j, (mul, ir) in enumerate(self.irreps_out) if ir.l == 0 and ir.p == 1 and mul > 0
@@ -101,103 +94,107 @@ class Linear(nn.Module):
         self.bias_terms = scalar_outs if biases else []
         n_bias = sum(self.irreps_out[j].mul for j in self.bias_terms)
         self.bias = nn.Parameter(torch.zeros(n_bias)) if biases else None
-        self.dims_in = [mul * ir.dim for mul, ir in self.irreps_in]
 
-        # the same map as one dense [dim_in, dim_out] matrix gathered from the flat weights
-        # (entry n = weight_numel reads a zero): few, large ops, for the small batches of
-        # molecules where per-op overhead, not arithmetic, dominates
-        self.has_dense = self.irreps_in.dim * self.irreps_out.dim <= DENSE_MAX_ENTRIES
-        dense = torch.full(
-            (self.irreps_in.dim, self.irreps_out.dim) if self.has_dense else (0, 0),
-            n,
-            dtype=torch.int32,
-        )
-        scale = torch.zeros(n, dtype=torch.float64)
-        offsets_in = [sum(self.dims_in[:i]) for i in range(len(self.dims_in))]
+        # The forward pass works in a "grouped" column layout: block after block, each
+        # component-major ([d, Σ mul_in] columns), so that a block is one matrix product
+        # [rows·d, Σ mul_in] × [Σ mul_in, Σ mul_out] with no zeros. Two column permutations lead
+        # into and out of it (none where the layout already agrees, e.g. all scalars).
+        offsets_in = [
+            sum(m * ir.dim for m, ir in self.irreps_in[:i]) for i in range(len(self.irreps_in))
+        ]
         offsets_out = [
             sum(m * ir.dim for m, ir in self.irreps_out[:j]) for j in range(len(self.irreps_out))
         ]
-        for ins, outs, d, _index, alpha in self.blocks:
-            for i in ins:
-                for j in outs:
-                    block = offsets[i, j] + torch.arange(
-                        self.irreps_in[i].mul * self.irreps_out[j].mul
-                    )
-                    scale[block] = alpha
-                    if not self.has_dense:
-                        continue
-                    block = block.view(self.irreps_in[i].mul, 1, self.irreps_out[j].mul, 1)
-                    eye = torch.eye(d, dtype=torch.bool).view(1, d, 1, d)
-                    rows = offsets_in[i] + torch.arange(self.irreps_in[i].mul * d)
-                    cols = offsets_out[j] + torch.arange(self.irreps_out[j].mul * d)
-                    dense[rows[:, None], cols[None, :]] = (
-                        torch.where(eye, block, n).reshape(rows.shape[0], -1).int()
-                    )
-        self.register_buffer("dense_index", dense, persistent=False)
-        self.register_buffer("dense_scale", scale, persistent=False)
+        perm_in: list[int] = []
+        perm_out = torch.full((self.irreps_out.dim,), -1, dtype=torch.int64)
+        self.plan = []  # (d, Σ mul_in, Σ mul_out, weight slice or index buffer, has bias)
+        scale = torch.zeros(n, dtype=torch.float64)  # α = 1/√fan_in of each weight
+        column_out = 0
+        for k, (ins, outs, d, index, alpha) in enumerate(blocks):
+            mul_in, mul_out = index.shape
+            scale[index.flatten()] = alpha
+            for c in range(d):
+                for i in ins:
+                    perm_in += [offsets_in[i] + u * d + c for u in range(self.irreps_in[i].mul)]
+            v = column_out
+            for j in outs:
+                mul = self.irreps_out[j].mul
+                cols = offsets_out[j] + torch.arange(mul * d).view(mul, d)  # e3nn: u·d + c
+                perm_out[cols] = v + torch.arange(mul)[:, None] + mul_out * torch.arange(d)
+                v += mul
+            column_out += d * mul_out
+            start = int(index[0, 0])
+            if torch.equal(index.flatten(), torch.arange(start, start + index.numel())):
+                weights = (start, start + index.numel())  # a contiguous slice: no gather
+            else:
+                weights = f"index_{k}"
+                self.register_buffer(weights, index.flatten(), persistent=False)
+            has_bias = outs[0] in self.bias_terms  # the 0e block: all its outputs have biases
+            self.plan.append((d, mul_in, mul_out, weights, has_bias))
+        # biases on 0e outputs that no input reaches (no block): added to the output
+        self.bias_alone = bool(self.bias_terms) and not any(b[-1] for b in self.plan)
+        offsets = [sum(m * ir.dim for m, ir in self.irreps_out[:j]) for j in self.bias_terms]
         bias_index = torch.full((self.irreps_out.dim,), n_bias, dtype=torch.int64)
         k = 0
-        for j in self.bias_terms:
-            bias_index[offsets_out[j] : offsets_out[j] + self.irreps_out[j].mul] = torch.arange(
-                k, k + self.irreps_out[j].mul
-            )
+        for j, o in zip(self.bias_terms, offsets):
+            bias_index[o : o + self.irreps_out[j].mul] = torch.arange(k, k + self.irreps_out[j].mul)
             k += self.irreps_out[j].mul
-        self.register_buffer("bias_index", bias_index, persistent=False)
+        self.register_buffer(
+            "bias_index", bias_index if self.bias_alone else None, persistent=False
+        )
+        zero_fill = bool((perm_out < 0).any())  # output terms no input reaches …
+        perm_out[perm_out < 0] = column_out  # … read an appended zero column
+        self.zero_fill = zero_fill
+        # kept in float64 outside the buffers (a float32 model moved to float64 keeps α exact)
+        self._scale = {(torch.float64, torch.device("cpu")): scale}
+        self.widths = [d * mul_in for d, mul_in, *_ in self.plan]  # of the input blocks
+        perm_in = torch.tensor(perm_in, dtype=torch.int64)
+        identity = lambda p, n: p.shape[0] == n and torch.equal(p, torch.arange(n))  # noqa: E731
+        self.register_buffer(
+            "perm_in", None if identity(perm_in, self.irreps_in.dim) else perm_in, persistent=False
+        )
+        self.register_buffer(
+            "perm_out", None if identity(perm_out, column_out + zero_fill) else perm_out,
+            persistent=False,
+        )  # fmt: skip
 
     def dense_matrix(self, dtype: torch.dtype | None = None) -> Tensor:
         """The map as a matrix M with ``forward(x) = x @ M (+ bias)``.
 
         Shapes: → [irreps_in.dim, irreps_out.dim]
         """
-        dtype = dtype or self.weight.dtype
-        weight = self.weight.to(dtype) * self.dense_scale.to(dtype)
-        flat = torch.cat([weight, weight.new_zeros(1)]).index_select(0, self.dense_index.view(-1))
-        return flat.view(self.dense_index.shape)  # index_select: its backward is index_add_
-
-    def _dense(self, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
-        """Dense matrix and full-width bias, rebuilt on every call: a cache across calls could
-        not see weights changed through ``.data`` (which leaves ``_version`` alone)."""
-        matrix = self.dense_matrix(dtype)
-        bias = None
-        if self.bias is not None:
-            full = torch.cat([self.bias.to(dtype), self.bias.new_zeros(1, dtype=dtype)])
-            bias = full.index_select(0, self.bias_index)
-        return matrix, bias
+        eye = torch.eye(self.irreps_in.dim, dtype=dtype or self.weight.dtype)
+        matrix = self(eye.to(self.weight.device))
+        return matrix if self.bias is None else matrix - self(torch.zeros_like(eye[:1]))
 
     def forward(self, x: Tensor) -> Tensor:
         batch = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         z = x.shape[0]
-        if self.has_dense and z * self.dense_index.numel() <= DENSE_MAX_MACS:
-            matrix, bias = self._dense(x.dtype)
-            out = x @ matrix if bias is None else torch.addmm(bias, x, matrix)
-            return out.view(*batch, self.irreps_out.dim)
-        terms = x.split(self.dims_in, dim=-1)
-        weight = self.weight.to(x.dtype)
-        pieces: list[Tensor | None] = [None] * len(self.irreps_out)
-        for ins, outs, d, index, alpha in self.blocks:
-            w = weight[getattr(self, index)] * alpha  # [Σ mul_in, Σ mul_out]
-            if len(ins) == 1:
-                xi = terms[ins[0]].view(z, -1, d)
+        key = (x.dtype, x.device)
+        if key not in self._scale:  # a constant: cached per dtype and device
+            self._scale[key] = self._scale[torch.float64, torch.device("cpu")].to(*key[::-1])
+        weight = self.weight.to(x.dtype) * self._scale[key]
+        if self.perm_in is not None:
+            x = x.index_select(1, self.perm_in)  # into the grouped layout
+        out = []
+        for xb, (d, mul_in, mul_out, weights, has_bias) in zip(x.split(self.widths, 1), self.plan):
+            xb = xb.reshape(z * d, mul_in)
+            if isinstance(weights, tuple):
+                w = weight[weights[0] : weights[1]].view(mul_in, mul_out)
             else:
-                xi = torch.cat([terms[i].view(z, -1, d) for i in ins], dim=1)  # [z, Σ mul_in, d]
-            if d == 1:
-                y = (xi.squeeze(-1) @ w).unsqueeze(-1)  # [z, Σ mul_out, 1]
-            else:
-                y = torch.matmul(xi.transpose(1, 2), w).transpose(1, 2)  # [z, Σ mul_out, d]
-            for j, yj in zip(outs, y.split([self.irreps_out[j].mul for j in outs], dim=1)):
-                pieces[j] = yj.reshape(z, -1)
-        if self.bias is not None:
-            for j, b in zip(
-                self.bias_terms,
-                self.bias.to(x.dtype).split([self.irreps_out[j].mul for j in self.bias_terms]),
-            ):
-                pieces[j] = pieces[j] + b if pieces[j] is not None else b.expand(z, -1)
-        out = [
-            p if p is not None else x.new_zeros(z, mul * ir.dim)
-            for p, (mul, ir) in zip(pieces, self.irreps_out)
-        ]
-        return torch.cat(out, dim=-1).view(*batch, self.irreps_out.dim)
+                w = weight.index_select(0, getattr(self, weights)).view(mul_in, mul_out)
+            y = torch.addmm(self.bias.to(x.dtype), xb, w) if has_bias else torch.mm(xb, w)
+            out.append(y.view(z, d * mul_out))
+        if self.zero_fill:
+            out.append(x.new_zeros(z, 1))
+        y = torch.cat(out, dim=1) if len(out) > 1 else out[0] if out else x.new_zeros(z, 0)
+        if self.perm_out is not None:
+            y = y.index_select(1, self.perm_out)  # back to e3nn's layout
+        if self.bias_alone:
+            bias = torch.cat([self.bias.to(x.dtype), self.bias.new_zeros(1, dtype=x.dtype)])
+            y = y + bias.index_select(0, self.bias_index)
+        return y.view(*batch, self.irreps_out.dim)
 
     def extra_repr(self) -> str:
         return f"{self.irreps_in} -> {self.irreps_out}, weight_numel={self.weight_numel}, biases={self.bias is not None}"

@@ -55,3 +55,19 @@ def test_compiles_without_graph_breaks():
     lin = Linear(*CASES[1], biases=True)
     x = Irreps(CASES[1][0]).randn(4, -1)
     torch.testing.assert_close(torch.compile(lin, fullgraph=True, backend="eager")(x), lin(x))
+
+
+@pytest.mark.parametrize("irreps_in, irreps_out", CASES)
+def test_dense_matrix_is_the_map(irreps_in, irreps_out):
+    lin = Linear(irreps_in, irreps_out, biases=True).to(F64)
+    torch.nn.init.normal_(lin.bias)
+    x = Irreps(irreps_in).randn(5, -1, dtype=F64)
+    y = x @ lin.dense_matrix() + lin(torch.zeros_like(x[:1]))
+    torch.testing.assert_close(y, lin(x), rtol=0, atol=1e-12)
+
+
+def test_biases_on_outputs_no_input_reaches():
+    lin = Linear("2x1o", "3x0e + 1x1o", biases=True)
+    torch.nn.init.normal_(lin.bias)
+    y = lin(torch.randn(4, 6))
+    assert torch.equal(y[:, :3], lin.bias.detach().expand(4, 3))
