@@ -31,6 +31,7 @@ def normalize2mom(act: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]
         return act(x) * cst
 
     normalized.cst = cst  # type: ignore[attr-defined]
+    normalized.__wrapped__ = act  # type: ignore[attr-defined]
     return normalized
 
 
@@ -79,11 +80,15 @@ class ScalarMLP(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        n_layers = len(self.weights)
+        # φ̃ = φ · cst: the constant is folded into the next layer's 1/sqrt(fan_in) factor
+        cst = getattr(self.act, "cst", 1.0)
+        act = self.act if cst == 1.0 else self.act.__wrapped__
+        scale = 1.0
         for k, w in enumerate(self.weights):
-            x = x @ (w / math.sqrt(w.shape[0])).to(x.dtype)
-            if k < n_layers - 1:
-                x = self.act(x)
+            if k > 0:
+                x = act(x)
+            x = x @ (w * (scale / math.sqrt(w.shape[0]))).to(x.dtype)
+            scale = cst
         return x
 
     def extra_repr(self) -> str:
