@@ -43,6 +43,7 @@ bench: $(BENCH)/.installed
 	$(BENCH)/python bench/o3.py
 	$(BENCH)/python bench/tensor_product.py
 	$(BENCH)/python bench/models.py
+	$(BENCH)/python bench/schnet_kernel.py
 
 clean:
 	rm -rf $(VENV) .venv-bench build *.egg-info
