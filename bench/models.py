@@ -31,19 +31,40 @@ warnings.filterwarnings("ignore")
 R_MAX = 5.0
 TYPES = ["H", "C", "O"]
 SPECIES = (1, 6, 8)
-NEQUIP = dict(num_layers=4, num_features=32, num_bessels=8, radial_mlp_depth=2, radial_mlp_width=64,
-              avg_num_neighbors=12.0, parity=True)
+NEQUIP = dict(
+    num_layers=4,
+    num_features=32,
+    num_bessels=8,
+    radial_mlp_depth=2,
+    radial_mlp_width=64,
+    avg_num_neighbors=12.0,
+    parity=True,
+)
 SCHNET = dict(n_atom_basis=128, n_filters=128, n_interactions=3, n_rbf=25)
 
 ASPIRIN_SYMBOLS = "CCOOCCCCCCCOOHHHHHHHH"
 ASPIRIN_POSITIONS = [  # RDKit ETKDG + MMFF94 from the SMILES CC(=O)Oc1ccccc1C(=O)O, Å
-    (3.4038, 0.5543, 0.0552), (2.0439, 0.1391, 0.5312), (1.6894, 0.1441, 1.7031),
-    (1.2884, -0.2659, -0.5636), (-0.0284, -0.5847, -0.2190), (-0.3282, -1.9424, -0.0674),
-    (-1.6290, -2.3304, 0.2478), (-2.6259, -1.3671, 0.3983), (-2.3267, -0.0114, 0.2273),
-    (-1.0220, 0.3968, -0.0914), (-0.7032, 1.8334, -0.3031), (0.3609, 2.3052, -0.6590),
-    (-1.7563, 2.6373, -0.0592), (3.9239, -0.3054, -0.3741), (3.9844, 0.9300, 0.9025),
-    (3.3109, 1.3562, -0.6817), (0.4490, -2.6922, -0.1857), (-1.8659, -3.3836, 0.3782),
-    (-3.6405, -1.6701, 0.6470), (-3.1244, 0.7190, 0.3429), (-1.4037, 3.5378, -0.2188),
+    (3.4038, 0.5543, 0.0552),
+    (2.0439, 0.1391, 0.5312),
+    (1.6894, 0.1441, 1.7031),
+    (1.2884, -0.2659, -0.5636),
+    (-0.0284, -0.5847, -0.2190),
+    (-0.3282, -1.9424, -0.0674),
+    (-1.6290, -2.3304, 0.2478),
+    (-2.6259, -1.3671, 0.3983),
+    (-2.3267, -0.0114, 0.2273),
+    (-1.0220, 0.3968, -0.0914),
+    (-0.7032, 1.8334, -0.3031),
+    (0.3609, 2.3052, -0.6590),
+    (-1.7563, 2.6373, -0.0592),
+    (3.9239, -0.3054, -0.3741),
+    (3.9844, 0.9300, 0.9025),
+    (3.3109, 1.3562, -0.6817),
+    (0.4490, -2.6922, -0.1857),
+    (-1.8659, -3.3836, 0.3782),
+    (-3.6405, -1.6701, 0.6470),
+    (-3.1244, 0.7190, 0.3429),
+    (-1.4037, 3.5378, -0.2188),
 ]
 
 
@@ -69,34 +90,59 @@ def systems() -> dict[str, list[Atoms]]:
         e = ethanol.copy()
         e.positions += rng.normal(scale=0.05, size=e.positions.shape)
         batch.append(e)
-    return {"ethanol": [ethanol], "aspirin": [aspirin], "ethanol x32": batch, "water 64 pbc": [water_box()]}
+    return {
+        "ethanol": [ethanol],
+        "aspirin": [aspirin],
+        "ethanol x32": batch,
+        "water 64 pbc": [water_box()],
+    }
 
 
 # ---- ours ---------------------------------------------------------------------------------------
+
 
 def ours_nequip(lmax: int):
     from euclidnn.models import NequIP, NequIPConfig
 
     n = NEQUIP
-    return NequIP(NequIPConfig(species=SPECIES, r_max=R_MAX, lmax=lmax, num_features=n["num_features"],
-                               num_layers=n["num_layers"], num_basis=n["num_bessels"], parity=n["parity"],
-                               radial_mlp_depth=n["radial_mlp_depth"], radial_mlp_width=n["radial_mlp_width"],
-                               avg_num_neighbors=n["avg_num_neighbors"]))
+    return NequIP(
+        NequIPConfig(
+            species=SPECIES,
+            r_max=R_MAX,
+            lmax=lmax,
+            num_features=n["num_features"],
+            num_layers=n["num_layers"],
+            num_basis=n["num_bessels"],
+            parity=n["parity"],
+            radial_mlp_depth=n["radial_mlp_depth"],
+            radial_mlp_width=n["radial_mlp_width"],
+            avg_num_neighbors=n["avg_num_neighbors"],
+        )
+    )
 
 
 def ours_schnet():
     from euclidnn.models import SchNet, SchNetConfig
 
     s = SCHNET
-    return SchNet(SchNetConfig(species=SPECIES, r_max=R_MAX, num_features=s["n_atom_basis"],
-                               num_filters=s["n_filters"], num_interactions=s["n_interactions"],
-                               num_basis=s["n_rbf"]))
+    return SchNet(
+        SchNetConfig(
+            species=SPECIES,
+            r_max=R_MAX,
+            num_features=s["n_atom_basis"],
+            num_filters=s["n_filters"],
+            num_interactions=s["n_interactions"],
+            num_basis=s["n_rbf"],
+        )
+    )
 
 
 def ours_input(atoms_list):
     from euclidnn.data import Graph
 
-    return Graph.from_ase(atoms_list if len(atoms_list) > 1 else atoms_list[0], R_MAX, torch.float32)
+    return Graph.from_ase(
+        atoms_list if len(atoms_list) > 1 else atoms_list[0], R_MAX, torch.float32
+    )
 
 
 def ours_step(model, graph):
@@ -128,14 +174,22 @@ def ours_train(model, graph):
 
 # ---- peers ----------------------------------------------------------------------------------------
 
+
 def peer_nequip(lmax: int):
     from nequip.model import NequIPGNNModel
     from nequip.utils.global_state import set_global_state
 
     set_global_state()
     n = dict(NEQUIP)
-    model = NequIPGNNModel(seed=0, model_dtype="float32", r_max=R_MAX, type_names=TYPES, l_max=lmax,
-                           do_derivatives=False, **n)
+    model = NequIPGNNModel(
+        seed=0,
+        model_dtype="float32",
+        r_max=R_MAX,
+        type_names=TYPES,
+        l_max=lmax,
+        do_derivatives=False,
+        **n,
+    )
     torch.set_default_dtype(torch.float32)  # nequip's global state sets float64
     return model
 
@@ -182,14 +236,21 @@ def peer_schnet():
     import schnetpack as spk
 
     s = SCHNET
-    rep = spk.representation.SchNet(n_atom_basis=s["n_atom_basis"], n_filters=s["n_filters"],
-                                    n_interactions=s["n_interactions"],
-                                    radial_basis=spk.nn.GaussianRBF(n_rbf=s["n_rbf"], cutoff=R_MAX),
-                                    cutoff_fn=spk.nn.CosineCutoff(R_MAX))
+    rep = spk.representation.SchNet(
+        n_atom_basis=s["n_atom_basis"],
+        n_filters=s["n_filters"],
+        n_interactions=s["n_interactions"],
+        radial_basis=spk.nn.GaussianRBF(n_rbf=s["n_rbf"], cutoff=R_MAX),
+        cutoff_fn=spk.nn.CosineCutoff(R_MAX),
+    )
     model = spk.model.NeuralNetworkPotential(
-        representation=rep, input_modules=[spk.atomistic.PairwiseDistances()],
-        output_modules=[spk.atomistic.Atomwise(n_in=s["n_atom_basis"], output_key="energy"),
-                        spk.atomistic.Forces(energy_key="energy", force_key="forces")])
+        representation=rep,
+        input_modules=[spk.atomistic.PairwiseDistances()],
+        output_modules=[
+            spk.atomistic.Atomwise(n_in=s["n_atom_basis"], output_key="energy"),
+            spk.atomistic.Forces(energy_key="energy", force_key="forces"),
+        ],
+    )
     return model.float()
 
 
@@ -229,6 +290,7 @@ def peer_schnet_train(model, inputs):
 
 # ---- timing -------------------------------------------------------------------------------------
 
+
 def _time(fn, n: int) -> float:
     t = time.perf_counter()
     for _ in range(n):
@@ -254,8 +316,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="systems (a) and (c) only")
-    parser.add_argument("--compile", action="store_true", help="torch.compile our models (dynamic shapes)")
-    parser.add_argument("--only", default="", help="comma-separated model names: nequip-l1,nequip-l2,schnet")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile our models (dynamic shapes)"
+    )
+    parser.add_argument(
+        "--only", default="", help="comma-separated model names: nequip-l1,nequip-l2,schnet"
+    )
     parser.add_argument("--json", default=None, help="write the rows as JSON to this path")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -265,49 +331,92 @@ def main() -> None:
     import nequip
     import schnetpack
 
-    print(f"torch {torch.__version__}, e3nn {e3nn.__version__}, nequip {nequip.__version__}, "
-          f"schnetpack {schnetpack.__version__}, threads {torch.get_num_threads()}, float32, r_max {R_MAX} Å")
+    print(
+        f"torch {torch.__version__}, e3nn {e3nn.__version__}, nequip {nequip.__version__}, "
+        f"schnetpack {schnetpack.__version__}, threads {torch.get_num_threads()}, float32, r_max {R_MAX} Å"
+    )
     print(f"NequIP: {NEQUIP}")
     print(f"SchNet: {SCHNET}")
     data = systems()
     if args.quick:
         data = {k: v for k, v in data.items() if k in ("ethanol", "ethanol x32")}
     families = {
-        "nequip-l1": (lambda: ours_nequip(1), lambda: peer_nequip(1), peer_nequip_input,
-                      peer_nequip_step, peer_nequip_train, "nequip"),
-        "nequip-l2": (lambda: ours_nequip(2), lambda: peer_nequip(2), peer_nequip_input,
-                      peer_nequip_step, peer_nequip_train, "nequip"),
-        "schnet": (ours_schnet, peer_schnet, peer_schnet_input, peer_schnet_step, peer_schnet_train,
-                   "schnetpack"),
+        "nequip-l1": (
+            lambda: ours_nequip(1),
+            lambda: peer_nequip(1),
+            peer_nequip_input,
+            peer_nequip_step,
+            peer_nequip_train,
+            "nequip",
+        ),
+        "nequip-l2": (
+            lambda: ours_nequip(2),
+            lambda: peer_nequip(2),
+            peer_nequip_input,
+            peer_nequip_step,
+            peer_nequip_train,
+            "nequip",
+        ),
+        "schnet": (
+            ours_schnet,
+            peer_schnet,
+            peer_schnet_input,
+            peer_schnet_step,
+            peer_schnet_train,
+            "schnetpack",
+        ),
     }
     if args.only:
         families = {k: v for k, v in families.items() if k in args.only.split(",")}
     rows = []
     print(f"\n{'case':34s} {'ours ms':>9s} {'peer':>11s} {'peer ms':>9s} {'speedup':>8s}")
-    for name, (make_ours, make_peer, peer_input, peer_step, peer_train, peer_name) in families.items():
+    for name, (
+        make_ours,
+        make_peer,
+        peer_input,
+        peer_step,
+        peer_train,
+        peer_name,
+    ) in families.items():
         peer_model = make_peer()
         torch.set_default_dtype(torch.float32)
         ours_model = make_ours()
         fwd = torch.compile(ours_model, dynamic=True) if args.compile else ours_model
         cases = [(f"{name} {k}", v, ours_step, peer_step) for k, v in data.items()]
-        cases.append((f"{name} train step ethanol x32", data["ethanol x32"], ours_train, peer_train))
+        cases.append(
+            (f"{name} train step ethanol x32", data["ethanol x32"], ours_train, peer_train)
+        )
         for case, atoms_list, make_ours_fn, make_peer_fn in cases:
-            ours_fn = make_ours_fn(fwd, ours_input(atoms_list)) if make_ours_fn is ours_step else \
-                make_ours_fn(ours_model, ours_input(atoms_list))
+            ours_fn = (
+                make_ours_fn(fwd, ours_input(atoms_list))
+                if make_ours_fn is ours_step
+                else make_ours_fn(ours_model, ours_input(atoms_list))
+            )
             if fwd is not ours_model and make_ours_fn is ours_step:
                 try:
                     ours_fn()  # compiles
                 except Exception as err:  # Inductor 2.13 fails on some scatters: say so, time eager
-                    print(f"  torch.compile failed ({type(err).__name__}: {str(err).strip().splitlines()[0][:120]}); "
-                          "timing eager", flush=True)
+                    print(
+                        f"  torch.compile failed ({type(err).__name__}: {str(err).strip().splitlines()[0][:120]}); "
+                        "timing eager",
+                        flush=True,
+                    )
                     fwd = ours_model
                     ours_fn = make_ours_fn(ours_model, ours_input(atoms_list))
             peer_fn = make_peer_fn(peer_model, peer_input(atoms_list))
             t_ours, t_peer = compare(ours_fn, peer_fn, args.repeats)
-            row = {"case": case, "ours_ms": round(t_ours, 3), "peer": peer_name, "peer_ms": round(t_peer, 3),
-                   "speedup": round(t_peer / t_ours, 2)}
+            row = {
+                "case": case,
+                "ours_ms": round(t_ours, 3),
+                "peer": peer_name,
+                "peer_ms": round(t_peer, 3),
+                "speedup": round(t_peer / t_ours, 2),
+            }
             rows.append(row)
-            print(f"{case:34s} {t_ours:9.2f} {peer_name:>11s} {t_peer:9.2f} {t_peer / t_ours:7.2f}x", flush=True)
+            print(
+                f"{case:34s} {t_ours:9.2f} {peer_name:>11s} {t_peer:9.2f} {t_peer / t_ours:7.2f}x",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

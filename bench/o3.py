@@ -51,11 +51,15 @@ def _sh_cases(e3nn_o3, n: int):
 
         def ours_bwd(ls=ls):
             xg = x.detach().requires_grad_()
-            spherical_harmonics(ls, xg, normalize=True, normalization="component").pow(2).sum().backward()
+            spherical_harmonics(ls, xg, normalize=True, normalization="component").pow(
+                2
+            ).sum().backward()
 
         def theirs_bwd(ls=ls):
             xg = x.detach().requires_grad_()
-            e3nn_o3.spherical_harmonics(ls, xg, normalize=True, normalization="component").pow(2).sum().backward()
+            e3nn_o3.spherical_harmonics(ls, xg, normalize=True, normalization="component").pow(
+                2
+            ).sum().backward()
 
         yield f"spherical_harmonics lmax={lmax} n={n} forward", ours_fwd, theirs_fwd
         yield f"spherical_harmonics lmax={lmax} n={n} forward+backward", ours_bwd, theirs_bwd
@@ -95,7 +99,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", type=str, default=None, help="write the results as a JSON list here")
+    parser.add_argument(
+        "--json", type=str, default=None, help="write the results as a JSON list here"
+    )
     args = parser.parse_args()
     if args.repeats < 10:
         parser.error("--repeats must be >= 10")
@@ -108,15 +114,23 @@ def main() -> None:
     rows = []
     for name, ours, theirs in cases:
         repeats = args.repeats if "wigner_3j" not in name else max(10, args.repeats // 3)
-        ours_ms, e3nn_ms = _interleaved(ours, theirs, repeats, warmup=3 if "wigner_3j" not in name else 1)
-        rows.append({"case": name, "ours_ms": ours_ms, "e3nn_ms": e3nn_ms, "speedup": e3nn_ms / ours_ms})
+        ours_ms, e3nn_ms = _interleaved(
+            ours, theirs, repeats, warmup=3 if "wigner_3j" not in name else 1
+        )
+        rows.append(
+            {"case": name, "ours_ms": ours_ms, "e3nn_ms": e3nn_ms, "speedup": e3nn_ms / ours_ms}
+        )
 
     width = max(len(r["case"]) for r in rows)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 SH; median of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 SH; median of {args.repeats}"
+    )
     print(f"| {'case':<{width}} | ours ms | e3nn ms | speedup |")
     print(f"|{'-' * (width + 2)}|--------:|--------:|--------:|")
     for r in rows:
-        print(f"| {r['case']:<{width}} | {r['ours_ms']:7.2f} | {r['e3nn_ms']:7.2f} | {r['speedup']:6.2f}x |")
+        print(
+            f"| {r['case']:<{width}} | {r['ours_ms']:7.2f} | {r['e3nn_ms']:7.2f} | {r['speedup']:6.2f}x |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -101,7 +101,10 @@ def assert_equivariant(
     outs, single_out = _as_irreps_list(irreps_out)
     if args_in is None:
         args_in = [
-            torch.randn(batch_size, ir.dim, dtype=dtype, generator=generator) if ir is not None else None for ir in ins
+            torch.randn(batch_size, ir.dim, dtype=dtype, generator=generator)
+            if ir is not None
+            else None
+            for ir in ins
         ]
         if any(a is None for a in args_in):
             raise ValueError("inputs with irreps None need explicit args_in")
@@ -168,7 +171,9 @@ def assert_normalized(
         out = fn(*args_in)
     moment = out.pow(2).mean().item()
     if not abs(moment - target) <= rtol * target:
-        raise AssertionError(f"output second moment {moment:.3f}, expected {target} ± {rtol * target:.3f}")
+        raise AssertionError(
+            f"output second moment {moment:.3f}, expected {target} ± {rtol * target:.3f}"
+        )
     return moment
 
 
@@ -231,7 +236,9 @@ def assert_forces_are_gradient(
             for sign in (1.0, -1.0):
                 positions = graph.positions.clone()
                 positions[i, a] += sign * eps
-                shifted.append(_energy(model, _dataclasses.replace(graph, positions=positions)).sum())
+                shifted.append(
+                    _energy(model, _dataclasses.replace(graph, positions=positions)).sum()
+                )
             numeric = -(shifted[0] - shifted[1]) / (2 * eps)
             worst = max(worst, abs(numeric.item() - forces[i, a].item()))
     worst /= max(1.0, forces.abs().max().item())
@@ -262,7 +269,9 @@ def assert_stress_is_strain_derivative(
     return _check(worst, tolerance, "stress vs strain derivative")
 
 
-def assert_batch_consistent(model, graphs, *, tolerance: float = 1e-10, dtype=torch.float64) -> float:
+def assert_batch_consistent(
+    model, graphs, *, tolerance: float = 1e-10, dtype=torch.float64
+) -> float:
     """A batch predicts what its structures predict one by one, and nothing crosses graphs:
     ∂E_g/∂r_i = 0 for every atom i outside graph g."""
     model, _ = _prepare(model, None, dtype)
@@ -283,7 +292,13 @@ def assert_batch_consistent(model, graphs, *, tolerance: float = 1e-10, dtype=to
 
 
 def assert_local(
-    model, a: _Structure, b: _Structure, r_max: float, *, tolerance: float = 1e-10, dtype=torch.float64
+    model,
+    a: _Structure,
+    b: _Structure,
+    r_max: float,
+    *,
+    tolerance: float = 1e-10,
+    dtype=torch.float64,
 ) -> float:
     """Two molecules farther apart than ``r_max`` (Å): E(a ∪ b) = E(a) + E(b), forces unchanged."""
     model, _ = _prepare(model, None, dtype)
@@ -299,7 +314,12 @@ def assert_local(
 
 
 def assert_smooth_at_cutoff(
-    model, numbers: Sequence[int], r_max: float, *, delta: float = 1e-5, tolerance: float = 1e-6,
+    model,
+    numbers: Sequence[int],
+    r_max: float,
+    *,
+    delta: float = 1e-5,
+    tolerance: float = 1e-6,
     dtype=torch.float64,
 ) -> float:
     """A dimer's interaction energy and force go continuously to zero at ``r_max``.
@@ -326,8 +346,14 @@ def assert_smooth_at_cutoff(
 
 
 def assert_periodic_images_consistent(
-    model, atoms, r_max: float, *, equivalent: Sequence = (), supercell=(2, 2, 2),
-    tolerance: float = 1e-9, dtype=torch.float64,
+    model,
+    atoms,
+    r_max: float,
+    *,
+    equivalent: Sequence = (),
+    supercell=(2, 2, 2),
+    tolerance: float = 1e-9,
+    dtype=torch.float64,
 ) -> float:
     """A periodic crystal (``ase.Atoms``) predicts the same energy per atom as its ``supercell``
     and any ``equivalent`` cells (e.g. primitive vs conventional), and the same energy and
@@ -353,20 +379,28 @@ def assert_periodic_images_consistent(
     return _check(worst, tolerance, "periodic images (supercell / equivalent cells / unwrapped)")
 
 
-def assert_permutation_equivariant(model, graph, *, tolerance: float = 1e-10, dtype=torch.float64) -> float:
+def assert_permutation_equivariant(
+    model, graph, *, tolerance: float = 1e-10, dtype=torch.float64
+) -> float:
     """Relabelling the atoms leaves the energy unchanged and permutes the forces."""
     model, graph = _prepare(model, graph, dtype)
     n = graph.positions.shape[0]
     # permute within each structure so that ``batch`` stays sorted
-    perm = torch.cat([
-        torch.nonzero(graph.batch == k).flatten()[torch.randperm(int((graph.batch == k).sum()))]
-        for k in range(graph.num_graphs)
-    ])
+    perm = torch.cat(
+        [
+            torch.nonzero(graph.batch == k).flatten()[torch.randperm(int((graph.batch == k).sum()))]
+            for k in range(graph.num_graphs)
+        ]
+    )
     inverse = torch.empty_like(perm)
     inverse[perm] = torch.arange(n)
     permuted = _dataclasses.replace(
-        graph, positions=graph.positions[perm], numbers=graph.numbers[perm], batch=graph.batch[perm],
-        edge_src=inverse[graph.edge_src], edge_dst=inverse[graph.edge_dst],
+        graph,
+        positions=graph.positions[perm],
+        numbers=graph.numbers[perm],
+        batch=graph.batch[perm],
+        edge_src=inverse[graph.edge_src],
+        edge_dst=inverse[graph.edge_dst],
     )
     p, q = _predict(model, graph), _predict(model, permuted)
     worst = (p.energy - q.energy).abs().max().item()
@@ -374,7 +408,9 @@ def assert_permutation_equivariant(model, graph, *, tolerance: float = 1e-10, dt
     return _check(worst, tolerance, "permutation equivariance")
 
 
-def assert_translation_invariant(model, graph, *, tolerance: float = 1e-10, dtype=torch.float64) -> float:
+def assert_translation_invariant(
+    model, graph, *, tolerance: float = 1e-10, dtype=torch.float64
+) -> float:
     """Translating every atom by the same vector changes neither energy nor forces."""
     model, graph = _prepare(model, graph, dtype)
     shift = 3.0 * torch.randn(3, dtype=dtype)
@@ -391,8 +427,14 @@ def rotated_graph(graph, R: torch.Tensor):
 
 
 def assert_rotation_equivariant(
-    model, graph, *, parity: bool = True, stress: bool = False, n_elements: int = 4,
-    tolerance: float = 1e-9, dtype=torch.float64,
+    model,
+    graph,
+    *,
+    parity: bool = True,
+    stress: bool = False,
+    n_elements: int = 4,
+    tolerance: float = 1e-9,
+    dtype=torch.float64,
 ) -> float:
     """E(R r) = E(r), F(R r) = R F(r), σ(R r) = R σ Rᵀ for random rotations, and for improper
     elements (with the inversion) too when ``parity``."""

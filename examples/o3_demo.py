@@ -33,7 +33,13 @@ print(f"CartesianTensor('ij') = {ct}   (dim {ct.dim})")
 parts = ct.from_cartesian(T)  # [n, 9] = [0e | 1e | 2e]
 
 # the same with Wigner 3j symbols: part_l,m = sqrt(2l+1) Σ_ij C^{1 1 l}_{ij m} a_i b_j
-by_3j = torch.cat([math.sqrt(2 * l + 1) * torch.einsum("ijm,zi,zj->zm", wigner_3j(1, 1, l), a, b) for l in range(3)], dim=1)
+by_3j = torch.cat(
+    [
+        math.sqrt(2 * l + 1) * torch.einsum("ijm,zi,zj->zm", wigner_3j(1, 1, l), a, b)
+        for l in range(3)
+    ],
+    dim=1,
+)
 
 scalar = (a * b).sum(-1, keepdim=True) / math.sqrt(3)
 vector = torch.linalg.cross(a, b) / math.sqrt(2)
@@ -56,11 +62,17 @@ b_g = torch.einsum("gij,zj->gzi", g, b)
 parts_g = ct.from_vectors(a_g, b_g)  # parts of the transformed inputs   [8, n, 9]
 D_parts = torch.einsum("gij,zj->gzi", D, parts)  # transformed parts of the inputs [8, n, 9]
 for l, sl in zip(range(3), irreps.slices()):
-    errors[f"l={l}: part(g·a, g·b) vs D^{l}(g) part(a, b)"] = (parts_g[..., sl] - D_parts[..., sl]).abs().max().item()
+    errors[f"l={l}: part(g·a, g·b) vs D^{l}(g) part(a, b)"] = (
+        (parts_g[..., sl] - D_parts[..., sl]).abs().max().item()
+    )
 
 # the 1e part is a pseudovector: under the inversion it does NOT change sign, unlike a and b
-errors["1e part invariant under inversion"] = (ct.from_vectors(-a, -b)[:, 1:4] - parts[:, 1:4]).abs().max().item()
-errors["1e part vs 1o rule (should be large)"] = (ct.from_vectors(-a, -b)[:, 1:4] + parts[:, 1:4]).abs().max().item()
+errors["1e part invariant under inversion"] = (
+    (ct.from_vectors(-a, -b)[:, 1:4] - parts[:, 1:4]).abs().max().item()
+)
+errors["1e part vs 1o rule (should be large)"] = (
+    (ct.from_vectors(-a, -b)[:, 1:4] + parts[:, 1:4]).abs().max().item()
+)
 
 print(f"{'check':<52} max |error|")
 ok = True

@@ -35,20 +35,33 @@ structures = load_dataset("ethanol")
 parts = split(structures, n_train=args.n_train, n_valid=50, n_test=200, seed=0)
 shifts = energy_shifts(parts.train)  # {Z: eV}, least squares on the training set only
 species = tuple(sorted(shifts))
-print(f"ethanol, GFN2-xTB: {len(structures)} frames; train {len(parts.train)}, "
-      f"test {len(parts.test)}; per-species shifts (eV) "
-      + ", ".join(f"Z={z}: {e:.3f}" for z, e in shifts.items()))
+print(
+    f"ethanol, GFN2-xTB: {len(structures)} frames; train {len(parts.train)}, "
+    f"test {len(parts.test)}; per-species shifts (eV) "
+    + ", ".join(f"Z={z}: {e:.3f}" for z, e in shifts.items())
+)
 
 # energies of these frames vary by ~1 eV around the shifts: scale atomic energies to that
 residual = torch.tensor([s.energy - sum(shifts[int(z)] for z in s.numbers) for s in parts.train])
 scale = float(residual.std() / len(parts.train[0].numbers) ** 0.5)
-config = NequIPConfig(species=species, r_max=4.0, lmax=1, num_features=16, num_layers=2,
-                      energy_shifts=tuple(shifts[z] for z in species), energy_scales=scale)
+config = NequIPConfig(
+    species=species,
+    r_max=4.0,
+    lmax=1,
+    num_features=16,
+    num_layers=2,
+    energy_shifts=tuple(shifts[z] for z in species),
+    energy_scales=scale,
+)
 model = NequIP(config)
-print(f"NequIP lmax={config.lmax}, {config.num_layers} layers, {config.num_features} features, "
-      f"{sum(p.numel() for p in model.parameters())} parameters")
+print(
+    f"NequIP lmax={config.lmax}, {config.num_layers} layers, {config.num_features} features, "
+    f"{sum(p.numel() for p in model.parameters())} parameters"
+)
 
-train_loader = make_loader(AtomsDataset(parts.train, config.r_max), batch_size=10, shuffle=True, seed=0)
+train_loader = make_loader(
+    AtomsDataset(parts.train, config.r_max), batch_size=10, shuffle=True, seed=0
+)
 test_loader = make_loader(AtomsDataset(parts.test, config.r_max), batch_size=50)
 
 
@@ -84,8 +97,10 @@ while time.perf_counter() - start < 60 * args.minutes:
         print(f"  epoch {epoch:3d}  {time.perf_counter() - start:5.0f} s  loss {loss.item():.4f}")
 
 e1, f1 = mae(model, test_loader)
-print(f"after {epoch} epochs: energy MAE {e1:.1f} meV/atom, force MAE {f1:.0f} meV/Å "
-      f"(test set, {len(parts.test)} frames)")
+print(
+    f"after {epoch} epochs: energy MAE {e1:.1f} meV/atom, force MAE {f1:.0f} meV/Å "
+    f"(test set, {len(parts.test)} frames)"
+)
 
 # save, reload (safetensors, no pickle) and check the reloaded model gives the same numbers
 path = args.out / "nequip-ethanol.safetensors"
@@ -101,7 +116,9 @@ model64 = model.to(torch.float64)
 R = rand_matrix(dtype=torch.float64)
 f_rot = predict(model64, graph.deformed(graph.positions @ R.T, torch.zeros_like(graph.cell))).forces
 f_ref = predict(model64, graph).forces @ R.T
-print(f"rotation equivariance of the forces: max |F(Rx) − R F(x)| = {(f_rot - f_ref).abs().max():.1e} eV/Å")
+print(
+    f"rotation equivariance of the forces: max |F(Rx) − R F(x)| = {(f_rot - f_ref).abs().max():.1e} eV/Å"
+)
 
 # parity plot of the test-set forces
 import matplotlib  # noqa: E402
@@ -119,8 +136,11 @@ fig, ax = plt.subplots(figsize=(4.5, 4.5))
 ax.scatter(ref, pred, s=2, alpha=0.4)
 lim = float(ref.abs().max()) * 1.05
 ax.plot([-lim, lim], [-lim, lim], "k--", lw=0.8)
-ax.set(xlabel="GFN2-xTB force (eV/Å)", ylabel="NequIP force (eV/Å)",
-       title=f"ethanol test set, MAE {f1:.0f} meV/Å")
+ax.set(
+    xlabel="GFN2-xTB force (eV/Å)",
+    ylabel="NequIP force (eV/Å)",
+    title=f"ethanol test set, MAE {f1:.0f} meV/Å",
+)
 fig.tight_layout()
 fig.savefig(args.out / "force_parity.png", dpi=120)
 print(f"parity plot: {args.out / 'force_parity.png'}")

@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=None, help="OpenMP threads of PySCF (default: its own)"
     )
     parser.add_argument(
-        "--xtb-threads", type=int, default=1,
+        "--xtb-threads",
+        type=int,
+        default=1,
         help="OpenMP threads of tblite (default 1: fastest for molecules)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -64,8 +66,13 @@ def run(args: argparse.Namespace) -> int:
         multiplicity=args.multiplicity,
     )
     frames = label(
-        args.molecule, args.output, sampling, level, threads=args.threads,
-        progress=not args.quiet, xtb_threads=args.xtb_threads,
+        args.molecule,
+        args.output,
+        sampling,
+        level,
+        threads=args.threads,
+        progress=not args.quiet,
+        xtb_threads=args.xtb_threads,
     )
     print(f"{args.output}: {len(frames)} frames, {level.name}, eV/Å")
     return 0

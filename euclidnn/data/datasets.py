@@ -43,16 +43,26 @@ class DatasetInfo:
 
 
 _MD17_XTB = "Langevin MD at 500 K (GFN2-xTB, 0.5 fs, every 10th step after 1000), seed 0"
-_MD17 = ("ethanol", "malonaldehyde", "benzene", "toluene", "uracil", "naphthalene",
-         "salicylic_acid", "aspirin")
+_MD17 = (
+    "ethanol",
+    "malonaldehyde",
+    "benzene",
+    "toluene",
+    "uracil",
+    "naphthalene",
+    "salicylic_acid",
+    "aspirin",
+)
 
 #: All shipped sets by name; :func:`list_datasets` lists those present in this installation.
 DATASETS: dict[str, DatasetInfo] = {
-    name: DatasetInfo(name, f"{name}-gfn2xtb.xyz.gz", "GFN2-xTB", 1000, _MD17_XTB)
-    for name in _MD17
+    name: DatasetInfo(name, f"{name}-gfn2xtb.xyz.gz", "GFN2-xTB", 1000, _MD17_XTB) for name in _MD17
 }
 DATASETS["ethanol-pbe"] = DatasetInfo(
-    "ethanol-pbe", "ethanol-pbe-def2svp.xyz", "PBE/def2-svp", 500,
+    "ethanol-pbe",
+    "ethanol-pbe-def2svp.xyz",
+    "PBE/def2-svp",
+    500,
     "Langevin MD at 500 K (GFN2-xTB, 0.5 fs, every 10th step after 1000), seed 0; "
     "labelled with PySCF PBE/def2-SVP, density fitting",
 )
@@ -65,7 +75,8 @@ def list_datasets() -> list[str]:
     True
     """
     return [
-        name for name, info in DATASETS.items()
+        name
+        for name, info in DATASETS.items()
         if info.path.is_file() and info.path.stat().st_size > 0
     ]
 

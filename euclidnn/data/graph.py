@@ -73,10 +73,16 @@ class Graph:
 
         Shapes: → [n_edges, 3] Å
         """
-        cell = self.cell.index_select(0, self.batch.index_select(0, self.edge_src))  # [n_edges, 3, 3]
+        cell = self.cell.index_select(
+            0, self.batch.index_select(0, self.edge_src)
+        )  # [n_edges, 3, 3]
         shift = (self.edge_shift.unsqueeze(-1) * cell).sum(-2)  # Σ_i S_i cell_ij (no tiny bmm)
         # index_select rather than [] indexing: its backward is index_add_, not index_put_
-        return self.positions.index_select(0, self.edge_src) - self.positions.index_select(0, self.edge_dst) + shift
+        return (
+            self.positions.index_select(0, self.edge_src)
+            - self.positions.index_select(0, self.edge_dst)
+            + shift
+        )
 
     def deformed(self, positions: Tensor, strain: Tensor) -> Graph:
         """Copy with positions and cell under a homogeneous strain: r → r (1 + sym ε).

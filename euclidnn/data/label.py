@@ -145,7 +145,9 @@ class Level:
                 libxc.parse_xc(self.method)
             except KeyError:
                 known = ", ".join([*XTB_METHODS, "hf", "pbe", "b3lyp", "…(any PySCF functional)"])
-                raise ValueError(f"unknown method {self.method!r}; expected one of {known}") from None
+                raise ValueError(
+                    f"unknown method {self.method!r}; expected one of {known}"
+                ) from None
         if self.basis is None:
             raise ValueError(f"method {self.method!r}: HF/DFT needs a basis (e.g. def2-svp)")
         try:
@@ -241,7 +243,10 @@ def _program(level: Level) -> str:
 
 
 def sample(
-    atoms, sampling: Sampling, path: str | os.PathLike, progress: bool = False,
+    atoms,
+    sampling: Sampling,
+    path: str | os.PathLike,
+    progress: bool = False,
     xtb_threads: int | None = 1,
 ) -> list:
     """Run the Langevin MD and write the kept geometries to ``path`` (atomically).
@@ -478,8 +483,11 @@ def label(
     with (
         open(output, "a") as file,
         tqdm(
-            total=sampling.num_frames, initial=len(done), desc=f"labelling ({level.name})",
-            unit="frame", disable=not progress,
+            total=sampling.num_frames,
+            initial=len(done),
+            desc=f"labelling ({level.name})",
+            unit="frame",
+            disable=not progress,
         ) as bar,
     ):
         for frame in sampled[len(done) :]:
@@ -499,4 +507,3 @@ def label(
             done.append(frame)
             bar.update(1)
     return done
-

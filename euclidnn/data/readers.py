@@ -87,11 +87,20 @@ def read(
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix == ".npz":
-        return read_npz(path, index, energy_unit=energy_unit or "eV",
-                        length_unit=length_unit or "Å", forces_unit=forces_unit,
-                        energy_key=energy_key, forces_key=forces_key)
-    keys = {"energy": energy_key or "energy", "forces": forces_key or "forces",
-            "stress": stress_key or "stress"}
+        return read_npz(
+            path,
+            index,
+            energy_unit=energy_unit or "eV",
+            length_unit=length_unit or "Å",
+            forces_unit=forces_unit,
+            energy_key=energy_key,
+            forces_key=forces_key,
+        )
+    keys = {
+        "energy": energy_key or "energy",
+        "forces": forces_key or "forces",
+        "stress": stress_key or "stress",
+    }
     metadata_units: dict[str, str] = {}
     if format == "db" or (format is None and path.suffix == ".db"):
         frames, metadata_units, distance_unit = _read_db(path, index)
@@ -103,9 +112,11 @@ def read(
     units = {
         "energy": energy_unit,
         "length": length_unit,
-        "forces": forces_unit or metadata_units.get(keys["forces"])
+        "forces": forces_unit
+        or metadata_units.get(keys["forces"])
         or f"{energy_unit}/{length_unit}",
-        "stress": stress_unit or metadata_units.get(keys["stress"])
+        "stress": stress_unit
+        or metadata_units.get(keys["stress"])
         or f"{energy_unit}/{length_unit}^3",
     }
     try:
@@ -163,8 +174,16 @@ def _read_ase(path: Path, index, format) -> list[_Frame]:
     for i, atoms in _select(path, images, index):
         results = dict(atoms.calc.results) if atoms.calc is not None else {}
         arrays = {k: v for k, v in atoms.arrays.items() if k not in ("numbers", "positions")}
-        frames.append(_Frame(i, atoms.numbers, atoms.positions, np.array(atoms.cell), atoms.pbc,
-                             [results, atoms.info, arrays]))
+        frames.append(
+            _Frame(
+                i,
+                atoms.numbers,
+                atoms.positions,
+                np.array(atoms.cell),
+                atoms.pbc,
+                [results, atoms.info, arrays],
+            )
+        )
     return frames
 
 

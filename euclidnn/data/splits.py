@@ -50,8 +50,8 @@ def split_indices(
     """
     n_train, n_valid, n_test = _counts(n, n_train, n_valid, n_test)
     order = np.random.default_rng(seed).permutation(n).tolist()
-    valid = order[n - n_valid:] if n_valid else []
-    test = order[n - n_valid - n_test: n - n_valid] if n_test else []
+    valid = order[n - n_valid :] if n_valid else []
+    test = order[n - n_valid - n_test : n - n_valid] if n_test else []
     return Split(order[:n_train], valid, test)
 
 
@@ -89,6 +89,6 @@ def split_blocks(
     start_test = start_valid + n_valid + gap
     return Split(
         list(items[:n_train]),
-        list(items[start_valid: start_valid + n_valid]),
-        list(items[start_test: start_test + n_test]),
+        list(items[start_valid : start_valid + n_valid]),
+        list(items[start_test : start_test + n_test]),
     )

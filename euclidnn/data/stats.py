@@ -57,8 +57,9 @@ def force_rms(structures: Sequence[Structure]) -> float:
     return float(np.sqrt(np.mean(stacked**2)))
 
 
-def avg_num_neighbors(data: Sequence[Structure] | Sequence[Graph] | Graph,
-                      r_max: float | None = None) -> float:
+def avg_num_neighbors(
+    data: Sequence[Structure] | Sequence[Graph] | Graph, r_max: float | None = None
+) -> float:
     """Mean number of neighbours per atom (edges / atoms), counting periodic images.
 
     Args:

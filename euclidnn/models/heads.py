@@ -45,7 +45,9 @@ class TensorHead(nn.Module):
         self.trunk = trunk
         self.irreps_out = Irreps(irreps_out)
         if len(trunk.layers) < 2:
-            raise ValueError("TensorHead needs a NequIP trunk with num_layers ≥ 2 (its last layer is scalar-only)")
+            raise ValueError(
+                "TensorHead needs a NequIP trunk with num_layers ≥ 2 (its last layer is scalar-only)"
+            )
         missing = [str(ir) for _, ir in self.irreps_out if ir not in trunk.irreps_features]
         if missing:
             raise ValueError(

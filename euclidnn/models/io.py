@@ -74,9 +74,13 @@ def load_model(path: str | os.PathLike, *, device: torch.device | str | None = N
     except Exception as err:  # safetensors raises its own error types
         raise ValueError(f"{path}: not a safetensors file ({err})") from err
     if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a euclidnn model file (metadata 'format' is {metadata.get('format')!r})")
+        raise ValueError(
+            f"{path}: not a euclidnn model file (metadata 'format' is {metadata.get('format')!r})"
+        )
     if metadata.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {metadata.get('version')!r}, this euclidnn reads {FORMAT_VERSION!r}")
+        raise ValueError(
+            f"{path}: format version {metadata.get('version')!r}, this euclidnn reads {FORMAT_VERSION!r}"
+        )
     name = metadata.get("model")
     if name not in _MODELS:
         raise ValueError(f"{path}: unknown model {name!r}; known: {sorted(_MODELS)}")

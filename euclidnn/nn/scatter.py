@@ -27,7 +27,9 @@ def scatter_sum(src: Tensor, index: Tensor, dim_size: int, dim: int = 0) -> Tens
     tensor([4., 0., 2.])
     """
     dim = dim % src.dim()
-    if dim_size == 1:  # one target (one structure): a plain sum; Inductor 2.13 fails on this scatter
+    if (
+        dim_size == 1
+    ):  # one target (one structure): a plain sum; Inductor 2.13 fails on this scatter
         return src.sum(dim, keepdim=True)
     shape = list(src.shape)
     shape[dim] = dim_size

@@ -35,13 +35,17 @@ def _parse_formula(formula: str) -> tuple[str, list[tuple[int, tuple[int, ...]]]
     tokens = formula.replace(" ", "").split("=")
     indices = tokens[0]
     if not indices.isalpha() or len(set(indices)) != len(indices):
-        raise ValueError(f"bad index token {tokens[0]!r} in formula {formula!r}: expected distinct letters, e.g. 'ij'")
+        raise ValueError(
+            f"bad index token {tokens[0]!r} in formula {formula!r}: expected distinct letters, e.g. 'ij'"
+        )
     relations = []
     for token in tokens[1:]:
         sign = -1 if token.startswith("-") else 1
         letters = token.lstrip("-")
         if sorted(letters) != sorted(indices):
-            raise ValueError(f"bad token {token!r} in formula {formula!r}: must permute {indices!r}")
+            raise ValueError(
+                f"bad token {token!r} in formula {formula!r}: must permute {indices!r}"
+            )
         relations.append((sign, tuple(letters.index(c) for c in indices)))
     return indices, relations
 
@@ -127,7 +131,9 @@ class ReducedTensorProducts(torch.nn.Module):
                     irreps[b] = irreps[a]
         unknown = set(irreps) - set(indices)
         if unknown:
-            raise ValueError(f"irreps given for indices {sorted(unknown)} not in formula {formula!r}")
+            raise ValueError(
+                f"irreps given for indices {sorted(unknown)} not in formula {formula!r}"
+            )
         missing = [i for i in indices if i not in irreps]
         if missing:
             raise ValueError(f"no irreps for index {missing[0]!r} of formula {formula!r}")
@@ -135,7 +141,9 @@ class ReducedTensorProducts(torch.nn.Module):
         for _, p in group:
             for d, src in enumerate(p):
                 if irreps_in[d] != irreps_in[src]:
-                    raise ValueError(f"indices {indices[d]!r} and {indices[src]!r} are related by {formula!r} but have different irreps")
+                    raise ValueError(
+                        f"indices {indices[d]!r} and {indices[src]!r} are related by {formula!r} but have different irreps"
+                    )
         keep = None if filter_ir_out is None else {Irrep(ir) for ir in filter_ir_out}
 
         def project(B: torch.Tensor) -> torch.Tensor:

@@ -60,7 +60,9 @@ class Irrep(tuple):
             if isinstance(l, str):
                 match = _IRREP_RE.match(l.strip())
                 if match is None:
-                    raise ValueError(f"cannot parse irrep {l.strip()!r}: expected e.g. '1o', '2e', '3y'")
+                    raise ValueError(
+                        f"cannot parse irrep {l.strip()!r}: expected e.g. '1o', '2e', '3y'"
+                    )
                 l, parity = int(match.group(1)), match.group(2)
                 p = {"e": 1, "o": -1, "y": (-1) ** l}[parity]
             elif isinstance(l, tuple) and len(l) == 2:
@@ -120,7 +122,7 @@ class Irrep(tuple):
         if k is None or self.p == 1:
             return D
         k = torch.as_tensor(k, dtype=D.dtype, device=D.device)
-        return D * (self.p ** k)[..., None, None]
+        return D * (self.p**k)[..., None, None]
 
     def D_from_matrix(self, R: torch.Tensor) -> torch.Tensor:
         r"""Representation of any :math:`R \in O(3)`: :math:`p^k D^l(R \det R)`, k = 1 if det R < 0.
@@ -195,7 +197,9 @@ def _parse(text: str) -> list[MulIrrep]:
     for token in compact.split("+"):
         match = _MUL_IRREP_RE.match(token)
         if match is None:
-            raise ValueError(f"cannot parse irreps term {token!r} in {text!r}: expected 'MULxLP', e.g. '16x0e'")
+            raise ValueError(
+                f"cannot parse irreps term {token!r} in {text!r}: expected 'MULxLP', e.g. '16x0e'"
+            )
         mul = 1 if match.group(1) is None else int(match.group(1))
         terms.append(MulIrrep(mul, Irrep(match.group(2))))
     return terms

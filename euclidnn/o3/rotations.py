@@ -94,7 +94,9 @@ def rand_matrix(*shape: int, dtype=None, device=None, generator=None) -> torch.T
     >>> bool(torch.allclose(R @ R.transpose(-1, -2), torch.eye(3, dtype=torch.float64)))
     True
     """
-    return quaternion_to_matrix(rand_quaternion(*shape, dtype=dtype, device=device, generator=generator))
+    return quaternion_to_matrix(
+        rand_quaternion(*shape, dtype=dtype, device=device, generator=generator)
+    )
 
 
 def rand_angles(*shape: int, dtype=None, device=None, generator=None):
@@ -104,7 +106,9 @@ def rand_angles(*shape: int, dtype=None, device=None, generator=None):
 
 def rand_axis_angle(*shape: int, dtype=None, device=None, generator=None):
     """Axis [*shape, 3] and angle [*shape] of uniform random rotations."""
-    return quaternion_to_axis_angle(rand_quaternion(*shape, dtype=dtype, device=device, generator=generator))
+    return quaternion_to_axis_angle(
+        rand_quaternion(*shape, dtype=dtype, device=device, generator=generator)
+    )
 
 
 def identity_angles(*shape: int, dtype=None, device=None):
@@ -115,7 +119,9 @@ def identity_angles(*shape: int, dtype=None, device=None):
 
 def angles_to_matrix(alpha, beta, gamma) -> torch.Tensor:
     r""":math:`R_y(\alpha) R_x(\beta) R_y(\gamma)`.  Shapes: [...] ×3 → [..., 3, 3]"""
-    alpha, beta, gamma = torch.broadcast_tensors(torch.as_tensor(alpha), torch.as_tensor(beta), torch.as_tensor(gamma))
+    alpha, beta, gamma = torch.broadcast_tensors(
+        torch.as_tensor(alpha), torch.as_tensor(beta), torch.as_tensor(gamma)
+    )
     return matrix_y(alpha) @ matrix_x(beta) @ matrix_y(gamma)
 
 
@@ -125,7 +131,10 @@ def angles_to_xyz(alpha, beta) -> torch.Tensor:
     Shapes: [...] ×2 → [..., 3]
     """
     alpha, beta = torch.broadcast_tensors(torch.as_tensor(alpha), torch.as_tensor(beta))
-    return torch.stack([torch.sin(alpha) * torch.sin(beta), torch.cos(beta), torch.cos(alpha) * torch.sin(beta)], dim=-1)
+    return torch.stack(
+        [torch.sin(alpha) * torch.sin(beta), torch.cos(beta), torch.cos(alpha) * torch.sin(beta)],
+        dim=-1,
+    )
 
 
 def xyz_to_angles(xyz: torch.Tensor):
@@ -213,9 +222,15 @@ def matrix_to_axis_angle(R: torch.Tensor):
     Shapes: [..., 3, 3] → ([..., 3], [...])
     """
     trace = R.diagonal(dim1=-2, dim2=-1).sum(-1)
-    anti = torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    anti = torch.stack(
+        [R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1
+    )
     angle = torch.atan2(anti.norm(dim=-1) / 2, (trace - 1) / 2)
-    sym = R + R.transpose(-1, -2) - (trace - 1)[..., None, None] * torch.eye(3, dtype=R.dtype, device=R.device)
+    sym = (
+        R
+        + R.transpose(-1, -2)
+        - (trace - 1)[..., None, None] * torch.eye(3, dtype=R.dtype, device=R.device)
+    )
     best = sym.diagonal(dim1=-2, dim2=-1).argmax(-1)
     column = torch.gather(sym, -1, best[..., None, None].expand(*best.shape, 3, 1))[..., 0]
     sign = torch.where((column * anti).sum(-1) < 0, -1.0, 1.0).to(R.dtype)

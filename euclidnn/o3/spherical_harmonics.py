@@ -105,14 +105,21 @@ def _symbolic_sh(lmax: int) -> list[list[dict]]:
         if m + 1 <= lmax:
             q[m + 1, m] = {k: (2 * m + 1) * v for k, v in _pmul(zs, q[m, m]).items()}
         for l in range(m + 2, lmax + 1):
-            q[l, m] = _padd(_pmul(zs, q[l - 1, m]), _pmul(r2, q[l - 2, m]), (2 * l - 1) / (l - m), -(l + m - 1) / (l - m))
+            q[l, m] = _padd(
+                _pmul(zs, q[l - 1, m]),
+                _pmul(r2, q[l - 2, m]),
+                (2 * l - 1) / (l - m),
+                -(l + m - 1) / (l - m),
+            )
     out = []
     for l in range(lmax + 1):
         row = []
         for m in range(-l, l + 1):
             a = abs(m)
             k = math.sqrt((2 - (m == 0)) * math.factorial(l - a) / math.factorial(l + a))
-            row.append({key: k * v for key, v in _pmul(q[l, a], sin[a] if m < 0 else cos[a]).items()})
+            row.append(
+                {key: k * v for key, v in _pmul(q[l, a], sin[a] if m < 0 else cos[a]).items()}
+            )
         out.append(row)
     return out
 
@@ -137,7 +144,9 @@ def _monomials(lmax: int) -> tuple[tuple, tuple]:
 
 
 @functools.cache
-def _poly_matrix(ls: tuple, normalization: str, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _poly_matrix(
+    ls: tuple, normalization: str, dtype: torch.dtype, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(bias [Σ(2l+1)], M [n_monomials - 1, Σ(2l+1)]) with Y = bias + [x, y, z, x², …] @ M."""
     lmax = max(ls)
     exps, _ = _monomials(max(lmax, 1))
@@ -154,7 +163,9 @@ def _poly_matrix(ls: tuple, normalization: str, dtype: torch.dtype, device) -> t
     return M[0].contiguous(), M[1:].contiguous()
 
 
-def _sh_poly(ls: tuple, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, normalization: str) -> torch.Tensor:
+def _sh_poly(
+    ls: tuple, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, normalization: str
+) -> torch.Tensor:
     # Monomials are built as contiguous rows [n_monomials, n] (cheap elementwise products of
     # 1-d tensors); one fused matrix product (+ the constant Y^0) combines and transposes them.
     bias, M = _poly_matrix(ls, normalization, x0.dtype, x0.device)
@@ -179,7 +190,9 @@ def _recurrence_constants(lmax: int, normalization: str, dtype: torch.dtype, dev
         # Q̃^l_l = (2l-1)!! / sqrt((2l)!), computed in logs to avoid overflow
         log_diag = sum(math.log(k) for k in range(1, 2 * l, 2)) - 0.5 * math.lgamma(2 * l + 1)
         idx = torch.tensor(list(range(l, 0, -1)) + list(range(0, l + 1)))
-        scale = torch.full((2 * l + 1,), _c_l(l, normalization) * math.sqrt(2.0), dtype=torch.float64)
+        scale = torch.full(
+            (2 * l + 1,), _c_l(l, normalization) * math.sqrt(2.0), dtype=torch.float64
+        )
         scale[l] = _c_l(l, normalization)
         consts.append(
             (
@@ -194,7 +207,9 @@ def _recurrence_constants(lmax: int, normalization: str, dtype: torch.dtype, dev
     return consts
 
 
-def _sh_recurrence(ls: Sequence[int], x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, normalization: str) -> torch.Tensor:
+def _sh_recurrence(
+    ls: Sequence[int], x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, normalization: str
+) -> torch.Tensor:
     # Layout [components, n] keeps every operation on contiguous rows.
     lmax = max(ls)
     consts = _recurrence_constants(lmax, normalization, x0.dtype, x0.device)
@@ -228,7 +243,9 @@ def _sh_recurrence(ls: Sequence[int], x0: torch.Tensor, x1: torch.Tensor, x2: to
     return torch.cat(out, dim=0).T.contiguous()
 
 
-def spherical_harmonics(l, x: torch.Tensor, normalize: bool, normalization: str = "component") -> torch.Tensor:
+def spherical_harmonics(
+    l, x: torch.Tensor, normalize: bool, normalization: str = "component"
+) -> torch.Tensor:
     r"""Real spherical harmonics :math:`Y^l(\vec x)` of any degree (e3nn 0.6's signature and basis).
 
     The harmonics are homogeneous polynomials of degree l of (x, y, z) with the polar axis

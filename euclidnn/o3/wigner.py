@@ -89,7 +89,9 @@ def wigner_D(l: int, alpha, beta, gamma) -> torch.Tensor:
             [ 0.0000,  1.0000,  0.0000],
             [-0.4794,  0.0000,  0.8776]])
     """
-    alpha, beta, gamma = torch.broadcast_tensors(torch.as_tensor(alpha), torch.as_tensor(beta), torch.as_tensor(gamma))
+    alpha, beta, gamma = torch.broadcast_tensors(
+        torch.as_tensor(alpha), torch.as_tensor(beta), torch.as_tensor(gamma)
+    )
     if not alpha.is_floating_point():
         alpha, beta, gamma = (t.to(torch.get_default_dtype()) for t in (alpha, beta, gamma))
     J = _j_matrix(l).to(dtype=alpha.dtype, device=alpha.device)
@@ -214,7 +216,9 @@ def wigner_3j(l1: int, l2: int, l3: int, dtype=torch.float64, device=None) -> to
         if not isinstance(l, int) or l < 0:
             raise ValueError(f"wigner_3j needs integers l >= 0, got {(l1, l2, l3)}")
     if not abs(l1 - l2) <= l3 <= l1 + l2:
-        raise ValueError(f"wigner_3j({l1}, {l2}, {l3}) violates the triangle rule |l1-l2| <= l3 <= l1+l2")
+        raise ValueError(
+            f"wigner_3j({l1}, {l2}, {l3}) violates the triangle rule |l1-l2| <= l3 <= l1+l2"
+        )
     return _wigner_3j(l1, l2, l3).to(dtype=dtype, device=device, copy=True)
 
 

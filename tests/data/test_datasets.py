@@ -21,8 +21,16 @@ def load(name):
 
 
 def test_the_md17_xtb_sets_are_shipped():
-    md17 = ["ethanol", "malonaldehyde", "benzene", "toluene", "uracil", "naphthalene",
-            "salicylic_acid", "aspirin"]
+    md17 = [
+        "ethanol",
+        "malonaldehyde",
+        "benzene",
+        "toluene",
+        "uracil",
+        "naphthalene",
+        "salicylic_acid",
+        "aspirin",
+    ]
     assert set(md17) <= set(SHIPPED)
     assert all(DATASETS[name].level_of_theory for name in SHIPPED)
 
@@ -89,8 +97,12 @@ def test_shipped_set_loads_with_recorded_size_and_finite_labels(name):
 def test_xtb_labels_reproduce_and_are_gradients(name):
     pytest.importorskip("tblite")
     atoms = frames_text(name)[1]
-    structure = Structure(atoms.numbers, atoms.positions, energy=atoms.get_potential_energy(),
-                          forces=atoms.get_forces())
+    structure = Structure(
+        atoms.numbers,
+        atoms.positions,
+        energy=atoms.get_potential_energy(),
+        forces=atoms.get_forces(),
+    )
     atoms.calc = None
     labeller = make_labeller(Level("gfn2-xtb"))
     energy, forces = labeller(atoms)

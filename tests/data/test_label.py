@@ -121,8 +121,9 @@ def test_unknown_molecule_and_method_are_clear_errors(tmp_path, capsys):
 def test_dft_forces_are_gradients(tmp_path):
     pytest.importorskip("pyscf")
     level = Level("pbe", basis="sto-3g")
-    frames = label("water", tmp_path / "w.xyz", Sampling(1, **SHORT), level, threads=1,
-                   progress=False)
+    frames = label(
+        "water", tmp_path / "w.xyz", Sampling(1, **SHORT), level, threads=1, progress=False
+    )
     assert frames[0].info["level_of_theory"] == "PBE/sto-3g"
     assert frames[0].info["density_fit"] is True
     coordinates = [(0, 0), (0, 1), (1, 2)]
@@ -134,9 +135,30 @@ def test_dft_forces_are_gradients(tmp_path):
 
 
 def _command(out, frames):
-    return [sys.executable, "-m", "euclidnn.cli", "label", "water", "-o", str(out), "-n",
-            str(frames), "--method", "hf", "--basis", "sto-3g", "--equilibration", "10",
-            "--interval", "3", "--seed", "1", "--threads", "1", "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "euclidnn.cli",
+        "label",
+        "water",
+        "-o",
+        str(out),
+        "-n",
+        str(frames),
+        "--method",
+        "hf",
+        "--basis",
+        "sto-3g",
+        "--equilibration",
+        "10",
+        "--interval",
+        "3",
+        "--seed",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):

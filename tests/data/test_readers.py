@@ -99,14 +99,21 @@ def test_unit_conversion_against_ase_units(tmp_path, energy_unit, length_unit, f
     atoms.arrays["F"] = np.arange(9.0).reshape(3, 3)
     path = tmp_path / "w.xyz"
     ase.io.write(path, atoms)
-    (s,) = read(path, energy_unit=energy_unit, length_unit=length_unit, energy_key="E",
-                forces_key="F")
+    (s,) = read(
+        path, energy_unit=energy_unit, length_unit=length_unit, energy_key="E", forces_key="F"
+    )
     np.testing.assert_allclose(s.positions, molecule("H2O").positions, atol=1e-12)
     assert s.energy == pytest.approx(-3.0, rel=1e-12)
     np.testing.assert_allclose(s.forces, np.arange(9.0).reshape(3, 3) * factor_e / factor_l)
     # explicit forces unit wins over energy/length
-    (s,) = read(path, energy_unit=energy_unit, length_unit=length_unit, energy_key="E",
-                forces_key="F", forces_unit="eV/Å")
+    (s,) = read(
+        path,
+        energy_unit=energy_unit,
+        length_unit=length_unit,
+        energy_key="E",
+        forces_key="F",
+        forces_unit="eV/Å",
+    )
     np.testing.assert_allclose(s.forces, np.arange(9.0).reshape(3, 3))
 
 
@@ -125,8 +132,13 @@ def test_npz_md17(tmp_path):
     np.testing.assert_allclose(structures[2].forces, forces[2] * kcal)
     np.testing.assert_allclose(structures[3].positions, positions[3])
     # renamed keys (revised MD17 style) and a slice
-    np.savez(tmp_path / "r.npz", coords=positions, nuclear_charges=molecule("CH4").numbers,
-             energies=energies[:, 0], forces=forces)
+    np.savez(
+        tmp_path / "r.npz",
+        coords=positions,
+        nuclear_charges=molecule("CH4").numbers,
+        energies=energies[:, 0],
+        forces=forces,
+    )
     assert len(read_npz(tmp_path / "r.npz", "::2", energy_unit="kcal/mol")) == 2
     np.savez(tmp_path / "k.npz", pos=positions, Z=molecule("CH4").numbers)
     (s,) = read_npz(tmp_path / "k.npz", 0, positions_key="pos")
@@ -158,8 +170,7 @@ def test_qm9_units_from_metadata():
 
 
 def test_iso17_forces_in_row_data():
-    structures = read(shared("iso17_40.db"), energy_key="total_energy",
-                      forces_key="atomic_forces")
+    structures = read(shared("iso17_40.db"), energy_key="total_energy", forces_key="atomic_forces")
     assert len(structures) == 40
     assert all(s.num_atoms == 19 and s.forces.shape == (19, 3) for s in structures)
     assert sorted(set(structures[0].numbers.tolist())) == [1, 6, 8]
@@ -247,17 +258,26 @@ def test_forces_mixed(tmp_path):
 
 
 def test_singular_cell_with_pbc(tmp_path):
-    atoms = Atoms("Si2", positions=[[0, 0, 0], [1.0, 1.0, 1.0]],
-                  cell=[[3, 0, 0], [0, 3, 0], [3, 3, 0]], pbc=True)
+    atoms = Atoms(
+        "Si2",
+        positions=[[0, 0, 0], [1.0, 1.0, 1.0]],
+        cell=[[3, 0, 0], [0, 3, 0], [3, 3, 0]],
+        pbc=True,
+    )
     path = write_xyz(tmp_path / "s.xyz", [atoms])
     with pytest.raises(ValueError, match=r"s\.xyz: frame 0: cell: singular"):
         read(path)
     # the same cell is fine when that direction is not periodic
     with pytest.raises(ValueError, match="cell: singular"):
-        Structure([14, 14], [[0, 0, 0], [1, 1, 1]], cell=[[3, 0, 0], [0, 3, 0], [0, 0, 0]],
-                  pbc=True)
-    Structure([14, 14], [[0, 0, 0], [1, 1, 1]], cell=[[3, 0, 0], [0, 3, 0], [0, 0, 0]],
-              pbc=[True, True, False])
+        Structure(
+            [14, 14], [[0, 0, 0], [1, 1, 1]], cell=[[3, 0, 0], [0, 3, 0], [0, 0, 0]], pbc=True
+        )
+    Structure(
+        [14, 14],
+        [[0, 0, 0], [1, 1, 1]],
+        cell=[[3, 0, 0], [0, 3, 0], [0, 0, 0]],
+        pbc=[True, True, False],
+    )
 
 
 def test_energy_in_wrong_unit(tmp_path):

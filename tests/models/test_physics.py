@@ -43,18 +43,47 @@ SHIFTS = (-13.6, -1029.0, -2041.0, -7870.0)  # eV, so that shifts are exercised
 
 
 def make_schnet():
-    return SchNet(SchNetConfig(species=SPECIES, r_max=R_MAX, num_features=16, num_interactions=2,
-                               num_basis=12, energy_shifts=SHIFTS, energy_scales=0.5))
+    return SchNet(
+        SchNetConfig(
+            species=SPECIES,
+            r_max=R_MAX,
+            num_features=16,
+            num_interactions=2,
+            num_basis=12,
+            energy_shifts=SHIFTS,
+            energy_scales=0.5,
+        )
+    )
 
 
 def make_nequip_l1():
-    return NequIP(NequIPConfig(species=SPECIES, r_max=R_MAX, lmax=1, num_features=4, num_layers=2,
-                               radial_mlp_width=8, avg_num_neighbors=6.0, energy_shifts=SHIFTS))
+    return NequIP(
+        NequIPConfig(
+            species=SPECIES,
+            r_max=R_MAX,
+            lmax=1,
+            num_features=4,
+            num_layers=2,
+            radial_mlp_width=8,
+            avg_num_neighbors=6.0,
+            energy_shifts=SHIFTS,
+        )
+    )
 
 
 def make_nequip_l2_no_parity():
-    return NequIP(NequIPConfig(species=SPECIES, r_max=R_MAX, lmax=2, num_features=4, num_layers=3,
-                               radial_mlp_width=8, parity=False, energy_scales=2.0))
+    return NequIP(
+        NequIPConfig(
+            species=SPECIES,
+            r_max=R_MAX,
+            lmax=2,
+            num_features=4,
+            num_layers=3,
+            radial_mlp_width=8,
+            parity=False,
+            energy_scales=2.0,
+        )
+    )
 
 
 MODELS = [make_schnet, make_nequip_l1, make_nequip_l2_no_parity]
@@ -119,7 +148,12 @@ def test_batch_consistent(make_model, ethanol, silicon):
 
 @model_param
 def test_local(make_model):
-    assert_local(make_model(), _structure(molecule("CH3CH2OH"), 0.05), _structure(molecule("H2O"), 0.05), R_MAX)
+    assert_local(
+        make_model(),
+        _structure(molecule("CH3CH2OH"), 0.05),
+        _structure(molecule("H2O"), 0.05),
+        R_MAX,
+    )
 
 
 @model_param
@@ -172,10 +206,21 @@ def test_training_mode_allows_double_backward(ethanol):
 
 # ---- equivariant outputs --------------------------------------------------------------------
 
-@pytest.mark.parametrize("irreps_out, lmax", [("1o", 1), ("0e + 2e", 2), ("2x0e + 1o + 1e + 2e", 2)])
+
+@pytest.mark.parametrize(
+    "irreps_out, lmax", [("1o", 1), ("0e + 2e", 2), ("2x0e + 1o + 1e + 2e", 2)]
+)
 def test_tensor_head_equivariant(irreps_out, lmax, ethanol):
-    trunk = NequIP(NequIPConfig(species=SPECIES, r_max=R_MAX, lmax=lmax, num_features=4, num_layers=3,
-                                radial_mlp_width=8))
+    trunk = NequIP(
+        NequIPConfig(
+            species=SPECIES,
+            r_max=R_MAX,
+            lmax=lmax,
+            num_features=4,
+            num_layers=3,
+            radial_mlp_width=8,
+        )
+    )
     head = TensorHead(trunk, irreps_out).double()
     irreps = Irreps(irreps_out)
     with torch.no_grad():
@@ -193,7 +238,9 @@ def test_polarizability_matrix_rotates_as_tensor(ethanol):
         alpha = symmetric_matrix(head(ethanol))[0]
         assert torch.allclose(alpha, alpha.T)
         R = random_o3_elements(2)[1]
-        assert torch.allclose(symmetric_matrix(head(rotated_graph(ethanol, R)))[0], R @ alpha @ R.T, atol=1e-10)
+        assert torch.allclose(
+            symmetric_matrix(head(rotated_graph(ethanol, R)))[0], R @ alpha @ R.T, atol=1e-10
+        )
 
 
 def test_tensor_head_rejects_missing_irreps():
@@ -203,6 +250,7 @@ def test_tensor_head_rejects_missing_irreps():
 
 
 # ---- save / load ----------------------------------------------------------------------------
+
 
 @model_param
 def test_save_load_round_trip(make_model, ethanol, tmp_path):

@@ -26,7 +26,9 @@ def rotate_cartesian(T, R):
     n = T.dim()
     letters = "abcdefgh"[:n]
     out_letters = "ijklmnop"[:n]
-    spec = ",".join(f"z{o}{a}" for o, a in zip(out_letters, letters)) + f",{letters}->z{out_letters}"
+    spec = (
+        ",".join(f"z{o}{a}" for o, a in zip(out_letters, letters)) + f",{letters}->z{out_letters}"
+    )
     return torch.einsum(spec, *([R] * n), T)
 
 
@@ -72,7 +74,9 @@ def test_vector_outer_product_decomposition():
 def test_reduced_tensor_products_equivariant_and_symmetric():
     rtp = ReducedTensorProducts("ij=ji", i="1o + 1e + 2e")
     assert rtp.irreps_in == (Irreps("1o + 1e + 2e"),) * 2
-    assert rtp.irreps_out.dim == 11 * 12 // 2  # dimension of the symmetric square of an 11-dim space
+    assert (
+        rtp.irreps_out.dim == 11 * 12 // 2
+    )  # dimension of the symmetric square of an 11-dim space
     assert_equivariant(rtp, [rtp.irreps_in[0]] * 2, rtp.irreps_out)
     x, y = torch.randn(2, 4, 11)
     assert torch.allclose(rtp(x, y), rtp(y, x), atol=1e-6)
@@ -83,7 +87,9 @@ def test_reduced_tensor_products_equivariant_and_symmetric():
     assert str(filtered.irreps_out) == "3x0e"
 
 
-@pytest.mark.parametrize("bad, token", [("ij=jk", "jk"), ("ii", "ii"), ("ij=-j", "-j"), ("i1=1i", "i1")])
+@pytest.mark.parametrize(
+    "bad, token", [("ij=jk", "jk"), ("ii", "ii"), ("ij=-j", "-j"), ("i1=1i", "i1")]
+)
 def test_bad_formulas_name_the_token(bad, token):
     with pytest.raises(ValueError, match=token):
         CartesianTensor(bad)
@@ -110,6 +116,9 @@ def test_agrees_with_e3nn(e3nn_o3, formula):
 
 def test_reduced_tensor_products_agree_with_e3nn(e3nn_o3):
     for formula, irreps in [("ij=ji", "1o + 1e"), ("ij=ji", "2x1o"), ("ijk=jik=jki", "0e + 1o")]:
-        ours, theirs = ReducedTensorProducts(formula, i=irreps), e3nn_o3.ReducedTensorProducts(formula, i=irreps)
+        ours, theirs = (
+            ReducedTensorProducts(formula, i=irreps),
+            e3nn_o3.ReducedTensorProducts(formula, i=irreps),
+        )
         assert str(ours.irreps_out) == str(theirs.irreps_out)
         assert (ours.change_of_basis - theirs.change_of_basis).abs().max() < 1e-10

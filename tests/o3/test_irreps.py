@@ -27,7 +27,16 @@ def test_parse_and_print_round_trip(text, printed):
     assert Irreps(irreps) is irreps
 
 
-@pytest.mark.parametrize("bad, token", [("16x0e + 8x1q", "8x1q"), ("2xx1o", "2xx1o"), ("x1e", "x1e"), ("1e + -1o", "-1o"), ("1e+", "''")])
+@pytest.mark.parametrize(
+    "bad, token",
+    [
+        ("16x0e + 8x1q", "8x1q"),
+        ("2xx1o", "2xx1o"),
+        ("x1e", "x1e"),
+        ("1e + -1o", "-1o"),
+        ("1e+", "''"),
+    ],
+)
 def test_malformed_irreps_name_the_token(bad, token):
     with pytest.raises(ValueError, match=token.replace("+", r"\+")):
         Irreps(bad)
@@ -120,7 +129,9 @@ def test_D_is_a_representation_of_O3():
     assert (Irreps("1e").D_from_matrix(R1) - det[:, None, None] * R1).abs().max() < 1e-12
     assert (Irreps("0o").D_from_matrix(R1)[:, 0, 0] - det).abs().max() < 1e-12
     inversion = -torch.eye(3, dtype=torch.float64)
-    expected = torch.tensor([1, 1, -1, -1, -1, -1, 1, 1, 1] + [1] * 5 + [-1] * 5 + [-1] * 7, dtype=torch.float64)
+    expected = torch.tensor(
+        [1, 1, -1, -1, -1, -1, 1, 1, 1] + [1] * 5 + [-1] * 5 + [-1] * 7, dtype=torch.float64
+    )
     assert (irreps.D_from_matrix(inversion) - torch.diag(expected)).abs().max() < 1e-12
 
 
@@ -144,7 +155,12 @@ def test_D_from_angles_quaternion_axis_angle_agree_with_matrix():
 
 
 def test_agrees_with_e3nn(e3nn_o3):
-    for text in ["16x0e + 8x1o + 2e", "1e + 1e + 0e + 0x2o + 1e", "2o + 1e + 0e + 1e + 0o", "3y+0x1o"]:
+    for text in [
+        "16x0e + 8x1o + 2e",
+        "1e + 1e + 0e + 0x2o + 1e",
+        "2o + 1e + 0e + 1e + 0o",
+        "3y+0x1o",
+    ]:
         ours, theirs = Irreps(text), e3nn_o3.Irreps(text)
         assert str(ours) == str(theirs)
         assert str(ours.simplify()) == str(theirs.simplify())

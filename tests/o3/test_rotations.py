@@ -30,12 +30,20 @@ def test_haar_mean_is_zero():
 
 def test_elementary_rotations():
     t = torch.tensor(0.3, dtype=torch.float64)
-    for fn, axis in [(r.matrix_x, [1.0, 0, 0]), (r.matrix_y, [0, 1.0, 0]), (r.matrix_z, [0, 0, 1.0])]:
+    for fn, axis in [
+        (r.matrix_x, [1.0, 0, 0]),
+        (r.matrix_y, [0, 1.0, 0]),
+        (r.matrix_z, [0, 0, 1.0]),
+    ]:
         expected = r.axis_angle_to_matrix(torch.tensor(axis, dtype=torch.float64), t)
         assert (fn(t) - expected).abs().max() < 1e-15
     # right-handed: rotating x̂ by +90° about z gives ŷ
-    assert torch.allclose(r.matrix_z(torch.tensor(math.pi / 2, dtype=torch.float64)) @ torch.tensor([1.0, 0, 0], dtype=torch.float64),
-                          torch.tensor([0, 1.0, 0], dtype=torch.float64), atol=1e-15)
+    assert torch.allclose(
+        r.matrix_z(torch.tensor(math.pi / 2, dtype=torch.float64))
+        @ torch.tensor([1.0, 0, 0], dtype=torch.float64),
+        torch.tensor([0, 1.0, 0], dtype=torch.float64),
+        atol=1e-15,
+    )
 
 
 def test_angles_round_trip():
@@ -78,7 +86,9 @@ def test_quaternion_composition_is_matrix_product():
     assert (R - r.quaternion_to_matrix(q1) @ r.quaternion_to_matrix(q2)).abs().max() < 1e-12
 
 
-@pytest.mark.parametrize("angle_range", [(1e-3, math.pi - 1e-3), (math.pi - 1e-6, math.pi), (1e-9, 1e-4)])
+@pytest.mark.parametrize(
+    "angle_range", [(1e-3, math.pi - 1e-3), (math.pi - 1e-6, math.pi), (1e-9, 1e-4)]
+)
 def test_axis_angle_round_trip(angle_range):
     lo, hi = angle_range
     axis = torch.nn.functional.normalize(torch.randn(N, 3, dtype=torch.float64), dim=-1)
@@ -118,7 +128,9 @@ def test_agrees_with_e3nn(e3nn_o3):
     q = r.rand_quaternion(N, dtype=torch.float64)
     assert (r.quaternion_to_matrix(q) - e3nn_o3.quaternion_to_matrix(q)).abs().max() < 1e-12
     axis, angle = r.rand_axis_angle(N, dtype=torch.float64)
-    assert (r.axis_angle_to_matrix(axis, angle) - e3nn_o3.axis_angle_to_matrix(axis, angle)).abs().max() < 1e-12
+    assert (
+        r.axis_angle_to_matrix(axis, angle) - e3nn_o3.axis_angle_to_matrix(axis, angle)
+    ).abs().max() < 1e-12
     x = torch.randn(N, 3, dtype=torch.float64)
     for ours, theirs in zip(r.xyz_to_angles(x), e3nn_o3.xyz_to_angles(x)):
         assert (ours - theirs).abs().max() < 1e-12

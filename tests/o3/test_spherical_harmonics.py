@@ -16,18 +16,24 @@ def sphere_quadrature(n):
     phi = 2 * np.pi * np.arange(2 * n) / (2 * n)
     t, phi = np.meshgrid(t, phi, indexing="ij")
     s = np.sqrt(1 - t**2)
-    xyz = np.stack([s * np.cos(phi), s * np.sin(phi), t], -1).reshape(-1, 3)  # polar axis z on purpose
+    xyz = np.stack([s * np.cos(phi), s * np.sin(phi), t], -1).reshape(
+        -1, 3
+    )  # polar axis z on purpose
     return torch.from_numpy(xyz), torch.from_numpy(np.repeat(w, 2 * n) * (np.pi / n))
 
 
 def test_orthonormal_on_quadrature_grid():
     points, weights = sphere_quadrature(LMAX + 2)
-    Y = spherical_harmonics(list(range(LMAX + 1)), points, normalize=False, normalization="integral")
+    Y = spherical_harmonics(
+        list(range(LMAX + 1)), points, normalize=False, normalization="integral"
+    )
     gram = torch.einsum("pi,pj,p->ij", Y, Y, weights)
     assert (gram - torch.eye(gram.shape[0], dtype=torch.float64)).abs().max() < 1e-12
 
 
-@pytest.mark.parametrize("normalization, expected", [("component", lambda l: 2 * l + 1), ("norm", lambda l: 1.0)])
+@pytest.mark.parametrize(
+    "normalization, expected", [("component", lambda l: 2 * l + 1), ("norm", lambda l: 1.0)]
+)
 def test_normalization_on_unit_vectors(normalization, expected):
     x = torch.randn(50, 3, dtype=torch.float64)
     for l in range(LMAX + 1):
@@ -44,13 +50,19 @@ def test_low_degrees_explicit():
     # Y^2_0 (m = 0, polar axis y) = sqrt(5)/2 (3y² − 1)
     assert torch.allclose(y[:, 6], math.sqrt(5) / 2 * (3 * u[:, 1] ** 2 - 1))
     # integral normalization of Y^0 is 1/sqrt(4π)
-    assert torch.allclose(spherical_harmonics(0, x, True, "integral"), torch.full((20, 1), (4 * math.pi) ** -0.5, dtype=torch.float64))
+    assert torch.allclose(
+        spherical_harmonics(0, x, True, "integral"),
+        torch.full((20, 1), (4 * math.pi) ** -0.5, dtype=torch.float64),
+    )
 
 
 def test_equivariance_up_to_l12_including_inversion():
     irreps = Irreps.spherical_harmonics(LMAX)
     x = torch.randn(30, 3, dtype=torch.float64)
-    R = rand_matrix(4, dtype=torch.float64) * torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)[:, None, None]
+    R = (
+        rand_matrix(4, dtype=torch.float64)
+        * torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)[:, None, None]
+    )
     D = irreps.D_from_matrix(R)  # [4, dim, dim]
     y = spherical_harmonics(irreps, x, normalize=True)
     y_rot = spherical_harmonics(irreps, x @ R.transpose(-1, -2), normalize=True)  # [4, 30, dim]
@@ -60,7 +72,11 @@ def test_equivariance_up_to_l12_including_inversion():
 def test_homogeneous_polynomials_when_not_normalized():
     x = torch.randn(10, 3, dtype=torch.float64)
     for l in [0, 1, 2, 3, 4, 7, 12]:
-        assert torch.allclose(spherical_harmonics(l, 1.7 * x, False), 1.7**l * spherical_harmonics(l, x, False), rtol=1e-10)
+        assert torch.allclose(
+            spherical_harmonics(l, 1.7 * x, False),
+            1.7**l * spherical_harmonics(l, x, False),
+            rtol=1e-10,
+        )
     assert torch.allclose(spherical_harmonics(5, -x, False), -spherical_harmonics(5, x, False))
 
 
@@ -86,9 +102,17 @@ def test_shapes_and_selection():
     x = torch.randn(2, 5, 3)
     assert spherical_harmonics([0, 1, 2], x, True).shape == (2, 5, 9)
     full = spherical_harmonics(list(range(6)), x, True)
-    assert torch.allclose(spherical_harmonics([2, 0], x, True), torch.cat([full[..., 4:9], full[..., :1]], -1), atol=1e-6)
+    assert torch.allclose(
+        spherical_harmonics([2, 0], x, True),
+        torch.cat([full[..., 4:9], full[..., :1]], -1),
+        atol=1e-6,
+    )
     assert torch.allclose(spherical_harmonics("5o", x, True), full[..., 25:36], atol=1e-6)
-    assert torch.allclose(spherical_harmonics([3, 5], x, True), torch.cat([full[..., 9:16], full[..., 25:36]], -1), atol=1e-6)
+    assert torch.allclose(
+        spherical_harmonics([3, 5], x, True),
+        torch.cat([full[..., 9:16], full[..., 25:36]], -1),
+        atol=1e-6,
+    )
     assert spherical_harmonics(Irreps("0e + 2x1o"), x, True).shape == (2, 5, 7)
     zero = spherical_harmonics([0, 1, 4], torch.zeros(1, 3), True)
     assert torch.equal(zero, torch.tensor([[1.0] + [0.0] * 12]))
@@ -101,7 +125,9 @@ def test_shapes_and_selection():
 @pytest.mark.parametrize("lmax", [3, 5])
 def test_gradcheck(lmax):
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v: spherical_harmonics(list(range(lmax + 1)), v, True), (x,))
+    assert torch.autograd.gradcheck(
+        lambda v: spherical_harmonics(list(range(lmax + 1)), v, True), (x,)
+    )
 
 
 @pytest.mark.parametrize("ls", [[0, 1, 2, 3], [2, 5]])
@@ -116,7 +142,9 @@ def test_gradient_of_l1_is_projector():
     x = torch.randn(3, dtype=torch.float64, requires_grad=True)
     J = torch.autograd.functional.jacobian(lambda v: spherical_harmonics(1, v, True), x)
     u = (x / x.norm()).detach()
-    expected = math.sqrt(3) * (torch.eye(3, dtype=torch.float64) - torch.outer(u, u)) / x.norm().detach()
+    expected = (
+        math.sqrt(3) * (torch.eye(3, dtype=torch.float64) - torch.outer(u, u)) / x.norm().detach()
+    )
     assert torch.allclose(J, expected)
 
 

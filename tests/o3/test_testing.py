@@ -13,11 +13,22 @@ def test_random_elements_cover_rotations_and_inversion():
 
 
 def test_equivariant_functions_pass():
-    assert assert_equivariant(lambda x: spherical_harmonics([0, 1, 2, 3], x, True), "1o", Irreps.spherical_harmonics(3)) < 1e-10
-    assert assert_equivariant(lambda a, b: (a * b).sum(-1, keepdim=True), ["1o", "1o"], "0e") < 1e-10
+    assert (
+        assert_equivariant(
+            lambda x: spherical_harmonics([0, 1, 2, 3], x, True),
+            "1o",
+            Irreps.spherical_harmonics(3),
+        )
+        < 1e-10
+    )
+    assert (
+        assert_equivariant(lambda a, b: (a * b).sum(-1, keepdim=True), ["1o", "1o"], "0e") < 1e-10
+    )
     assert assert_equivariant(torch.linalg.cross, ["1o", "1o"], "1e") < 1e-10
     # several outputs
-    assert assert_equivariant(lambda x: (x, x.norm(dim=-1, keepdim=True)), "1o", ["1o", "0e"]) < 1e-10
+    assert (
+        assert_equivariant(lambda x: (x, x.norm(dim=-1, keepdim=True)), "1o", ["1o", "0e"]) < 1e-10
+    )
 
 
 def test_parity_errors_are_caught():

@@ -35,14 +35,18 @@ def test_homomorphism_orthogonality_identity(l):
     assert (D12 - D1 @ D2).abs().max() < 1e-10
     eye = torch.eye(2 * l + 1, dtype=torch.float64)
     assert (D1 @ D1.transpose(-1, -2) - eye).abs().max() < 1e-12
-    assert (wigner_D_from_matrix(l, R1.transpose(-1, -2)) - D1.transpose(-1, -2)).abs().max() < 1e-10
+    assert (
+        wigner_D_from_matrix(l, R1.transpose(-1, -2)) - D1.transpose(-1, -2)
+    ).abs().max() < 1e-10
     zero = torch.zeros((), dtype=torch.float64)
     assert (wigner_D(l, zero, zero, zero) - eye).abs().max() < 1e-14
 
 
 def test_dtype_and_batch_follow_inputs():
     a = torch.zeros(2, 3)
-    assert wigner_D(3, a, a, a).shape == (2, 3, 7, 7) and wigner_D(3, a, a, a).dtype == torch.float32
+    assert (
+        wigner_D(3, a, a, a).shape == (2, 3, 7, 7) and wigner_D(3, a, a, a).dtype == torch.float32
+    )
 
 
 def test_wigner_3j_is_invariant_for_all_triples_up_to_6():
@@ -60,7 +64,9 @@ def test_wigner_3j_is_invariant_for_all_triples_up_to_6():
 def test_wigner_3j_large_l_invariant():
     R = rand_matrix(dtype=torch.float64)
     C = wigner_3j(9, 10, 11)
-    rotated = torch.einsum("ijk,il,jm,kn->lmn", C, *(wigner_D_from_matrix(l, R) for l in (9, 10, 11)))
+    rotated = torch.einsum(
+        "ijk,il,jm,kn->lmn", C, *(wigner_D_from_matrix(l, R) for l in (9, 10, 11))
+    )
     assert (rotated - C).abs().max() < 1e-10
 
 
@@ -74,15 +80,22 @@ def test_wigner_3j_known_values():
     assert (wigner_3j(1, 1, 1) - epsilon / math.sqrt(6)).abs().max() < 1e-15
     # C^{l l 0}_{ij} = δ_ij / sqrt(2l+1) (the real basis is orthonormal)
     for l in range(6):
-        assert (wigner_3j(l, l, 0)[..., 0] - torch.eye(2 * l + 1, dtype=torch.float64) / math.sqrt(2 * l + 1)).abs().max() < 1e-14
+        assert (
+            wigner_3j(l, l, 0)[..., 0]
+            - torch.eye(2 * l + 1, dtype=torch.float64) / math.sqrt(2 * l + 1)
+        ).abs().max() < 1e-14
 
 
 def test_wigner_3j_permutation_symmetry():
     """Swapping two indices multiplies C by (−1)^(l1+l2+l3)."""
     for l1, l2, l3 in triples(4):
         sign = (-1) ** (l1 + l2 + l3)
-        assert (wigner_3j(l2, l1, l3) - sign * wigner_3j(l1, l2, l3).transpose(0, 1)).abs().max() < 1e-14
-        assert (wigner_3j(l3, l2, l1) - sign * wigner_3j(l1, l2, l3).permute(2, 1, 0)).abs().max() < 1e-14
+        assert (
+            wigner_3j(l2, l1, l3) - sign * wigner_3j(l1, l2, l3).transpose(0, 1)
+        ).abs().max() < 1e-14
+        assert (
+            wigner_3j(l3, l2, l1) - sign * wigner_3j(l1, l2, l3).permute(2, 1, 0)
+        ).abs().max() < 1e-14
 
 
 def test_wigner_3j_selection_rule_and_cache_copy():
@@ -104,7 +117,12 @@ def test_spherical_harmonics_recurrence_with_3j():
     x = torch.randn(20, 3, dtype=torch.float64)
     for l in range(6):
         lhs = spherical_harmonics(l + 1, x, True)
-        rhs = torch.einsum("ijk,zi,zj->zk", wigner_3j(l, 1, l + 1), spherical_harmonics(l, x, True), x / x.norm(dim=-1, keepdim=True))
+        rhs = torch.einsum(
+            "ijk,zi,zj->zk",
+            wigner_3j(l, 1, l + 1),
+            spherical_harmonics(l, x, True),
+            x / x.norm(dim=-1, keepdim=True),
+        )
         ratio = (lhs * rhs).sum() / (rhs * rhs).sum()
         assert ratio > 0
         assert (lhs - ratio * rhs).abs().max() < 1e-10
