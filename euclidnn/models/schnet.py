@@ -248,13 +248,15 @@ class SchNet(nn.Module):
             "species rows", (graph.numbers, table), lambda: self.species_index(graph.numbers)
         )
         positions = graph.positions
-        mu = torch.linspace(0.0, cfg.r_max, cfg.num_basis, dtype=positions.dtype)
+        mu = torch.linspace(
+            0.0, cfg.r_max, cfg.num_basis, dtype=positions.dtype, device=positions.device
+        )
         gamma = (
             cfg.gamma
             if cfg.gamma is not None
             else 0.5 / (cfg.r_max / max(cfg.num_basis - 1, 1)) ** 2
         )
-        if FUSED and row is not None:  # the whole call in one C function where it can run
+        if FUSED and row is not None and positions.device.type == "cpu":  # one C call
             n = positions.shape[0]
             edges = _native.edges_for(src, dst, n, n, row, pair_edge.shape[0])
             out = _schnet_native.energy_and_forces(
