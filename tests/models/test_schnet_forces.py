@@ -179,3 +179,30 @@ def test_radial_kernel_matches_the_pytorch_bases(dtype, tol):
     torch.testing.assert_close(de, de_ref, rtol=tol, atol=10 * tol)
     torch.testing.assert_close(dfc, dfc_ref, rtol=tol, atol=tol)
     assert (e[e != 0].abs() >= torch.finfo(dtype).tiny).all()  # no subnormals
+
+
+def test_concurrent_calls_from_threads_agree_with_serial_ones():
+    """Two Python threads alternate different molecules (the per-graph caches are process-wide,
+    the C kernel's workspace is per thread): every result equals the serial one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = schnet().double()
+    graphs = [
+        Graph.from_ase(molecule(name), 5.0, torch.float64)
+        for name in ("CH3CH2OH", "C6H6", "H2O", "CH3COOH")
+    ]
+    serial = [model.energy_and_forces(g) for g in graphs]
+
+    def work(offset: int) -> bool:
+        for k in range(40):
+            i = (k + offset) % len(graphs)
+            e, f = model.energy_and_forces(graphs[i])
+            # (not bitwise: BLAS may split a product differently under contention)
+            if not torch.allclose(e, serial[i][0], rtol=0, atol=1e-12):
+                return False
+            if not torch.allclose(f, serial[i][1], rtol=0, atol=1e-12):
+                return False
+        return True
+
+    with ThreadPoolExecutor(2) as pool:
+        assert all(pool.map(work, [0, 1]))
