@@ -1,0 +1,204 @@
+"""Levels of theory and the labellers that compute energies and forces at them.
+
+A labeller is a function ``ase.Atoms -> (energy eV, forces eV/Å [n_atoms, 3])``: GFN2-xTB or
+GFN1-xTB through tblite, or HF/DFT through PySCF (density fitting, analytic gradient, previous
+density matrix as the SCF guess). tblite and pyscf are imported lazily, inside the functions
+that need them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Level", "Labeller", "make_labeller"]
+
+XTB_METHODS = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
+UNITS = {"energy_unit": "eV", "length_unit": "Angstrom", "force_unit": "eV/Angstrom"}
+
+Labeller = Callable[["object"], tuple[float, np.ndarray]]  # ase.Atoms -> (eV, eV/Å [n, 3])
+
+
+@dataclass(frozen=True)
+class Level:
+    """Level of theory of the labels.
+
+    Args:
+        method: ``"gfn2-xtb"``, ``"gfn1-xtb"``, ``"hf"``, or an exchange–correlation
+            functional PySCF knows (``"pbe"``, ``"b3lyp"``, …); case-insensitive.
+        basis: Gaussian basis set for HF/DFT (``"def2-svp"``); ignored by xTB.
+        density_fit: density fitting (RI) for HF/DFT; a few % error-free speed-up.
+        charge: total charge, e.
+        multiplicity: spin multiplicity 2S+1 (1 → restricted, else unrestricted).
+
+    >>> Level("PBE", basis="def2-SVP").name
+    'PBE/def2-SVP'
+    >>> Level("gfn2-xtb").name
+    'GFN2-xTB'
+    """
+
+    method: str
+    basis: str | None = None
+    density_fit: bool = True
+    charge: int = 0
+    multiplicity: int = 1
+
+    @property
+    def is_xtb(self) -> bool:
+        return self.method.lower() in XTB_METHODS
+
+    @property
+    def name(self) -> str:
+        if self.is_xtb:
+            return XTB_METHODS[self.method.lower()]
+        return f"{self.method.upper()}/{self.basis}"
+
+    def check(self) -> None:
+        """Raise ValueError for an unknown method or basis (needs pyscf for HF/DFT)."""
+        if self.multiplicity < 1:
+            raise ValueError(f"multiplicity: must be >= 1, got {self.multiplicity}")
+        if self.is_xtb:
+            return
+        import warnings
+
+        from pyscf import gto
+        from pyscf.dft import libxc
+
+        if self.method.lower() != "hf":
+            try:
+                libxc.parse_xc(self.method)
+            except KeyError:
+                known = ", ".join([*XTB_METHODS, "hf", "pbe", "b3lyp", "…(any PySCF functional)"])
+                raise ValueError(
+                    f"unknown method {self.method!r}; expected one of {known}"
+                ) from None
+        if self.basis is None:
+            raise ValueError(f"method {self.method!r}: HF/DFT needs a basis (e.g. def2-svp)")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gto.basis.load(self.basis, "H")
+        except Exception as err:
+            raise ValueError(
+                f"unknown basis {self.basis!r} (PySCF names: def2-svp, sto-3g, …)"
+            ) from err
+
+    def info(self, program: str) -> dict:
+        info = {"level_of_theory": self.name, "method": self.method.lower()}
+        if not self.is_xtb:
+            info.update(basis=self.basis, density_fit=bool(self.density_fit))
+        info.update(charge=int(self.charge), multiplicity=int(self.multiplicity))
+        info.update(program=program, **UNITS)
+        return info
+
+
+def _set_xtb_threads(threads: int | None) -> None:
+    """Set the OpenMP threads of tblite at run time (OMP_NUM_THREADS only counts at load).
+
+    tblite's wheels use the system OpenMP runtime; PySCF ships its own, set separately. One
+    thread is fastest for molecules of tens of atoms, and spinning OpenMP threads slow down
+    badly on a busy machine.
+    """
+    if threads is None:
+        return
+    import ctypes
+
+    for name in ("libgomp.so.1", "libomp.so", "libomp.dylib", "libgomp.1.dylib"):
+        try:
+            ctypes.CDLL(name).omp_set_num_threads(int(threads))
+            return
+        except (OSError, AttributeError):
+            continue
+
+
+def _xtb_calculator(level: Level):
+    from tblite.ase import TBLite
+
+    return TBLite(
+        method=XTB_METHODS[level.method.lower()],
+        charge=level.charge,
+        multiplicity=level.multiplicity,
+        verbosity=0,
+    )
+
+
+def _program(level: Level) -> str:
+    from importlib.metadata import version
+
+    package = "tblite" if level.is_xtb else "pyscf"
+    return f"{package} {version(package)}"
+
+
+class _PySCFLabeller:
+    """HF/DFT energy and analytic forces, reusing the last density matrix as the SCF guess."""
+
+    def __init__(self, level: Level, threads: int | None = None) -> None:
+        self.level = level
+        self.threads = threads
+        self.density_matrix = None
+
+    def _mean_field(self, atoms):
+        from pyscf import dft, gto, scf
+
+        mol = gto.M(
+            atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)],
+            unit="Angstrom",
+            basis=self.level.basis,
+            charge=self.level.charge,
+            spin=self.level.multiplicity - 1,
+            verbose=0,
+        )
+        restricted = self.level.multiplicity == 1
+        if self.level.method.lower() == "hf":
+            mf = scf.RHF(mol) if restricted else scf.UHF(mol)
+        else:
+            mf = dft.RKS(mol) if restricted else dft.UKS(mol)
+            mf.xc = self.level.method
+        mf.conv_tol = 1e-10  # Hartree; tight enough that forces match finite differences
+        mf.max_cycle = 100
+        return mf.density_fit() if self.level.density_fit else mf
+
+    def __call__(self, atoms) -> tuple[float, np.ndarray]:
+        from ase.units import Bohr, Hartree
+        from pyscf import lib
+
+        if self.threads is not None:
+            lib.num_threads(self.threads)
+        mf = self._mean_field(atoms)
+        energy = mf.kernel(dm0=self.density_matrix)
+        if not mf.converged and self.density_matrix is not None:
+            mf = self._mean_field(atoms)  # the reused guess can mislead: start from scratch
+            energy = mf.kernel()
+        if not mf.converged:
+            raise RuntimeError(f"{self.level.name}: SCF did not converge")
+        gradient = mf.nuc_grad_method().kernel()  # Hartree/Bohr
+        self.density_matrix = mf.make_rdm1()
+        return float(energy) * Hartree, -np.asarray(gradient) * Hartree / Bohr
+
+
+def make_labeller(
+    level: Level, threads: int | None = None, xtb_threads: int | None = 1
+) -> Labeller:
+    """A function ``atoms -> (energy eV, forces eV/Å)`` at the given level of theory.
+
+    Args:
+        level: the level of theory (checked here: ValueError if unknown).
+        threads: OpenMP threads of PySCF (None: PySCF's default).
+        xtb_threads: OpenMP threads of tblite (None: as loaded, i.e. OMP_NUM_THREADS).
+    """
+    level.check()
+    if level.is_xtb:
+
+        def xtb(atoms) -> tuple[float, np.ndarray]:
+            _set_xtb_threads(xtb_threads)
+            atoms = atoms.copy()
+            # a fresh calculator per frame: a reused one starts its SCF from the last frame's
+            # charges, and a resumed run would then differ from an uninterrupted one in the
+            # last digits
+            atoms.calc = _xtb_calculator(level)
+            return float(atoms.get_potential_energy()), atoms.get_forces().copy()
+
+        return xtb
+    return _PySCFLabeller(level, threads)
