@@ -1,5 +1,6 @@
 """Tests of euclidnn.data.label and `euclidnn label`: labels are gradients, runs resume exactly."""
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from euclidnn.cli.__main__ import main
 from euclidnn.data.label import Level, Sampling, label, make_labeller, read_complete_frames
@@ -14,6 +16,7 @@ from euclidnn.data.label import Level, Sampling, label, make_labeller, read_comp
 pytest.importorskip("tblite")
 
 SHORT = dict(equilibration=10, interval=3, seed=1)
+TINY = dict(equilibration=2, interval=1, seed=1)
 
 
 def finite_difference_forces(labeller, atoms, coordinates, h=1e-3):
@@ -132,6 +135,45 @@ def test_dft_forces_are_gradients(tmp_path):
     # DFT integration grids break exact translation invariance; a few meV/Å at most
     assert np.allclose([forces[a, x] for a, x in coordinates], fd, atol=5e-3)
     assert np.abs(forces.sum(axis=0)).max() < 5e-3
+
+
+@pytest.fixture
+def torch_threads():
+    """PyTorch's thread count set to 3 (not the 1 the labellers ask for), restored after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield 3
+    torch.set_num_threads(previous)
+
+
+def test_xtb_threads_hold_in_tblite_and_leave_torch_threads_alone(
+    tmp_path, torch_threads, monkeypatch
+):
+    # tblite and PyTorch share one OpenMP runtime: a thread count left set for tblite would
+    # be PyTorch's from then on
+    from tblite import _libtblite
+    from tblite.ase import TBLite
+
+    runtime = ctypes.CDLL(_libtblite.__file__)  # the OpenMP runtime tblite is linked against
+    seen = []
+    calculate = TBLite.calculate
+
+    def spy(self, *args, **kwargs):
+        seen.append((runtime.omp_get_max_threads(), torch.get_num_threads()))
+        return calculate(self, *args, **kwargs)
+
+    monkeypatch.setattr(TBLite, "calculate", spy)
+    level = Level("gfn2-xtb")
+    label("water", tmp_path / "w.xyz", Sampling(1, **TINY), level, progress=False, xtb_threads=1)
+    assert len(seen) > 3 and set(seen) == {(1, 1)}  # MD steps and the label: 1 thread
+    assert torch.get_num_threads() == torch_threads
+
+
+def test_pyscf_threads_leave_torch_threads_alone(tmp_path, torch_threads):
+    pytest.importorskip("pyscf")
+    level = Level("hf", basis="sto-3g")
+    label("water", tmp_path / "w.xyz", Sampling(1, **TINY), level, threads=1, progress=False)
+    assert torch.get_num_threads() == torch_threads
 
 
 def _command(out, frames):

@@ -16,7 +16,9 @@ frame left by a kill is dropped) and labelling the rest, so an interrupted and r
 writes the same file as an uninterrupted one. Frames are in eV and Å; every frame's header
 records the level of theory, the units and the sampling settings.
 
-tblite and pyscf are imported lazily, inside the functions that need them.
+tblite and pyscf are imported lazily, inside the functions that need them. Their OpenMP
+thread counts are set for each call and restored after it (:mod:`.threads`): tblite and
+PySCF can share PyTorch's OpenMP runtime.
 """
 
 from .labellers import UNITS as UNITS

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .threads import pyscf_threads, tblite_threads
+
 __all__ = ["Level", "Labeller", "make_labeller"]
 
 XTB_METHODS = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
@@ -94,25 +96,6 @@ class Level:
         return info
 
 
-def _set_xtb_threads(threads: int | None) -> None:
-    """Set the OpenMP threads of tblite at run time (OMP_NUM_THREADS only counts at load).
-
-    tblite's wheels use the system OpenMP runtime; PySCF ships its own, set separately. One
-    thread is fastest for molecules of tens of atoms, and spinning OpenMP threads slow down
-    badly on a busy machine.
-    """
-    if threads is None:
-        return
-    import ctypes
-
-    for name in ("libgomp.so.1", "libomp.so", "libomp.dylib", "libgomp.1.dylib"):
-        try:
-            ctypes.CDLL(name).omp_set_num_threads(int(threads))
-            return
-        except (OSError, AttributeError):
-            continue
-
-
 def _xtb_calculator(level: Level):
     from tblite.ase import TBLite
 
@@ -161,11 +144,12 @@ class _PySCFLabeller:
         return mf.density_fit() if self.level.density_fit else mf
 
     def __call__(self, atoms) -> tuple[float, np.ndarray]:
-        from ase.units import Bohr, Hartree
-        from pyscf import lib
+        with pyscf_threads(self.threads):
+            return self._label(atoms)
 
-        if self.threads is not None:
-            lib.num_threads(self.threads)
+    def _label(self, atoms) -> tuple[float, np.ndarray]:
+        from ase.units import Bohr, Hartree
+
         mf = self._mean_field(atoms)
         energy = mf.kernel(dm0=self.density_matrix)
         if not mf.converged and self.density_matrix is not None:
@@ -187,18 +171,21 @@ def make_labeller(
         level: the level of theory (checked here: ValueError if unknown).
         threads: OpenMP threads of PySCF (None: PySCF's default).
         xtb_threads: OpenMP threads of tblite (None: as loaded, i.e. OMP_NUM_THREADS).
+
+    Both thread counts hold only during a call and are restored after it, so the caller's
+    OpenMP setting (PyTorch's threads among them) is left as it was.
     """
     level.check()
     if level.is_xtb:
 
         def xtb(atoms) -> tuple[float, np.ndarray]:
-            _set_xtb_threads(xtb_threads)
             atoms = atoms.copy()
             # a fresh calculator per frame: a reused one starts its SCF from the last frame's
             # charges, and a resumed run would then differ from an uninterrupted one in the
             # last digits
             atoms.calc = _xtb_calculator(level)
-            return float(atoms.get_potential_energy()), atoms.get_forces().copy()
+            with tblite_threads(xtb_threads):
+                return float(atoms.get_potential_energy()), atoms.get_forces().copy()
 
         return xtb
     return _PySCFLabeller(level, threads)

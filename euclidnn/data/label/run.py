@@ -26,7 +26,9 @@ def label(
     """Sample ``sampling.num_frames`` configurations of ``molecule`` and label them into
     ``output`` (extxyz, eV/Å), resuming a previous run of the same command.
 
-    ``threads``: PySCF's OpenMP threads; ``xtb_threads``: tblite's (sampling and xTB labels).
+    ``threads``: PySCF's OpenMP threads; ``xtb_threads``: tblite's (sampling and xTB labels);
+    each holds only while that program runs, so the caller's thread count (PyTorch's) is
+    the same after the call as before.
     Returns the labelled frames (``ase.Atoms`` with a single-point calculator).
 
     Raises:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .labellers import Level, _set_xtb_threads, _xtb_calculator
+from .labellers import Level, _xtb_calculator
+from .threads import tblite_threads
 
 __all__ = ["Sampling", "list_molecules", "load_molecule", "sample"]
 
@@ -111,7 +112,8 @@ def sample(
     """Run the Langevin MD and write the kept geometries to ``path`` (atomically).
 
     Returns the sampled frames as ``ase.Atoms`` (no labels); each frame's info holds
-    ``sampling.info()``, ``sampling_frame`` and ``md_step``.
+    ``sampling.info()``, ``sampling_frame`` and ``md_step``. tblite runs ``xtb_threads``
+    OpenMP threads during the MD only (None: as loaded); the caller's setting is restored.
     """
     import warnings
 
@@ -122,7 +124,6 @@ def sample(
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
     from tqdm import tqdm
 
-    _set_xtb_threads(xtb_threads)
     atoms = atoms.copy()
     atoms.set_constraint(FixCom())  # no drift of the centre of mass (ASE's recommended way)
     atoms.calc = _xtb_calculator(Level("gfn2-xtb"))
@@ -142,7 +143,10 @@ def sample(
     )
     total = sampling.equilibration + sampling.interval * sampling.num_frames
     frames = []
-    with tqdm(total=total, desc="sampling (MD steps)", disable=not progress) as bar:
+    with (
+        tblite_threads(xtb_threads),
+        tqdm(total=total, desc="sampling (MD steps)", disable=not progress) as bar,
+    ):
         dynamics.run(sampling.equilibration)
         bar.update(sampling.equilibration)
         for index in range(sampling.num_frames):
