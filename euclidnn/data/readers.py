@@ -101,28 +101,16 @@ def read(
         "forces": forces_key or "forces",
         "stress": stress_key or "stress",
     }
-    metadata_units: dict[str, str] = {}
-    if format == "db" or (format is None and path.suffix == ".db"):
-        frames, metadata_units, distance_unit = _read_db(path, index)
-        length_unit = length_unit or distance_unit
-    else:
-        frames = _read_ase(path, index, format)
-    energy_unit = energy_unit or metadata_units.get(keys["energy"]) or "eV"
-    length_unit = length_unit or "Å"
-    units = {
-        "energy": energy_unit,
-        "length": length_unit,
-        "forces": forces_unit
-        or metadata_units.get(keys["forces"])
-        or f"{energy_unit}/{length_unit}",
-        "stress": stress_unit
-        or metadata_units.get(keys["stress"])
-        or f"{energy_unit}/{length_unit}^3",
-    }
-    try:
-        factors = {name: unit_factor(unit) for name, unit in units.items()}
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
+    frames, metadata_units, distance_unit = _read_frames(path, index, format)
+    energy_unit, factors = _unit_factors(
+        path,
+        keys,
+        metadata_units,
+        energy_unit=energy_unit,
+        length_unit=length_unit or distance_unit,
+        forces_unit=forces_unit,
+        stress_unit=stress_unit,
+    )
     property_units = {**metadata_units, **(property_units or {})}
     structures = [
         _structure(path, frame, keys, factors, property_units, energy_unit) for frame in frames
@@ -140,6 +128,46 @@ class _Frame(NamedTuple):
     cell: np.ndarray
     pbc: np.ndarray
     sources: list[Mapping]  # searched in order for labels; the rest become properties
+
+
+def _read_frames(path: Path, index, format) -> tuple[list[_Frame], dict[str, str], str | None]:
+    """Frames of an ASE database (``.db``, or any file with ``format="db"``) or of any file
+    ``ase.io`` reads, with the property units and the distance unit the database's metadata
+    declare (none for other files)."""
+    if format == "db" or (format is None and path.suffix == ".db"):
+        return _read_db(path, index)
+    return _read_ase(path, index, format), {}, None
+
+
+def _unit_factors(
+    path: Path,
+    keys: Mapping[str, str],
+    metadata_units: Mapping[str, str],
+    *,
+    energy_unit: str | None,
+    length_unit: str | None,
+    forces_unit: str | None,
+    stress_unit: str | None,
+) -> tuple[str, dict[str, float]]:
+    """The energy unit and the factors that convert energy, length, forces and stress to eV
+    and Å. An argument wins over the database's metadata (looked up under the label's key),
+    which wins over eV and Å; forces and stress default to energy/length and energy/length³."""
+    energy_unit = energy_unit or metadata_units.get(keys["energy"]) or "eV"
+    length_unit = length_unit or "Å"
+    units = {
+        "energy": energy_unit,
+        "length": length_unit,
+        "forces": forces_unit
+        or metadata_units.get(keys["forces"])
+        or f"{energy_unit}/{length_unit}",
+        "stress": stress_unit
+        or metadata_units.get(keys["stress"])
+        or f"{energy_unit}/{length_unit}^3",
+    }
+    try:
+        return energy_unit, {name: unit_factor(unit) for name, unit in units.items()}
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
 
 
 def _select(path, items: list, index) -> list[tuple[int, object]]:
