@@ -49,6 +49,21 @@ def _transform(x: torch.Tensor, irreps: Irreps | None, R: torch.Tensor) -> torch
     return x @ D.T
 
 
+def _standard_normal_inputs(
+    ins: list, batch_size: int, dtype: torch.dtype, generator: torch.Generator | None
+) -> list[torch.Tensor]:
+    """One standard normal [batch_size, irreps.dim] tensor per irreps, drawn in order."""
+    args_in = [
+        torch.randn(batch_size, ir.dim, dtype=dtype, generator=generator)
+        if ir is not None
+        else None
+        for ir in ins
+    ]
+    if any(a is None for a in args_in):
+        raise ValueError("inputs with irreps None need explicit args_in")
+    return args_in
+
+
 def assert_equivariant(
     fn: Callable,
     irreps_in=None,
@@ -101,14 +116,7 @@ def assert_equivariant(
     ins, _ = _as_irreps_list(irreps_in)
     outs, single_out = _as_irreps_list(irreps_out)
     if args_in is None:
-        args_in = [
-            torch.randn(batch_size, ir.dim, dtype=dtype, generator=generator)
-            if ir is not None
-            else None
-            for ir in ins
-        ]
-        if any(a is None for a in args_in):
-            raise ValueError("inputs with irreps None need explicit args_in")
+        args_in = _standard_normal_inputs(ins, batch_size, dtype, generator)
     args_in = list(args_in)
     if len(args_in) != len(ins):
         raise ValueError(f"{len(args_in)} inputs but {len(ins)} irreps_in")
