@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -11,9 +12,13 @@ import torch.utils._pytree as pytree
 from torch import Tensor
 
 from .neighbors import neighbor_list
+from .pairs import edge_pairs
 from .structure import Structure
 
 __all__ = ["Graph", "collate"]
+
+_T = TypeVar("_T")
+_TOPOLOGY = ("numbers", "batch", "edge_src", "edge_dst", "edge_shift")  # what derived data read
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,8 @@ class Graph:
     :func:`dataclasses.replace` or :meth:`deformed` — never in place.
 
     A ``Graph`` is a pytree node (``torch.utils._pytree``), so ``torch.compile`` and
-    ``torch.export`` see through it.
+    ``torch.export`` see through it. Index structures derived from its edges (undirected pairs,
+    the kernels' edge orders) are computed on first use and kept with it (:meth:`derived`).
 
     Shapes:
         positions: [n_atoms, 3] float, Å
@@ -57,6 +63,8 @@ class Graph:
     edge_dst: Tensor
     edge_shift: Tensor
     num_atoms: Tensor
+    # name -> (the topology tensors and their versions, value); see derived()
+    _derived: dict[str, tuple[tuple, Any]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_graphs(self) -> int:
@@ -82,6 +90,46 @@ class Graph:
             self.positions.index_select(0, self.edge_src)
             - self.positions.index_select(0, self.edge_dst)
             + shift
+        )
+
+    def derived(self, name: str, compute: Callable[[Graph], _T]) -> _T:
+        """``compute(self)``, computed once and kept with the graph under ``name``.
+
+        For data derived from the graph's topology alone — ``numbers``, ``batch``, ``edge_src``,
+        ``edge_dst``, ``edge_shift``, never positions or cell — such as undirected edge pairs
+        or the kernels' edge orders: every layer of a model and every force evaluation of an MD
+        step on the same edges reuses them. Copies made with :func:`dataclasses.replace` or
+        :meth:`deformed` share the store; an entry is used only while those five tensors are
+        the same objects, unmodified (``Tensor._version``), so a copy with other edges, or
+        edges changed in place, computes its own. Nothing is kept while ``torch.compile``
+        traces.
+
+        >>> s = Structure([1, 1], [[0, 0, 0], [0, 0, 0.74]])
+        >>> g = Graph.from_structure(s, r_max=2.0)
+        >>> g.derived("edges", lambda g: g.num_edges) + g.derived("edges", lambda g: -1)
+        4
+        """
+        if torch.compiler.is_compiling():
+            return compute(self)
+        tensors = [getattr(self, f) for f in _TOPOLOGY]
+        entry = self._derived.get(name)  # one read: entries are replaced, never changed
+        if entry is not None and all(
+            a is b and version == b._version for (a, version), b in zip(entry[0], tensors)
+        ):
+            return entry[1]
+        stamp = tuple((t, t._version) for t in tensors)
+        value = compute(self)
+        self._derived[name] = (stamp, value)
+        return value
+
+    def edge_pairs(self) -> tuple[Tensor, Tensor]:
+        """The undirected pairs of the edges, ``(pair_edge, edge_pair)``: see
+        :func:`~euclidnn.data.pairs.edge_pairs`; computed once per graph.
+
+        Shapes: → ([n_pairs], [n_edges]) int64
+        """
+        return self.derived(
+            "edge_pairs", lambda g: edge_pairs(g.edge_src, g.edge_dst, g.edge_shift)
         )
 
     def deformed(self, positions: Tensor, strain: Tensor) -> Graph:
@@ -113,11 +161,27 @@ class Graph:
         return replace(self, positions=new_positions, cell=new_cell)
 
     def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        self,
+        device: torch.device | str | torch.dtype | None = None,
+        dtype: torch.dtype | None = None,
     ) -> Graph:
-        """Copy on ``device``; floating-point tensors cast to ``dtype`` (integers untouched)."""
-        changes = {}
+        """Copy on ``device``; floating-point tensors cast to ``dtype`` (integers untouched).
+
+        As for tensors and modules, a dtype may come first: ``graph.to(torch.float64)``.
+
+        >>> s = Structure([1, 1], [[0, 0, 0], [0, 0, 0.74]])
+        >>> g = Graph.from_structure(s, r_max=2.0).to(torch.float64)
+        >>> g.positions.dtype, g.edge_src.dtype
+        (torch.float64, torch.int64)
+        """
+        if isinstance(device, torch.dtype):
+            if dtype is not None:
+                raise TypeError("Graph.to: give the dtype once")
+            device, dtype = None, device
+        changes = {"_derived": self._derived}  # kept where the topology tensors stay the same
         for f in fields(self):
+            if f.name == "_derived":
+                continue
             value = getattr(self, f.name)
             cast = dtype if (dtype is not None and value.is_floating_point()) else None
             changes[f.name] = value.to(device=device, dtype=cast)
@@ -203,4 +267,6 @@ def collate(graphs: Sequence[Graph]) -> Graph:
     )
 
 
-pytree.register_dataclass(Graph, serialized_type_name="euclidnn.data.Graph")
+pytree.register_dataclass(
+    Graph, drop_field_names=["_derived"], serialized_type_name="euclidnn.data.Graph"
+)

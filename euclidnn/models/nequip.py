@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
+from euclidnn.nn.conv import EquivariantConv
 from euclidnn.nn.cutoff import polynomial_cutoff
 from euclidnn.nn.gate import Gate
-from euclidnn.nn.mlp import ScalarMLP
 from euclidnn.nn.radial import bessel_basis
 from euclidnn.nn.scatter import scatter_sum
 from euclidnn.o3.irreps import Irrep, Irreps
 from euclidnn.o3.linear import Linear
 from euclidnn.o3.spherical_harmonics import spherical_harmonics
-from euclidnn.o3.tensor_product import TensorProduct, uvu_paths
 
 __all__ = ["NequIPConfig", "NequIP", "NequIPLayer", "SpeciesLinear"]
 
@@ -102,6 +101,12 @@ class NequIPConfig:
         return Irreps(terms)
 
 
+def _kernel_edges(graph: Graph) -> kernels.Edges:
+    """The graph's edges for the convolution kernel (made once per graph)."""
+    n = graph.numbers.shape[0]
+    return kernels.Edges(graph.edge_src, graph.edge_dst, n, n)
+
+
 def _path_exists(irreps_in1: Irreps, irreps_in2: Irreps, ir_out: Irrep) -> bool:
     return any(ir_out in ir1 * ir2 for _, ir1 in irreps_in1 for _, ir2 in irreps_in2)
 
@@ -147,9 +152,12 @@ class NequIPLayer(nn.Module):
     m_i = (1/√N̄) Σ_{j ∈ N(i)} R(r_ij) ⊙ (W₁ h_j ⊗ Y(r̂_ij))      ("uvu" tensor product)
     h_i' = Gate(W₂ m_i + SC_{Z_i}(h_i))
 
-    R is an MLP of the Bessel × cutoff features giving one weight per tensor-product path and
-    channel; W₁, W₂ are equivariant linear maps; SC is the species-dependent self-connection
-    (absent in the first layer, so an isolated atom has exactly its shift as energy).
+    The convolution W₂ m is an :class:`~euclidnn.nn.EquivariantConv` (W₁ then the "uvu" tensor
+    product with radial weights, then W₂): R is an MLP of the Bessel × cutoff features giving
+    one weight per tensor-product path and channel; W₁, W₂ are equivariant linear maps; SC is
+    the species-dependent self-connection (absent in the first layer, so an isolated atom has
+    exactly its shift as energy). ``edges`` (optional) are the same edges prepared once for
+    the kernel (:class:`euclidnn.kernels.Edges`).
 
     Shapes: h: [n_atoms, irreps_in.dim], edge_sh: [n_edges, irreps_sh.dim],
     edge_radial: [n_edges, num_basis], edge_src, edge_dst: [n_edges], species: [n_atoms]
@@ -193,19 +201,17 @@ class NequIPLayer(nn.Module):
             scalars, [act[ir.p] for _, ir in scalars], gates, [act[ir.p] for _, ir in gates], gated
         )
         irreps_conv = self.gate.irreps_in
-
-        self.linear_1 = Linear(self.irreps_in, self.irreps_in)
-        self.tensor_product = TensorProduct(
-            self.irreps_in, irreps_sh, uvu_paths(self.irreps_in, irreps_sh, irreps_conv)
+        self.conv = EquivariantConv(
+            self.irreps_in,
+            irreps_sh,
+            irreps_conv,
+            num_basis,
+            radial_hidden=[radial_mlp_width] * radial_mlp_depth,
+            avg_num_neighbors=avg_num_neighbors or 1.0,
         )
-        self.radial = ScalarMLP(
-            [num_basis] + [radial_mlp_width] * radial_mlp_depth + [self.tensor_product.weight_numel]
-        )
-        self.linear_2 = Linear(self.tensor_product.irreps_out, irreps_conv)
         self.self_connection = (
             SpeciesLinear(self.irreps_in, irreps_conv, num_species) if self_connection else None
         )
-        self.norm = 1.0 / math.sqrt(avg_num_neighbors) if avg_num_neighbors else 1.0
         self.irreps_out = self.gate.irreps_out
 
     def forward(
@@ -216,15 +222,10 @@ class NequIPLayer(nn.Module):
         edge_src: Tensor,
         edge_dst: Tensor,
         species: Tensor,
+        *,
+        edges: kernels.Edges | None = None,
     ) -> Tensor:
-        x = self.linear_1(h)
-        weight = self.radial(edge_radial)  # [n_edges, weight_numel]
-        # Σ_{j ∈ N(i)} of the messages, fused (no [n_edges, irreps_mid.dim] tensor on CPU)
-        m = (
-            self.tensor_product.convolve(x, edge_sh, weight, edge_src, edge_dst, h.shape[0])
-            * self.norm
-        )
-        out = self.linear_2(m)
+        out = self.conv(h, edge_sh, edge_radial, edge_src, edge_dst, edges=edges)
         if self.self_connection is not None:
             out = out + self.self_connection(h, species)
         return self.gate(out)
@@ -309,8 +310,10 @@ class NequIP(nn.Module):
         edge_sh, edge_radial = self._edges(graph)
         species = self.species_index(graph.numbers)
         h = self.embedding(species).to(edge_sh.dtype)
+        src, dst = graph.edge_src, graph.edge_dst
+        edges = graph.derived("kernel edges", _kernel_edges)
         for layer in self.layers[:num_layers]:
-            h = layer(h, edge_sh, edge_radial, graph.edge_src, graph.edge_dst, species)
+            h = layer(h, edge_sh, edge_radial, src, dst, species, edges=edges)
         return h, species
 
     def forward(self, graph: Graph) -> Tensor:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from euclidnn.data.graph import Graph
+from euclidnn.models.schnet import SchNet
 
 __all__ = ["Prediction", "predict"]
 
@@ -27,21 +26,6 @@ class Prediction:
     energy: Tensor
     forces: Tensor | None = None
     stress: Tensor | None = None
-
-
-@contextlib.contextmanager
-def _constant_parameters(model: nn.Module) -> Iterator[None]:
-    """Turn ``requires_grad`` off for the model's parameters while inside (restored after):
-    autograd then records only what depends on the positions (nothing is recorded for
-    operations on weights alone, e.g. :meth:`euclidnn.o3.Linear.dense_matrix`)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def predict(
@@ -67,11 +51,14 @@ def predict(
         stress: compute the stress (every structure in the batch needs a cell of nonzero volume).
         training: keep the graph of the derivatives (``create_graph=True``) so that a loss on
             forces or stress can be back-propagated to the weights (double backward). With
-            ``training=False`` (inference, MD) and forces or stress requested, the parameters
-            are constants for the call: nothing is recorded for them, and the energy carries no
-            gradient to the weights. A model with an ``energy_and_forces(graph)`` method
-            (:meth:`~euclidnn.models.SchNet.energy_and_forces`) computes inference forces
-            through it.
+            ``training=False`` (inference, MD) the returned tensors carry no gradient, and a
+            :class:`~euclidnn.models.SchNet` computes energy and forces with its hand-written
+            derivatives (:meth:`~euclidnn.models.SchNet.energy_and_forces`) where they are
+            known to be those of its ``forward``.
+
+    The model is never modified (nothing is switched on it for the call), so several threads
+    may share it, one training while another predicts. A graph whose floating-point dtype
+    differs from the model's parameters is cast to the model's dtype.
 
     Shapes: → Prediction(energy [n_graphs], forces [n_atoms, 3] | None, stress [n_graphs, 3, 3] | None)
 
@@ -85,11 +72,14 @@ def predict(
     >>> p.energy.tolist(), p.forces[1, 2].item()
     ([0.5], -1.0)
     """
+    graph = _as_model_dtype(model, graph)
     if not (forces or stress):
-        return Prediction(energy=model(graph))
-    if forces and not stress and not training and hasattr(model, "energy_and_forces"):
-        energy, force = model.energy_and_forces(graph)  # hand-written derivatives (SchNet)
-        return Prediction(energy=energy, forces=force)
+        with torch.set_grad_enabled(training and torch.is_grad_enabled()):
+            return Prediction(energy=model(graph))
+    if forces and not stress and not training:
+        if isinstance(model, SchNet) and model.energy_and_forces_is_exact():
+            energy, force = model.energy_and_forces(graph)  # hand-written derivatives
+            return Prediction(energy=energy, forces=force)
     positions = graph.positions
     if forces and not positions.requires_grad:
         positions = positions.detach().requires_grad_(True)
@@ -108,10 +98,21 @@ def predict(
         graph = graph.deformed(positions, strain)
     else:
         graph = replace(graph, positions=positions)
-    with contextlib.nullcontext() if training else _constant_parameters(model):
-        energy = model(graph)  # [n_graphs] eV
+    energy = model(graph)  # [n_graphs] eV
     grads = torch.autograd.grad(energy.sum(), inputs, create_graph=training, allow_unused=True)
     grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
     force = -grads[0] if forces else None
     sigma = grads[-1] / volume[:, None, None] if stress else None
+    if not training:
+        energy = energy.detach()
     return Prediction(energy=energy, forces=force, stress=sigma)
+
+
+def _as_model_dtype(model: nn.Module, graph: Graph) -> Graph:
+    """``graph`` in the floating-point dtype of the model's parameters (unchanged if equal, or
+    if the model has none): a float32 model given a float64 graph would otherwise run a mixed
+    and much slower path."""
+    parameter = next(model.parameters(), None)
+    if parameter is None or graph.positions.dtype == parameter.dtype:
+        return graph
+    return graph.to(parameter.dtype)

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
+from euclidnn import kernels
 from euclidnn.data.graph import Graph
-from euclidnn.models import _schnet_native
+from euclidnn.models import schnet_forces
 from euclidnn.models.common import (
     PerSpeciesScaleShift,
     SpeciesIndex,
     check_species,
-    edge_pairs,
-    graph_cached,
     shifted_softplus,
 )
-from euclidnn.nn.conv import continuous_filter_conv, continuous_filter_conv_backward
+from euclidnn.nn.conv import continuous_filter_conv
 from euclidnn.nn.cutoff import cosine_cutoff
 from euclidnn.nn.radial import gaussian_basis
 from euclidnn.nn.scatter import scatter_sum
-from euclidnn.o3 import _native
 
 __all__ = ["SchNetConfig", "SchNet", "SchNetInteraction"]
 
@@ -88,15 +84,6 @@ def _dense(n_in: int, n_out: int, bias: bool = True) -> nn.Linear:
     return layer
 
 
-# SchNet computes filters per undirected pair from this many edges on. 0 = always: the pairs of
-# a graph are cached (edge_pairs), and even uncached they break even at ethanol's 72 edges
-PAIR_MIN_EDGES = 0
-
-# SchNet.energy_and_forces runs as one C call (models/_schnet_kernel.c) where it can; False:
-# always the PyTorch code below it (tests compare the two)
-FUSED = True
-
-
 class SchNetInteraction(nn.Module):
     r"""One SchNet interaction block (Schütt et al. 2017, Fig. 2), returning the update v.
 
@@ -106,6 +93,9 @@ class SchNetInteraction(nn.Module):
 
     The filter W depends on the distance only, so it is computed by :meth:`filter` (once per
     undirected pair in :class:`SchNet`) and passed to :meth:`forward` with the row of each edge.
+
+    ``edges`` (optional) are the same edges prepared once for the kernel
+    (:class:`euclidnn.kernels.Edges` with ``filter_row`` as rows).
 
     Shapes: h: [n_atoms, F], filters: [n_rows, num_filters], edge_src, edge_dst: [n_edges],
     filter_row: [n_edges] or None (row e for edge e) → [n_atoms, F]
@@ -133,11 +123,13 @@ class SchNetInteraction(nn.Module):
         edge_src: Tensor,
         edge_dst: Tensor,
         filter_row: Tensor | None = None,
+        *,
+        edges: kernels.Edges | None = None,
     ) -> Tensor:
         x = self.in2filter(h)  # [n_atoms, num_filters]
-        m = continuous_filter_conv(
-            x, filters, edge_src, edge_dst, h.shape[0], filter_row
-        )  # Σ_j x_j ⊙ W_ij
+        m = continuous_filter_conv(  # Σ_j x_j ⊙ W_ij
+            x, filters, edge_src, edge_dst, h.shape[0], filter_row, edges=edges
+        )
         return self.out2(shifted_softplus(self.out1(m)))
 
 
@@ -186,154 +178,78 @@ class SchNet(nn.Module):
         cfg = self.config
         # an edge and its reverse have the same length, hence the same filters: compute them
         # once per undirected pair (half the filter GEMMs), each edge reading its pair's row
+        pair_edge, edge_pair = graph.edge_pairs()
         edge_len = graph.edge_vectors().norm(dim=-1)  # [n_edges] Å
-        if edge_len.shape[0] >= PAIR_MIN_EDGES:
-            pair_edge, edge_pair = edge_pairs(graph.edge_src, graph.edge_dst, graph.edge_shift)
-            pair_len = edge_len.index_select(0, pair_edge)  # [n_pairs] Å
-        else:
-            pair_len, edge_pair = edge_len, None
-        # [n_pairs, K]
+        pair_len = edge_len.index_select(0, pair_edge)  # [n_pairs] Å
         pair_radial = gaussian_basis(pair_len, cfg.r_max, cfg.num_basis, gamma=cfg.gamma)
         pair_cutoff = cosine_cutoff(pair_len, cfg.r_max)  # [n_pairs]
         species = self.species_index(graph.numbers)  # [n_atoms]
         h = self.embedding(species).to(pair_len.dtype)  # [n_atoms, F]
+        src, dst, edges = graph.edge_src, graph.edge_dst, pair_edges(graph)
         for interaction in self.interactions:
             pair_filter = interaction.filter(pair_radial, pair_cutoff)  # [n_pairs, F]
-            h = h + interaction(h, pair_filter, graph.edge_src, graph.edge_dst, edge_pair)
+            h = h + interaction(h, pair_filter, src, dst, edge_pair, edges=edges)
         atom_energy = self.readout2(shifted_softplus(self.readout1(h))).squeeze(-1)  # [n_atoms]
         atom_energy = self.scale_shift(atom_energy, species)
         return scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
 
-    @torch.no_grad()
     def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
         """Energy per structure and forces F = −∂E/∂R with hand-written derivatives.
 
-        The same function as :meth:`forward`; the chain rule is written out layer by layer, so
-        no autograd graph is built. On CPU the whole call runs as one C function
-        (``models/_schnet_kernel.c``, built on first use; the PyTorch code below is the fallback
-        and the reference): 2.7× faster than the PyTorch code on ethanol, 1.3–1.8× on 192 atoms
-        (``bench/schnet_kernel.py``; most of a small call is per-operation overhead).
-        :func:`~euclidnn.models.predict` uses it for inference. Tested against autograd.
+        The same function as :meth:`forward`, its chain rule written out layer by layer
+        (:func:`~euclidnn.models.schnet_forces.energy_and_forces`), so no autograd graph is
+        built; on CPU the whole call is one C function (:mod:`euclidnn.kernels.schnet`).
+        :func:`~euclidnn.models.predict` uses it for inference forces where
+        :meth:`energy_and_forces_is_exact`. Tested against autograd.
 
         Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
         """
-        cfg = self.config
-        src, dst, shift = graph.edge_src, graph.edge_dst, graph.edge_shift
-        row = None  # filter row of each edge: its pair (as in forward), or itself
-        if src.shape[0] >= PAIR_MIN_EDGES:
-            pair_edge, row = edge_pairs(src, dst, shift)
-        else:
-            pair_edge = torch.arange(src.shape[0], device=src.device)
+        return schnet_forces.energy_and_forces(self, graph, pair_edges(graph))
 
-        def rows():  # endpoints, shifts (None if all zero) and cell of the rows' edges
-            src_p, dst_p = src.index_select(0, pair_edge), dst.index_select(0, pair_edge)
-            periodic = bool(shift.any())
-            return (
-                src_p,
-                dst_p,
-                shift.index_select(0, pair_edge) if periodic else None,
-                graph.batch.index_select(0, src_p),
-            )
+    def energy_and_forces_is_exact(self) -> bool:
+        """Whether :meth:`energy_and_forces` computes the function of ``self(graph)``.
 
-        src_p, dst_p, shift_p, graph_p = graph_cached(
-            "schnet rows", (src, dst, shift, graph.batch, pair_edge), rows
+        It reads the weights of the layers below directly, so it is exact only for this class's
+        own :meth:`forward` over its own layers: not for a subclass that overrides ``forward``
+        or ``energy_and_forces``, a layer replaced by another class, or forward hooks on any of
+        them (or global ones). :func:`~euclidnn.models.predict` asks before it uses it.
+        """
+        cls = type(self)
+        if (
+            cls.forward is not SchNet.forward
+            or cls.energy_and_forces is not SchNet.energy_and_forces
+        ):
+            return False
+        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+            return False
+        expected = [
+            (self, cls),
+            (self.species_index, SpeciesIndex),
+            (self.embedding, nn.Embedding),
+            (self.readout1, nn.Linear),
+            (self.readout2, nn.Linear),
+            (self.scale_shift, PerSpeciesScaleShift),
+        ]
+        for it in self.interactions:
+            expected.append((it, SchNetInteraction))
+            expected += [(getattr(it, n), nn.Linear) for n in _INTERACTION_LINEARS]
+        return all(
+            type(m) is t and not m._forward_hooks and not m._forward_pre_hooks for m, t in expected
         )
-        offset = (  # S·cell of each row, as Graph.edge_vectors
-            None
-            if shift_p is None
-            else (shift_p.unsqueeze(-1) * graph.cell.index_select(0, graph_p)).sum(-2)
-        )
-        table = self.species_index.table
-        species = graph_cached(
-            "species rows", (graph.numbers, table), lambda: self.species_index(graph.numbers)
-        )
-        positions = graph.positions
-        mu = torch.linspace(
-            0.0, cfg.r_max, cfg.num_basis, dtype=positions.dtype, device=positions.device
-        )
-        gamma = (
-            cfg.gamma
-            if cfg.gamma is not None
-            else 0.5 / (cfg.r_max / max(cfg.num_basis - 1, 1)) ** 2
-        )
-        if FUSED and row is not None and positions.device.type == "cpu":  # one C call
-            n = positions.shape[0]
-            edges = _native.edges_for(src, dst, n, n, row, pair_edge.shape[0])
-            out = _schnet_native.energy_and_forces(
-                self, positions, (src_p, dst_p, offset), edges, graph.batch, species,
-                graph.num_graphs, mu, gamma,
-            )  # fmt: skip
-            if out is not None:
-                return out
 
-        vec = positions.index_select(0, src_p) - positions.index_select(0, dst_p)
-        if offset is not None:
-            vec = vec + offset
-        r = vec.norm(dim=-1)  # [n_rows] Å
-        # Gaussians e, cosine cutoff fc and their r-derivatives, sharing intermediates (the same
-        # formulas as gaussian_basis and cosine_cutoff, so the same numbers as forward)
-        radial = _schnet_native.radial(r, mu, gamma, cfg.r_max)
-        if radial is not None:  # one C call instead of ~20 small tensor operations
-            e, de_dr, fc, dfc_dr = radial
-        else:
-            diff = r[:, None] - mu  # [n_rows, K]
-            exponent = -gamma * diff**2
-            exponent.masked_fill_(exponent < math.log(torch.finfo(r.dtype).tiny), -math.inf)
-            e = exponent.exp_()
-            de_dr = diff.mul_(-2.0 * gamma).mul_(e)
-            theta = r * (math.pi / cfg.r_max)
-            inside = (r < cfg.r_max).to(r.dtype)
-            fc = (0.5 * (torch.cos(theta) + 1.0)).mul_(inside)  # [n_rows]
-            dfc_dr = torch.sin(theta).mul_(inside).mul_(-0.5 * math.pi / cfg.r_max)
 
-        h = self.embedding.weight.index_select(0, species).to(r.dtype)  # [n_atoms, F]
-        n = h.shape[0]
+_INTERACTION_LINEARS = ("in2filter", "filter1", "filter2", "out1", "out2")
 
-        # the first filter layers of all T interactions in one matmul: a = [n_rows, T·F]
-        # (layers are applied with F.linear: a module call costs more than a small matmul)
-        linear = nn.functional.linear
-        its = self.interactions
-        width = its[0].filter2.in_features
-        w1 = torch.cat([it.filter1.weight for it in its])  # [T·F, K]
-        a = torch.addmm(torch.cat([it.filter1.bias for it in its]), e, w1.t())
-        s_a = shifted_softplus(a).split(width, dim=1)  # T views [n_rows, F]
-        fc_col = fc[:, None]
-        f = [linear(s_t, it.filter2.weight, it.filter2.bias) for it, s_t in zip(its, s_a)]
-        w = [f_t * fc_col for f_t in f]  # [n_rows, F] each
-        saved = []
-        for t, it in enumerate(its):
-            x = linear(h, it.in2filter.weight)
-            m = continuous_filter_conv(x, w[t], src, dst, n, row)
-            o = linear(m, it.out1.weight, it.out1.bias)
-            h = h + linear(shifted_softplus(o), it.out2.weight, it.out2.bias)
-            saved.append((x, o))
-        p = linear(h, self.readout1.weight, self.readout1.bias)
-        atom_energy = linear(shifted_softplus(p), self.readout2.weight, self.readout2.bias)
-        scale = self.scale_shift.scales.to(r.dtype).index_select(0, species)  # [n_atoms]
-        shift = self.scale_shift.shifts.to(r.dtype).index_select(0, species)
-        atom_energy = torch.addcmul(
-            shift, atom_energy.squeeze(-1), scale
-        )  # as PerSpeciesScaleShift
-        energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
 
-        # reverse pass: g_z = ∂E/∂z for each intermediate z (nn.Linear: y = z Wᵀ + b → g_z = g_y W;
-        # ssp' = sigmoid); torch.mm, not @, for a little less overhead per call
-        g_h = torch.mm(
-            scale[:, None] * self.readout2.weight * torch.sigmoid(p), self.readout1.weight
+def pair_edges(graph: Graph) -> kernels.Edges:
+    """The graph's edges for the kernels, each reading the filter row of its undirected pair
+    (:meth:`~euclidnn.data.Graph.edge_pairs`); made once per graph."""
+
+    def make(g: Graph) -> kernels.Edges:
+        pair_edge, edge_pair = g.edge_pairs()
+        n = g.numbers.shape[0]
+        return kernels.Edges(
+            g.edge_src, g.edge_dst, n, n, edge_pair, pair_edge.shape[0], row_edge=pair_edge
         )
-        sig_a = torch.sigmoid(a).split(width, dim=1)
-        g_a = a.new_empty(len(its), a.shape[0], width)  # [T, n_rows, F]
-        g_fc = torch.zeros_like(r)
-        for t in reversed(range(len(its))):
-            it, (x, o) = its[t], saved[t]
-            g_m = torch.mm(torch.mm(g_h, it.out2.weight) * torch.sigmoid(o), it.out1.weight)
-            g_x, g_w = continuous_filter_conv_backward(x, w[t], g_m, src, dst, row)
-            g_h = torch.addmm(g_h, g_x, it.in2filter.weight)  # residual + through x = W_in h
-            g_fc += torch.linalg.vecdot(g_w, f[t])  # Σ_c g_w f
-            torch.mul(torch.mm(g_w * fc_col, it.filter2.weight), sig_a[t], out=g_a[t])
-        g_e = torch.bmm(g_a, w1.view(len(its), width, -1)).sum(0)  # Σ_t g_a,t W1,t  [n_rows, K]
-        g_r = torch.addcmul(torch.linalg.vecdot(g_e, de_dr), g_fc, dfc_dr)  # [n_rows]
-        g_vec = (g_r / r)[:, None] * vec  # ∂E/∂(r_src − r_dst + shift)
-        # F = −∂E/∂R: the source atom of an edge gets −g_vec, the destination +g_vec
-        forces = torch.zeros_like(graph.positions).index_add_(0, dst_p, g_vec)
-        return energy, forces.index_add_(0, src_p, g_vec, alpha=-1)
+
+    return graph.derived("schnet pair edges", make)

@@ -6,19 +6,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch  # noqa: F401  (doctest namespace)
+import torch
 from torch import Tensor, nn
 
+from euclidnn import kernels
 from euclidnn.nn.mlp import ScalarMLP
-from euclidnn.o3 import _native
 from euclidnn.o3.irreps import Irreps
 from euclidnn.o3.linear import Linear
 from euclidnn.o3.tensor_product import TensorProduct, uvu_paths
 
 __all__ = ["EquivariantConv", "continuous_filter_conv", "continuous_filter_conv_backward"]
-
-_FILTER_SPECS: dict[int, _native.ConvSpec] = {}
-NATIVE_MIN_EDGES = 0  # use the kernel from this many edges on (on CPU: always, it wins even at 72)
 
 
 def continuous_filter_conv(
@@ -28,13 +25,19 @@ def continuous_filter_conv(
     edge_dst: Tensor,
     num_nodes: int,
     weight_row: Tensor | None = None,
+    *,
+    edges: kernels.Edges | None = None,
 ) -> Tensor:
     """Continuous-filter convolution (SchNet): out[i] = Σ_{e : edge_dst[e] = i} x[edge_src[e]] ⊙ W_e.
 
     W_e = ``weight[weight_row[e]]`` (or ``weight[e]``), so edges may share a filter row, e.g. an
-    edge and its reverse. On CPU, from ``NATIVE_MIN_EDGES`` edges on, this runs the fused kernel
-    of :mod:`euclidnn.o3._native`: no [n_edges, F] gather, product or scatter is stored, and
-    derivatives of any order are exact.
+    edge and its reverse. On CPU this runs the fused kernel :func:`euclidnn.kernels.filter_conv`
+    (no [n_edges, F] gather, product or scatter is stored; derivatives of any order are exact);
+    elsewhere the composition of ``index_select``, product and ``index_add``.
+
+    Args:
+        edges: the same edges prepared once for the kernel (:class:`euclidnn.kernels.Edges`,
+            with ``weight_row`` as its ``row``); prepared here when ``None``.
 
     Shapes: x: [n_src, F], weight: [n_rows, F], edge_src, edge_dst (, weight_row): [n_edges]
         → [num_nodes, F]
@@ -44,16 +47,15 @@ def continuous_filter_conv(
     tensor([200.,  10.])
     """
     weight = weight.to(x.dtype)
-    native = _native_edges(x, edge_src, edge_dst, num_nodes, weight, weight_row)
-    if native is not None:
-        spec, edges = native
-        ones = edges.ones(x.dtype)
-        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-            return _native._Quad.apply(spec, edges, 3, x, ones, weight, None)
-        return _native._run(spec, edges, 3, [x, ones, weight, None])  # no autograd node needed
-    w = weight if weight_row is None else weight.index_select(0, weight_row)
-    messages = x.index_select(0, edge_src) * w
-    return messages.new_zeros(num_nodes, x.shape[-1]).index_add_(0, edge_dst, messages)
+
+    def reference() -> Tensor:
+        w = weight if weight_row is None else weight.index_select(0, weight_row)
+        messages = x.index_select(0, edge_src) * w
+        return messages.new_zeros(num_nodes, x.shape[-1]).index_add_(0, edge_dst, messages)
+
+    return kernels.filter_conv(
+        x, weight, edge_src, edge_dst, num_nodes, weight_row, edges=edges, reference=reference
+    )
 
 
 def continuous_filter_conv_backward(
@@ -63,6 +65,8 @@ def continuous_filter_conv_backward(
     edge_src: Tensor,
     edge_dst: Tensor,
     weight_row: Tensor | None = None,
+    *,
+    edges: kernels.Edges | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Gradients of Σ grad_out · :func:`continuous_filter_conv` with respect to x and weight,
     without autograd (hand-written derivatives, e.g. :meth:`euclidnn.models.SchNet.energy_and_forces`).
@@ -71,42 +75,19 @@ def continuous_filter_conv_backward(
 
     Shapes: x: [n_src, F], weight: [n_rows, F], grad_out: [num_nodes, F] → ([n_src, F], [n_rows, F])
     """
-    native = _native_edges(x, edge_src, edge_dst, grad_out.shape[0], weight, weight_row)
-    if native is not None:
-        spec, edges = native
-        ones = edges.ones(x.dtype)
-        return _native.run_backward(spec, edges, x, ones, weight, grad_out)
-    w = weight if weight_row is None else weight.index_select(0, weight_row)
-    g = grad_out.index_select(0, edge_dst)  # [n_edges, F]
-    grad_x = torch.zeros_like(x).index_add_(0, edge_src, w * g)
-    grad_edge = x.index_select(0, edge_src) * g
-    if weight_row is None:
-        return grad_x, grad_edge
-    return grad_x, torch.zeros_like(weight).index_add_(0, weight_row, grad_edge)
 
+    def reference() -> tuple[Tensor, Tensor]:
+        w = weight if weight_row is None else weight.index_select(0, weight_row)
+        g = grad_out.index_select(0, edge_dst)  # [n_edges, F]
+        grad_x = torch.zeros_like(x).index_add_(0, edge_src, w * g)
+        grad_edge = x.index_select(0, edge_src) * g
+        if weight_row is None:
+            return grad_x, grad_edge
+        return grad_x, torch.zeros_like(weight).index_add_(0, weight_row, grad_edge)
 
-def _native_edges(x, edge_src, edge_dst, num_nodes, weight, weight_row):
-    """(spec, edges) for the fused kernel where it applies, else None."""
-    if not (
-        x.device.type == "cpu"
-        and edge_src.shape[0] >= NATIVE_MIN_EDGES
-        and x.dtype in (torch.float32, torch.float64)
-        and not torch.compiler.is_compiling()
-        and _native.library() is not None
-    ):
-        return None
-    f = x.shape[-1]
-    if f not in _FILTER_SPECS:
-        _FILTER_SPECS[f] = _native.ConvSpec(
-            torch.tensor([[0, 0, 0, 0, f]]),
-            torch.ones(1, dtype=torch.float64),
-            (f, 1, f, f),
-            torch.arange(f),
-            torch.arange(f),
-        )
-    n_rows = weight.shape[0] if weight_row is not None else None
-    edges = _native.edges_for(edge_src, edge_dst, num_nodes, x.shape[0], weight_row, n_rows)
-    return _FILTER_SPECS[f], edges
+    return kernels.filter_conv_backward(
+        x, weight, grad_out, edge_src, edge_dst, weight_row, edges=edges, reference=reference
+    )
 
 
 class EquivariantConv(nn.Module):
@@ -163,11 +144,18 @@ class EquivariantConv(nn.Module):
         self.linear_2 = Linear(self.tensor_product.irreps_out, self.irreps_out)
 
     def forward(
-        self, h: Tensor, edge_sh: Tensor, edge_radial: Tensor, edge_src: Tensor, edge_dst: Tensor
+        self,
+        h: Tensor,
+        edge_sh: Tensor,
+        edge_radial: Tensor,
+        edge_src: Tensor,
+        edge_dst: Tensor,
+        *,
+        edges: kernels.Edges | None = None,
     ) -> Tensor:
         x = self.linear_1(h)
         weight = self.radial(edge_radial)  # [n_edges, weight_numel]
         aggregated = self.tensor_product.convolve(
-            x, edge_sh, weight, edge_src, edge_dst, h.shape[0]
+            x, edge_sh, weight, edge_src, edge_dst, h.shape[0], edges=edges
         )
         return self.linear_2(aggregated * (1.0 / math.sqrt(self.avg_num_neighbors)))

@@ -7,7 +7,31 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BesselBasis", "bessel_basis", "gaussian_basis"]
+__all__ = ["BesselBasis", "bessel_basis", "gaussian_basis", "gaussian_centres"]
+
+
+def gaussian_centres(
+    r_max: float,
+    num_basis: int,
+    r_min: float = 0.0,
+    gamma: float | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> tuple[Tensor, float]:
+    """The centres μ_k and width γ of :func:`gaussian_basis`: μ evenly spaced on [r_min, r_max]
+    and γ (Å⁻²) as given, else 1 / (2 Δμ²) with Δμ the spacing (widths equal to the spacing,
+    SchNetPack's default).
+
+    Shapes: → ([num_basis] Å, float)
+
+    >>> gaussian_centres(1.0, num_basis=3)
+    (tensor([0.0000, 0.5000, 1.0000]), 2.0)
+    """
+    mu = torch.linspace(r_min, r_max, num_basis, dtype=dtype, device=device)
+    if gamma is None:
+        spacing = (r_max - r_min) / max(num_basis - 1, 1)
+        gamma = 0.5 / spacing**2
+    return mu, gamma
 
 
 def gaussian_basis(
@@ -21,7 +45,7 @@ def gaussian_basis(
         num_basis: number of Gaussians K.
         r_min: centre of the first Gaussian in Å.
         gamma: width parameter in Å⁻²; default 1 / (2 Δμ²) with Δμ the spacing of the centres
-            (SchNetPack's default, widths equal to the spacing).
+            (SchNetPack's default, widths equal to the spacing; :func:`gaussian_centres`).
 
     Shapes: r: [n_edges] Å → [n_edges, num_basis]
 
@@ -29,10 +53,7 @@ def gaussian_basis(
     tensor([[1.0000, 0.6065],
             [0.6065, 1.0000]])
     """
-    mu = torch.linspace(r_min, r_max, num_basis, dtype=r.dtype, device=r.device)
-    if gamma is None:
-        spacing = (r_max - r_min) / max(num_basis - 1, 1)
-        gamma = 0.5 / spacing**2
+    mu, gamma = gaussian_centres(r_max, num_basis, r_min, gamma, r.dtype, r.device)
     exponent = -gamma * (r[..., None] - mu) ** 2
     # exact zeros where exp would underflow into subnormal numbers (below e^-87 in float32):
     # subnormals make exp and every later matmul on them 20-40x slower on CPUs

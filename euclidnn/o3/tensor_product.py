@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from euclidnn.o3 import _native
+from euclidnn import kernels
 from euclidnn.o3._tensor_product_kernel import GroupedContraction
 from euclidnn.o3.irreps import Irreps
 from euclidnn.o3.wigner import wigner_3j
@@ -279,6 +279,7 @@ class TensorProduct(nn.Module):
             self.path_coefficients,
             wigner_3j,
         )
+        self.conv_spec = self._conv_spec()  # None: convolve() runs the composition
         if internal_weights:
             self.weight = nn.Parameter(torch.randn(self.weight_numel))
         else:
@@ -306,86 +307,105 @@ class TensorProduct(nn.Module):
         edge_src: Tensor,
         edge_dst: Tensor,
         num_nodes: int,
+        *,
+        edges: kernels.Edges | None = None,
     ) -> Tensor:
         """Messages summed into atoms: out[v] = Σ_{e : edge_dst[e] = v} TP(x1[edge_src[e]], x2[e], weight[e]).
 
-        Equal to ``scatter_sum(self(x1[edge_src], x2, weight), edge_dst, num_nodes)``. On CPU,
-        for "uvu" paths with a multiplicity-1 second input (spherical harmonics, NequIP's
-        convolution), it runs the fused C kernel of :mod:`euclidnn.o3._native`, which never
-        stores a message per edge (several times faster, any order of derivative); elsewhere it
-        is that composition.
+        Equal to ``scatter_sum(self(x1[edge_src], x2, weight), edge_dst, num_nodes)``, which is
+        what runs in general. For "uvu" paths with a multiplicity-1 second input (spherical
+        harmonics: NequIP's convolution) :func:`euclidnn.kernels.convolve` runs it as one fused
+        kernel on CPU tensors, which never stores a message per edge (several times faster, any
+        order of derivative).
+
+        Args:
+            edges: the same edges prepared once for the kernel (:class:`euclidnn.kernels.Edges`,
+                e.g. from :meth:`euclidnn.data.Graph.derived`); prepared here when ``None``.
 
         Shapes: x1: [num_nodes, irreps_in1.dim], x2: [n_edges, irreps_in2.dim],
             weight: [n_edges, weight_numel], edge_src, edge_dst: [n_edges] → [num_nodes, irreps_out.dim]
         """
         weight = weight.to(x1.dtype)
-        if self._native_spec(x1, x2, weight) is not None:
-            edges = _native.edges_for(edge_src, edge_dst, num_nodes, x1.shape[0])
-            return _native.convolve(self._conv_spec, edges, x1, x2.to(x1.dtype), weight)
-        messages = self(x1.index_select(0, edge_src), x2, weight)
-        return messages.new_zeros(num_nodes, messages.shape[-1]).index_add_(0, edge_dst, messages)
+        x2 = x2.to(x1.dtype)
 
-    def _native_spec(self, x1: Tensor, x2: Tensor, weight: Tensor) -> _native.ConvSpec | None:
-        """The kernel's entries when the fused kernel applies to these inputs, else None."""
+        def reference() -> Tensor:
+            messages = self(x1.index_select(0, edge_src), x2, weight)
+            return messages.new_zeros(num_nodes, messages.shape[-1]).index_add_(
+                0, edge_dst, messages
+            )
+
+        if self.conv_spec is None:
+            return reference()
+        return kernels.convolve(
+            self.conv_spec, x1, x2, weight, edge_src, edge_dst, num_nodes,
+            edges=edges, reference=reference,
+        )  # fmt: skip
+
+    def _conv_spec(self) -> kernels.ConvSpec | None:
+        """The quadrilinear form of :meth:`convolve` for the fused kernel, where the paths are
+        all weighted "uvu" with a multiplicity-1 second input; else None.
+
+        One entry per nonzero Clebsch–Gordan coefficient of every path, (xo, j, go, wo, U):
+        offsets into x1 and the output in the kernel's "ir_mul" layout, into x2 and the weights,
+        and the channel count (see ``euclidnn/kernels/_conv.c``).
+        """
         if not (
-            x1.device.type == "cpu"
-            and not torch.compiler.is_compiling()  # ctypes calls do not trace; compile fuses anyway
-            and x1.dtype in (torch.float32, torch.float64)
-            and weight.dim() == 2
-            and all(p.mode == "uvu" and p.has_weight for p in self.paths)
+            all(p.mode == "uvu" and p.has_weight for p in self.paths)
             and all(mul == 1 for mul, _ in self.irreps_in2)
-            and _native.library() is not None
         ):
             return None
-        if getattr(self, "_conv_spec", None) is None:
-            offsets1 = [
-                sum(m * ir.dim for m, ir in self.irreps_in1[:i])
-                for i in range(len(self.irreps_in1))
-            ]
-            offsets2 = [
-                sum(ir.dim for _, ir in self.irreps_in2[:i]) for i in range(len(self.irreps_in2))
-            ]
-            offsets_out = [
-                sum(m * ir.dim for m, ir in self.irreps_out[:i])
-                for i in range(len(self.irreps_out))
-            ]
-            entries, coefficients, w_offset = [], [], 0
-            for p, alpha in zip(self.paths, self.path_coefficients):
-                (mul1, ir1), (_, ir2), (_, ir_out) = (
-                    self.irreps_in1[p.i_in1],
-                    self.irreps_in2[p.i_in2],
-                    self.irreps_out[p.i_out],
-                )
-                cg = wigner_3j(ir1.l, ir2.l, ir_out.l).to(torch.float64)
-                for i, j, k in (cg.abs() > 1e-12).nonzero().tolist():  # "ir_mul" offsets
-                    entries.append(
-                        (
-                            offsets1[p.i_in1] + i * mul1,
-                            offsets2[p.i_in2] + j,
-                            offsets_out[p.i_out] + k * mul1,
-                            w_offset,
-                            mul1,
-                        )
+        offsets1 = _offsets(self.irreps_in1)
+        offsets2 = _offsets(self.irreps_in2)
+        offsets_out = _offsets(self.irreps_out)
+        entries, coefficients, w_offset = [], [], 0
+        for p, alpha in zip(self.paths, self.path_coefficients):
+            (mul1, ir1), (_, ir2), (_, ir_out) = (
+                self.irreps_in1[p.i_in1],
+                self.irreps_in2[p.i_in2],
+                self.irreps_out[p.i_out],
+            )
+            cg = wigner_3j(ir1.l, ir2.l, ir_out.l).to(torch.float64)
+            for i, j, k in (cg.abs() > 1e-12).nonzero().tolist():
+                entries.append(
+                    (
+                        offsets1[p.i_in1] + i * mul1,
+                        offsets2[p.i_in2] + j,
+                        offsets_out[p.i_out] + k * mul1,
+                        w_offset,
+                        mul1,
                     )
-                    coefficients.append(alpha * cg[i, j, k].item())
-                w_offset += mul1
-            dims = (
-                self.irreps_in1.dim,
-                self.irreps_in2.dim,
-                self.weight_numel,
-                self.irreps_out.dim,
-            )
-            self._conv_spec = _native.ConvSpec(
-                torch.tensor(entries, dtype=torch.int64).reshape(-1, 5),
-                torch.tensor(coefficients, dtype=torch.float64),
-                dims,
-                _native.to_ir_mul(self.irreps_in1),
-                _native.to_ir_mul(self.irreps_out).argsort(),
-            )
-        return self._conv_spec
+                )
+                coefficients.append(alpha * cg[i, j, k].item())
+            w_offset += mul1
+        dims = (self.irreps_in1.dim, self.irreps_in2.dim, self.weight_numel, self.irreps_out.dim)
+        return kernels.ConvSpec(
+            torch.tensor(entries, dtype=torch.int64).reshape(-1, 5),
+            torch.tensor(coefficients, dtype=torch.float64),
+            dims,
+            _to_ir_mul(self.irreps_in1),
+            _to_ir_mul(self.irreps_out).argsort(),
+        )
 
     def extra_repr(self) -> str:
         return (
             f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, {len(self.paths)} paths, "
             f"weight_numel={self.weight_numel}, path_normalization={self.path_normalization!r}"
         )
+
+
+def _offsets(irreps: Irreps) -> list[int]:
+    """Column offset of each term of ``irreps``."""
+    return [sum(mul * ir.dim for mul, ir in irreps[:i]) for i in range(len(irreps))]
+
+
+def _to_ir_mul(irreps: Irreps) -> Tensor:
+    """Column permutation from e3nn's layout to "ir_mul": ``x[:, perm]`` puts component i of
+    channel u of a term at offset i·mul + u instead of u·dim + i.
+
+    Shapes: → [irreps.dim]
+    """
+    pieces, offset = [], 0
+    for mul, ir in irreps:
+        pieces.append(torch.arange(mul * ir.dim).view(mul, ir.dim).t().reshape(-1) + offset)
+        offset += mul * ir.dim
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int64)

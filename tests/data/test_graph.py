@@ -62,6 +62,8 @@ def test_collate_equals_one_by_one():
     # collating batches is associative
     again = collate([collate(graphs[:3]), collate(graphs[3:])])
     for f in dataclasses.fields(Graph):
+        if f.name == "_derived":  # the store of derived index structures, not data
+            continue
         assert torch.equal(getattr(again, f.name), getattr(batch, f.name)), f.name
 
 
@@ -134,10 +136,53 @@ def test_to_casts_floats_only():
     assert g.pbc.dtype == torch.bool
 
 
+def test_to_takes_a_dtype_first_as_tensors_do():
+    g = Graph.from_ase(molecule("CH4"), 2.0)
+    g64 = g.to(torch.float64)
+    assert g64.positions.dtype == g64.cell.dtype == torch.float64
+    assert g64.edge_src.dtype == torch.int64
+    with pytest.raises(TypeError, match="dtype once"):
+        g.to(torch.float64, torch.float32)
+
+
+def test_derived_data_are_kept_with_the_graph_and_its_copies():
+    g = Graph.from_ase(molecule("CH3CH2OH"), 3.0, torch.float64)
+    calls = []
+
+    def count(graph):
+        calls.append(1)
+        return graph.num_edges
+
+    assert g.derived("n", count) == g.derived("n", count) == g.num_edges
+    moved = dataclasses.replace(g, positions=g.positions + 1.0)  # same edges: shared
+    assert moved.derived("n", count) == g.num_edges and len(calls) == 1
+    assert g.deformed(g.positions, torch.zeros(1, 3, 3, dtype=torch.float64)).derived("n", count)
+    assert len(calls) == 1
+    # other edges, or edges changed in place: computed again, for that graph only
+    fewer = dataclasses.replace(g, edge_src=g.edge_src[2:], edge_dst=g.edge_dst[2:],
+                                edge_shift=g.edge_shift[2:])  # fmt: skip
+    assert fewer.derived("n", count) == g.num_edges - 2 and len(calls) == 2
+    assert g.derived("n", count) == g.num_edges and len(calls) == 3
+    g.edge_src[0] = g.edge_src[0].item()  # an in-place write bumps the version
+    g.derived("n", count)
+    assert len(calls) == 4
+
+
+def test_edge_pairs_of_int32_edges_and_of_the_graph():
+    from euclidnn.data.pairs import edge_pairs
+
+    g = Graph.from_ase(bulk("Si"), 5.0, torch.float64)
+    pair_edge, edge_pair = g.edge_pairs()
+    assert g.edge_pairs()[0] is pair_edge  # computed once per graph
+    p32 = edge_pairs(g.edge_src.int(), g.edge_dst.int(), g.edge_shift)
+    assert torch.equal(p32[0], pair_edge) and torch.equal(p32[1], edge_pair)
+    assert pair_edge.shape[0] == g.num_edges // 2
+
+
 def test_graph_is_pytree_and_compiles():
     g = Graph.from_ase([molecule("H2O"), bulk("Si")], 3.0, torch.float64)
     leaves, spec = pytree.tree_flatten(g)
-    assert len(leaves) == len(dataclasses.fields(Graph))
+    assert len(leaves) == len(dataclasses.fields(Graph)) - 1  # the derived store is dropped
     assert pytree.tree_unflatten(leaves, spec).num_edges == g.num_edges
 
     def energy(graph: Graph) -> torch.Tensor:

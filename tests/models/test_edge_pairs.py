@@ -10,8 +10,8 @@ from ase.build import bulk, molecule
 from torch import nn
 
 from euclidnn.data import Graph
+from euclidnn.data.pairs import edge_pairs
 from euclidnn.models import SchNet, SchNetConfig, predict, shifted_softplus
-from euclidnn.models.common import edge_pairs
 from euclidnn.nn.cutoff import cosine_cutoff
 from euclidnn.nn.radial import gaussian_basis
 from euclidnn.nn.scatter import scatter_sum
@@ -137,16 +137,6 @@ def test_no_edges_and_overflow():
 
 
 # ---- SchNet: filters per pair == filters per directed edge --------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _fast_paths_on_small_graphs(monkeypatch):
-    """Pairs and the fused convolution switch on from some hundreds of edges; force them here."""
-    import euclidnn.models.schnet
-    import euclidnn.nn.conv
-
-    monkeypatch.setattr(euclidnn.models.schnet, "PAIR_MIN_EDGES", 0)
-    monkeypatch.setattr(euclidnn.nn.conv, "NATIVE_MIN_EDGES", 0)
 
 
 class PerEdgeSchNet(nn.Module):

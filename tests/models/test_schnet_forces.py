@@ -2,50 +2,63 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from ase.build import bulk, molecule
 
-import euclidnn.models.schnet
-import euclidnn.nn.conv
+from euclidnn import kernels
 from euclidnn.data import Graph
-from euclidnn.models import SchNet, SchNetConfig, _schnet_native, predict
+from euclidnn.kernels import Library
+from euclidnn.models import SchNet, SchNetConfig, predict, schnet_forces
 
 needs_fused = pytest.mark.skipif(
-    _schnet_native.library() is None or not _schnet_native._GEMM,
+    kernels.schnet.LIBRARY.get() is None,
     reason="no C compiler or no BLAS symbols in PyTorch: the fused SchNet kernel is not built",
 )
 
 
-def fused_calls(monkeypatch) -> list:
-    """Record each run of the fused kernel (so a test can check that it ran)."""
-    calls, run = [], _schnet_native.energy_and_forces
+def paths_taken(monkeypatch) -> list:
+    """Record, for each call of the SchNet kernel's entry point, which path ran."""
+    calls, run = [], kernels.schnet_energy_and_forces
 
-    def recording(*args, **kwargs):
-        out = run(*args, **kwargs)
-        calls.append(out is not None)
+    def recording(*args, reference, **kwargs):
+        ran = []
+        out = run(*args, reference=lambda: ran.append(1) or reference(), **kwargs)
+        calls.append("pytorch" if ran else "kernel")
         return out
 
-    monkeypatch.setattr(_schnet_native, "energy_and_forces", recording)
+    monkeypatch.setattr(kernels, "schnet_energy_and_forces", recording)
     return calls
 
 
+def without_blas(monkeypatch) -> None:
+    """The SchNet library as on a PyTorch build whose library has no BLAS symbols."""
+
+    def no_blas(handle):
+        raise OSError("PyTorch's library exports no BLAS sgemm_/dgemm_")
+
+    old = kernels.schnet.LIBRARY
+    library = Library(old.source, old.what, old.functions, old.extra_flags, old.libs, no_blas)
+    monkeypatch.setattr(kernels.schnet, "LIBRARY", library)
+
+
 @pytest.mark.parametrize(
-    "pair_min,native_min,fused",
+    "path",
     [
-        (10**9, 10**9, False),
-        (0, 10**9, False),
-        (0, 0, False),
-        pytest.param(0, 0, True, marks=needs_fused),
+        pytest.param("kernel", marks=needs_fused),
+        "pytorch",  # EUCLIDNN_NATIVE=0: no kernel at all
+        "pytorch+conv-kernel",  # no BLAS: the PyTorch code, with the convolution kernel
     ],
-    ids=["per-edge", "pairs", "pairs+kernel", "fused"],
 )
 @pytest.mark.parametrize("periodic", [False, True])
-def test_matches_autograd(pair_min, native_min, fused, periodic, monkeypatch):
-    monkeypatch.setattr(euclidnn.models.schnet, "PAIR_MIN_EDGES", pair_min)
-    monkeypatch.setattr(euclidnn.nn.conv, "NATIVE_MIN_EDGES", native_min)
-    monkeypatch.setattr(euclidnn.models.schnet, "FUSED", fused)
-    calls = fused_calls(monkeypatch)
+def test_matches_autograd(path, periodic, monkeypatch):
+    if path == "pytorch":
+        monkeypatch.setenv("EUCLIDNN_NATIVE", "0")
+    elif path == "pytorch+conv-kernel":
+        without_blas(monkeypatch)
+    calls = paths_taken(monkeypatch)
     torch.manual_seed(0)
     config = SchNetConfig(
         species=(1, 6, 8, 14),
@@ -60,13 +73,21 @@ def test_matches_autograd(pair_min, native_min, fused, periodic, monkeypatch):
     )
     graph = Graph.from_ase(structures, 5.0, torch.float64)
     reference = predict(model, graph, training=True)  # autograd through forward()
-    energy, forces = model.energy_and_forces(graph)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        energy, forces = model.energy_and_forces(graph)
     torch.testing.assert_close(energy, reference.energy, rtol=0, atol=1e-12)
     torch.testing.assert_close(forces, reference.forces, rtol=0, atol=1e-12)
     assert forces.abs().max() > 1e-2  # not vacuous
     fast = predict(model, graph)  # inference goes through energy_and_forces
     assert torch.equal(fast.forces, forces)
-    assert calls == ([True, True] if fused else [])
+    ran = "kernel" if path == "kernel" else "pytorch"
+    assert calls == [ran, ran]
+    if path == "pytorch+conv-kernel":  # said once, at the first call
+        assert [str(w.message) for w in caught if "BLAS" in str(w.message)] != []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.energy_and_forces(graph)
 
 
 def schnet(seed=0, **config) -> SchNet:
@@ -80,12 +101,13 @@ def schnet(seed=0, **config) -> SchNet:
 
 def both_paths(model, graph, monkeypatch):
     """(energy, forces) from the fused kernel and from the PyTorch code."""
-    monkeypatch.setattr(euclidnn.models.schnet, "FUSED", True)
-    calls = fused_calls(monkeypatch)
+    calls = paths_taken(monkeypatch)
     fused = model.energy_and_forces(graph)
-    assert calls == [True]
-    monkeypatch.setattr(euclidnn.models.schnet, "FUSED", False)
-    return fused, model.energy_and_forces(graph)
+    with monkeypatch.context() as m:
+        m.setenv("EUCLIDNN_NATIVE", "0")
+        reference = model.energy_and_forces(graph)
+    assert calls == ["kernel", "pytorch"]
+    return fused, reference
 
 
 @needs_fused
@@ -147,31 +169,19 @@ def test_fused_kernel_edge_cases(monkeypatch):
     torch.testing.assert_close(f, f_ref, rtol=1e-13, atol=1e-12)
 
 
-def test_without_the_kernel_the_pytorch_code_runs(monkeypatch):
-    """No BLAS symbols found (another platform): energy_and_forces still equals autograd."""
-    monkeypatch.setattr(_schnet_native, "_GEMM", {})
-    calls = fused_calls(monkeypatch)
-    model = schnet().double()
-    graph = Graph.from_ase(molecule("CH3CH2OH"), 5.0, torch.float64)
-    energy, forces = model.energy_and_forces(graph)
-    reference = predict(model, graph, training=True)
-    torch.testing.assert_close(forces, reference.forces, rtol=0, atol=1e-12)
-    assert calls == [False]
-
-
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
-def test_radial_kernel_matches_the_pytorch_bases(dtype, tol):
+def test_radial_derivatives_are_those_of_the_bases(dtype, tol):
+    """The PyTorch code differentiates gaussian_basis and cosine_cutoff themselves (forward
+    mode): the same numbers as autograd, including past r_max and where exp underflows."""
     from euclidnn.nn import cosine_cutoff, gaussian_basis
 
-    if _schnet_native.library() is None:
-        pytest.skip("no C compiler: the PyTorch formulas run instead")
+    model = schnet(num_basis=25, r_max=5.0)
     r = torch.linspace(0.05, 6.0, 200, dtype=dtype).requires_grad_()  # past r_max = 5
-    mu = torch.linspace(0.0, 5.0, 25, dtype=dtype)
-    e, de, fc, dfc = _schnet_native.radial(r.detach(), mu, 11.52, 5.0)
-    e_ref = gaussian_basis(r, 5.0, 25, gamma=11.52)
+    e, de, fc, dfc = schnet_forces._radial(model, r.detach())
+    e_ref = gaussian_basis(r, 5.0, 25, gamma=model.config.gamma)
     fc_ref = cosine_cutoff(r, 5.0)
-    torch.testing.assert_close(e, e_ref.detach(), rtol=tol, atol=tol)
-    torch.testing.assert_close(fc, fc_ref.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(e, e_ref.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(fc, fc_ref.detach(), rtol=0, atol=0)
     de_ref = torch.stack(
         [torch.autograd.grad(e_ref[:, k].sum(), r, retain_graph=True)[0] for k in range(25)], 1
     )
@@ -179,11 +189,12 @@ def test_radial_kernel_matches_the_pytorch_bases(dtype, tol):
     torch.testing.assert_close(de, de_ref, rtol=tol, atol=10 * tol)
     torch.testing.assert_close(dfc, dfc_ref, rtol=tol, atol=tol)
     assert (e[e != 0].abs() >= torch.finfo(dtype).tiny).all()  # no subnormals
+    assert torch.isfinite(de).all()
 
 
 def test_concurrent_calls_from_threads_agree_with_serial_ones():
-    """Two Python threads alternate different molecules (the per-graph caches are process-wide,
-    the C kernel's workspace is per thread): every result equals the serial one."""
+    """Two Python threads alternate different molecules (index structures are kept with each
+    graph, the C kernel's workspace is per thread): every result equals the serial one."""
     from concurrent.futures import ThreadPoolExecutor
 
     model = schnet().double()

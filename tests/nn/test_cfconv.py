@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import euclidnn.nn.conv
+from euclidnn import kernels
 from euclidnn.nn import continuous_filter_conv
-from euclidnn.o3 import _native
 
 
 def reference(x, w, src, dst, n, row=None):
@@ -16,9 +15,8 @@ def reference(x, w, src, dst, n, row=None):
 
 
 @pytest.mark.parametrize("shared_rows", [False, True])
-def test_matches_composition_to_second_order(shared_rows, monkeypatch):
-    monkeypatch.setattr(euclidnn.nn.conv, "NATIVE_MIN_EDGES", 0)  # the kernel, not the fallback
-    if _native.library() is None:
+def test_matches_composition_to_second_order(shared_rows):
+    if kernels.conv.LIBRARY.get() is None:
         pytest.skip("no C compiler: only the composition path exists")
     g = torch.Generator().manual_seed(3)
     n, e, f = 6, 25, 7
@@ -43,12 +41,12 @@ def test_matches_composition_to_second_order(shared_rows, monkeypatch):
     assert torch.autograd.gradgradcheck(fn, (x, w))
 
 
-@pytest.mark.parametrize("native_min", [0, 10**9], ids=["kernel", "pytorch"])
+@pytest.mark.parametrize("native", ["1", "0"], ids=["kernel", "pytorch"])
 @pytest.mark.parametrize("shared_rows", [False, True])
-def test_hand_written_backward_matches_autograd(native_min, shared_rows, monkeypatch):
+def test_hand_written_backward_matches_autograd(native, shared_rows, monkeypatch):
     from euclidnn.nn import continuous_filter_conv_backward
 
-    monkeypatch.setattr(euclidnn.nn.conv, "NATIVE_MIN_EDGES", native_min)
+    monkeypatch.setenv("EUCLIDNN_NATIVE", native)
     g = torch.Generator().manual_seed(5)
     n, e, f = 7, 30, 6
     src, dst = torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g)

@@ -7,10 +7,11 @@ import shutil
 import pytest
 import torch
 
-from euclidnn.o3 import Irreps, TensorProduct, _native, fully_connected_paths, uvu_paths
+from euclidnn import kernels
+from euclidnn.o3 import Irreps, TensorProduct, fully_connected_paths, uvu_paths
 
 needs_kernel = pytest.mark.skipif(
-    _native.library() is None, reason="no C compiler: the fused kernel is not built"
+    kernels.conv.LIBRARY.get() is None, reason="no C compiler: the fused kernel is not built"
 )
 
 
@@ -36,7 +37,7 @@ def problem(
 def test_kernel_builds_where_a_compiler_exists():
     if shutil.which("cc") is None:
         pytest.skip("no C compiler on this machine")
-    assert _native.library() is not None
+    assert kernels.conv.LIBRARY.get() is not None
 
 
 CASES = [
@@ -50,7 +51,7 @@ CASES = [
 @pytest.mark.parametrize("irreps_in,lmax,target", CASES)
 def test_equals_composition_and_gradients(irreps_in, lmax, target):
     tp, x, y, w, src, dst = problem(irreps_in, lmax, target, n=6, n_edges=40)
-    assert tp._native_spec(x, y, w) is not None
+    assert tp.conv_spec is not None
     out = tp.convolve(x, y, w, src, dst, 7)  # node 6 receives nothing
     ref = reference(tp, x, y, w, src, dst, 7)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
@@ -117,7 +118,7 @@ def test_empty_edges_and_fallback():
     x, y = torch.randn(3, 16, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
     w = torch.randn(5, full.weight_numel, dtype=torch.float64)
     src, dst = torch.tensor([0, 1, 2, 2, 0]), torch.tensor([1, 2, 0, 1, 1])
-    assert full._native_spec(x, y, w) is None  # "uvw" paths: the PyTorch composition
+    assert full.conv_spec is None  # "uvw" paths: the PyTorch composition
     torch.testing.assert_close(
         full.convolve(x, y, w, src, dst, 3), reference(full, x, y, w, src, dst, 3)
     )
@@ -142,7 +143,7 @@ def test_nequip_same_with_and_without_kernel(monkeypatch):
         return p.energy, p.forces, torch.autograd.grad(loss, list(model.parameters()))
 
     fast = run()
-    monkeypatch.setattr(_native, "_LIB", None)
+    monkeypatch.setenv("EUCLIDNN_NATIVE", "0")
     slow = run()
     torch.testing.assert_close(fast[0], slow[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(fast[1], slow[1], rtol=0, atol=1e-12)
@@ -150,16 +151,13 @@ def test_nequip_same_with_and_without_kernel(monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
 
 
-def test_a_kernel_that_cannot_be_built_falls_back_with_a_warning(monkeypatch):
-    def broken():
-        raise OSError("read-only file system")
-
-    monkeypatch.setattr(_native, "_LIB", False)
-    monkeypatch.setattr(_native, "_build", broken)
-    with pytest.warns(UserWarning, match="read-only file system"):
-        assert _native.library() is None
+def test_a_kernel_that_cannot_be_built_falls_back_with_a_warning(monkeypatch, tmp_path):
+    broken = tmp_path / "broken.c"
+    broken.write_text("this is not C\n")
+    old = kernels.conv.LIBRARY
+    monkeypatch.setattr(kernels.conv, "LIBRARY", kernels.Library(broken, old.what, old.functions))
+    monkeypatch.setenv("EUCLIDNN_CACHE", str(tmp_path / "cache"))
     tp, x, y, w, src, dst = problem("4x0e+4x1o", 1, "4x0e+4x1o", n=3, n_edges=7)
-    assert tp._native_spec(x, y, w) is None
-    torch.testing.assert_close(
-        tp.convolve(x, y, w, src, dst, 3), reference(tp, x, y, w, src, dst, 3)
-    )
+    with pytest.warns(UserWarning, match="build failed"):
+        out = tp.convolve(x, y, w, src, dst, 3)
+    torch.testing.assert_close(out, reference(tp, x, y, w, src, dst, 3))

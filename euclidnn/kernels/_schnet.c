@@ -1,4 +1,5 @@
-/* SchNet energy and forces in one C call (private; loaded by euclidnn/models/_schnet_native.py).
+/* SchNet energy and forces in one C call (loaded by euclidnn/kernels/schnet.py, which checks
+ * every argument before it calls in here).
  *
  * The same function and the same hand-written chain rule as SchNet.energy_and_forces in
  * schnet.py (the equations are there), for inference. On small molecules a PyTorch call is
@@ -47,7 +48,7 @@ static void *workspace(size_t bytes) {
 #define LOG1P log1pf
 #define COS cosf
 #define SIN sinf
-#include "_schnet_kernel.c"
+#include "_schnet.c"
 #undef T
 #undef SUFFIX
 #undef EXP
@@ -61,7 +62,7 @@ static void *workspace(size_t bytes) {
 #define LOG1P log1p
 #define COS cos
 #define SIN sin
-#include "_schnet_kernel.c"
+#include "_schnet.c"
 
 #else /* the body, for one type T */
 
@@ -131,7 +132,7 @@ static void SUFFIX(csr_product)(int64_t n_out, const int64_t *order, const int64
 /* Gaussians e_k = exp(−γ (r − μ_k)²) (exactly 0 below exp(log_tiny): no subnormals), cosine
  * cutoff fc = ½ (cos(π r / r_c) + 1) (0 from r_c on) and their r-derivatives; the same
  * operation order as euclidnn.nn.gaussian_basis and cosine_cutoff. */
-void SUFFIX(schnet_radial)(int64_t n, int64_t K, const T *r, const T *mu, double gamma,
+static void SUFFIX(schnet_radial)(int64_t n, int64_t K, const T *r, const T *mu, double gamma,
                            double r_max, double log_tiny, T *e, T *de, T *fc, T *dfc,
                            int threads) {
     const T g = (T)gamma, w = (T)(M_PI / r_max), lt = (T)log_tiny;
@@ -151,6 +152,18 @@ void SUFFIX(schnet_radial)(int64_t n, int64_t K, const T *r, const T *mu, double
             de[i * K + k] = d * (T)(-2.0 * gamma) * ek;
         }
     }
+}
+
+/* The weights of one interaction block (nn.Linear layouts: W [out, in], b [out]). */
+typedef struct {
+    const T *filter1_w, *filter1_b, *filter2_w, *filter2_b, *in2filter_w, *out1_w, *out1_b,
+        *out2_w, *out2_b;
+} SUFFIX(interaction_t);
+
+/* Interaction t's weights from the pointer list of schnet_energy_forces (below). */
+static SUFFIX(interaction_t) SUFFIX(interaction)(const void *const *ptr, int64_t t) {
+    const void *const *q = ptr + 23 + 9 * t;
+    return (SUFFIX(interaction_t)){q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], q[8]};
 }
 
 /* Energy per structure and forces of a SchNet model.
@@ -179,7 +192,6 @@ int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, do
                   *src = ptr[6], *dst = ptr[7], *row = ptr[8], *by_dst = ptr[9],
                   *by_dst_ptr = ptr[10], *by_src = ptr[11], *by_src_ptr = ptr[12],
                   *by_row = ptr[13], *by_row_ptr = ptr[14];
-#define PARAM(t, j) ((const T *)ptr[23 + 9 * (t) + (j)])
 
     /* workspace: one allocation, carved into these arrays (x, osig, filt, wf: one block per
      * interaction; a, sa, ga: the T blocks side by side in each row) */
@@ -217,12 +229,15 @@ int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, do
     SUFFIX(schnet_radial)(P, K, r, mu, gamma, r_max, log_tiny, e, de, fc, dfc, threads);
 
     /* filters W_t = fc · (ssp(e W1ᵀ + b1) W2ᵀ + b2), first layers of all t side by side in a */
-    for (int64_t t = 0; t < NT; t++)
-        SUFFIX(linear)(gemm, P, W, K, e, K, PARAM(t, 0), PARAM(t, 1), a + t * W, TW);
+    for (int64_t t = 0; t < NT; t++) {
+        const SUFFIX(interaction_t) it = SUFFIX(interaction)(ptr, t);
+        SUFFIX(linear)(gemm, P, W, K, e, K, it.filter1_w, it.filter1_b, a + t * W, TW);
+    }
     SUFFIX(ssp_sigmoid)(P * TW, a, sa, ga, threads); /* ga = ssp'(a) for now */
     for (int64_t t = 0; t < NT; t++) {
+        const SUFFIX(interaction_t) it = SUFFIX(interaction)(ptr, t);
         T *ft = filt + t * P * W, *wt = wf + t * P * W;
-        SUFFIX(linear)(gemm, P, W, W, sa + t * W, TW, PARAM(t, 2), PARAM(t, 3), ft, W);
+        SUFFIX(linear)(gemm, P, W, W, sa + t * W, TW, it.filter2_w, it.filter2_b, ft, W);
         PARALLEL_FOR(P * W)
         for (int64_t q = 0; q < P; q++)
             for (int64_t c = 0; c < W; c++) wt[q * W + c] = ft[q * W + c] * fc[q];
@@ -231,15 +246,16 @@ int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, do
     /* interactions: h += out2(ssp(out1(Σ_j x_j ⊙ W_ij))), x = in2filter(h) */
     for (int64_t i = 0; i < n; i++) memcpy(h + i * F, emb + species[i] * F, F * sizeof(T));
     for (int64_t t = 0; t < NT; t++) {
+        const SUFFIX(interaction_t) it = SUFFIX(interaction)(ptr, t);
         T *xt = x + t * n * W, *osig_t = osig + t * n * F;
-        SUFFIX(linear)(gemm, n, W, F, h, F, PARAM(t, 4), NULL, xt, W);
+        SUFFIX(linear)(gemm, n, W, F, h, F, it.in2filter_w, NULL, xt, W);
         memset(m, 0, n * W * sizeof(T));
         SUFFIX(csr_product)(n, by_dst, by_dst_ptr, xt, src, wf + t * P * W, row, W, m, threads);
-        SUFFIX(linear)(gemm, n, F, W, m, W, PARAM(t, 5), PARAM(t, 6), o, F);
+        SUFFIX(linear)(gemm, n, F, W, m, W, it.out1_w, it.out1_b, o, F);
         SUFFIX(ssp_sigmoid)(n * F, o, so, osig_t, threads);
         for (int64_t i = 0; i < n; i++)
-            for (int64_t c = 0; c < F; c++) h[i * F + c] += PARAM(t, 8)[c];
-        SUFFIX(mm)(gemm, 'N', 'T', n, F, F, so, F, PARAM(t, 7), F, 1, h, F);
+            for (int64_t c = 0; c < F; c++) h[i * F + c] += it.out2_b[c];
+        SUFFIX(mm)(gemm, 'N', 'T', n, F, F, so, F, it.out2_w, F, 1, h, F);
     }
 
     /* readout: E_i = shift_Z + scale_Z · (ssp(h R1ᵀ + b1) R2ᵀ + b2), summed per structure */
@@ -258,16 +274,17 @@ int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, do
     SUFFIX(mm)(gemm, 'N', 'N', n, F, H, p, H, R1, F, 0, gh, F);
     memset(gfc, 0, P * sizeof(T));
     for (int64_t t = NT - 1; t >= 0; t--) {
+        const SUFFIX(interaction_t) it = SUFFIX(interaction)(ptr, t);
         const T *xt = x + t * n * W, *osig_t = osig + t * n * F;
         const T *ft = filt + t * P * W, *wt = wf + t * P * W;
-        SUFFIX(mm)(gemm, 'N', 'N', n, F, F, gh, F, PARAM(t, 7), F, 0, go, F);
+        SUFFIX(mm)(gemm, 'N', 'N', n, F, F, gh, F, it.out2_w, F, 0, go, F);
         for (int64_t i = 0; i < n * F; i++) go[i] *= osig_t[i];
-        SUFFIX(mm)(gemm, 'N', 'N', n, W, F, go, F, PARAM(t, 5), W, 0, gm, W);
+        SUFFIX(mm)(gemm, 'N', 'N', n, W, F, go, F, it.out1_w, W, 0, gm, W);
         memset(gx, 0, n * W * sizeof(T));
         SUFFIX(csr_product)(n, by_src, by_src_ptr, wt, row, gm, dst, W, gx, threads);
         memset(gw, 0, P * W * sizeof(T));
         SUFFIX(csr_product)(P, by_row, by_row_ptr, xt, src, gm, dst, W, gw, threads);
-        SUFFIX(mm)(gemm, 'N', 'N', n, F, W, gx, W, PARAM(t, 4), F, 1, gh, F);
+        SUFFIX(mm)(gemm, 'N', 'N', n, F, W, gx, W, it.in2filter_w, F, 1, gh, F);
         PARALLEL_FOR(P * W)
         for (int64_t q = 0; q < P; q++) {
             T s = 0;
@@ -277,13 +294,15 @@ int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, do
             }
             gfc[q] += s;
         }
-        SUFFIX(mm)(gemm, 'N', 'N', P, W, W, gw, W, PARAM(t, 2), W, 0, tmp, W);
+        SUFFIX(mm)(gemm, 'N', 'N', P, W, W, gw, W, it.filter2_w, W, 0, tmp, W);
         PARALLEL_FOR(P * W)
         for (int64_t q = 0; q < P; q++)
             for (int64_t c = 0; c < W; c++) ga[q * TW + t * W + c] *= tmp[q * W + c];
     }
-    for (int64_t t = 0; t < NT; t++)
-        SUFFIX(mm)(gemm, 'N', 'N', P, K, W, ga + t * W, TW, PARAM(t, 0), K, t ? 1 : 0, ge, K);
+    for (int64_t t = 0; t < NT; t++) {
+        const SUFFIX(interaction_t) it = SUFFIX(interaction)(ptr, t);
+        SUFFIX(mm)(gemm, 'N', 'N', P, K, W, ga + t * W, TW, it.filter1_w, K, t ? 1 : 0, ge, K);
+    }
 
     /* F = −∂E/∂R: ∂E/∂vec = (∂E/∂r) vec / r, −that on the source atom, + on the destination */
     PARALLEL_FOR(P * K)
@@ -300,7 +319,6 @@ int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, do
             forces[src_p[q] * 3 + c] -= s * vec[q * 3 + c];
         }
     }
-#undef PARAM
     return 0;
 }
 

@@ -1,0 +1,42 @@
+"""Everything native: the C kernels, their build and cache, the checks at the boundary, and the
+choice between a fused kernel and the PyTorch reference.
+
+``o3``, ``nn`` and ``models`` own the mathematics and its plain PyTorch form (the reference);
+they call the functions here, passing that reference, and get the fused result where the
+kernel can run (:func:`fused_library`: CPU, float32/float64, not under ``torch.compile``,
+``EUCLIDNN_NATIVE`` not ``"0"``, a C compiler present) and the reference's elsewhere. Every
+argument is checked before a pointer is taken: dtype, device, shape, contiguity (a contiguous
+copy is kept alive until the call returns), index dtype (int32 converted, others a
+``TypeError``) and index ranges (``IndexError``), so that no input can crash the process.
+
+Kernels:
+
+- :func:`convolve`: the equivariant point convolution Σ_{e→i} TP_uvu(x_src, Y_e; w_e) of
+  :meth:`euclidnn.o3.TensorProduct.convolve` (NequIP), any order of derivative;
+- :func:`filter_conv`, :func:`filter_conv_backward`: SchNet's continuous-filter convolution;
+- :func:`schnet_energy_and_forces`: a whole SchNet energy and force evaluation in one call.
+
+:class:`Edges` is an edge list checked once and grouped by destination, source and filter row;
+prepare one per graph (:meth:`euclidnn.data.Graph.derived`) and pass it to every layer.
+``EUCLIDNN_NATIVE=0`` turns every kernel off (CI runs the model, nn and o3 tests that way too),
+``EUCLIDNN_CACHE`` sets where the built libraries go (default ``~/.cache/euclidnn``).
+"""
+
+from euclidnn.kernels.build import Library, cache_directory
+from euclidnn.kernels.checks import fused_library
+from euclidnn.kernels.conv import ConvSpec, convolve, filter_conv, filter_conv_backward
+from euclidnn.kernels.edges import Edges
+from euclidnn.kernels.schnet import SchNetWeights, schnet_energy_and_forces
+
+__all__ = [
+    "ConvSpec",
+    "Edges",
+    "Library",
+    "SchNetWeights",
+    "cache_directory",
+    "convolve",
+    "filter_conv",
+    "filter_conv_backward",
+    "fused_library",
+    "schnet_energy_and_forces",
+]

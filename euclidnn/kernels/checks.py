@@ -1,0 +1,75 @@
+"""The boundary between PyTorch and C: when the fused path may run, and the checks every
+argument passes before a pointer to it is taken.
+
+The rule: a C kernel only ever sees contiguous tensors of the dtype it was compiled for, on
+the CPU, kept alive by the caller until the call returns, with every index in range. Anything
+the fused path does not support (another device or dtype, tracing by ``torch.compile``,
+``EUCLIDNN_NATIVE=0``, a library that did not build) runs the PyTorch reference instead, which
+raises PyTorch's own errors for inconsistent inputs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import torch
+from torch import Tensor
+
+from euclidnn.kernels.build import Library
+
+__all__ = ["fused_library", "index_tensor", "float_tensor"]
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def fused_library(library: Library, *tensors: Tensor | None) -> ctypes.CDLL | None:
+    """The loaded ``library`` where its fused path may run on these (floating-point) tensors,
+    else ``None`` (the caller runs its PyTorch reference).
+
+    The one place where the choice is made. The fused path runs when ``EUCLIDNN_NATIVE`` is
+    not ``"0"``, nothing is being traced by ``torch.compile`` (a ctypes call does not trace;
+    the compiler fuses the reference anyway), every given tensor is on the CPU with one dtype,
+    float32 or float64, and the library builds and loads.
+    """
+    if os.environ.get("EUCLIDNN_NATIVE", "1") == "0" or torch.compiler.is_compiling():
+        return None
+    present = [t for t in tensors if t is not None]
+    dtype = present[0].dtype
+    if dtype not in FLOAT_DTYPES:
+        return None
+    for t in present:
+        if t.dtype != dtype or t.device.type != "cpu":
+            return None
+    return library.get()
+
+
+def float_tensor(t: Tensor, name: str, shape: tuple[int, ...]) -> Tensor:
+    """``t`` as a contiguous tensor of exactly ``shape`` (a copy where it is strided or
+    expanded; the caller keeps the result alive until the C call returns)."""
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name}: expected shape {list(shape)}, got {list(t.shape)}")
+    return t.contiguous()
+
+
+def index_tensor(t: Tensor, name: str, size: int, length: int | None = None) -> Tensor:
+    """A private contiguous int64 copy of the 1-d index tensor ``t`` whose values are checked
+    to lie in 0 … size − 1.
+
+    int32 indices are converted; other dtypes raise ``TypeError`` and values out of range
+    ``IndexError`` (as PyTorch's indexing does).
+    """
+    if t.dtype not in INDEX_DTYPES:
+        raise TypeError(f"{name}: indices must be int64 or int32, got {t.dtype}")
+    if t.dim() != 1 or (length is not None and t.shape[0] != length):
+        want = f"[{length}]" if length is not None else "1-d"
+        raise ValueError(f"{name}: expected shape {want}, got {list(t.shape)}")
+    if t.device.type != "cpu":
+        raise ValueError(f"{name}: the CPU kernels take CPU indices, got {t.device}")
+    if t.numel():
+        low, high = (int(v) for v in torch.aminmax(t))
+        if low < 0 or high >= size:
+            bad = low if low < 0 else high
+            raise IndexError(f"{name}: index {bad} is out of range for {size} rows")
+    return t.to(torch.int64, memory_format=torch.contiguous_format, copy=True)

@@ -1,0 +1,264 @@
+"""The fused convolution kernel (``_conv.c``): equivariant "uvu" convolutions and SchNet's
+continuous filter, with derivatives of any order through autograd.
+
+The PyTorch path materializes each edge's message ([n_edges, irreps_out.dim]) several times
+over (products, concatenation, gather of the gradient); the kernel reads an edge's weights and
+spherical harmonics once and accumulates straight into the atom's row.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from euclidnn.kernels.build import Library
+from euclidnn.kernels.checks import fused_library
+from euclidnn.kernels.edges import Edges
+
+__all__ = ["ConvSpec", "convolve", "filter_conv", "filter_conv_backward"]
+
+_p, _i64, _i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_SIGNATURE = [_i32, _i64, _i64, *[_p] * 9, _i64, _i64, _i64, _i64, _p, _p, _i64, _i32]
+LIBRARY = Library(
+    Path(__file__).with_name("_conv.c"),
+    "PyTorch convolution",
+    {"uvu_conv_f32": (None, _SIGNATURE), "uvu_conv_f64": (None, _SIGNATURE)},
+)
+
+X, Y, W, G = range(4)  # the slots of the quadrilinear form Q(x, y, w, g) (see _conv.c)
+_MODE = (1, 3, 2, 0)  # the kernel mode computing each slot
+
+
+class ConvSpec:
+    """The entries of the quadrilinear form of one set of "uvu" paths (see ``_conv.c``), and
+    the column permutations into (``perm_in``) and out of (``perm_out``) the kernel's layout.
+
+    Checked here, once: every entry reads and writes inside its rows. Holds tensors only (no
+    pointers), so it is deep-copied and pickled with the module that owns it.
+
+    Args:
+        entries: rows (xo, j, go, wo, U): offsets into x, y, g and w, and the channel count.
+        coefficients: one coefficient per entry.
+        dims: the widths (x, y, w, g).
+        perm_in, perm_out: column permutations of x and of the output (``None``: identity).
+
+    Shapes: entries: [n, 5] int, coefficients: [n], perm_in: [dims[0]], perm_out: [dims[3]]
+    """
+
+    def __init__(
+        self,
+        entries: Tensor,
+        coefficients: Tensor,
+        dims: tuple[int, int, int, int],
+        perm_in: Tensor | None = None,
+        perm_out: Tensor | None = None,
+    ) -> None:
+        entries = entries.to(torch.int64).reshape(-1, 5).contiguous().clone()
+        xo, j, go, wo, u = entries.unbind(1)
+        xn, yn, wn, gn = (int(d) for d in dims)
+        inside = (entries >= 0).all(1) & (xo + u <= xn) & (j < yn) & (go + u <= gn) & (wo + u <= wn)
+        if not bool(inside.all()) or coefficients.shape != (entries.shape[0],):
+            raise ValueError(f"ConvSpec: entries out of the widths {dims} or coefficients unfit")
+        for perm, n in ((perm_in, xn), (perm_out, gn)):
+            if perm is not None and not torch.equal(perm.sort().values, torch.arange(n)):
+                raise ValueError(f"ConvSpec: a column permutation of {n} is not one")
+        identity = lambda p: p is None or torch.equal(p, torch.arange(p.shape[0]))  # noqa: E731
+        self.perm_in = None if identity(perm_in) else perm_in.to(torch.int64).clone()
+        self.perm_out = None if identity(perm_out) else perm_out.to(torch.int64).clone()
+        self.entries = entries
+        self.coefficients = {
+            d: coefficients.to(d).contiguous() for d in (torch.float32, torch.float64)
+        }
+        self.dims = (xn, yn, wn, gn)
+        self.has_y = True  # False: y ≡ 1 (the continuous filter)
+
+    @classmethod
+    def product(cls, width: int) -> ConvSpec:
+        """x ⊙ w of ``width`` channels with y ≡ 1 (SchNet's continuous filter)."""
+        spec = cls(torch.tensor([[0, 0, 0, 0, width]]), torch.ones(1), (width, 1, width, width))
+        spec.has_y = False
+        return spec
+
+
+def _call(lib, spec: ConvSpec, edges: Edges, slot: int, args: list[Tensor | None]) -> Tensor:
+    """∂Q/∂(args[slot]) from the other three arguments (``args[slot]`` is ``None``)."""
+    rows = (edges.num_src, edges.num_edges, edges.num_rows, edges.num_nodes)
+    dtype = next(a.dtype for a in args if a is not None)
+    # contiguous copies are bound here and live until the call returns
+    tensors = [None if a is None else a.contiguous() for a in args]
+    for s, t in enumerate(tensors):
+        if t is not None and (t.dtype != dtype or tuple(t.shape) != (rows[s], spec.dims[s])):
+            raise ValueError(f"uvu_conv: slot {'xywg'[s]} is {t.dtype} {list(t.shape)}")
+    out = torch.zeros(rows[slot], spec.dims[slot], dtype=dtype)
+    tensors[slot] = out
+    if not spec.has_y:
+        tensors[Y] = None
+    if edges.num_edges == 0 or out.numel() == 0:
+        return out
+    mode = _MODE[slot]
+    ready = edges.prepared()
+    csr = (ready.by_dst, ready.by_src, ready.by_row, None)[mode]
+    order, ptr = (None, None) if csr is None else csr
+    coefficients = spec.coefficients[dtype]
+    pointer = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+    function = lib.uvu_conv_f64 if dtype == torch.float64 else lib.uvu_conv_f32
+    function(
+        mode,
+        rows[slot],
+        edges.num_edges,
+        *map(pointer, (ready.src, ready.dst, order, ptr, ready.row, *tensors)),
+        *spec.dims,
+        spec.entries.data_ptr(),
+        coefficients.data_ptr(),
+        spec.entries.shape[0],
+        torch.get_num_threads(),
+    )
+    return out
+
+
+class _Quad(torch.autograd.Function):
+    """One partial derivative of Q; its own derivatives are the other partials of Q."""
+
+    @staticmethod
+    def forward(ctx, lib, spec: ConvSpec, edges: Edges, slot: int, *args: Tensor | None):
+        ctx.lib, ctx.spec, ctx.edges, ctx.slot = lib, spec, edges, slot
+        ctx.save_for_backward(*args)
+        return _call(lib, spec, edges, slot, list(args))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        saved = list(ctx.saved_tensors)
+        saved[ctx.slot] = grad
+        grads = []
+        for s in range(4):
+            if s == ctx.slot or not ctx.needs_input_grad[4 + s]:
+                grads.append(None)
+                continue
+            args = list(saved)
+            args[s] = None
+            grads.append(_Quad.apply(ctx.lib, ctx.spec, ctx.edges, s, *args))
+        return (None, None, None, None, *grads)
+
+
+def _partial(lib, spec: ConvSpec, edges: Edges, slot: int, *args: Tensor | None) -> Tensor:
+    """∂Q/∂(slot), with an autograd node only where a gradient may be asked for."""
+    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in args):
+        return _Quad.apply(lib, spec, edges, slot, *args)
+    return _call(lib, spec, edges, slot, list(args))
+
+
+def _rows(t: Tensor, rows: int, width: int) -> Tensor | None:
+    """``t`` broadcast to [rows, width], or ``None`` where it does not broadcast so."""
+    if t.dim() > 2 or t.shape[-1] != width:
+        return None
+    try:
+        return t.expand(rows, width)
+    except RuntimeError:
+        return None
+
+
+def _edges(edges, edge_src, edge_dst, row, num_src, num_nodes, num_rows) -> Edges:
+    if edges is None:
+        edges = Edges(edge_src, edge_dst, num_nodes, num_src, row, num_rows)
+        edges.prepared()
+        return edges
+    edges.check_matches(edge_src, edge_dst, row, num_src, num_nodes, num_rows)
+    edges.prepared()  # the checks, before anything runs
+    return edges
+
+
+def convolve(
+    spec: ConvSpec,
+    x: Tensor,
+    y: Tensor,
+    w: Tensor,
+    edge_src: Tensor,
+    edge_dst: Tensor,
+    num_nodes: int,
+    *,
+    edges: Edges | None = None,
+    reference: Callable[[], Tensor],
+) -> Tensor:
+    """out[v] = Σ_{e: edge_dst[e] = v} TP(x[edge_src[e]], y[e], w[e]), i.e. ∂Q/∂g, fused where
+    it can run (:func:`~euclidnn.kernels.checks.fused_library`), else ``reference()``.
+
+    Args:
+        spec: the tensor product's entries.
+        edges: these edges prepared once (:class:`Edges`); prepared here when ``None``.
+        reference: the PyTorch composition computing the same (called when not fused).
+
+    Shapes: x: [num_src, dims[0]], y: [n_edges, dims[1]], w: [n_edges, dims[2]] (y and w
+        broadcast), edge_src, edge_dst: [n_edges] → [num_nodes, dims[3]]
+    """
+    lib = fused_library(LIBRARY, x, y, w)
+    n_edges = edge_src.shape[0] if edge_src.dim() == 1 else -1
+    y, w = _rows(y, n_edges, spec.dims[Y]), _rows(w, n_edges, spec.dims[W])
+    if lib is None or x.dim() != 2 or x.shape[1] != spec.dims[X] or y is None or w is None:
+        return reference()
+    edges = _edges(edges, edge_src, edge_dst, None, x.shape[0], num_nodes, None)
+    if spec.perm_in is not None:
+        x = x.index_select(1, spec.perm_in)
+    out = _partial(lib, spec, edges, G, x, y, w, None)
+    return out if spec.perm_out is None else out.index_select(1, spec.perm_out)
+
+
+def filter_conv(
+    x: Tensor,
+    w: Tensor,
+    edge_src: Tensor,
+    edge_dst: Tensor,
+    num_nodes: int,
+    row: Tensor | None = None,
+    *,
+    edges: Edges | None = None,
+    reference: Callable[[], Tensor],
+) -> Tensor:
+    """out[i] = Σ_{e: edge_dst[e] = i} x[edge_src[e]] ⊙ w[row[e]] (SchNet's continuous filter),
+    fused where it can run, else ``reference()``.
+
+    Shapes: x: [num_src, F], w: [n_rows, F] (n_rows = n_edges without ``row``),
+        edge_src, edge_dst, row: [n_edges] → [num_nodes, F]
+    """
+    lib = fused_library(LIBRARY, x, w)
+    n_edges = edge_src.shape[0] if edge_src.dim() == 1 else -1
+    if lib is None or x.dim() != 2 or w.dim() != 2 or w.shape[1] != x.shape[1]:
+        return reference()
+    if row is None and w.shape[0] != n_edges:
+        return reference()
+    num_rows = None if row is None else w.shape[0]
+    edges = _edges(edges, edge_src, edge_dst, row, x.shape[0], num_nodes, num_rows)
+    return _partial(lib, ConvSpec.product(x.shape[1]), edges, G, x, None, w, None)
+
+
+def filter_conv_backward(
+    x: Tensor,
+    w: Tensor,
+    grad_out: Tensor,
+    edge_src: Tensor,
+    edge_dst: Tensor,
+    row: Tensor | None = None,
+    *,
+    edges: Edges | None = None,
+    reference: Callable[[], tuple[Tensor, Tensor]],
+) -> tuple[Tensor, Tensor]:
+    """(∂/∂x, ∂/∂w) of Σ grad_out · :func:`filter_conv`, without autograd, fused where it can
+    run, else ``reference()``.
+
+    Shapes: x: [num_src, F], w: [n_rows, F], grad_out: [num_nodes, F] → ([num_src, F], [n_rows, F])
+    """
+    lib = fused_library(LIBRARY, x, w, grad_out)
+    n_edges = edge_src.shape[0] if edge_src.dim() == 1 else -1
+    dims_ok = x.dim() == w.dim() == grad_out.dim() == 2
+    if lib is None or not dims_ok or not x.shape[1] == w.shape[1] == grad_out.shape[1]:
+        return reference()
+    if row is None and w.shape[0] != n_edges:
+        return reference()
+    num_rows = None if row is None else w.shape[0]
+    edges = _edges(edges, edge_src, edge_dst, row, x.shape[0], grad_out.shape[0], num_rows)
+    spec = ConvSpec.product(x.shape[1])
+    grad_x = _call(lib, spec, edges, X, [None, None, w, grad_out])
+    return grad_x, _call(lib, spec, edges, W, [x, None, None, grad_out])
