@@ -147,15 +147,15 @@ def _uvu_fused(t: Tensor, w: Tensor, lead: torch.Size, mul1: int, block: _Block)
 def _uvu(a: Tensor, m: Tensor, w: Tensor, lead: torch.Size) -> Tensor:
     """out[z, p, u, k] = Σ_i (W_p[z, u] a[z, u, i]) M[z, p, i, k]: a batched matmul over (z, p).
 
-    Shapes: a: [z, u, i], m: [z, p, i, k], w: [*lead, p·u] → [z, p, u, k] if i = 1,
-    else [z·p, u, k]
+    Shapes: a: [z, u, i], m: [z, p, i, k], w: [*lead, p·u] → [z, p, u, k]
     """
     z, n_paths, d1, d3 = m.shape
     mul1 = a.shape[1]
     aw = a.unsqueeze(1) * w.view(*lead, n_paths, mul1, 1)  # [z, p, u, i]
     if d1 == 1:
         return aw * m  # [z, p, u, k]
-    return torch.bmm(aw.reshape(z * n_paths, mul1, d1), m.view(z * n_paths, d1, d3))
+    out = torch.bmm(aw.reshape(z * n_paths, mul1, d1), m.view(z * n_paths, d1, d3))
+    return out.view(z, n_paths, mul1, d3)
 
 
 def _uvw(a: Tensor, m: Tensor, w: Tensor, lead: torch.Size, mul_out: int) -> Tensor:

@@ -208,6 +208,38 @@ def test_every_mode_equals_e3nn(e3nn_o3, mode):
     torch.testing.assert_close(ours(x1, x2, w), theirs(x1, x2, w), rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize(
+    "irreps_in1, irreps_out, instructions",
+    [
+        # 2 "uvu" paths 1o -> 1o, 1e (one block, l_out = 1) to non-adjacent terms, and a "uvw"
+        # path from the same x1 term: the block's [z·p, u, k] result was filed as if [z, p, u, k]
+        ("2x1o", "2x1o + 3x0e + 2x1e", [(0, 0, 0, "uvu"), (0, 1, 2, "uvu"), (0, 1, 1, "uvw")]),
+        (
+            "2x0e + 2x1o",
+            "2x0e + 2x1o + 3x1e",
+            [(0, 0, 0, "uvu"), (1, 1, 0, "uvu"), (1, 0, 1, "uvu"), (0, 1, 1, "uvu")]
+            + [(1, 1, 2, "uvw"), (1, 0, 1, "uvw"), (0, 1, 1, "uvw")],
+        ),
+    ],
+)
+def test_uvu_and_uvw_paths_from_one_input_term_equal_e3nn(
+    e3nn_o3, irreps_in1, irreps_out, instructions
+):
+    """Mixed modes on one x1 term with l > 0 and a multiplicity-1 x2 (the unfused group)."""
+    irreps_in2 = "0e + 1o"
+    ins = [(*i, True) for i in instructions]
+    ours = TensorProduct(
+        irreps_in1, irreps_in2, instruction_paths(irreps_in1, irreps_in2, irreps_out, ins)
+    )
+    theirs = e3nn_o3.TensorProduct(
+        irreps_in1, irreps_in2, irreps_out, ins, shared_weights=False, internal_weights=False
+    )
+    x1 = Irreps(irreps_in1).randn(7, -1, dtype=F64)
+    x2 = Irreps(irreps_in2).randn(7, -1, dtype=F64)
+    w = torch.randn(7, ours.weight_numel, dtype=F64)
+    torch.testing.assert_close(ours(x1, x2, w), theirs(x1, x2, w), rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("builder", [uvu_paths, fully_connected_paths])
 def test_empty_batch(builder):
     """A graph without edges gives an empty message tensor of the right width, and backward runs."""
