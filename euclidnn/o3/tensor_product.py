@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from euclidnn import kernels
-from euclidnn.o3._tensor_product_kernel import GroupedContraction
+from euclidnn.o3._contraction import GroupedContraction
 from euclidnn.o3.irreps import Irreps
 from euclidnn.o3.wigner import wigner_3j
 
