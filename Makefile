@@ -20,13 +20,17 @@ demo: $(STAMP)
 	$(BIN)/python examples/o3_demo.py
 	$(BIN)/python examples/potential_demo.py --out runs/demo
 
+# The model, nn and o3 tests run twice: with the C kernels, then with EUCLIDNN_NATIVE=0 (the
+# PyTorch reference path alone), so that neither path can drift from the other.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -m "not slow"
+	EUCLIDNN_NATIVE=0 $(BIN)/python -m pytest -q -m "not slow" tests/models tests/nn tests/o3
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+	EUCLIDNN_NATIVE=0 $(BIN)/python -m pytest -q -m slow tests/models tests/nn tests/o3
 
 # Peers for the side-by-side benchmarks live in their own venv: nequip and schnetpack are
 # benchmark-only, and schnetpack 2.2 needs --no-deps on Python 3.11 (it declares >= 3.12).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from euclidnn.models.schnet import SchNet, SchNetConfig
 __all__ = ["save_model", "load_model"]
 
 FORMAT = "euclidnn.model"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: NequIPLayer's convolution is a submodule `conv` (1: its layers inline)
 # the model classes a file may name, with their config classes
 _MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "SchNet": (SchNet, SchNetConfig),
@@ -77,9 +78,11 @@ def load_model(path: str | os.PathLike, *, device: torch.device | str | None = N
         raise ValueError(
             f"{path}: not a euclidnn model file (metadata 'format' is {metadata.get('format')!r})"
         )
-    if metadata.get("version") != FORMAT_VERSION:
+    version = metadata.get("version")
+    if version not in _MIGRATIONS and version != FORMAT_VERSION:
         raise ValueError(
-            f"{path}: format version {metadata.get('version')!r}, this euclidnn reads {FORMAT_VERSION!r}"
+            f"{path}: format version {version!r}, this euclidnn reads "
+            f"{sorted([*_MIGRATIONS, FORMAT_VERSION])}"
         )
     name = metadata.get("model")
     if name not in _MODELS:
@@ -99,6 +102,8 @@ def load_model(path: str | os.PathLike, *, device: torch.device | str | None = N
         raise ValueError(f"{path}: invalid {config_class.__name__}: {err}") from err
 
     tensors = load_file(str(path))
+    if version in _MIGRATIONS:
+        tensors = _MIGRATIONS[version](name, tensors)
     model = model_class(config)
     expected = model.state_dict()
     problems = [f"missing tensor {k!r}" for k in expected if k not in tensors]
@@ -115,3 +120,15 @@ def load_model(path: str | os.PathLike, *, device: torch.device | str | None = N
         model = model.to(dtype=dtypes.pop())
     model.load_state_dict(tensors)
     return model.to(device) if device is not None else model
+
+
+def _from_version_1(name: str, tensors: dict) -> dict:
+    """Format 1 → 2: a NequIP layer's linear_1, tensor_product, radial and linear_2 now sit in
+    its ``conv`` (an :class:`~euclidnn.nn.EquivariantConv`)."""
+    if name != "NequIP":
+        return tensors
+    inline = re.compile(r"^(layers\.\d+\.)(linear_1|tensor_product|radial|linear_2)\.")
+    return {inline.sub(r"\1conv.\2.", k): v for k, v in tensors.items()}
+
+
+_MIGRATIONS = {"1": _from_version_1}  # older format version -> function to the current one

@@ -18,8 +18,8 @@ from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.models.common import shifted_softplus
 from euclidnn.nn.conv import continuous_filter_conv, continuous_filter_conv_backward
-from euclidnn.nn.cutoff import cosine_cutoff
-from euclidnn.nn.radial import gaussian_basis, gaussian_centres
+from euclidnn.nn.cutoff import cosine_cutoff_with_derivative
+from euclidnn.nn.radial import gaussian_basis_with_derivative, gaussian_centres
 from euclidnn.nn.scatter import scatter_sum
 
 if TYPE_CHECKING:
@@ -95,19 +95,14 @@ def energy_and_forces(model: SchNet, graph: Graph, edges: kernels.Edges) -> tupl
 
 
 def _radial(model: SchNet, r: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Gaussians e(r), cosine cutoff fc(r) and their r-derivatives: the functions of
-    :meth:`SchNet.forward` (one formula), differentiated in forward mode.
+    """Gaussians e(r), cosine cutoff fc(r) and their r-derivatives (the bases of
+    :meth:`SchNet.forward`, with their derivatives from the same module).
 
     Shapes: r: [n_rows] → (e [n_rows, K], de/dr [n_rows, K], fc [n_rows], dfc/dr [n_rows])
     """
     cfg = model.config
-
-    def bases(r: Tensor) -> tuple[Tensor, Tensor]:
-        return gaussian_basis(r, cfg.r_max, cfg.num_basis, gamma=cfg.gamma), cosine_cutoff(
-            r, cfg.r_max
-        )
-
-    (e, fc), (de, dfc) = torch.func.jvp(bases, (r,), (torch.ones_like(r),))
+    e, de = gaussian_basis_with_derivative(r, cfg.r_max, cfg.num_basis, gamma=cfg.gamma)
+    fc, dfc = cosine_cutoff_with_derivative(r, cfg.r_max)
     return e, de, fc, dfc
 
 

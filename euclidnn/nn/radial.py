@@ -7,7 +7,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BesselBasis", "bessel_basis", "gaussian_basis", "gaussian_centres"]
+__all__ = [
+    "BesselBasis",
+    "bessel_basis",
+    "gaussian_basis",
+    "gaussian_basis_with_derivative",
+    "gaussian_centres",
+]
 
 
 def gaussian_centres(
@@ -54,11 +60,32 @@ def gaussian_basis(
             [0.6065, 1.0000]])
     """
     mu, gamma = gaussian_centres(r_max, num_basis, r_min, gamma, r.dtype, r.device)
-    exponent = -gamma * (r[..., None] - mu) ** 2
-    # exact zeros where exp would underflow into subnormal numbers (below e^-87 in float32):
-    # subnormals make exp and every later matmul on them 20-40x slower on CPUs
-    exponent = exponent.masked_fill(exponent < math.log(torch.finfo(r.dtype).tiny), -math.inf)
-    return torch.exp(exponent)
+    return torch.exp(_gaussian_exponent(r[..., None] - mu, gamma))
+
+
+def gaussian_basis_with_derivative(
+    r: Tensor, r_max: float, num_basis: int = 50, r_min: float = 0.0, gamma: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`gaussian_basis` e_k(r) and its derivative de_k/dr = −2γ (r − μ_k) e_k(r), without
+    autograd (hand-written force routines).
+
+    Shapes: r: [n_edges] Å → ([n_edges, num_basis], [n_edges, num_basis] Å⁻¹)
+
+    >>> e, de = gaussian_basis_with_derivative(torch.tensor([0.5]), r_max=1.0, num_basis=2)
+    >>> torch.equal(e, gaussian_basis(torch.tensor([0.5]), r_max=1.0, num_basis=2)), de
+    (True, tensor([[-0.4412,  0.4412]]))
+    """
+    mu, gamma = gaussian_centres(r_max, num_basis, r_min, gamma, r.dtype, r.device)
+    diff = r[..., None] - mu
+    e = torch.exp(_gaussian_exponent(diff, gamma))
+    return e, diff.mul_(-2.0 * gamma).mul_(e)
+
+
+def _gaussian_exponent(diff: Tensor, gamma: float) -> Tensor:
+    """−γ (r − μ)², set to −∞ where exp would underflow into subnormal numbers (below e^-87 in
+    float32): subnormals make exp and every later matmul on them many times slower on CPUs."""
+    exponent = -gamma * diff**2
+    return exponent.masked_fill(exponent < math.log(torch.finfo(diff.dtype).tiny), -math.inf)
 
 
 def bessel_basis(

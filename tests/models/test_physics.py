@@ -308,3 +308,22 @@ def _metadata(path):
 
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata())
+
+
+def test_load_migrates_format_1(ethanol, tmp_path):
+    """Files of format 1 (NequIP layers with their convolution inline) load into today's layout."""
+    import re
+
+    model = make_nequip_l1().double()
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    tensors = load_file(str(path))
+    inline = {re.sub(r"\.conv\.", ".", k): v for k, v in tensors.items()}
+    assert inline.keys() != tensors.keys()  # the old layout differs
+    save_file(inline, str(path), metadata={**_metadata(path), "version": "1"})
+    loaded = load_model(path)
+    a, b = predict(model, ethanol), predict(loaded, ethanol)
+    assert torch.equal(a.energy, b.energy) and torch.equal(a.forces, b.forces)
+    _rewrite(path, version="0")
+    with pytest.raises(ValueError, match="format version '0'"):
+        load_model(path)

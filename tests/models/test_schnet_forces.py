@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -13,9 +14,14 @@ from euclidnn.data import Graph
 from euclidnn.kernels import Library
 from euclidnn.models import SchNet, SchNetConfig, predict, schnet_forces
 
+KERNELS_OFF = os.environ.get("EUCLIDNN_NATIVE", "1") == "0"
 needs_fused = pytest.mark.skipif(
-    kernels.schnet.LIBRARY.get() is None,
-    reason="no C compiler or no BLAS symbols in PyTorch: the fused SchNet kernel is not built",
+    KERNELS_OFF or kernels.schnet.LIBRARY.get() is None,
+    reason="EUCLIDNN_NATIVE=0, no C compiler or no BLAS symbols in PyTorch: no SchNet kernel",
+)
+needs_conv = pytest.mark.skipif(
+    KERNELS_OFF or kernels.conv.LIBRARY.get() is None,
+    reason="EUCLIDNN_NATIVE=0 or no C compiler: no convolution kernel",
 )
 
 
@@ -49,7 +55,8 @@ def without_blas(monkeypatch) -> None:
     [
         pytest.param("kernel", marks=needs_fused),
         "pytorch",  # EUCLIDNN_NATIVE=0: no kernel at all
-        "pytorch+conv-kernel",  # no BLAS: the PyTorch code, with the convolution kernel
+        # no BLAS: the PyTorch code, with the convolution kernel
+        pytest.param("pytorch+conv-kernel", marks=needs_conv),
     ],
 )
 @pytest.mark.parametrize("periodic", [False, True])
