@@ -78,8 +78,13 @@ class ConvSpec:
 
     @classmethod
     def product(cls, width: int) -> ConvSpec:
-        """x ⊙ w of ``width`` channels with y ≡ 1 (SchNet's continuous filter)."""
-        spec = cls(torch.tensor([[0, 0, 0, 0, width]]), torch.ones(1), (width, 1, width, width))
+        """x ⊙ w of ``width`` channels with y ≡ 1 (SchNet's continuous filter): one entry,
+        valid by construction (made at every call, so without the checks of ``__init__``)."""
+        spec = cls.__new__(cls)
+        spec.entries = torch.tensor([[0, 0, 0, 0, width]])
+        one = torch.ones(1, dtype=torch.float64)
+        spec.coefficients = {torch.float64: one, torch.float32: one.float()}
+        spec.dims, spec.perm_in, spec.perm_out = (width, 1, width, width), None, None
         spec.has_y = False
         return spec
 

@@ -69,8 +69,10 @@ class SchNetWeights(NamedTuple):
     shifts: Tensor
     interactions: Sequence[tuple[Tensor, ...]]
 
-    def checked(self) -> list[Tensor]:
-        """All tensors, contiguous, in the kernel's order, each checked against its shape."""
+    def checked(self, dtype: torch.dtype) -> list[Tensor] | None:
+        """All tensors, contiguous, in the kernel's order, each checked against its shape
+        (``ValueError``); ``None`` where one is not a CPU tensor of ``dtype`` (the kernel
+        does not apply)."""
         (S, F), H = self.embedding.shape, self.readout1_w.shape[0]
         W, K = self.interactions[0][0].shape if self.interactions else (0, 0)
         tops = zip(
@@ -86,13 +88,15 @@ class SchNetWeights(NamedTuple):
             self[:7],
             ((S, F), (H, F), (H,), (1, H), (1,), (S,), (S,)),
         )
-        out = [float_tensor(t, name, shape) for name, t, shape in tops]
+        named = list(tops)
         shapes = ((W, K), (W,), (W, W), (W,), (W, F), (F, W), (F,), (F, F), (F,))
         for t, weights in enumerate(self.interactions):
             if len(weights) != len(shapes):
                 raise ValueError(f"interaction {t}: expected {len(shapes)} weights")
-            out += [float_tensor(w, f"interaction {t}", s) for w, s in zip(weights, shapes)]
-        return out
+            named += [(f"interaction {t}", w, s) for w, s in zip(weights, shapes)]
+        if any(t.dtype != dtype or t.device.type != "cpu" for _, t, _ in named):
+            return None
+        return [float_tensor(t, name, shape) for name, t, shape in named]
 
 
 def schnet_energy_and_forces(
@@ -121,10 +125,9 @@ def schnet_energy_and_forces(
     Shapes: positions [n, 3] Å, row_offset [n_rows, 3], batch, species [n], mu [K]
         → (energy [num_graphs] eV, forces [n, 3] eV/Å)
     """
-    lib = fused_library(
-        LIBRARY, positions, row_offset, mu, *weights[:7], *sum(weights.interactions, ())
-    )
-    if lib is None or not edges.has_rows or not weights.interactions:
+    lib = fused_library(LIBRARY, positions, row_offset, mu)
+    checked = None if lib is None else weights.checked(positions.dtype)
+    if checked is None or not edges.has_rows or not weights.interactions:
         return reference()
     n, dtype = positions.shape[0], positions.dtype
     if edges.num_nodes != n or edges.num_src != n:
@@ -146,7 +149,7 @@ def schnet_energy_and_forces(
         *ready.by_src,
         *ready.by_row,
         float_tensor(mu, "mu", (weights.interactions[0][0].shape[1],)),
-        *weights.checked(),
+        *checked,
     ]  # bound here: every tensor lives until the call returns
     pointers = (ctypes.c_void_p * len(tensors))(
         *(t if t is None else t.data_ptr() for t in tensors)
