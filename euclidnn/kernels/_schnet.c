@@ -169,7 +169,8 @@ static SUFFIX(interaction_t) SUFFIX(interaction)(const void *const *ptr, int64_t
 /* Energy per structure and forces of a SchNet model.
  *
  * dims: n_atoms, n_rows (undirected pairs; each filter row), n_edges, n_graphs,
- *       T (interactions), F (features), W (filters), K (Gaussians), H (readout width), threads
+ *       T (interactions), F (features), W (filters), K (Gaussians), H (readout width), threads,
+ *       S (species)
  * ptr:  positions [n, 3], row offsets S·cell [n_rows, 3] or NULL, row src, row dst [n_rows],
  *       batch, species [n], edge src, dst, row [n_edges], then (order, ptr) of the edges by
  *       dst, by src and by row; μ [K], embedding [S, F], readout1 W [H, F], b [H],
@@ -177,8 +178,10 @@ static SUFFIX(interaction_t) SUFFIX(interaction)(const void *const *ptr, int64_t
  *       filter1 W [W, K], b [W], filter2 W [W, W], b [W], in2filter W [W, F],
  *       out1 W [F, W], b [F], out2 W [F, F], b [F]
  * out:  energy [n_graphs], forces [n, 3]
- * Returns 0, or 1 where the workspace could not be allocated (nothing written). Not
- * reentrant within one thread (the workspace is per thread).
+ * Returns 0; 1 where the workspace could not be allocated, 2 where an entry of batch is not in
+ * 0 … n_graphs − 1, 3 where a species is not in 0 … S − 1 (nothing written in those cases; the
+ * caller checked every other index). Not reentrant within one thread (the workspace is per
+ * thread).
  */
 int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, double gamma,
                                  double r_max, double log_tiny, SUFFIX(gemm_t) *gemm, T *energy,
@@ -186,12 +189,18 @@ int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, do
     const int64_t n = dims[0], P = dims[1], G = dims[3], NT = dims[4], F = dims[5], W = dims[6],
                   K = dims[7], H = dims[8], TW = NT * W;
     const int threads = (int)dims[9];
+    const int64_t S = dims[10];
     const T *pos = ptr[0], *off = ptr[1], *mu = ptr[15], *emb = ptr[16], *R1 = ptr[17],
             *rb1 = ptr[18], *R2 = ptr[19], *rb2 = ptr[20], *scales = ptr[21], *shifts = ptr[22];
     const int64_t *src_p = ptr[2], *dst_p = ptr[3], *batch = ptr[4], *species = ptr[5],
                   *src = ptr[6], *dst = ptr[7], *row = ptr[8], *by_dst = ptr[9],
                   *by_dst_ptr = ptr[10], *by_src = ptr[11], *by_src_ptr = ptr[12],
                   *by_row = ptr[13], *by_row_ptr = ptr[14];
+
+    for (int64_t i = 0; i < n; i++) { /* the per-call indices, checked before any is used */
+        if (batch[i] < 0 || batch[i] >= G) return 2;
+        if (species[i] < 0 || species[i] >= S) return 3;
+    }
 
     /* workspace: one allocation, carved into these arrays (x, osig, filt, wf: one block per
      * interaction; a, sa, ga: the T blocks side by side in each row) */

@@ -40,7 +40,7 @@ def fused_library(library: Library, *tensors: Tensor | None) -> ctypes.CDLL | No
     if dtype not in FLOAT_DTYPES:
         return None
     for t in present:
-        if t.dtype != dtype or t.device.type != "cpu":
+        if t.dtype != dtype or not t.is_cpu:
             return None
     return library.get()
 
@@ -53,21 +53,25 @@ def float_tensor(t: Tensor, name: str, shape: tuple[int, ...]) -> Tensor:
     return t.contiguous()
 
 
-def index_tensor(t: Tensor, name: str, size: int, length: int | None = None) -> Tensor:
+def index_tensor(
+    t: Tensor, name: str, size: int, length: int | None = None, *, check_range: bool = True
+) -> Tensor:
     """A private contiguous int64 copy of the 1-d index tensor ``t`` whose values are checked
     to lie in 0 … size − 1.
 
     int32 indices are converted; other dtypes raise ``TypeError`` and values out of range
-    ``IndexError`` (as PyTorch's indexing does).
+    ``IndexError`` (as PyTorch's indexing does). ``check_range=False`` leaves the range to a
+    kernel that checks it itself before it reads anything (for per-call indices of a few
+    hundred entries, cheaper than the reductions here).
     """
     if t.dtype not in INDEX_DTYPES:
         raise TypeError(f"{name}: indices must be int64 or int32, got {t.dtype}")
     if t.dim() != 1 or (length is not None and t.shape[0] != length):
         want = f"[{length}]" if length is not None else "1-d"
         raise ValueError(f"{name}: expected shape {want}, got {list(t.shape)}")
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         raise ValueError(f"{name}: the CPU kernels take CPU indices, got {t.device}")
-    if t.numel():
+    if check_range and t.numel():
         low, high = (int(v) for v in torch.aminmax(t))
         if low < 0 or high >= size:
             bad = low if low < 0 else high

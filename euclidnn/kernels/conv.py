@@ -90,35 +90,39 @@ class ConvSpec:
 
 
 def _call(lib, spec: ConvSpec, edges: Edges, slot: int, args: list[Tensor | None]) -> Tensor:
-    """∂Q/∂(args[slot]) from the other three arguments (``args[slot]`` is ``None``)."""
+    """∂Q/∂(args[slot]) from the other three arguments (``args[slot]`` is ``None``).
+
+    Runs several times per layer and derivative, so the checks are kept to plain comparisons.
+    """
     rows = (edges.num_src, edges.num_edges, edges.num_rows, edges.num_nodes)
-    dtype = next(a.dtype for a in args if a is not None)
-    # contiguous copies are bound here and live until the call returns
-    tensors = [None if a is None else a.contiguous() for a in args]
-    for s, t in enumerate(tensors):
-        if t is not None and (t.dtype != dtype or tuple(t.shape) != (rows[s], spec.dims[s])):
-            raise ValueError(f"uvu_conv: slot {'xywg'[s]} is {t.dtype} {list(t.shape)}")
-    out = torch.zeros(rows[slot], spec.dims[slot], dtype=dtype)
-    tensors[slot] = out
-    if not spec.has_y:
-        tensors[Y] = None
+    dtype = (args[X] if args[X] is not None else args[W]).dtype  # x or w is always given
+    pointers = []  # the contiguous copies are bound in `tensors` until the call returns
+    tensors = []
+    for s, a in enumerate(args):
+        if a is not None:
+            if a.dtype != dtype or a.shape != (rows[s], spec.dims[s]):
+                raise ValueError(f"uvu_conv: slot {'xywg'[s]} is {a.dtype} {list(a.shape)}")
+            a = a.contiguous()
+        tensors.append(a)
+    out = tensors[slot] = torch.zeros(rows[slot], spec.dims[slot], dtype=dtype)
     if edges.num_edges == 0 or out.numel() == 0:
         return out
     mode = _MODE[slot]
     ready = edges.prepared()
-    csr = (ready.by_dst, ready.by_src, ready.by_row, None)[mode]
-    order, ptr = (None, None) if csr is None else csr
-    coefficients = spec.coefficients[dtype]
-    pointer = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+    order, ptr = (ready.by_dst, ready.by_src, ready.by_row, (None, None))[mode] or (None, None)
+    for t in (ready.src, ready.dst, order, ptr, ready.row, *tensors):
+        pointers.append(None if t is None else t.data_ptr())
+    if not spec.has_y:
+        pointers[6] = None  # y ≡ 1
     function = lib.uvu_conv_f64 if dtype == torch.float64 else lib.uvu_conv_f32
     function(
         mode,
         rows[slot],
         edges.num_edges,
-        *map(pointer, (ready.src, ready.dst, order, ptr, ready.row, *tensors)),
+        *pointers,
         *spec.dims,
         spec.entries.data_ptr(),
-        coefficients.data_ptr(),
+        spec.coefficients[dtype].data_ptr(),
         spec.entries.shape[0],
         torch.get_num_threads(),
     )
@@ -131,6 +135,7 @@ class _Quad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, lib, spec: ConvSpec, edges: Edges, slot: int, *args: Tensor | None):
         ctx.lib, ctx.spec, ctx.edges, ctx.slot = lib, spec, edges, slot
+        ctx.tensor_slots = [s for s, a in enumerate(args) if a is not None]
         ctx.save_for_backward(*args)
         return _call(lib, spec, edges, slot, list(args))
 
@@ -140,7 +145,7 @@ class _Quad(torch.autograd.Function):
         saved[ctx.slot] = grad
         grads = []
         for s in range(4):
-            if s == ctx.slot or not ctx.needs_input_grad[4 + s]:
+            if s == ctx.slot or not _needed(ctx, 4 + s):
                 grads.append(None)
                 continue
             args = list(saved)
@@ -149,15 +154,33 @@ class _Quad(torch.autograd.Function):
         return (None, None, None, None, *grads)
 
 
+def _needed(ctx, i: int) -> bool:
+    """Whether this backward pass needs the gradient of input ``i`` (4 + slot): it requires one, and the
+    engine will run the node it flows into. ``torch.autograd.grad(energy, positions)`` with
+    trainable weights skips, e.g., the first layer's feature gradient, which leads only to
+    weights (PyTorch's own backward formulas skip such outputs the same way)."""
+    if not ctx.needs_input_grad[i]:
+        return False
+    node = ctx.next_functions[ctx.tensor_slots.index(i - 4)][0]  # (one per tensor input)
+    try:
+        return node is None or torch._C._will_engine_execute_node(node)
+    except (AttributeError, RuntimeError):  # a PyTorch without this query: compute it
+        return True
+
+
 def _partial(lib, spec: ConvSpec, edges: Edges, slot: int, *args: Tensor | None) -> Tensor:
     """∂Q/∂(slot), with an autograd node only where a gradient may be asked for."""
-    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in args):
-        return _Quad.apply(lib, spec, edges, slot, *args)
+    if torch.is_grad_enabled():
+        for a in args:
+            if a is not None and a.requires_grad:
+                return _Quad.apply(lib, spec, edges, slot, *args)
     return _call(lib, spec, edges, slot, list(args))
 
 
 def _rows(t: Tensor, rows: int, width: int) -> Tensor | None:
     """``t`` broadcast to [rows, width], or ``None`` where it does not broadcast so."""
+    if t.shape == (rows, width):
+        return t
     if t.dim() > 2 or t.shape[-1] != width:
         return None
     try:
@@ -167,12 +190,13 @@ def _rows(t: Tensor, rows: int, width: int) -> Tensor | None:
 
 
 def _edges(edges, edge_src, edge_dst, row, num_src, num_nodes, num_rows) -> Edges:
+    """``edges``, checked against these tensors and sizes, or new ones; prepared (and so all
+    indices checked) before anything runs."""
     if edges is None:
         edges = Edges(edge_src, edge_dst, num_nodes, num_src, row, num_rows)
-        edges.prepared()
-        return edges
-    edges.check_matches(edge_src, edge_dst, row, num_src, num_nodes, num_rows)
-    edges.prepared()  # the checks, before anything runs
+    else:
+        edges.check_matches(edge_src, edge_dst, row, num_src, num_nodes, num_rows)
+    edges.prepared()
     return edges
 
 

@@ -129,10 +129,14 @@ class Edges:
 
     def matches(self, edge_src: Tensor, edge_dst: Tensor, row: Tensor | None = None) -> bool:
         """Whether these are the (unmodified) tensors the edges were made from."""
-        for t, version, given in zip(self._tensors, self._versions, (edge_src, edge_dst, row)):
-            if t is not given or (t is not None and t._version != version):
-                return False
-        return True
+        made = self._tensors
+        return (
+            made[0] is edge_src
+            and made[1] is edge_dst
+            and made[2] is row
+            and self._versions[:3]
+            == (edge_src._version, edge_dst._version, None if row is None else row._version)
+        )
 
     def check_matches(
         self,
@@ -149,10 +153,13 @@ class Edges:
                 "edges: made from other (or since modified) edge tensors than the ones "
                 "passed; make Edges again from these"
             )
-        sizes = (self.num_src, self.num_nodes) + (() if num_rows is None else (self.num_rows,))
-        given = (num_src, num_nodes) + (() if num_rows is None else (num_rows,))
-        if sizes != given:
-            raise ValueError(f"edges: made for sizes {sizes}, used with {given}")
+        if (self.num_src, self.num_nodes) != (num_src, num_nodes) or (
+            num_rows is not None and num_rows != self.num_rows
+        ):
+            raise ValueError(
+                f"edges: made for {self.num_src} sources, {self.num_nodes} nodes and "
+                f"{self.num_rows} rows, used with {num_src}, {num_nodes} and {num_rows}"
+            )
 
     def __repr__(self) -> str:
         rows = f", num_rows={self.num_rows}" if self.has_rows else ""

@@ -94,9 +94,14 @@ class SchNetWeights(NamedTuple):
             if len(weights) != len(shapes):
                 raise ValueError(f"interaction {t}: expected {len(shapes)} weights")
             named += [(f"interaction {t}", w, s) for w, s in zip(weights, shapes)]
-        if any(t.dtype != dtype or t.device.type != "cpu" for _, t, _ in named):
-            return None
-        return [float_tensor(t, name, shape) for name, t, shape in named]
+        out = []
+        for name, t, shape in named:  # one pass: this runs at every MD step
+            if t.dtype != dtype or not t.is_cpu:
+                return None
+            if t.shape != shape:
+                raise ValueError(f"{name}: expected shape {list(shape)}, got {list(t.shape)}")
+            out.append(t if t.is_contiguous() else t.contiguous())
+        return out
 
 
 def schnet_energy_and_forces(
@@ -140,8 +145,8 @@ def schnet_energy_and_forces(
         None if row_offset is None else float_tensor(row_offset, "row_offset", (edges.num_rows, 3)),
         ready.row_src,
         ready.row_dst,
-        index_tensor(batch, "batch", num_graphs, n),
-        index_tensor(species, "species", weights.embedding.shape[0], n),
+        index_tensor(batch, "batch", num_graphs, n, check_range=False),  # checked in C
+        index_tensor(species, "species", weights.embedding.shape[0], n, check_range=False),
         ready.src,
         ready.dst,
         ready.row,
@@ -155,7 +160,7 @@ def schnet_energy_and_forces(
         *(t if t is None else t.data_ptr() for t in tensors)
     )
     width, num_basis = weights.interactions[0][0].shape
-    dims = (ctypes.c_int64 * 10)(
+    dims = (ctypes.c_int64 * 11)(
         n,
         edges.num_rows,
         edges.num_edges,
@@ -166,6 +171,7 @@ def schnet_energy_and_forces(
         num_basis,
         weights.readout1_w.shape[0],
         torch.get_num_threads(),
+        weights.embedding.shape[0],
     )
     energy, forces = positions.new_empty(num_graphs), positions.new_empty(n, 3)
     status = getattr(lib, f"schnet_energy_forces_{_SUFFIX[dtype]}")(
@@ -178,6 +184,10 @@ def schnet_energy_and_forces(
         energy.data_ptr(),
         forces.data_ptr(),
     )
+    if status == 2:
+        raise IndexError(f"batch: an index is out of range for {num_graphs} graphs")
+    if status == 3:
+        raise IndexError(f"species: an index is out of range for {weights.embedding.shape[0]} rows")
     if status != 0:
         raise MemoryError(f"SchNet kernel: no memory for the workspace of {n} atoms")
     return energy, forces

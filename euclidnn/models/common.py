@@ -58,6 +58,14 @@ class SpeciesIndex(nn.Module):
         table[list(self.species)] = torch.arange(len(self.species))
         self.register_buffer("table", table, persistent=False)
 
+    def of_graph(self, graph) -> Tensor:
+        """The rows of a :class:`~euclidnn.data.Graph`'s atoms, computed once per graph
+        (:meth:`~euclidnn.data.Graph.derived`; the same for every model of these species).
+
+        Shapes: → [n_atoms] int64
+        """
+        return graph.derived(f"species rows {self.species}", lambda g: self(g.numbers))
+
     def forward(self, numbers: Tensor) -> Tensor:
         index = self.table[numbers]
         if not torch.compiler.is_compiling() and bool((index < 0).any()):

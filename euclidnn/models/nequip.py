@@ -308,7 +308,7 @@ class NequIP(nn.Module):
         if num_layers is None:
             num_layers = max(len(self.layers) - 1, 0)
         edge_sh, edge_radial = self._edges(graph)
-        species = self.species_index(graph.numbers)
+        species = self.species_index.of_graph(graph)
         h = self.embedding(species).to(edge_sh.dtype)
         src, dst = graph.edge_src, graph.edge_dst
         edges = graph.derived("kernel edges", _kernel_edges)

@@ -183,7 +183,7 @@ class SchNet(nn.Module):
         pair_len = edge_len.index_select(0, pair_edge)  # [n_pairs] Å
         pair_radial = gaussian_basis(pair_len, cfg.r_max, cfg.num_basis, gamma=cfg.gamma)
         pair_cutoff = cosine_cutoff(pair_len, cfg.r_max)  # [n_pairs]
-        species = self.species_index(graph.numbers)  # [n_atoms]
+        species = self.species_index.of_graph(graph)  # [n_atoms]
         h = self.embedding(species).to(pair_len.dtype)  # [n_atoms, F]
         src, dst, edges = graph.edge_src, graph.edge_dst, pair_edges(graph)
         for interaction in self.interactions:
@@ -222,23 +222,37 @@ class SchNet(nn.Module):
             return False
         if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
             return False
-        expected = [
-            (self, cls),
-            (self.species_index, SpeciesIndex),
-            (self.embedding, nn.Embedding),
-            (self.readout1, nn.Linear),
-            (self.readout2, nn.Linear),
-            (self.scale_shift, PerSpeciesScaleShift),
-        ]
-        for it in self.interactions:
-            expected.append((it, SchNetInteraction))
-            expected += [(getattr(it, n), nn.Linear) for n in _INTERACTION_LINEARS]
+        if self._forward_hooks or self._forward_pre_hooks or not _plain(self, _LAYERS):
+            return False
+        blocks = self._modules["interactions"]._modules.values()
         return all(
-            type(m) is t and not m._forward_hooks and not m._forward_pre_hooks for m, t in expected
+            type(it) is SchNetInteraction
+            and not (it._forward_hooks or it._forward_pre_hooks)
+            and _plain(it, _BLOCK_LAYERS)
+            for it in blocks
         )
 
 
-_INTERACTION_LINEARS = ("in2filter", "filter1", "filter2", "out1", "out2")
+# the layers SchNet.energy_and_forces reads, by name (checked through the modules' own dicts:
+# an nn.Module attribute lookup costs about a microsecond, and this runs at every MD step)
+_LAYERS = {
+    "species_index": SpeciesIndex,
+    "embedding": nn.Embedding,
+    "interactions": nn.ModuleList,
+    "readout1": nn.Linear,
+    "readout2": nn.Linear,
+    "scale_shift": PerSpeciesScaleShift,
+}
+_BLOCK_LAYERS = dict.fromkeys(("in2filter", "filter1", "filter2", "out1", "out2"), nn.Linear)
+
+
+def _plain(module: nn.Module, layers: dict[str, type]) -> bool:
+    """Whether ``module``'s children are exactly ``layers`` (name → class), none hooked."""
+    children = module._modules
+    return children.keys() == layers.keys() and all(
+        type(m) is layers[name] and not (m._forward_hooks or m._forward_pre_hooks)
+        for name, m in children.items()
+    )
 
 
 def pair_edges(graph: Graph) -> kernels.Edges:
