@@ -235,6 +235,18 @@ def convolve(
     return out if spec.perm_out is None else out.index_select(1, spec.perm_out)
 
 
+def _filter_library(x, w, grad_out, edge_src, row):
+    """The library where the filter kernel runs on these: 2-d features of one width (and
+    without ``row``, one filter row per edge), else None (the reference runs, and raises
+    PyTorch's errors for inputs that do not fit)."""
+    lib = fused_library(LIBRARY, x, w, grad_out)
+    tensors = [t for t in (x, w, grad_out) if t is not None]
+    if lib is None or any(t.dim() != 2 or t.shape[1] != x.shape[1] for t in tensors):
+        return None
+    n_edges = edge_src.shape[0] if edge_src.dim() == 1 else -1
+    return None if row is None and w.shape[0] != n_edges else lib
+
+
 def filter_conv(
     x: Tensor,
     w: Tensor,
@@ -252,11 +264,8 @@ def filter_conv(
     Shapes: x: [num_src, F], w: [n_rows, F] (n_rows = n_edges without ``row``),
         edge_src, edge_dst, row: [n_edges] → [num_nodes, F]
     """
-    lib = fused_library(LIBRARY, x, w)
-    n_edges = edge_src.shape[0] if edge_src.dim() == 1 else -1
-    if lib is None or x.dim() != 2 or w.dim() != 2 or w.shape[1] != x.shape[1]:
-        return reference()
-    if row is None and w.shape[0] != n_edges:
+    lib = _filter_library(x, w, None, edge_src, row)
+    if lib is None:
         return reference()
     num_rows = None if row is None else w.shape[0]
     edges = _edges(edges, edge_src, edge_dst, row, x.shape[0], num_nodes, num_rows)
@@ -279,12 +288,8 @@ def filter_conv_backward(
 
     Shapes: x: [num_src, F], w: [n_rows, F], grad_out: [num_nodes, F] → ([num_src, F], [n_rows, F])
     """
-    lib = fused_library(LIBRARY, x, w, grad_out)
-    n_edges = edge_src.shape[0] if edge_src.dim() == 1 else -1
-    dims_ok = x.dim() == w.dim() == grad_out.dim() == 2
-    if lib is None or not dims_ok or not x.shape[1] == w.shape[1] == grad_out.shape[1]:
-        return reference()
-    if row is None and w.shape[0] != n_edges:
+    lib = _filter_library(x, w, grad_out, edge_src, row)
+    if lib is None:
         return reference()
     num_rows = None if row is None else w.shape[0]
     edges = _edges(edges, edge_src, edge_dst, row, x.shape[0], grad_out.shape[0], num_rows)
