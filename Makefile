@@ -30,7 +30,6 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
-	EUCLIDNN_NATIVE=0 $(BIN)/python -m pytest -q -m slow tests/models tests/nn tests/o3
 
 # Peers for the side-by-side benchmarks live in their own venv: nequip and schnetpack are
 # benchmark-only, and schnetpack 2.2 needs --no-deps on Python 3.11 (it declares >= 3.12).
