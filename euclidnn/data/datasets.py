@@ -56,7 +56,10 @@ _MD17 = (
 
 #: All shipped sets by name; :func:`list_datasets` lists those present in this installation.
 DATASETS: dict[str, DatasetInfo] = {
-    name: DatasetInfo(name, f"{name}-gfn2xtb.xyz.gz", "GFN2-xTB", 1000, _MD17_XTB) for name in _MD17
+    name: DatasetInfo(
+        name, f"{name}-gfn2xtb.xyz.gz", "GFN2-xTB", 2000 if name == "ethanol" else 1000, _MD17_XTB
+    )
+    for name in _MD17
 }
 DATASETS["ethanol-pbe"] = DatasetInfo(
     "ethanol-pbe",
@@ -100,7 +103,7 @@ def load_dataset(name: str) -> list[Structure]:
 
     >>> structures = load_dataset("ethanol")  # doctest: +SKIP
     >>> len(structures), structures[0].num_atoms, structures[0].forces.shape  # doctest: +SKIP
-    (1000, 9, (9, 3))
+    (2000, 9, (9, 3))
     """
     from .readers import read
 
