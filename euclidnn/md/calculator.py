@@ -1,0 +1,178 @@
+"""The ASE calculator of a euclidnn model: energy, forces and stress through ``predict()``.
+
+The neighbour list is built at ``r_max + skin`` and kept while no atom has moved more than
+``skin / 2`` since it was built (then no pair can have come from beyond ``r_max + skin`` to
+within ``r_max``). Each step keeps the listed pairs closer than ``r_max``, so the model sees
+exactly the edges a fresh neighbour list would give, in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator as AseCalculator
+from ase.calculators.calculator import all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+from torch import nn
+
+from euclidnn.data.graph import Graph
+from euclidnn.data.neighbors import neighbor_list
+from euclidnn.models import load_model, predict
+
+__all__ = ["Calculator", "MIN_DISTANCE"]
+
+#: Atoms closer than this (Å) are reported as on top of each other.
+MIN_DISTANCE = 0.1
+
+
+class Calculator(AseCalculator):
+    r"""ASE calculator for a euclidnn potential (a model or a ``.safetensors`` file).
+
+    E = model(graph),  F_i = −∂E/∂r_i,  σ = (1/V) ∂E/∂ε  (ASE's sign: positive = tensile),
+    all from :func:`~euclidnn.models.predict`. ASE's float64 positions are converted to the
+    model's dtype (``dtype`` casts the model first).
+
+    Args:
+        model: a model (``model(graph) -> energy [n_graphs]`` with ``config.r_max`` and
+            ``config.species``) or the path of a file written by
+            :func:`~euclidnn.models.save_model`.
+        dtype: cast the model to this dtype (default: keep the model's).
+        device: run the model there (default: where its parameters are).
+        skin: extra radius of the kept neighbour list, Å (0 rebuilds it every call).
+
+    Attributes:
+        rebuilds: how many times the neighbour list was built.
+
+    >>> from ase.build import molecule
+    >>> from euclidnn.models import SchNet, SchNetConfig
+    >>> atoms = molecule("H2O")
+    >>> atoms.calc = Calculator(SchNet(SchNetConfig(species=(1, 8), num_features=8)))
+    >>> atoms.get_forces().shape, atoms.calc.rebuilds
+    ((3, 3), 1)
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: nn.Module | str | os.PathLike,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        skin: float = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(Path(model))
+        if dtype is not None:
+            model = model.to(dtype=dtype)
+        if device is not None:
+            model = model.to(device)
+        if skin < 0:
+            raise ValueError(f"Calculator: skin must be ≥ 0 Å, got {skin}")
+        self.model = model
+        self.r_max = float(model.config.r_max)
+        self.species = tuple(int(z) for z in model.config.species)
+        self.skin = float(skin)
+        parameter = next(model.parameters())
+        self.dtype, self.device = parameter.dtype, parameter.device
+        self.rebuilds = 0
+        self._list = None  # (positions, cell, pbc, numbers, edge_src, edge_dst, edge_shift)
+        self._edges = None  # (mask, edge_src, edge_dst, edge_shift tensors) of the last call
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        """Energy and forces (and stress when asked for) of ``atoms``; ASE calls this."""
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        want_stress = "stress" in properties
+        if want_stress and not atoms.pbc.all():
+            raise ValueError(f"stress: {atoms.get_chemical_formula()} is not periodic in 3D")
+        graph = self.graph(atoms)
+        out = predict(self.model, graph, forces=True, stress=want_stress)
+        energy = float(out.energy[0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": out.forces.detach().cpu().double().numpy(),
+        }
+        if want_stress:
+            stress = out.stress[0].detach().cpu().double().numpy()
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+
+    def graph(self, atoms) -> Graph:
+        """The model input for ``atoms``: edges closer than ``r_max`` from the kept list.
+
+        Raises ``ValueError`` for elements the model does not know and for atoms on top of
+        each other (closer than :data:`MIN_DISTANCE`).
+        """
+        positions = np.asarray(atoms.positions, dtype=np.float64)
+        numbers = np.asarray(atoms.numbers)
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        if self._needs_rebuild(positions, cell, pbc, numbers):
+            self._build(atoms, positions, cell, pbc, numbers)
+        _, cell, _, _, src, dst, shift = self._list
+        vectors = positions[src] - positions[dst] + shift @ cell  # [n_listed, 3]
+        lengths = np.sqrt((vectors * vectors).sum(-1))
+        if len(lengths) and lengths.min() < MIN_DISTANCE:
+            k = int(lengths.argmin())
+            raise ValueError(
+                f"{atoms.get_chemical_formula()}: atoms {dst[k]} and {src[k]} are "
+                f"{lengths[k]:.3g} Å apart (on top of each other)"
+            )
+        mask = lengths < self.r_max
+        if self._edges is None or not np.array_equal(mask, self._edges[0]):
+            # same tensors while the edges are the same: the graph's derived index structures
+            # (edge pairs, kernel orders) are then reused from step to step
+            as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
+            self._edges = (
+                mask,
+                as_tensor(src[mask]),
+                as_tensor(dst[mask]),
+                as_tensor(shift[mask]).to(self.dtype),
+            )
+        _, edge_src, edge_dst, edge_shift = self._edges
+        n = len(numbers)
+        floats = dict(dtype=self.dtype, device=self.device)
+        return Graph(
+            positions=torch.tensor(positions, **floats),
+            numbers=self._numbers,
+            cell=torch.tensor(cell if pbc.any() else np.zeros((3, 3)), **floats).reshape(1, 3, 3),
+            pbc=torch.tensor(pbc, device=self.device).reshape(1, 3),
+            batch=torch.zeros(n, dtype=torch.int64, device=self.device),
+            edge_src=edge_src,
+            edge_dst=edge_dst,
+            edge_shift=edge_shift,
+            num_atoms=torch.tensor([n], device=self.device),
+        )
+
+    def _needs_rebuild(self, positions, cell, pbc, numbers) -> bool:
+        if self._list is None or self.skin == 0:
+            return True
+        old_positions, old_cell, old_pbc, old_numbers = self._list[:4]
+        if (
+            len(numbers) != len(old_numbers)
+            or not np.array_equal(numbers, old_numbers)
+            or not np.array_equal(pbc, old_pbc)
+            or (pbc.any() and not np.array_equal(cell, old_cell))
+        ):
+            return True
+        displacement = np.sqrt(((positions - old_positions) ** 2).sum(-1)).max(initial=0.0)
+        return bool(displacement > 0.5 * self.skin)
+
+    def _build(self, atoms, positions, cell, pbc, numbers) -> None:
+        unknown = sorted(set(numbers.tolist()) - set(self.species))
+        if unknown:
+            raise ValueError(
+                f"{atoms.get_chemical_formula()}: elements {unknown} (atomic numbers) are not "
+                f"known to the model, which knows {list(self.species)}"
+            )
+        src, dst, shift = neighbor_list(positions, cell, pbc, self.r_max + self.skin)
+        self._list = (positions.copy(), cell.copy(), pbc.copy(), numbers.copy(), src, dst, shift)
+        self._numbers = torch.tensor(numbers, dtype=torch.int64, device=self.device)
+        self._edges = None
+        self.rebuilds += 1

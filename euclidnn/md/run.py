@@ -1,0 +1,248 @@
+"""Classical MD with ASE's integrators: NVE (velocity Verlet), NVT (Langevin or Bussi).
+
+A run folder holds what the run did as it goes — ``md.log`` (one line per logged step,
+flushed), ``trajectory.xyz`` (extended XYZ with energy, forces and momenta, flushed per
+frame) — and ``summary.json`` (written atomically at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.md.bussi import Bussi
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.verlet import VelocityVerlet
+from tqdm import tqdm
+
+__all__ = ["MDConfig", "MDResult", "run_md", "read_log", "energy_drift", "ns_per_day"]
+
+ENSEMBLES = ("nve", "nvt")
+THERMOSTATS = ("langevin", "bussi")
+LOG_COLUMNS = ("step", "time_fs", "potential_eV", "kinetic_eV", "total_eV", "temperature_K")
+
+
+@dataclass(frozen=True)
+class MDConfig:
+    """What to run.
+
+    Attributes:
+        ensemble: ``"nve"`` (velocity Verlet) or ``"nvt"``.
+        thermostat: for NVT, ``"langevin"`` (friction γ) or ``"bussi"`` (stochastic velocity
+            rescaling, relaxation time τ); both sample the canonical ensemble.
+        temperature: K; initial velocities are Maxwell–Boltzmann at this temperature (centre
+            of mass at rest, and no rotation for a molecule), and the NVT target.
+        timestep: fs.
+        steps: number of MD steps.
+        friction: Langevin γ in 1/fs.
+        relaxation_time: Bussi τ in fs.
+        log_interval: steps between lines of ``md.log``.
+        trajectory_interval: steps between frames of ``trajectory.xyz`` (0: none).
+        seed: seed of the initial velocities and of the thermostat's noise.
+    """
+
+    ensemble: str = "nve"
+    thermostat: str = "langevin"
+    temperature: float = 300.0
+    timestep: float = 0.5
+    steps: int = 1000
+    friction: float = 0.01
+    relaxation_time: float = 100.0
+    log_interval: int = 1
+    trajectory_interval: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble: {self.ensemble!r} is not one of {list(ENSEMBLES)}")
+        if self.thermostat not in THERMOSTATS:
+            raise ValueError(f"thermostat: {self.thermostat!r} is not one of {list(THERMOSTATS)}")
+        for name in ("temperature", "timestep", "friction", "relaxation_time"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: must be a positive number, got {value!r}")
+        if self.steps < 0 or self.log_interval < 1 or self.trajectory_interval < 0:
+            raise ValueError(
+                f"steps ({self.steps}) and trajectory_interval ({self.trajectory_interval}) "
+                f"must be ≥ 0, log_interval ({self.log_interval}) ≥ 1"
+            )
+
+
+@dataclass(frozen=True)
+class MDResult:
+    """What a run did (also written to ``summary.json``).
+
+    Attributes:
+        steps: MD steps done.
+        ns_per_day: simulated ns per day of wall time.
+        mean_temperature_K: mean of the logged temperatures (3N degrees of freedom).
+        energy_drift_meV_per_atom_per_ps: slope of a line fitted to the total energy (NVE;
+            None for NVT).
+        wall_seconds: time the steps took.
+    """
+
+    ensemble: str
+    steps: int
+    timestep_fs: float
+    num_atoms: int
+    ns_per_day: float
+    mean_temperature_K: float
+    energy_drift_meV_per_atom_per_ps: float | None
+    wall_seconds: float
+
+
+def ns_per_day(steps: int, timestep_fs: float, seconds: float) -> float:
+    """Simulated time per day of wall time: steps · Δt / t_wall, in ns/day.
+
+    >>> ns_per_day(1000, 0.5, 86.4)  # 0.5 ps in 86.4 s → 500 ps per day
+    0.5
+    """
+    return steps * timestep_fs * 1e-6 * 86400.0 / max(seconds, 1e-12)
+
+
+def energy_drift(time_fs: np.ndarray, total_energy: np.ndarray, num_atoms: int) -> float:
+    """Slope of the least-squares line through E_total(t), in meV per atom per ps.
+
+    Shapes: time_fs: [n_steps], total_energy: [n_steps] eV → float
+
+    >>> t = np.arange(0.0, 1001.0, 1.0)  # 1 ps
+    >>> round(energy_drift(t, 1e-3 * t / 1000, num_atoms=2), 6)  # 1 meV per ps over 2 atoms
+    0.5
+    """
+    if len(time_fs) < 2:
+        return float("nan")
+    slope = np.polyfit(np.asarray(time_fs, float), np.asarray(total_energy, float), 1)[0]
+    return float(slope * 1e3 * 1e3 / num_atoms)  # eV/fs → meV/ps, per atom
+
+
+def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The columns of an ``md.log`` (possibly of a killed run) as arrays by name."""
+    data = np.loadtxt(path, ndmin=2)
+    return {name: data[:, k] for k, name in enumerate(LOG_COLUMNS)}
+
+
+def run_md(
+    atoms: Atoms,
+    calculator,
+    config: MDConfig,
+    out_dir: str | os.PathLike,
+    *,
+    progress: bool = True,
+) -> MDResult:
+    """Run MD of ``atoms`` (a copy; never modified) with an ASE ``calculator``.
+
+    Writes ``out_dir/md.log``, ``out_dir/trajectory.xyz`` as the run goes and
+    ``out_dir/summary.json`` at the end; the progress bar shows ns/day.
+
+    >>> import tempfile
+    >>> from ase.build import molecule
+    >>> from ase.calculators.emt import EMT
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     r = run_md(molecule("N2"), EMT(), MDConfig(steps=20), d, progress=False)
+    ...     sorted(os.listdir(d))
+    ['md.log', 'summary.json', 'trajectory.xyz']
+    >>> r.steps
+    20
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    rng = np.random.default_rng(config.seed)
+    if len(atoms) > 1:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=config.temperature, rng=rng)
+        Stationary(atoms)
+        if not atoms.pbc.any():
+            with np.errstate(invalid="ignore", divide="ignore"):  # a linear molecule
+                ZeroRotation(atoms)
+    dynamics = _integrator(atoms, config, rng)
+    log_rows: list[tuple[float, ...]] = []
+    bar = tqdm(total=config.steps, disable=not progress, unit="step", smoothing=0.1)
+    start = time.perf_counter()
+    with open(out_dir / "md.log", "w") as log, open(out_dir / "trajectory.xyz", "w") as traj:
+        log.write("# " + " ".join(LOG_COLUMNS) + "\n")
+
+        def observe() -> None:
+            step = dynamics.nsteps
+            if step % config.log_interval == 0:
+                potential = atoms.get_potential_energy()
+                kinetic = atoms.get_kinetic_energy()
+                row = (
+                    step,
+                    step * config.timestep,
+                    potential,
+                    kinetic,
+                    potential + kinetic,
+                    atoms.get_temperature(),
+                )
+                log_rows.append(row)
+                log.write(" ".join(f"{v:.10g}" for v in row) + "\n")
+                log.flush()
+            if config.trajectory_interval and step % config.trajectory_interval == 0:
+                ase.io.write(traj, atoms, format="extxyz")
+                traj.flush()
+            if step:
+                bar.update(1)
+                if step % 20 == 0 or step == config.steps:
+                    speed = ns_per_day(step, config.timestep, time.perf_counter() - start)
+                    bar.set_postfix_str(f"{speed:.3g} ns/day", refresh=False)
+
+        dynamics.attach(observe, interval=1)
+        try:
+            dynamics.run(config.steps)
+        finally:
+            bar.close()
+    seconds = time.perf_counter() - start
+    rows = np.array(log_rows, dtype=float).reshape(-1, len(LOG_COLUMNS))
+    drift = None
+    if config.ensemble == "nve":
+        drift = energy_drift(rows[:, 1], rows[:, 4], len(atoms))
+    result = MDResult(
+        ensemble=config.ensemble if config.ensemble == "nve" else f"nvt-{config.thermostat}",
+        steps=int(dynamics.nsteps),
+        timestep_fs=config.timestep,
+        num_atoms=len(atoms),
+        ns_per_day=ns_per_day(dynamics.nsteps, config.timestep, seconds),
+        mean_temperature_K=float(rows[:, 5].mean()) if len(rows) else float("nan"),
+        energy_drift_meV_per_atom_per_ps=drift,
+        wall_seconds=seconds,
+    )
+    write_json_atomically(out_dir / "summary.json", {**asdict(result), "config": asdict(config)})
+    return result
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON to a temporary file and rename it: never half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _integrator(atoms: Atoms, config: MDConfig, rng: np.random.Generator):
+    timestep = config.timestep * units.fs
+    if config.ensemble == "nve":
+        return VelocityVerlet(atoms, timestep)
+    if config.thermostat == "langevin":
+        return Langevin(
+            atoms,
+            timestep,
+            temperature_K=config.temperature,
+            friction=config.friction / units.fs,
+            fixcm=False,
+            rng=rng,
+        )
+    return Bussi(
+        atoms,
+        timestep,
+        temperature_K=config.temperature,
+        taut=config.relaxation_time * units.fs,
+        rng=rng,
+    )

@@ -1,0 +1,51 @@
+"""Small models and structures for the MD tests (random weights: the tests check mechanics,
+not chemistry)."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+
+from euclidnn.models import SchNet, SchNetConfig
+
+
+def make_schnet(dtype=torch.float64, r_max=4.0):
+    torch.manual_seed(0)
+    model = SchNet(
+        SchNetConfig(species=(1, 6, 8), r_max=r_max, num_features=16, num_interactions=2)
+    )
+    return model.to(dtype)
+
+
+@pytest.fixture
+def schnet():
+    return make_schnet()
+
+
+@pytest.fixture
+def schnet_factory():
+    """``make_schnet(dtype=…, r_max=…)``: a fresh SchNet with the same random weights."""
+    return make_schnet
+
+
+@pytest.fixture
+def ethanol():
+    return molecule("CH3CH2OH")
+
+
+@pytest.fixture
+def periodic_box():
+    """12 atoms (C, H, O) in a 6 Å triclinic cell, no two closer than 1.2 Å."""
+    rng = np.random.default_rng(1)
+    cell = np.array([[6.0, 0.0, 0.0], [0.8, 6.0, 0.0], [0.3, -0.5, 6.0]])
+    positions = []
+    while len(positions) < 12:
+        candidate = rng.random(3) @ cell
+        atoms = Atoms("X" * (len(positions) + 1), positions + [candidate], cell=cell, pbc=True)
+        if (
+            len(positions) == 0
+            or atoms.get_distances(-1, range(len(positions)), mic=True).min() > 1.2
+        ):
+            positions.append(candidate)
+    return Atoms("C4H6O2", positions=positions, cell=cell, pbc=True)
