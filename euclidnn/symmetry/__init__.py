@@ -1,0 +1,60 @@
+"""Symmetry as an instrument: point and space groups, selection rules, symmetrization,
+Curie's principle and the symmetry-breaking order parameter.
+
+Flow: structure → :func:`point_group` / :func:`space_group` → :class:`Symmetry` (elements
+R_g and atom permutations) → :func:`invariant_basis` / :func:`allowed_properties` (which
+outputs the group allows), :func:`symmetrize`, :func:`project`, :func:`invariance_error`.
+"""
+
+from .detect import DEFAULT_TOLERANCE, point_group
+from .groups import (
+    Symmetry,
+    generate_group,
+    point_group_operations,
+    reflection_matrix,
+    rotation_matrix,
+    schoenflies_name,
+)
+from .project import (
+    PROPERTIES,
+    PropertyRule,
+    allowed_properties,
+    characters,
+    format_properties,
+    invariance_error,
+    invariant_basis,
+    project,
+    project_atoms,
+    project_cartesian,
+    projector,
+    representation,
+)
+from .space import DEFAULT_SYMPREC, space_group
+from .symmetrize import Symmetrized, symmetrize
+
+__all__ = [
+    "DEFAULT_SYMPREC",
+    "DEFAULT_TOLERANCE",
+    "PROPERTIES",
+    "PropertyRule",
+    "Symmetrized",
+    "Symmetry",
+    "allowed_properties",
+    "characters",
+    "format_properties",
+    "generate_group",
+    "invariance_error",
+    "invariant_basis",
+    "point_group",
+    "point_group_operations",
+    "project",
+    "project_atoms",
+    "project_cartesian",
+    "projector",
+    "reflection_matrix",
+    "representation",
+    "rotation_matrix",
+    "schoenflies_name",
+    "space_group",
+    "symmetrize",
+]
