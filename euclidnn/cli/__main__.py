@@ -14,6 +14,9 @@ import sys
 #: subcommand name -> (module under euclidnn.cli, one-line help)
 COMMANDS = {
     "label": ("label", "sample configurations by MD and label them with xTB or DFT"),
+    "train": ("train", "train a potential on labelled structures"),
+    "evaluate": ("evaluate", "errors of a trained model on labelled structures, with plots"),
+    "learning-curve": ("learning_curve", "test error against training-set size, log-log"),
     "md": ("md", "molecular dynamics with a model: NVE, NVT, path-integral MD (i-PI)"),
     "serve": ("serve", "serve a model's forces to an i-PI server (beads on this machine)"),
     "analyze": ("analyze", "plots of MD runs: g(r), distances, MSD, VDOS; normal modes"),

@@ -5,7 +5,7 @@ A model maps a :class:`~euclidnn.data.Graph` to the energy per structure [n_grap
 """
 
 from .common import PerSpeciesScaleShift, SpeciesIndex, shifted_softplus
-from .heads import TensorHead, symmetric_matrix
+from .heads import TensorHead, TensorHeadConfig, symmetric_matrix
 from .io import load_model, save_model
 from .nequip import NequIP, NequIPConfig, NequIPLayer
 from .predict import Prediction, predict
@@ -22,6 +22,7 @@ __all__ = [
     "SchNetInteraction",
     "SpeciesIndex",
     "TensorHead",
+    "TensorHeadConfig",
     "load_model",
     "predict",
     "save_model",

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch  # noqa: F401 (used by the doctests, which run in this module's globals)
 from torch import Tensor, nn
 
 from euclidnn.data.graph import Graph
-from euclidnn.models.nequip import NequIP
+from euclidnn.models.nequip import NequIP, NequIPConfig
 from euclidnn.nn.scatter import scatter_sum
 from euclidnn.o3.cartesian import CartesianTensor
 from euclidnn.o3.irreps import Irreps
 from euclidnn.o3.linear import Linear
 
-__all__ = ["TensorHead", "symmetric_matrix"]
+__all__ = ["TensorHead", "TensorHeadConfig", "symmetric_matrix"]
+
+
+@dataclass(frozen=True)
+class TensorHeadConfig:
+    """What rebuilds a :class:`TensorHead`: its trunk's config and its output irreps.
+
+    Attributes:
+        trunk: the :class:`NequIPConfig` of the trunk (a mapping of its fields is accepted).
+        irreps_out: irreps of the output per structure, e.g. ``"1o"`` or ``"0e+2e"``.
+    """
+
+    trunk: NequIPConfig
+    irreps_out: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.trunk, dict):
+            object.__setattr__(self, "trunk", NequIPConfig(**self.trunk))
+        object.__setattr__(self, "irreps_out", str(Irreps(self.irreps_out)))
 
 
 class TensorHead(nn.Module):
@@ -55,6 +75,16 @@ class TensorHead(nn.Module):
                 "raise lmax or turn parity on"
             )
         self.linear = Linear(trunk.irreps_features, self.irreps_out)
+
+    @classmethod
+    def from_config(cls, config: TensorHeadConfig) -> TensorHead:
+        """A new head (random weights) on a new trunk, as ``config`` describes."""
+        return cls(NequIP(config.trunk), config.irreps_out)
+
+    @property
+    def config(self) -> TensorHeadConfig:
+        """The config that rebuilds this head (with :meth:`from_config`)."""
+        return TensorHeadConfig(self.trunk.config, str(self.irreps_out))
 
     def forward(self, graph: Graph) -> Tensor:
         h, _ = self.trunk.features(graph)  # [n_atoms, irreps_features.dim]

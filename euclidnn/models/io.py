@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,18 +17,58 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from euclidnn.models.heads import TensorHead, TensorHeadConfig
 from euclidnn.models.nequip import NequIP, NequIPConfig
 from euclidnn.models.schnet import SchNet, SchNetConfig
 
-__all__ = ["save_model", "load_model"]
+__all__ = ["save_model", "load_model", "describe_model", "build_model", "load_weights"]
 
 FORMAT = "euclidnn.model"
 FORMAT_VERSION = "2"  # 2: NequIPLayer's convolution is a submodule `conv` (1: its layers inline)
-# the model classes a file may name, with their config classes
-_MODELS: dict[str, tuple[type[nn.Module], type]] = {
-    "SchNet": (SchNet, SchNetConfig),
-    "NequIP": (NequIP, NequIPConfig),
+# the model classes a file may name, with their config classes and how to build from one
+_MODELS: dict[str, tuple[type[nn.Module], type, Callable]] = {
+    "SchNet": (SchNet, SchNetConfig, SchNet),
+    "NequIP": (NequIP, NequIPConfig, NequIP),
+    "TensorHead": (TensorHead, TensorHeadConfig, TensorHead.from_config),
 }
+
+
+def describe_model(model: nn.Module) -> tuple[str, str]:
+    """(class name, config as JSON): what :func:`build_model` needs to rebuild ``model``.
+
+    >>> describe_model(SchNet(SchNetConfig(species=(1,), num_features=4)))[0]
+    'SchNet'
+    """
+    name = type(model).__name__
+    if name not in _MODELS or not isinstance(model, _MODELS[name][0]):
+        raise TypeError(f"can save {sorted(_MODELS)}, got {type(model).__name__}")
+    return name, json.dumps(dataclasses.asdict(model.config))
+
+
+def build_model(name: str, config_json: str, where: str = "model") -> nn.Module:
+    """A new model (random weights) of class ``name`` with the config ``config_json``.
+
+    Raises ``ValueError`` naming ``where`` (e.g. the file) and the field when the class is
+    unknown or the config is invalid or has unknown fields.
+    """
+    if name not in _MODELS:
+        raise ValueError(f"{where}: unknown model {name!r}; known: {sorted(_MODELS)}")
+    _, config_class, build = _MODELS[name]
+    try:
+        fields = json.loads(config_json)
+    except (TypeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{where}: metadata 'config' is missing or not JSON ({err})") from err
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(
+            f"{where}: config has unknown fields {unknown} for {config_class.__name__}"
+        )
+    try:
+        config = config_class(**fields)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: invalid {config_class.__name__}: {err}") from err
+    return build(config)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:
@@ -45,15 +86,8 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> None:
     ...     load_model(f"{d}/m.safetensors").config == model.config
     True
     """
-    name = type(model).__name__
-    if name not in _MODELS or not isinstance(model, _MODELS[name][0]):
-        raise TypeError(f"save_model: can save {sorted(_MODELS)}, got {type(model).__name__}")
-    metadata = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "model": name,
-        "config": json.dumps(dataclasses.asdict(model.config)),
-    }
+    name, config = describe_model(model)
+    metadata = {"format": FORMAT, "version": FORMAT_VERSION, "model": name, "config": config}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -85,26 +119,18 @@ def load_model(path: str | os.PathLike, *, device: torch.device | str | None = N
             f"{sorted([*_MIGRATIONS, FORMAT_VERSION])}"
         )
     name = metadata.get("model")
-    if name not in _MODELS:
-        raise ValueError(f"{path}: unknown model {name!r}; known: {sorted(_MODELS)}")
-    model_class, config_class = _MODELS[name]
-    try:
-        fields = json.loads(metadata["config"])
-    except (KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: metadata 'config' is missing or not JSON ({err})") from err
-    known = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"{path}: config has unknown fields {unknown} for {config_class.__name__}")
-    try:
-        config = config_class(**fields)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: invalid {config_class.__name__}: {err}") from err
-
+    model = build_model(name, metadata.get("config"), where=str(path))
     tensors = load_file(str(path))
     if version in _MIGRATIONS:
         tensors = _MIGRATIONS[version](name, tensors)
-    model = model_class(config)
+    model = load_weights(model, tensors, where=str(path))
+    return model.to(device) if device is not None else model
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> nn.Module:
+    """Load a state dict into ``model`` after checking names and shapes; the model takes the
+    tensors' floating dtype. ``ValueError`` naming ``where`` and each mismatch."""
+    name = type(model).__name__
     expected = model.state_dict()
     problems = [f"missing tensor {k!r}" for k in expected if k not in tensors]
     problems += [f"unexpected tensor {k!r}" for k in tensors if k not in expected]
@@ -114,12 +140,12 @@ def load_model(path: str | os.PathLike, *, device: torch.device | str | None = N
         if k in tensors and tensors[k].shape != v.shape
     ]
     if problems:
-        raise ValueError(f"{path}: weights do not match the {name} config: " + "; ".join(problems))
+        raise ValueError(f"{where}: weights do not match the {name} config: " + "; ".join(problems))
     dtypes = {v.dtype for v in tensors.values() if v.is_floating_point()}
     if len(dtypes) == 1:
         model = model.to(dtype=dtypes.pop())
     model.load_state_dict(tensors)
-    return model.to(device) if device is not None else model
+    return model
 
 
 def _from_version_1(name: str, tensors: dict) -> dict:

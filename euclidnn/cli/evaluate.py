@@ -1,0 +1,103 @@
+"""How accurate a trained model is on labelled structures: MAE and RMSE of energy (total and
+per atom), forces (per component and per element), stress; parity plots and a histogram.
+
+Examples:
+  euclidnn evaluate runs/eth/model.safetensors test.xyz --json metrics.json --plots report/
+  euclidnn evaluate model.safetensors ethanol --index 1500:       # a shipped set's last frames
+  euclidnn evaluate qm9.safetensors qm9.db --property homo --per-atom
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``euclidnn evaluate``."""
+    from euclidnn.cli.config_io import add_read_arguments
+
+    parser.add_argument("model", help="a model file (model.safetensors of a run)")
+    parser.add_argument("data", help="labelled structures: a file or a shipped set's name")
+    parser.add_argument("--json", help="write the metrics to this JSON file")
+    parser.add_argument("--plots", help="write parity plots and a force-error histogram here")
+    parser.add_argument("--property", help="the per-structure property the model was trained on")
+    parser.add_argument("--per-atom", action="store_true", help="the property is intensive")
+    parser.add_argument("--batch-size", type=int, default=32)
+    add_read_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``euclidnn evaluate``."""
+    from euclidnn.cli.config_io import read_data, read_options
+    from euclidnn.data.loader import AtomsDataset
+    from euclidnn.models import load_model
+    from euclidnn.train.config import LossSection
+    from euclidnn.train.loop import check_training_data
+    from euclidnn.train.metrics import compare, metrics
+    from euclidnn.train.plots import parity_plots
+
+    model = load_model(args.model)
+    model.eval()
+    structures, names = read_data(args.data, args.index, read_options(args))
+    loss = LossSection(property=args.property, property_per_atom=args.per_atom)
+    _check(model, structures, names, loss, check_training_data)
+    config = model.config.trunk if hasattr(model.config, "trunk") else model.config
+    dtype = next(model.parameters()).dtype
+    items = AtomsDataset(structures, config.r_max, dtype).items
+    comparison, _ = compare(model, items, loss, batch_size=args.batch_size)
+    values = {"model": str(args.model), "data": str(args.data), **metrics(comparison)}
+    print(_table(values))
+    if args.json:
+        _write_json(Path(args.json), values)
+        print(f"metrics: {args.json}")
+    if args.plots:
+        title = f"{Path(args.model).name} on {Path(args.data).name} ({len(structures)} structures)"
+        for path in parity_plots(comparison, args.plots, title=title):
+            print(f"plot: {path}")
+    return 0
+
+
+def _check(model, structures, names, loss, check) -> None:
+    from euclidnn.train.config import TrainConfig
+
+    has_forces = all(s.forces is not None for s in structures)
+    has_stress = all(s.stress is not None for s in structures)
+    weights = {"forces_weight": float(has_forces), "stress_weight": float(has_stress)}
+    config = TrainConfig().replace(loss={**vars(loss), **weights})
+    check(model, structures, names, config, "evaluation")
+
+
+def _table(values: dict) -> str:
+    rows = [
+        ("structures", "n_structures", "{:.0f}", ""),
+        ("energy MAE", "energy_mae_meV", "{:.2f}", "meV"),
+        ("energy RMSE", "energy_rmse_meV", "{:.2f}", "meV"),
+        ("energy MAE per atom", "energy_per_atom_mae_meV", "{:.3f}", "meV/atom"),
+        ("energy RMSE per atom", "energy_per_atom_rmse_meV", "{:.3f}", "meV/atom"),
+        ("force MAE", "forces_mae_meV_per_A", "{:.2f}", "meV/Å"),
+        ("force RMSE", "forces_rmse_meV_per_A", "{:.2f}", "meV/Å"),
+        ("stress MAE", "stress_mae_meV_per_A3", "{:.3f}", "meV/Å³"),
+        ("stress RMSE", "stress_rmse_meV_per_A3", "{:.3f}", "meV/Å³"),
+        ("property MAE", "property_mae", "{:.5g}", "(data units)"),
+        ("property RMSE", "property_rmse", "{:.5g}", "(data units)"),
+    ]
+    rows += [
+        (f"force MAE, {key.rsplit('_', 1)[1]}", key, "{:.2f}", "meV/Å")
+        for key in values
+        if key.startswith("forces_mae_meV_per_A_")
+    ]
+    lines = [f"{values['model']} on {values['data']}"]
+    for label, key, fmt, unit in rows:
+        if key in values:
+            lines.append(f"  {label:<22} {fmt.format(values[key]):>12} {unit}")
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, values: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(values, indent=2))
+    os.replace(tmp, path)

@@ -1,0 +1,133 @@
+"""Test error against training-set size: fit each model on nested subsets, evaluate all on one
+fixed test set, fit MAE ∝ N^−β and plot them together on log–log axes.
+
+Example:
+  euclidnn learning-curve ethanol --models nequip-l0,nequip-l1,nequip-l2,schnet \\
+      --sizes 50,100,250,500,1000 --minutes-per-fit 3 --out runs/curve
+
+Writes OUT/learning_curve.png, OUT/learning_curve.json (sizes, test MAEs, β ± σ per model)
+and one run folder per fit (OUT/<model>-N<size>/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``euclidnn learning-curve``."""
+    from euclidnn.cli.config_io import add_read_arguments
+
+    parser.add_argument("data", help="labelled structures: a file or a shipped set's name")
+    parser.add_argument(
+        "--models",
+        default="nequip-l0,nequip-l1,nequip-l2,schnet",
+        help="comma-separated: nequip-l<lmax> or schnet (default: all four)",
+    )
+    parser.add_argument("--sizes", default="50,100,250,500,1000", help="training-set sizes")
+    parser.add_argument("--minutes-per-fit", type=float, default=3.0)
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--n-valid", type=int, default=100)
+    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", help="YAML config the fits start from")
+    parser.add_argument("--out", default="runs/learning-curve")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_read_arguments(parser)
+
+
+def _model_choice(name: str) -> dict:
+    if name == "schnet":
+        return {"name": "schnet"}
+    if name.startswith("nequip-l") and name[8:].isdigit():
+        return {"name": "nequip", "settings": {"lmax": int(name[8:])}}
+    if name == "nequip":
+        return {"name": "nequip"}
+    raise ValueError(f"--models: unknown model {name!r}; use nequip-l0…l3 or schnet")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``euclidnn learning-curve``."""
+    import torch
+
+    from euclidnn.cli.config_io import (
+        build_model,
+        load_config,
+        model_settings,
+        read_data,
+        read_options,
+    )
+    from euclidnn.data.loader import AtomsDataset
+    from euclidnn.data.splits import split_indices
+    from euclidnn.models import load_model
+    from euclidnn.train import compare, data_statistics, fit, metrics
+    from euclidnn.train.curves import power_law_fit
+    from euclidnn.train.plots import learning_curve_plot
+
+    sizes = sorted({int(s) for s in args.sizes.split(",")})
+    models = {name: _model_choice(name) for name in args.models.split(",")}
+    base = load_config(args.config)
+    structures, names = read_data(args.data, args.index, read_options(args, base))
+    parts = split_indices(len(structures), max(sizes), args.n_valid, args.n_test, seed=args.seed)
+    valid = [structures[i] for i in parts.valid]
+    test = [structures[i] for i in parts.test]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"{args.data}: {len(structures)} structures; sizes {sizes}, validation {len(valid)}, "
+        f"test {len(test)} (fixed, disjoint), seed {args.seed}"
+    )
+    key = "forces_mae_meV_per_A" if all(s.forces is not None for s in test) else "energy_mae_meV"
+    table: dict[str, dict] = {}
+    for name, choice in models.items():
+        run_config = base.replace(
+            model={**choice, "settings": {**base.model.settings, **choice.get("settings", {})}},
+            run={
+                "minutes": args.minutes_per_fit,
+                "max_epochs": args.max_epochs or base.run.max_epochs,
+                "seed": args.seed,
+            },
+        )
+        errors = []
+        for size in sizes:
+            train = [structures[i] for i in parts.train[:size]]
+            train_names = [names[i] for i in parts.train[:size]]
+            stats = data_statistics(train, model_settings(run_config)["r_max"])
+            torch.manual_seed(args.seed)
+            model = build_model(run_config, stats).to(getattr(torch, run_config.run.dtype))
+            folder = out / f"{name}-N{size}"
+            folder.mkdir(parents=True, exist_ok=True)
+            fit(
+                model,
+                train,
+                valid,
+                run_config,
+                folder,
+                train_names=train_names,
+                progress=not args.quiet,
+                log=lambda message: None,
+            )
+            best = load_model(folder / "model.safetensors")
+            items = AtomsDataset(
+                test, model_settings(run_config)["r_max"], next(best.parameters()).dtype
+            ).items
+            comparison, _ = compare(best, items, run_config.loss)
+            value = metrics(comparison)[key]
+            errors.append(value)
+            print(f"  {name:10s} N = {size:5d}: test {key} = {value:.3f}")
+        law = power_law_fit(sizes, errors)
+        table[name] = {"sizes": sizes, "errors": errors, **law._asdict()}
+        print(f"  {name}: β = {law.beta:.3f} ± {law.beta_error:.3f}")
+    summary = {"data": str(args.data), "metric": key, "n_test": len(test), "models": table}
+    tmp = out / "learning_curve.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "learning_curve.json")
+    unit = "meV/Å" if key.startswith("forces") else "meV"
+    plot = learning_curve_plot(
+        table, out / "learning_curve.png", f"test {key.split('_')[0]} MAE ({unit})"
+    )
+    print(f"table: {out / 'learning_curve.json'}\nplot: {plot}")
+    return 0

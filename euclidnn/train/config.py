@@ -1,0 +1,317 @@
+"""TrainConfig: every setting of a training run, in one place, with its default and advice.
+
+A run is configured by six frozen sections — ``model``, ``data``, ``loss``, ``optimizer``,
+``schedule``, ``run`` — each documented field by field below; this file is the reference for
+every key a YAML config may hold. :meth:`TrainConfig.from_dict` validates a nested mapping
+(e.g. parsed from YAML with a safe loader): unknown keys and wrong types are errors that name
+the key and what is allowed. :meth:`TrainConfig.to_dict` gives back the full resolved config.
+
+>>> cfg = TrainConfig.from_dict({"model": {"name": "schnet"}, "optimizer": {"lr": 1e-3}})
+>>> cfg.model.name, cfg.optimizer.lr, cfg.loss.forces_weight
+('schnet', 0.001, 1.0)
+>>> TrainConfig.from_dict({"optimizer": {"learning_rate": 1e-3}})
+Traceback (most recent call last):
+...
+ValueError: optimizer.learning_rate: unknown key; allowed: name, lr, weight_decay, batch_size, grad_clip, ema_decay
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ModelSection",
+    "DataSection",
+    "LossSection",
+    "OptimizerSection",
+    "ScheduleSection",
+    "RunSection",
+    "TrainConfig",
+]
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Which model, and its hyperparameters.
+
+    Attributes:
+        name: ``"nequip"`` (equivariant, default) or ``"schnet"`` (invariant).
+        settings: fields of :class:`~euclidnn.models.NequIPConfig` or
+            :class:`~euclidnn.models.SchNetConfig` to change from the training defaults, e.g.
+            ``{lmax: 2, num_features: 32}``. ``species``, ``energy_shifts``, ``energy_scales``
+            and ``avg_num_neighbors`` are fitted on the training set and cannot be set here.
+            The training defaults (used where a key is absent) are sized for minutes on a CPU:
+            NequIP ``lmax=1, num_features=32, num_layers=3, r_max=4.0``; SchNet
+            ``num_features=64, num_interactions=3, r_max=5.0``.
+        head: ``None`` (default): the model predicts the energy (or the scalar property of
+            ``loss.property``). An irreps string — ``"1o"`` (dipole), ``"0e + 2e"``
+            (polarizability) — trains a :class:`~euclidnn.models.TensorHead` on a NequIP trunk
+            for the tensor property named by ``loss.property``.
+    """
+
+    name: Literal["nequip", "schnet"] = "nequip"
+    settings: dict = field(default_factory=dict)
+    head: str | None = None
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """How the data files are read and split.
+
+    Attributes:
+        n_train: use this many training structures (default ``None`` = all that remain after
+            the validation split); drawn with ``run.seed``, nested as it grows.
+        n_valid: validation structures taken from the training file when no validation file
+            is given (default ``None`` = 10 % of the file, at least 1 and at most 1000).
+        energy_unit, length_unit, forces_unit, stress_unit: units of the files (default: the
+            file's metadata, else eV and Å; e.g. ``kcal/mol`` for MD17).
+        energy_key, forces_key, stress_key: names of the labels in the files (default
+            ``energy``, ``forces``, ``stress``).
+    """
+
+    n_train: int | None = None
+    n_valid: int | None = None
+    energy_unit: str | None = None
+    length_unit: str | None = None
+    forces_unit: str | None = None
+    stress_unit: str | None = None
+    energy_key: str | None = None
+    forces_key: str | None = None
+    stress_key: str | None = None
+
+
+@dataclass(frozen=True)
+class LossSection:
+    """The loss, ρ (ΔE/n)² + w_F (1/3n) Σ_i ‖ΔF_i‖² + w_σ (ΔσV/n)² averaged over a batch.
+
+    Attributes:
+        energy_weight: ρ (default 1.0). Energies enter per atom when ``energy_per_atom``.
+        forces_weight: weight of the force term, mean over force components (default 1.0).
+        stress_weight: weight of the stress term, compared as virial per atom σV/n in eV
+            (default 1.0); used only when the training data have stress.
+        energy_per_atom: compare energies per atom, so batches of mixed sizes weigh alike
+            (default True).
+        property: train on this per-structure property of the data instead of energy and
+            forces (default ``None``), e.g. QM9's ``homo``, ``energy_U0``, or a dipole vector.
+        property_per_atom: the model's sum over atoms is divided by the number of atoms before
+            it is compared with ``property`` (an intensive property such as a HOMO energy;
+            default False).
+    """
+
+    energy_weight: float = 1.0
+    forces_weight: float = 1.0
+    stress_weight: float = 1.0
+    energy_per_atom: bool = True
+    property: str | None = None
+    property_per_atom: bool = False
+
+
+@dataclass(frozen=True)
+class OptimizerSection:
+    """The optimizer and what acts on the weights every step.
+
+    Attributes:
+        name: ``"adam"`` (default) or ``"adamw"``.
+        lr: initial learning rate (default 5e-3, NequIP's).
+        weight_decay: decoupled weight decay for AdamW (default 0).
+        batch_size: structures per step, summed over processes (default 8).
+        grad_clip: clip the gradient norm to this (default 10; 0 = off).
+        ema_decay: exponential moving average of the weights used for validation and the saved
+            model (default 0.99, NequIP's; 0 = off). The raw weights are kept in the checkpoint.
+    """
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 5e-3
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    grad_clip: float = 10.0
+    ema_decay: float = 0.99
+
+
+@dataclass(frozen=True)
+class ScheduleSection:
+    """Learning rate on plateau, and when to stop.
+
+    Attributes:
+        plateau_factor: multiply the learning rate by this when the validation loss has not
+            improved for ``plateau_patience`` validations (default 0.5).
+        plateau_patience: validations without improvement before the rate drops (default 5).
+        min_lr: the rate never drops below this; reaching it with no improvement for
+            ``plateau_patience`` more validations ends the run (default 1e-5).
+        early_stopping_patience: end the run after this many validations without improvement
+            (default 30; 0 = never).
+        validations_per_epoch: validate (and log, and maybe reduce the rate) this many times
+            per epoch (default 1; raise it for big training sets and short budgets).
+    """
+
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    min_lr: float = 1e-5
+    early_stopping_patience: int = 30
+    validations_per_epoch: int = 1
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """How long, how reproducibly, and how often to save.
+
+    Attributes:
+        minutes: wall-clock budget of the whole fit, validation included (default ``None`` =
+            no budget); training stops when it is spent, even mid-epoch.
+        max_epochs: at most this many epochs (default 1000).
+        seed: seeds the weights, the split and the data order (default 0).
+        dtype: ``"float32"`` (default, fast) or ``"float64"``.
+        checkpoint_minutes: also write ``last.ckpt`` mid-epoch at this interval (default 5).
+        checkpoint_every: also write ``last.ckpt`` every this many steps (default 0 = off).
+        threads: CPU threads for PyTorch (default ``None`` = PyTorch's choice).
+    """
+
+    minutes: float | None = None
+    max_epochs: int = 1000
+    seed: int = 0
+    dtype: Literal["float32", "float64"] = "float32"
+    checkpoint_minutes: float = 5.0
+    checkpoint_every: int = 0
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The whole run: six sections, each with defaults (see their docstrings)."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("optimizer.lr", self.optimizer.lr > 0, "must be positive"),
+            ("optimizer.batch_size", self.optimizer.batch_size >= 1, "must be ≥ 1"),
+            ("optimizer.grad_clip", self.optimizer.grad_clip >= 0, "must be ≥ 0"),
+            ("optimizer.ema_decay", 0 <= self.optimizer.ema_decay < 1, "must be in [0, 1)"),
+            ("optimizer.weight_decay", self.optimizer.weight_decay >= 0, "must be ≥ 0"),
+            ("schedule.plateau_factor", 0 < self.schedule.plateau_factor < 1, "must be in (0, 1)"),
+            ("schedule.plateau_patience", self.schedule.plateau_patience >= 0, "must be ≥ 0"),
+            ("schedule.min_lr", self.schedule.min_lr >= 0, "must be ≥ 0"),
+            ("schedule.early_stopping_patience", self.schedule.early_stopping_patience >= 0, "≥ 0"),
+            ("schedule.validations_per_epoch", self.schedule.validations_per_epoch >= 1, "≥ 1"),
+            ("run.minutes", self.run.minutes is None or self.run.minutes > 0, "must be positive"),
+            ("run.max_epochs", self.run.max_epochs >= 1, "must be ≥ 1"),
+            ("run.checkpoint_minutes", self.run.checkpoint_minutes > 0, "must be positive"),
+            ("run.checkpoint_every", self.run.checkpoint_every >= 0, "must be ≥ 0"),
+            ("run.threads", self.run.threads is None or self.run.threads >= 1, "must be ≥ 1"),
+            ("data.n_train", self.data.n_train is None or self.data.n_train >= 1, "must be ≥ 1"),
+            ("data.n_valid", self.data.n_valid is None or self.data.n_valid >= 1, "must be ≥ 1"),
+        ]
+        checks += [
+            (f"loss.{name}", getattr(self.loss, name) >= 0, "must be ≥ 0")
+            for name in ("energy_weight", "forces_weight", "stress_weight")
+        ]
+        for key, ok, message in checks:
+            if not ok:
+                raise ValueError(f"{key}: {message}, got {_get(self, key)!r}")
+        if self.model.head is not None and self.loss.property is None:
+            raise ValueError("model.head: a tensor head needs loss.property (the label it fits)")
+        if self.model.head is not None and self.model.name != "nequip":
+            raise ValueError(
+                "model.head: tensor heads sit on a NequIP trunk; set model.name: nequip"
+            )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> TrainConfig:
+        """Validate a nested mapping into a config; missing keys take their defaults.
+
+        Raises:
+            ValueError: an unknown key, a value of the wrong type, or one out of range, naming
+                the key (``section.key``) and what is allowed.
+        """
+        return _build(cls, values or {}, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The full resolved config as a nested dict (what ``--print-config`` shows)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections: Mapping[str, Any]) -> TrainConfig:
+        """A copy with some keys of some sections changed, validated like :meth:`from_dict`.
+
+        >>> TrainConfig().replace(run={"seed": 3}).run.seed
+        3
+        """
+        merged = self.to_dict()
+        for name, values in sections.items():
+            if name not in merged:
+                raise ValueError(f"{name}: unknown section; allowed: {', '.join(merged)}")
+            merged[name] = {**merged[name], **values}
+        return TrainConfig.from_dict(merged)
+
+
+def _get(config, key: str):
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _build(cls, values, prefix: str):
+    if not isinstance(values, Mapping):
+        where = prefix.rstrip(".") or "the config"
+        raise ValueError(f"{where}: expected a mapping of keys to values, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise ValueError(f"{prefix}{key}: unknown key; allowed: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name not in values:
+            continue
+        hint, value, key = hints[name], values[name], f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key + ".")
+        else:
+            kwargs[name] = _check_type(key, hint, value)
+    try:
+        return cls(**kwargs)
+    except ValueError as error:
+        if prefix and not str(error).startswith(prefix):
+            raise ValueError(f"{prefix.rstrip('.')}: {error}") from None
+        raise
+
+
+def _check_type(key: str, hint, value):
+    """``value`` if it has type ``hint`` (ints accepted for floats), else a ValueError."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if typing.get_origin(option) is Literal:
+            if value in typing.get_args(option):
+                return value
+            continue
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option in (bool, str) and isinstance(value, option):
+            return value
+        if option is dict and isinstance(value, Mapping):
+            return dict(value)
+    allowed = " or ".join(_describe(option) for option in options)
+    raise ValueError(f"{key}: expected {allowed}, got {value!r}")
+
+
+def _describe(option) -> str:
+    if typing.get_origin(option) is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(option))
+    if option is type(None):
+        return "null"
+    return {float: "a number", int: "an integer", bool: "true/false", str: "a string"}.get(
+        option, "a mapping"
+    )
