@@ -72,15 +72,19 @@ def run(args: argparse.Namespace) -> int:
             clients=args.clients if args.local_clients else 0,
             address=args.address,
         )
-        result = run_pimd(
-            args.model,
-            atoms,
-            config,
-            args.out,
-            dtype=args.dtype,
-            device=args.device,
-            progress=not args.quiet,
-        )
+        try:
+            result = run_pimd(
+                args.model,
+                atoms,
+                config,
+                args.out,
+                dtype=args.dtype,
+                device=args.device,
+                progress=not args.quiet,
+            )
+        except RuntimeError as error:  # i-PI or a client failed; its log is named
+            print(f"euclidnn md: error: {error}")
+            return 1
         print(
             f"{args.out}: {result.steps} PIMD steps ({config.beads} beads), "
             f"{result.ns_per_day:.3g} ns/day, K_cv = {result.kinetic_cv_eV:.4f} ± "

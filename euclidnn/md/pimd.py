@@ -34,6 +34,7 @@ from euclidnn.md.serve import Address, check_address_free
 
 __all__ = ["PIMDConfig", "PIMDResult", "run_pimd", "find_ipi", "block_average", "ipi_input"]
 
+CLIENTS_GONE_GRACE = 20.0  # s i-PI may take to exit after its clients did
 MOLECULE_BOX = 100.0  # Å: the cell i-PI is given for a molecule (never used: pbc='false')
 
 
@@ -355,14 +356,21 @@ def _follow(server, clients, out_dir: Path, config: PIMDConfig, progress: bool) 
     """Wait for i-PI to finish, updating the progress bar from ``simulation.out``; a client
     that exits while i-PI runs is an error."""
     bar = tqdm(total=config.steps, disable=not progress, unit="step", smoothing=0.1)
-    start, done = time.perf_counter(), 0
+    start, done, all_gone = time.perf_counter(), 0, None
     try:
         while server.poll() is None:
+            # a client leaves with 0 when i-PI tells it to (just before i-PI exits itself)
             for k, client in enumerate(clients):
-                if client.poll() is not None:
+                if client.poll() not in (None, 0):
                     raise RuntimeError(
                         f"force client {k} exited with code {client.returncode} while i-PI was "
                         f"running: see {client.log_path}"
+                    )
+            if clients and all(c.poll() is not None for c in clients):
+                all_gone = all_gone or time.monotonic()
+                if time.monotonic() - all_gone > CLIENTS_GONE_GRACE:
+                    raise RuntimeError(
+                        f"every force client left and i-PI is still running: see {server.log_path}"
                     )
             step = _last_step(out_dir / "simulation.out")
             if step > done:

@@ -19,9 +19,14 @@ import numpy as np
 from ase import Atoms, units
 from ase.md.bussi import Bussi
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.velocitydistribution import Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 from tqdm import tqdm
+
+try:
+    from ase.md.velocitydistribution import thermalize_momenta
+except ImportError:  # ASE < 3.29
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
 __all__ = ["MDConfig", "MDResult", "run_md", "read_log", "energy_drift", "ns_per_day"]
 
@@ -158,7 +163,7 @@ def run_md(
     atoms.calc = calculator
     rng = np.random.default_rng(config.seed)
     if len(atoms) > 1:
-        MaxwellBoltzmannDistribution(atoms, temperature_K=config.temperature, rng=rng)
+        thermalize_momenta(atoms, temperature_K=config.temperature, rng=rng)
         Stationary(atoms)
         if not atoms.pbc.any():
             with np.errstate(invalid="ignore", divide="ignore"):  # a linear molecule

@@ -1,0 +1,159 @@
+"""Path-integral MD through i-PI: the quantum kinetic energy of a known case, and nothing left
+behind — processes or socket files — on success, error, Ctrl-C or a killed client."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.build import molecule
+
+from euclidnn.md import PIMDConfig, run_pimd
+from euclidnn.md.pimd import find_ipi
+from euclidnn.md.serve import Address
+from euclidnn.models import save_model
+
+HARMONIC_CLIENT = [sys.executable, str(Path(__file__).with_name("harmonic_client.py"))]
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Processes whose working directory is ``folder`` (i-PI and the clients run there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if Path(os.readlink(entry / "cwd")) == folder.resolve():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def default_socket(run_dir: Path) -> Path:
+    import hashlib
+
+    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    return Path(f"/tmp/ipi_euclidnn_{digest}")
+
+
+def harmonic_expectation(beta_hbar_omega: float, beads: int) -> float:
+    """⟨K_cv⟩ / (½ k_B T) per degree of freedom of a harmonic oscillator discretised with P
+    beads: 1 + Σ_{k=1}^{P−1} ω² / Ω_k², Ω_k² = ω² + 4 ω_P² sin²(kπ/P), ω_P = P / (βħ)."""
+    ratio = beads / beta_hbar_omega
+    return 1 + sum(1 / (1 + 4 * ratio**2 * np.sin(k * np.pi / beads) ** 2) for k in range(1, beads))
+
+
+def test_harmonic_centroid_virial_kinetic_energy(tmp_path):
+    """8 H atoms on springs, βħω = 3, 4 beads: K_cv = 1.562 × the classical 3/2 N k_B T
+    (the P → ∞ limit is 1.657); a classical run would give 1."""
+    temperature, beta_hbar_omega, beads = 100.0, 3.0, 4
+    omega_per_fs = beta_hbar_omega * units.kB * temperature * units._e / units._hbar * 1e-15
+    spring = 1.008 * (omega_per_fs / units.fs) ** 2  # eV/Å²
+    atoms = Atoms("H8", positions=np.random.default_rng(0).random((8, 3)) * 10)
+    config = PIMDConfig(beads=beads, temperature=temperature, timestep=2.0, steps=400,
+                        relaxation_time=50.0, trajectory_interval=0)  # fmt: skip
+    command = [*HARMONIC_CLIENT, "--spring", str(spring)]
+    result = run_pimd(None, atoms, config, tmp_path, progress=False, client_command=command)
+    ratio = result.kinetic_cv_eV / result.kinetic_classical_eV
+    assert ratio == pytest.approx(harmonic_expectation(beta_hbar_omega, beads), abs=0.1)
+    assert result.kinetic_cv_error_eV / result.kinetic_classical_eV < 0.05
+    assert result.mean_temperature_K == pytest.approx(temperature, rel=0.15)
+    assert processes_in(tmp_path) == [] and not default_socket(tmp_path).exists()
+
+
+def test_model_pimd_leaves_nothing_behind(schnet, tmp_path):
+    """A short run of the model on water (4 beads, TCP, two clients): completes, summarises
+    i-PI's outputs, and leaves no process or socket."""
+    save_model(schnet, tmp_path / "model.safetensors")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = PIMDConfig(beads=4, steps=30, timestep=0.25, clients=2, trajectory_interval=10,
+                        address=f"127.0.0.1:{port}")  # fmt: skip
+    result = run_pimd(tmp_path / "model.safetensors", molecule("H2O"), config, tmp_path / "run",
+                      progress=False)  # fmt: skip
+    assert result.steps == 30 and result.beads == 4
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["kinetic_classical_eV"] == pytest.approx(1.5 * 3 * units.kB * 300.0)
+    assert np.isfinite(summary["kinetic_cv_eV"]) and summary["ns_per_day"] > 0
+    assert len(list((tmp_path / "run").glob("simulation.pos_*.xyz"))) == 4
+    for k in range(2):  # both clients served beads
+        assert "force evaluations" in (tmp_path / "run" / f"client_{k}.log").read_text()
+    assert processes_in(tmp_path / "run") == []
+
+
+def test_a_killed_client_stops_the_run_and_everything_is_cleaned_up(tmp_path):
+    config = PIMDConfig(beads=2, steps=100000, timestep=1.0, trajectory_interval=0)
+    command = [*HARMONIC_CLIENT, "--die-after", "40"]
+    with pytest.raises(RuntimeError, match=r"force client 0 exited with code -9.*client_0.log"):
+        run_pimd(None, molecule("H2O"), config, tmp_path, progress=False, client_command=command)
+    assert processes_in(tmp_path) == [] and not default_socket(tmp_path).exists()
+
+
+def test_an_error_starting_clients_stops_i_pi(tmp_path):
+    config = PIMDConfig(beads=2, steps=10)
+    with pytest.raises(FileNotFoundError):
+        run_pimd(None, molecule("H2O"), config, tmp_path, progress=False,
+                 client_command=[str(tmp_path / "no-such-client")])  # fmt: skip
+    assert processes_in(tmp_path) == [] and not default_socket(tmp_path).exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_of_euclidnn_md_cleans_up(schnet, tmp_path, sig):
+    save_model(schnet, tmp_path / "model.safetensors")
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "euclidnn.cli", "md", str(tmp_path / "model.safetensors"),
+               "H2O", "--ensemble", "pimd", "--beads", "2", "--steps", "100000", "--out",
+               str(run_dir), "--quiet"]  # fmt: skip
+    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not (run_dir / "simulation.out").exists() or len(processes_in(run_dir)) < 2:
+        assert parent.poll() is None and time.monotonic() < deadline, parent.stdout.read()
+        time.sleep(0.1)
+    parent.send_signal(sig)
+    parent.wait(timeout=30)
+    assert parent.returncode != 0
+    assert processes_in(run_dir) == [] and not default_socket(run_dir).exists()
+
+
+def test_stale_and_busy_sockets_and_ports_are_reported(tmp_path):
+    name = f"euclidnn_test_{os.getpid()}"
+    path = Address(name=name).path
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nothing listens: as after a crash
+    config = PIMDConfig(beads=2, steps=10, address=name)
+    try:
+        with pytest.raises(ValueError, match=f"{path}: stale socket.*rm {path}"):
+            run_pimd(None, molecule("H2O"), config, tmp_path, client_command=["true"])
+        assert path.exists()  # reported, not removed behind the user's back
+        path.unlink()
+        with socket.socket(socket.AF_UNIX) as busy:
+            busy.bind(str(path))
+            busy.listen()
+            with pytest.raises(ValueError, match="in use by a running i-PI server"):
+                run_pimd(None, molecule("H2O"), config, tmp_path, client_command=["true"])
+    finally:
+        path.unlink(missing_ok=True)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = PIMDConfig(beads=2, steps=10, address=f"127.0.0.1:{port}")
+        with pytest.raises(ValueError, match=f"port {port} is in use"):
+            run_pimd(None, molecule("H2O"), config, tmp_path, client_command=["true"])
+    assert processes_in(tmp_path) == []
+
+
+def test_missing_i_pi_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"pip install 'ipi>=3'"):
+        find_ipi()
