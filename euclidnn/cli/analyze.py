@@ -1,9 +1,194 @@
-"""Plots of MD runs (placeholder, filled below)."""
+"""Plots and numbers from MD and PIMD run folders, overlaid on shared axes: pair
+distribution, nearest-neighbour and diameter distributions (``distributions.png``), energy
+conservation (``energy.png``), mean-square displacement and vibrational density of states
+(``dynamics.png``), ``analysis.json``. With ``--model`` and ``--structure``: the model's normal
+modes (Hessian by autograd) against a reference's (``normal_modes.csv``, ``normal_modes.png``).
+
+Example: euclidnn analyze runs/classical runs/pimd --out runs/plots
+         euclidnn analyze --model model.safetensors --structure c20.xyz --reference gfn2-xtb
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 
-def add_arguments(parser):
-    parser.add_argument("runs", nargs="+")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``euclidnn analyze``."""
+    parser.add_argument("runs", nargs="*", help="run folders of `euclidnn md`")
+    parser.add_argument("--out", default="analysis", help="folder for plots (default analysis)")
+    parser.add_argument("--r-max", type=float, default=6.0, help="g(r) range, Å (6)")
+    parser.add_argument("--bins", type=int, default=150, help="histogram bins (150)")
+    parser.add_argument("--skip", type=float, default=0.2, help="equilibration fraction (0.2)")
+    modes = parser.add_argument_group("normal modes")
+    modes.add_argument("--model", help="model file: normal modes from its Hessian")
+    modes.add_argument("--structure", help="structure file or molecule name")
+    modes.add_argument(
+        "--reference", default="gfn2-xtb", help="gfn2-xtb (default), gfn1-xtb or none"
+    )
+    modes.add_argument(
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="use the structure as given (default: relax it with each calculator first)",
+    )
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
+    """Run ``euclidnn analyze``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from euclidnn.md.run import write_json_atomically
+
+    if not args.runs and not args.model:
+        raise ValueError("give run folders, or --model and --structure for normal modes")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {}
+    if args.runs:
+        report["runs"] = _runs(args, out)
+    if args.model:
+        if not args.structure:
+            raise ValueError("--model needs --structure")
+        report["normal_modes"] = _normal_modes(args, out)
+    write_json_atomically(out / "analysis.json", report)
+    print(f"{out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     return 0
+
+
+def _runs(args, out: Path) -> dict:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from euclidnn.md import analysis, read_log
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    dynamics, dynamics_axes = plt.subplots(1, 2, figsize=(10, 4))
+    energy, energy_axis = plt.subplots(figsize=(6, 4))
+    summary, any_dynamics, any_energy = {}, False, False
+    for run_dir in map(Path, args.runs):
+        kind = analysis.run_kind(run_dir)
+        frames = analysis.read_frames(run_dir, skip=args.skip)
+        if not frames:
+            raise ValueError(f"{run_dir}: no frames left after --skip {args.skip}")
+        label = f"{run_dir.name} ({'PIMD' if kind == 'pimd' else 'classical'})"
+        r, g = analysis.pair_distribution(frames, args.r_max, args.bins)
+        axes[0].plot(r, g, label=label)
+        nearest = analysis.nearest_neighbor_distances(frames)
+        axes[1].hist(nearest, bins=args.bins // 2, density=True, histtype="step", label=label)
+        entry = {
+            "kind": kind,
+            "frames": len(frames),
+            "nearest_neighbor_mean_A": float(nearest.mean()),
+            "nearest_neighbor_std_A": float(nearest.std()),
+            **analysis.read_summary(run_dir),
+        }
+        if not frames[0].pbc.any():
+            diameter = analysis.diameters(frames)
+            axes[2].hist(diameter, bins=args.bins // 2, density=True, histtype="step", label=label)
+            entry.update(
+                diameter_mean_A=float(diameter.mean()), diameter_std_A=float(diameter.std())
+            )
+        summary[str(run_dir)] = entry
+        if kind == "md" and (run_dir / "md.log").is_file():
+            log = read_log(run_dir / "md.log")
+            energy_axis.plot(
+                log["time_fs"] / 1000, log["total_eV"] - log["total_eV"][0], label=label
+            )
+            any_energy = True
+        if kind == "md" and len(frames) > 4 and "momenta" in frames[0].arrays:
+            interval = entry.get("config", {}).get("trajectory_interval", 1) * entry.get(
+                "timestep_fs", 1.0
+            )
+            positions = np.array([a.positions for a in frames])
+            velocities = np.array([a.get_velocities() for a in frames])
+            lags = np.arange(len(frames)) * interval / 1000
+            msd = analysis.mean_square_displacement(positions, max_lag=len(frames) // 2)
+            dynamics_axes[0].plot(lags[: len(msd)], msd, label=label)
+            vacf = analysis.velocity_autocorrelation(velocities, frames[0].get_masses())
+            wavenumbers, density = analysis.vibrational_density_of_states(vacf, interval)
+            dynamics_axes[1].plot(wavenumbers, density, label=label)
+            any_dynamics = True
+    titles = ["pair distribution g(r)", "nearest-neighbour distance", "diameter"]
+    for axis, title, xlabel in zip(axes, titles, ["r (Å)", "d (Å)", "D (Å)"]):
+        axis.set(title=title, xlabel=xlabel)
+        if axis.has_data():
+            axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "distributions.png", dpi=120)
+    if any_energy:
+        energy_axis.set(xlabel="t (ps)", ylabel="E_total − E_total(0) (eV)", title="energy")
+        energy_axis.legend(fontsize=8)
+        energy.tight_layout()
+        energy.savefig(out / "energy.png", dpi=120)
+    if any_dynamics:
+        dynamics_axes[0].set(xlabel="τ (ps)", ylabel="MSD (Å²)", title="mean-square displacement")
+        dynamics_axes[1].set(
+            xlabel="ν̃ (cm⁻¹)", ylabel="VDOS", title="vibrational DOS", xlim=(0, 4000)
+        )
+        for axis in dynamics_axes:
+            axis.legend(fontsize=8)
+        dynamics.tight_layout()
+        dynamics.savefig(out / "dynamics.png", dpi=120)
+    plt.close("all")
+    return summary
+
+
+def _normal_modes(args, out: Path) -> dict:
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+    from ase.optimize import BFGS
+
+    from euclidnn.data.label import load_molecule
+    from euclidnn.md import Calculator
+    from euclidnn.md.analysis import model_hessian, normal_modes, reference_hessian
+    from euclidnn.models import load_model
+
+    model = load_model(args.model).to(torch.float64)
+    structure = load_molecule(args.structure)
+
+    def relaxed(calculator):
+        atoms = structure.copy()
+        if args.optimize:
+            atoms.calc = calculator
+            BFGS(atoms, logfile=None).run(fmax=1e-3, steps=2000)
+        return atoms
+
+    atoms = relaxed(Calculator(model))
+    ours = normal_modes(model_hessian(model, atoms), atoms).wavenumbers
+    table = {"model_cm-1": ours.tolist()}
+    reference = None
+    if args.reference.lower() != "none":
+        methods = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
+        if args.reference.lower() not in methods:
+            raise ValueError(f"--reference {args.reference}: use {sorted(methods)} or none")
+        from tblite.ase import TBLite
+
+        calculator = TBLite(method=methods[args.reference.lower()], verbosity=0)
+        reference_atoms = relaxed(calculator)
+        reference = normal_modes(
+            reference_hessian(reference_atoms, calculator), reference_atoms
+        ).wavenumbers
+        table["reference_cm-1"] = reference.tolist()
+        table["mean_absolute_difference_cm-1"] = float(np.abs(ours - reference).mean())
+    rows = ["mode,model_cm-1" + (",reference_cm-1" if reference is not None else "")]
+    for k, value in enumerate(ours):
+        rows.append(f"{k},{value:.2f}" + (f",{reference[k]:.2f}" if reference is not None else ""))
+    (out / "normal_modes.csv").write_text("\n".join(rows) + "\n")
+    figure, axis = plt.subplots(figsize=(5, 5))
+    if reference is not None:
+        axis.plot(reference, ours, "o", ms=4)
+        top = max(ours.max(), reference.max()) * 1.05
+        axis.plot([0, top], [0, top], "k--", lw=0.8)
+        axis.set(xlabel=f"{args.reference} (cm⁻¹)", ylabel="model (cm⁻¹)")
+    else:
+        axis.plot(ours, "o", ms=4)
+        axis.set(xlabel="mode", ylabel="model (cm⁻¹)")
+    axis.set_title("normal modes")
+    figure.tight_layout()
+    figure.savefig(out / "normal_modes.png", dpi=120)
+    plt.close(figure)
+    return table
