@@ -32,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn evaluate``."""
     from euclidnn.cli.config_io import read_data, read_options
-    from euclidnn.data.loader import AtomsDataset
     from euclidnn.models import load_model
     from euclidnn.train.config import LossSection
     from euclidnn.train.loop import check_training_data
+    from euclidnn.train.loss import labelled_pairs
     from euclidnn.train.metrics import compare, metrics
     from euclidnn.train.plots import parity_plots
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     _check(model, structures, names, loss, check_training_data)
     config = model.config.trunk if hasattr(model.config, "trunk") else model.config
     dtype = next(model.parameters()).dtype
-    items = AtomsDataset(structures, config.r_max, dtype).items
+    items = labelled_pairs(structures, config.r_max, dtype, loss)
     comparison, _ = compare(model, items, loss, batch_size=args.batch_size)
     values = {"model": str(args.model), "data": str(args.data), **metrics(comparison)}
     print(_table(values))

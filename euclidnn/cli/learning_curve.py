@@ -60,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
         read_data,
         read_options,
     )
-    from euclidnn.data.loader import AtomsDataset
     from euclidnn.data.splits import split_indices
     from euclidnn.models import load_model
     from euclidnn.train import compare, data_statistics, fit, metrics
     from euclidnn.train.curves import power_law_fit
+    from euclidnn.train.loss import labelled_pairs
     from euclidnn.train.plots import learning_curve_plot
 
     sizes = sorted({int(s) for s in args.sizes.split(",")})
@@ -83,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
     key = "forces_mae_meV_per_A" if all(s.forces is not None for s in test) else "energy_mae_meV"
     table: dict[str, dict] = {}
     for name, choice in models.items():
+        # the config's model settings apply to the fits of the model it names
+        shared = base.model.settings if base.model.name == choice["name"] else {}
         run_config = base.replace(
-            model={**choice, "settings": {**base.model.settings, **choice.get("settings", {})}},
+            model={**choice, "settings": {**shared, **choice.get("settings", {})}},
             run={
                 "minutes": args.minutes_per_fit,
                 "max_epochs": args.max_epochs or base.run.max_epochs,
@@ -111,9 +113,8 @@ def run(args: argparse.Namespace) -> int:
                 log=lambda message: None,
             )
             best = load_model(folder / "model.safetensors")
-            items = AtomsDataset(
-                test, model_settings(run_config)["r_max"], next(best.parameters()).dtype
-            ).items
+            r_max, dtype = model_settings(run_config)["r_max"], next(best.parameters()).dtype
+            items = labelled_pairs(test, r_max, dtype, run_config.loss)
             comparison, _ = compare(best, items, run_config.loss)
             value = metrics(comparison)[key]
             errors.append(value)

@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from euclidnn.data.splits import split_indices
     from euclidnn.train import TrainConfig, data_statistics, fit, load_checkpoint
+    from euclidnn.train.loop import check_labels
 
     config = _config(args)
     if args.print_config and not args.resume:
@@ -149,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         valid, valid_names = [structures[i] for i in parts.valid], [names[i] for i in parts.valid]
         say(f"validation: {len(valid)} structures split from {args.train} (seed {config.run.seed})")
     say(f"training: {len(train)} structures; validation: {len(valid)}")
+    check_labels(train, train_names, config, "training")
+    check_labels(valid, valid_names, config, "validation")
 
     if args.resume:
         model = checkpoint.model

@@ -26,16 +26,23 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from euclidnn.data.loader import AtomsDataset, collate_batch
+from euclidnn.data.loader import collate_batch
 from euclidnn.data.structure import Structure
 from euclidnn.models.io import describe_model, save_model
 from euclidnn.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from euclidnn.train.config import TrainConfig
 from euclidnn.train.ema import EMA
-from euclidnn.train.loss import LossTerms, loss_terms, model_outputs
+from euclidnn.train.loss import LossTerms, labelled_pairs, loss_terms, model_outputs
 from euclidnn.train.metrics import Comparison, compare, metrics
 
-__all__ = ["fit", "FitResult", "TrainingDiverged", "check_training_data", "epoch_order"]
+__all__ = [
+    "fit",
+    "FitResult",
+    "TrainingDiverged",
+    "check_labels",
+    "check_training_data",
+    "epoch_order",
+]
 
 
 class TrainingDiverged(ValueError):
@@ -86,24 +93,13 @@ def _species(model: nn.Module) -> tuple[int, ...]:
     return tuple(config.trunk.species if hasattr(config, "trunk") else config.species)
 
 
-def check_training_data(
-    model: nn.Module,
-    structures: Sequence[Structure],
-    names: Sequence[str],
-    config: TrainConfig,
-    role: str,
+def check_labels(
+    structures: Sequence[Structure], names: Sequence[str], config: TrainConfig, role: str
 ) -> None:
-    """Refuse data the run cannot use, naming the structure and the field: no structures,
-    elements the model lacks, missing labels, labels present in only some structures."""
+    """Refuse data the loss cannot use, naming the structure and the field: no structures,
+    missing labels, or a label present in only some structures."""
     if not structures:
         raise ValueError(f"{role} set is empty")
-    species = set(_species(model))
-    for s, name in zip(structures, names):
-        unknown = sorted({int(z) for z in s.numbers} - species)
-        if unknown:
-            raise ValueError(
-                f"{name}: elements {unknown} are not among the model's species {sorted(species)}"
-            )
     loss = config.loss
     if loss.property is not None:
         fields = {loss.property: [s.properties.get(loss.property) for s in structures]}
@@ -120,6 +116,24 @@ def check_training_data(
             raise ValueError(
                 f"{missing[0]}: no {field!r} label ({len(missing)} of {len(values)} {role} "
                 f"structures lack it{'' if required else '; give it for all or for none'})"
+            )
+
+
+def check_training_data(
+    model: nn.Module,
+    structures: Sequence[Structure],
+    names: Sequence[str],
+    config: TrainConfig,
+    role: str,
+) -> None:
+    """:func:`check_labels`, and every element must be one of the model's species."""
+    check_labels(structures, names, config, role)
+    species = set(_species(model))
+    for s, name in zip(structures, names):
+        unknown = sorted({int(z) for z in s.numbers} - species)
+        if unknown:
+            raise ValueError(
+                f"{name}: elements {unknown} are not among the model's species {sorted(species)}"
             )
 
 
@@ -192,8 +206,8 @@ def fit(
     check_training_data(model, valid, valid_names, cfg, "validation")
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
-    train_items = AtomsDataset(train, _r_max(model), dtype).items
-    valid_items = AtomsDataset(valid, _r_max(model), dtype).items[group.rank :: group.size]
+    train_items = labelled_pairs(train, _r_max(model), dtype, cfg.loss)
+    valid_items = labelled_pairs(valid, _r_max(model), dtype, cfg.loss)[group.rank :: group.size]
 
     trained = nn.parallel.DistributedDataParallel(model) if group.size > 1 else model
     optimizer_class = torch.optim.AdamW if cfg.optimizer.name == "adamw" else torch.optim.Adam

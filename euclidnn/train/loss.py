@@ -6,18 +6,20 @@ exactly the loss of the whole batch: each process divides its sums by the *globa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from euclidnn.data.graph import Graph
+from euclidnn.data.structure import Structure
 from euclidnn.data.targets import Targets
 from euclidnn.models.heads import symmetric_matrix
 from euclidnn.models.predict import Prediction, predict
 from euclidnn.train.config import LossSection
 
-__all__ = ["TERMS", "LossTerms", "wanted", "loss_terms", "model_outputs"]
+__all__ = ["TERMS", "LossTerms", "labelled_pairs", "wanted", "loss_terms", "model_outputs"]
 
 #: the loss terms, in the order of ``LossTerms.sums`` and ``LossTerms.counts``
 TERMS = ("energy", "forces", "stress", "property")
@@ -47,6 +49,20 @@ class LossTerms:
             device=self.sums.device,
         )
         return (weights * self.sums / counts.clamp(min=1)).sum()
+
+
+def labelled_pairs(
+    structures: Sequence[Structure], r_max: float, dtype: torch.dtype, cfg: LossSection
+) -> list[tuple[Graph, Targets]]:
+    """(graph, targets) pairs holding only the labels the loss uses: other per-structure
+    entries of a file (metadata such as an MD step) would only get in the way of batching."""
+    pairs = []
+    for s in structures:
+        graph = Graph.from_structure(s, r_max, dtype)
+        targets = Targets.from_structure(s, dtype)
+        kept = {k: v for k, v in targets.properties.items() if k == cfg.property}
+        pairs.append((graph, replace(targets, properties=kept, atom_properties={})))
+    return pairs
 
 
 def wanted(targets: Targets, cfg: LossSection) -> tuple[bool, bool]:

@@ -1,0 +1,254 @@
+"""The commands: `euclidnn train`, `evaluate`, `learning-curve`; their outputs and their
+refusals of bad input (each a message naming the file and what is wrong, exit status 2)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from euclidnn.cli.__main__ import main
+from euclidnn.data import Graph, load_dataset
+from euclidnn.models import load_model, predict
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+TINY = "model: {name: schnet, settings: {num_features: 8, num_interactions: 1, num_basis: 8}}\n"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny SchNet trained for one epoch on 30 ethanol frames."""
+    folder = tmp_path_factory.mktemp("run")
+    (folder / "tiny.yaml").write_text(TINY + "run: {max_epochs: 1}\n")
+    out = folder / "run"
+    status = main(
+        [
+            "train",
+            "ethanol",
+            "--index",
+            ":30",
+            "--config",
+            str(folder / "tiny.yaml"),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert status == 0
+    return out
+
+
+def test_train_writes_the_run_folder(trained):
+    for name in ("model.safetensors", "last.ckpt", "log.csv", "config.yaml", "split.json"):
+        assert (trained / name).is_file(), name
+    split = json.loads((trained / "split.json").read_text())
+    assert len(split["train"]) == 27 and len(split["valid"]) == 3
+    assert not set(split["train"]) & set(split["valid"])
+
+
+def test_evaluate_matches_an_independent_computation(trained, tmp_path, capsys):
+    status = main(
+        [
+            "evaluate",
+            str(trained / "model.safetensors"),
+            "ethanol",
+            "--index",
+            "1990:",
+            "--json",
+            str(tmp_path / "m.json"),
+            "--plots",
+            str(tmp_path / "plots"),
+        ]
+    )
+    assert status == 0
+    values = json.loads((tmp_path / "m.json").read_text())
+    for key in (
+        "n_structures",
+        "energy_mae_meV",
+        "energy_rmse_meV",
+        "energy_per_atom_mae_meV",
+        "forces_mae_meV_per_A",
+        "forces_rmse_meV_per_A",
+        "forces_mae_meV_per_A_O",
+    ):
+        assert key in values, key
+    model = load_model(trained / "model.safetensors")
+    frames = load_dataset("ethanol")[1990:]
+    energy_errors, force_errors = [], []
+    for s in frames:
+        out = predict(model, Graph.from_structure(s, model.config.r_max))
+        energy_errors.append(out.energy.item() - s.energy)
+        force_errors.append(out.forces.detach().numpy() - s.forces)
+    assert values["n_structures"] == 10
+    assert values["energy_mae_meV"] == pytest.approx(1000 * np.abs(energy_errors).mean(), rel=1e-4)
+    assert values["forces_rmse_meV_per_A"] == pytest.approx(
+        1000 * np.sqrt(np.mean(np.square(force_errors))), rel=1e-4
+    )
+    assert (tmp_path / "plots" / "parity.png").stat().st_size > 10_000
+    assert (tmp_path / "plots" / "force_errors.png").stat().st_size > 5_000
+    assert "force MAE" in capsys.readouterr().out
+
+
+def run_error(argv, capsys) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().out
+
+
+def test_train_refuses_a_non_empty_or_unwritable_out_and_bad_resumes(trained, tmp_path, capsys):
+    message = run_error(["train", "ethanol", "--index", ":30", "--out", str(trained)], capsys)
+    assert f"{trained}: run folder is not empty; use --resume or --overwrite" in message
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    message = run_error(["train", "ethanol", "--out", str(blocker / "run")], capsys)
+    assert "cannot write the run folder" in message
+    message = run_error(["train", "ethanol", "--out", str(tmp_path / "none"), "--resume"], capsys)
+    assert "nothing to resume" in message
+
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    data = (trained / "last.ckpt").read_bytes()
+    (truncated / "last.ckpt").write_bytes(data[: len(data) // 2])
+    message = run_error(["train", "ethanol", "--out", str(truncated), "--resume"], capsys)
+    assert "last.ckpt: not a readable checkpoint (truncated or foreign" in message
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "last.ckpt").write_bytes((trained / "model.safetensors").read_bytes())
+    message = run_error(["train", "ethanol", "--out", str(foreign), "--resume"], capsys)
+    assert "not a euclidnn checkpoint" in message
+
+
+def test_train_refuses_bad_data_and_splits(tmp_path, capsys):
+    message = run_error(
+        ["train", "ethanol", "--index", ":10", "--n-valid", "10", "--out", str(tmp_path / "a")],
+        capsys,
+    )
+    assert "leave none for training" in message
+    unlabelled = tmp_path / "unlabelled.xyz"
+    unlabelled.write_text(
+        '2\nProperties=species:S:1:pos:R:3 pbc="F F F"\nH 0 0 0\nH 0 0 0.74\n' * 3
+    )
+    message = run_error(["train", str(unlabelled), "--out", str(tmp_path / "b")], capsys)
+    assert "unlabelled.xyz frame" in message and "no 'energy' label" in message
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("")
+    message = run_error(["train", str(empty), "--out", str(tmp_path / "c")], capsys)
+    assert "empty.xyz" in message
+    message = run_error(["train", str(tmp_path / "missing.xyz")], capsys)
+    assert "missing.xyz: no such file" in message
+
+
+def test_print_config_shows_the_resolved_config(tmp_path, capsys):
+    assert main(["train", "ethanol", "--print-config", "--minutes", "2", "--model", "schnet"]) == 0
+    text = capsys.readouterr().out
+    assert "name: schnet" in text and "minutes: 2.0" in text and "ema_decay: 0.99" in text
+
+
+@pytest.mark.skipif(not (SHARED / "qm9_20.db").is_file(), reason="../shared/data/qm9_20.db absent")
+def test_a_qm9_property_trains_and_evaluates(tmp_path, capsys):
+    (tmp_path / "homo.yaml").write_text(
+        TINY + "loss: {property: homo, property_per_atom: true}\n"
+        "optimizer: {batch_size: 4}\nrun: {max_epochs: 6}\ndata: {n_valid: 4}\n"
+    )
+    out = tmp_path / "run"
+    db = str(SHARED / "qm9_20.db")
+    assert (
+        main(["train", db, "--config", str(tmp_path / "homo.yaml"), "--out", str(out), "--quiet"])
+        == 0
+    )
+    rows = (out / "log.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    first, last = (dict(zip(header, r.split(","))) for r in (rows[1], rows[-1]))
+    assert float(last["valid_loss"]) < float(first["valid_loss"])
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out / "model.safetensors"),
+                db,
+                "--property",
+                "homo",
+                "--per-atom",
+                "--json",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
+    values = json.loads((tmp_path / "m.json").read_text())
+    assert values["n_structures"] == 20 and values["property_mae"] > 0
+
+
+def test_a_dipole_head_learns_an_equivariant_vector_property(tmp_path):
+    """TensorHead ("1o") on a NequIP trunk fits a dipole Σ q_Z r_i and stays equivariant."""
+    from dataclasses import replace
+
+    from euclidnn.cli.config_io import build_model
+    from euclidnn.o3 import rand_matrix
+    from euclidnn.train import TrainConfig, data_statistics, fit
+
+    charges = {1: 0.3, 6: -0.2, 8: -0.5}
+    frames = []
+    for s in load_dataset("ethanol")[:24]:
+        centred = s.positions - s.positions.mean(0)
+        dipole = sum(charges[int(z)] * r for z, r in zip(s.numbers, centred))
+        frames.append(replace(s, properties={"dipole": dipole}))
+    config = TrainConfig.from_dict(
+        {
+            "model": {
+                "name": "nequip",
+                "head": "1o",
+                "settings": {"num_features": 4, "num_layers": 2},
+            },
+            "loss": {"property": "dipole"},
+            "optimizer": {"batch_size": 4, "lr": 1e-2},
+            "run": {"max_epochs": 4, "dtype": "float64"},
+        }
+    )
+    stats = data_statistics(frames[:20], 4.0)
+    model = build_model(config, stats).to(torch.float64)
+    result = fit(model, frames[:20], frames[20:], config, tmp_path, progress=False)
+    assert result.history[-1]["valid_loss"] < result.history[0]["valid_loss"]
+    head = load_model(tmp_path / "model.safetensors")
+    graph = Graph.from_structure(frames[21], 4.0, torch.float64)
+    R = rand_matrix(dtype=torch.float64)
+    rotated = graph.deformed(graph.positions @ R.T, torch.zeros_like(graph.cell))
+    assert torch.allclose(head(rotated), head(graph) @ R.T, atol=1e-10)
+
+
+def test_learning_curve_fits_each_size_and_reports_beta(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(
+        "model: {name: nequip, settings: {num_features: 4, num_layers: 2}}\n"
+        "optimizer: {batch_size: 4}\n"
+    )
+    out = tmp_path / "curve"
+    argv = [
+        "learning-curve",
+        "ethanol",
+        "--index",
+        ":60",
+        "--models",
+        "nequip-l0,nequip-l1",
+        "--sizes",
+        "8,16,32",
+        "--max-epochs",
+        "2",
+        "--n-valid",
+        "4",
+        "--n-test",
+        "12",
+        "--config",
+        str(tmp_path / "tiny.yaml"),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    table = json.loads((out / "learning_curve.json").read_text())
+    assert table["metric"] == "forces_mae_meV_per_A" and table["n_test"] == 12
+    for name in ("nequip-l0", "nequip-l1"):
+        curve = table["models"][name]
+        assert curve["sizes"] == [8, 16, 32] and len(curve["errors"]) == 3
+        assert np.isfinite(curve["beta"]) and np.isfinite(curve["beta_error"])
+    assert (out / "learning_curve.png").stat().st_size > 10_000
