@@ -6,6 +6,7 @@ R_g and atom permutations) → :func:`invariant_basis` / :func:`allowed_properti
 outputs the group allows), :func:`symmetrize`, :func:`project`, :func:`invariance_error`.
 """
 
+from .breaking import LossFloor, loss_floor, norms_per_irrep, stabilizer
 from .detect import DEFAULT_TOLERANCE, point_group
 from .groups import (
     Symmetry,
@@ -14,6 +15,12 @@ from .groups import (
     reflection_matrix,
     rotation_matrix,
     schoenflies_name,
+)
+from .order_parameter import (
+    BreakingModel,
+    OrderParameterConfig,
+    OrderParameterResult,
+    learn_order_parameter,
 )
 from .project import (
     PROPERTIES,
@@ -29,24 +36,34 @@ from .project import (
     projector,
     representation,
 )
+from .signals import bispectrum, power_spectrum, sphere_signal, spherical_projection
 from .space import DEFAULT_SYMPREC, space_group
 from .symmetrize import Symmetrized, symmetrize
 
 __all__ = [
+    "BreakingModel",
     "DEFAULT_SYMPREC",
     "DEFAULT_TOLERANCE",
+    "LossFloor",
+    "OrderParameterConfig",
+    "OrderParameterResult",
     "PROPERTIES",
     "PropertyRule",
     "Symmetrized",
     "Symmetry",
     "allowed_properties",
+    "bispectrum",
     "characters",
     "format_properties",
     "generate_group",
     "invariance_error",
     "invariant_basis",
+    "learn_order_parameter",
+    "loss_floor",
+    "norms_per_irrep",
     "point_group",
     "point_group_operations",
+    "power_spectrum",
     "project",
     "project_atoms",
     "project_cartesian",
@@ -56,5 +73,8 @@ __all__ = [
     "rotation_matrix",
     "schoenflies_name",
     "space_group",
+    "sphere_signal",
+    "spherical_projection",
+    "stabilizer",
     "symmetrize",
 ]
