@@ -10,6 +10,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 from pathlib import Path
@@ -22,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a model file (model.safetensors of a run)")
     parser.add_argument("data", help="labelled structures: a file or a shipped set's name")
     parser.add_argument("--json", help="write the metrics to this JSON file")
-    parser.add_argument("--plots", help="write parity plots and a force-error histogram here")
+    parser.add_argument(
+        "--plots",
+        help="report folder: parity plots, force-error histogram, metrics.txt, and the training "
+        "curve when the model sits in a run folder (with its log.csv)",
+    )
     parser.add_argument("--property", help="the per-structure property the model was trained on")
     parser.add_argument("--per-atom", action="store_true", help="the property is intensive")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from euclidnn.train.loop import check_training_data
     from euclidnn.train.loss import labelled_pairs
     from euclidnn.train.metrics import compare, metrics
-    from euclidnn.train.plots import parity_plots
+    from euclidnn.train.plots import parity_plots, training_curve
 
     model = load_model(args.model)
     model.eval()
@@ -55,8 +60,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"metrics: {args.json}")
     if args.plots:
         title = f"{Path(args.model).name} on {Path(args.data).name} ({len(structures)} structures)"
-        for path in parity_plots(comparison, args.plots, title=title):
+        written = parity_plots(comparison, args.plots, title=title)
+        log = Path(args.model).parent / "log.csv"
+        if log.is_file():
+            with open(log) as f:
+                written.append(
+                    training_curve(list(csv.DictReader(f)), Path(args.plots) / "training_curve.png")
+                )
+        (Path(args.plots) / "metrics.txt").write_text(_table(values) + "\n")
+        for path in written:
             print(f"plot: {path}")
+        print(f"report: {args.plots}")
     return 0
 
 

@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             say(f"statistics: {note}")
         torch.manual_seed(config.run.seed)
         model = build_model(config, stats)
-    model = model.to(dtype=dtype, device=_device(rank))
+    model = model.to(dtype=dtype, device=_device())
     say(
         f"model: {type(model).__name__} {json.dumps(_short(model.config))}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, {config.run.dtype}"
@@ -193,11 +193,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device(rank: int):
+def _device():
+    """CUDA when present (the process's local GPU under torchrun), else the CPU."""
     import torch
 
     if torch.cuda.is_available():
-        return torch.device("cuda", rank % torch.cuda.device_count())
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device("cuda", local % torch.cuda.device_count())
     return torch.device("cpu")
 
 

@@ -225,6 +225,8 @@ def fit(
     if resume:
         state = _restore(out, model, optimizer, scheduler, ema)
         say(f"resumed from {out / 'last.ckpt'}: epoch {state.epoch}, batch {state.batch}")
+    if lead and out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     board = _tensorboard(out) if lead and out is not None else None
 
     batch_size = cfg.optimizer.batch_size

@@ -252,3 +252,16 @@ def test_learning_curve_fits_each_size_and_reports_beta(tmp_path):
         assert curve["sizes"] == [8, 16, 32] and len(curve["errors"]) == 3
         assert np.isfinite(curve["beta"]) and np.isfinite(curve["beta_error"])
     assert (out / "learning_curve.png").stat().st_size > 10_000
+
+
+def test_the_python_api_example_runs(tmp_path):
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "train_python_api.py"
+    result = subprocess.run(
+        [sys.executable, str(example), "--epochs", "1", "--n-train", "20", "--out", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "test set: energy" in result.stdout
+    assert (tmp_path / "model.safetensors").is_file()
