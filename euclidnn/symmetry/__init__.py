@@ -10,6 +10,7 @@ from .breaking import LossFloor, loss_floor, norms_per_irrep, stabilizer
 from .detect import DEFAULT_TOLERANCE, point_group
 from .groups import (
     Symmetry,
+    describe_operation,
     generate_group,
     point_group_operations,
     reflection_matrix,
@@ -54,6 +55,7 @@ __all__ = [
     "allowed_properties",
     "bispectrum",
     "characters",
+    "describe_operation",
     "format_properties",
     "generate_group",
     "invariance_error",

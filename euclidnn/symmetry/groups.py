@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "Symmetry",
+    "describe_operation",
     "generate_group",
     "point_group_operations",
     "reflection_matrix",
@@ -153,6 +154,45 @@ def _rotation_order(R: np.ndarray) -> int:
         if abs(k * turns - round(k * turns)) < 1e-4:
             return k
     raise ValueError("operations: a rotation of order > 60 (not a finite group element)")
+
+
+def _power(angle: float) -> tuple[int, int]:
+    """(n, m) with angle = 2π m / n in lowest terms, 0 ≤ angle ≤ π."""
+    turns = angle / (2 * np.pi)
+    for n in range(1, 61):
+        if abs(n * turns - round(n * turns)) < 1e-4:
+            return n, round(n * turns)
+    raise ValueError("operation: a rotation of order > 60 (not a finite group element)")
+
+
+def describe_operation(R) -> tuple[str, np.ndarray | None]:
+    """Schoenflies label of one element and its axis (mirror: its normal; E and i: None).
+
+    Labels: ``E``, ``i``, ``σ``, ``Cn`` / ``Cn^m`` (rotation by 2πm/n), ``Sn`` / ``Sn^m``
+    (rotation by 2πm/n followed by the mirror ⊥ the axis).
+
+    >>> describe_operation(rotation_matrix([0, 0, 1], 2 * np.pi / 3))[0]
+    'C3'
+    >>> label, normal = describe_operation(reflection_matrix([1, 0, 0]))
+    >>> label, normal.round(6).tolist()
+    ('σ', [1.0, 0.0, 0.0])
+    """
+    R = np.asarray(R, dtype=np.float64)
+    proper = np.linalg.det(R) > 0
+    if not proper and np.abs(R + np.eye(3)).max() < 1e-6:
+        return "i", None
+    if proper and np.abs(R - np.eye(3)).max() < 1e-6:
+        return "E", None
+    rotation = R if proper else -R  # −R = σ_h C(φ + π) about the same axis
+    axis = _axis_of_rotation(rotation)
+    angle = np.arccos(np.clip((np.trace(rotation) - 1) / 2, -1, 1))
+    if not proper:
+        angle = np.pi - angle  # |φ| of σ_h C(φ), folded into [0, π]
+        if angle < 1e-6:
+            return "σ", axis
+    n, m = _power(angle)
+    label = ("C" if proper else "S") + str(n)
+    return (label if m == 1 else f"{label}^{m}"), axis
 
 
 def _distinct_axes(axes: list[np.ndarray]) -> list[np.ndarray]:
