@@ -20,6 +20,7 @@ COMMANDS = {
     "md": ("md", "molecular dynamics with a model: NVE, NVT, path-integral MD (i-PI)"),
     "serve": ("serve", "serve a model's forces to an i-PI server (beads on this machine)"),
     "analyze": ("analyze", "plots of MD runs: g(r), distances, MSD, VDOS; normal modes"),
+    "symmetry": ("symmetry", "point/space group, its elements, allowed tensor properties"),
 }
 
 
