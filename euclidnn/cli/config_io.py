@@ -152,8 +152,14 @@ def _slice(index: str) -> slice | int:
     return slice(*parts)
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically: a crash leaves the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_yaml(path: Path, values: dict[str, Any]) -> None:
     """Write ``values`` as YAML atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(values, sort_keys=False))
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(values, sort_keys=False))

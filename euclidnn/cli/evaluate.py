@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 from pathlib import Path
 
 
@@ -36,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn evaluate``."""
-    from euclidnn.cli.config_io import read_data, read_options
+    from euclidnn.cli.config_io import read_data, read_options, write_text
     from euclidnn.models import load_model
     from euclidnn.train.config import LossSection
     from euclidnn.train.loop import check_training_data
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 written.append(
                     training_curve(list(csv.DictReader(f)), Path(args.plots) / "training_curve.png")
                 )
-        (Path(args.plots) / "metrics.txt").write_text(_table(values) + "\n")
+        write_text(Path(args.plots) / "metrics.txt", _table(values) + "\n")
         for path in written:
             print(f"plot: {path}")
         print(f"report: {args.plots}")
@@ -111,7 +110,6 @@ def _table(values: dict) -> str:
 
 
 def _write_json(path: Path, values: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(values, indent=2))
-    os.replace(tmp, path)
+    from euclidnn.cli.config_io import write_text
+
+    write_text(path, json.dumps(values, indent=2))

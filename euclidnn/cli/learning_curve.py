@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
@@ -59,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         model_settings,
         read_data,
         read_options,
+        write_text,
     )
     from euclidnn.data.splits import split_indices
     from euclidnn.models import load_model
@@ -123,9 +123,7 @@ def run(args: argparse.Namespace) -> int:
         table[name] = {"sizes": sizes, "errors": errors, **law._asdict()}
         print(f"  {name}: β = {law.beta:.3f} ± {law.beta_error:.3f}")
     summary = {"data": str(args.data), "metric": key, "n_test": len(test), "models": table}
-    tmp = out / "learning_curve.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "learning_curve.json")
+    write_text(out / "learning_curve.json", json.dumps(summary, indent=2))
     unit = "meV/Å" if key.startswith("forces") else "meV"
     plot = learning_curve_plot(
         table, out / "learning_curve.png", f"test {key.split('_')[0]} MAE ({unit})"

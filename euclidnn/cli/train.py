@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         model_settings,
         read_data,
         read_options,
+        write_text,
         write_yaml,
     )
     from euclidnn.data.splits import split_indices
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     if lead:
         write_yaml(out / "config.yaml", config.to_dict())
         split = {"train": train_names, "valid": valid_names}
-        (out / "split.json").write_text(json.dumps(split, indent=0))
+        write_text(out / "split.json", json.dumps(split, indent=0))
     result = fit(
         model,
         train,

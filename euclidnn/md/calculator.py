@@ -82,7 +82,25 @@ class Calculator(AseCalculator):
         self.dtype, self.device = parameter.dtype, parameter.device
         self.rebuilds = 0
         self._list = None  # (positions, cell, pbc, numbers, edge_src, edge_dst, edge_shift)
-        self._edges = None  # (mask, edge_src, edge_dst, edge_shift tensors) of the last call
+        self._edges = None  # (mask, edge_src, edge_dst, edge_shift, derived) of the last call
+        self._topology: dict[str, torch.Tensor] = {}
+
+    def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
+        """What changed since the last calculation: ASE's ``compare_atoms`` restricted to what
+        the model reads (positions, numbers, cell, pbc), with exact comparisons — ASE's own
+        check (``allclose`` on every array) cost a third of an MD step of a small molecule."""
+        if self.atoms is None:
+            return list(all_changes)
+        changes = []
+        if not np.array_equal(self.atoms.positions, atoms.positions):
+            changes.append("positions")
+        if not np.array_equal(self.atoms.numbers, atoms.numbers):
+            changes.append("numbers")
+        if not np.array_equal(self.atoms.cell.array, atoms.cell.array):
+            changes.append("cell")
+        if not np.array_equal(self.atoms.pbc, atoms.pbc):
+            changes.append("pbc")
+        return changes
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         """Energy and forces (and stress when asked for) of ``atoms``; ASE calls this."""
@@ -126,28 +144,28 @@ class Calculator(AseCalculator):
             )
         mask = lengths < self.r_max
         if self._edges is None or not np.array_equal(mask, self._edges[0]):
-            # same tensors while the edges are the same: the graph's derived index structures
-            # (edge pairs, kernel orders) are then reused from step to step
             as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
             self._edges = (
                 mask,
                 as_tensor(src[mask]),
                 as_tensor(dst[mask]),
                 as_tensor(shift[mask]).to(self.dtype),
+                {},  # the graphs' derived index structures, while these edges last
             )
-        _, edge_src, edge_dst, edge_shift = self._edges
-        n = len(numbers)
-        floats = dict(dtype=self.dtype, device=self.device)
+        _, edge_src, edge_dst, edge_shift, derived = self._edges
+        # the same topology tensors (and store) from step to step while the edges are the
+        # same, so the edge pairs and the kernels' edge orders are computed once, not per step
         return Graph(
-            positions=torch.tensor(positions, **floats),
-            numbers=self._numbers,
-            cell=torch.tensor(cell if pbc.any() else np.zeros((3, 3)), **floats).reshape(1, 3, 3),
-            pbc=torch.tensor(pbc, device=self.device).reshape(1, 3),
-            batch=torch.zeros(n, dtype=torch.int64, device=self.device),
+            positions=torch.tensor(positions, dtype=self.dtype, device=self.device),
+            numbers=self._topology["numbers"],
+            cell=self._topology["cell"],
+            pbc=self._topology["pbc"],
+            batch=self._topology["batch"],
             edge_src=edge_src,
             edge_dst=edge_dst,
             edge_shift=edge_shift,
-            num_atoms=torch.tensor([n], device=self.device),
+            num_atoms=self._topology["num_atoms"],
+            _derived=derived,
         )
 
     def _needs_rebuild(self, positions, cell, pbc, numbers) -> bool:
@@ -173,6 +191,15 @@ class Calculator(AseCalculator):
             )
         src, dst, shift = neighbor_list(positions, cell, pbc, self.r_max + self.skin)
         self._list = (positions.copy(), cell.copy(), pbc.copy(), numbers.copy(), src, dst, shift)
-        self._numbers = torch.tensor(numbers, dtype=torch.int64, device=self.device)
+        n, device = len(numbers), self.device
+        self._topology = {  # tensors that change only with a rebuild
+            "numbers": torch.tensor(numbers, dtype=torch.int64, device=device),
+            "cell": torch.tensor(
+                cell if pbc.any() else np.zeros((3, 3)), dtype=self.dtype, device=device
+            ).reshape(1, 3, 3),
+            "pbc": torch.tensor(pbc, device=device).reshape(1, 3),
+            "batch": torch.zeros(n, dtype=torch.int64, device=device),
+            "num_atoms": torch.tensor([n], device=device),
+        }
         self._edges = None
         self.rebuilds += 1

@@ -24,6 +24,16 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    """Write the figure to ``path`` atomically (a temporary file, then a rename)."""
+    plt = _pyplot()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def _parity(ax, reference, predicted, label, unit, mae):
     ax.scatter(reference, predicted, s=3, alpha=0.4, lw=0)
     low, high = (
@@ -66,9 +76,7 @@ def parity_plots(c: Comparison, folder: str | os.PathLike, title: str = "") -> l
         if title:
             fig.suptitle(title, fontsize=11)
         fig.tight_layout()
-        written.append(folder / "parity.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        written.append(_save(fig, folder / "parity.png"))
     if c.forces is not None:
         error = 1000 * (c.forces - c.forces_ref).ravel()
         fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -78,9 +86,7 @@ def parity_plots(c: Comparison, folder: str | os.PathLike, title: str = "") -> l
             f"{error.size} components; RMSE {np.sqrt((error**2).mean()):.1f} meV/Å", fontsize=10
         )
         fig.tight_layout()
-        written.append(folder / "force_errors.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        written.append(_save(fig, folder / "force_errors.png"))
     return written
 
 
@@ -108,10 +114,7 @@ def training_curve(history: Sequence[Mapping[str, Any]], path: str | os.PathLike
     axes[1].set(xlabel="epoch", ylabel="validation error")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, Path(path))
 
 
 def learning_curve_plot(
@@ -135,7 +138,4 @@ def learning_curve_plot(
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, Path(path))
