@@ -216,3 +216,16 @@ def test_bad_training_data_is_refused_by_name(ethanol):
         fit(model, ethanol[:4], [water], progress=False)
     with pytest.raises(ValueError, match="training set is empty"):
         fit(model, [], ethanol[4:6], progress=False)
+
+
+def test_tensorboard_events_are_written_when_tensorboard_is_installed(ethanol, tmp_path):
+    pytest.importorskip("tensorboard", reason="optional extra: pip install euclidnn[tensorboard]")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = small_schnet(ethanol[:12])
+    config = TrainConfig.from_dict({"optimizer": {"batch_size": 4}, "run": {"max_epochs": 2}})
+    result = fit(model, ethanol[:12], ethanol[12:16], config, tmp_path, progress=False)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("valid_loss")]
+    assert losses == pytest.approx([row["valid_loss"] for row in result.history])
