@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-valid", type=int, default=100)
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     parser.add_argument("--config", help="YAML config the fits start from")
     parser.add_argument("--out", default="runs/learning-curve")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from euclidnn.train.loss import labelled_pairs
     from euclidnn.train.plots import learning_curve_plot
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     models = {name: _model_choice(name) for name in args.models.split(",")}
     base = load_config(args.config)

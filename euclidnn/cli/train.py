@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import sys
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = dist.get_rank() if distributed else 0
     lead = rank == 0
-    say = print if lead else (lambda *a, **k: None)
+    say = functools.partial(print, flush=True) if lead else (lambda *a, **k: None)
     out = _run_folder(args, lead)
     if distributed:
         dist.barrier()
@@ -156,6 +157,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         model = checkpoint.model
+        recorded = (
+            json.loads((out / "split.json").read_text()) if (out / "split.json").is_file() else None
+        )
+        if recorded is not None and (recorded["train"], recorded["valid"]) != (
+            train_names,
+            valid_names,
+        ):
+            raise ValueError(
+                f"{out / 'split.json'}: the run was trained on other structures; resume with the "
+                "same data arguments (TRAIN, --valid, --index, --n-train, --n-valid)"
+            )
     else:
         r_max = model_settings(config)["r_max"]
         stats = data_statistics(

@@ -161,8 +161,9 @@ class RunSection:
     """How long, how reproducibly, and how often to save.
 
     Attributes:
-        minutes: wall-clock budget of the whole fit, validation included (default ``None`` =
-            no budget); training stops when it is spent, even mid-epoch.
+        minutes: wall-clock budget of the whole fit, validation included, summed over resumes
+            (default ``None`` = no budget); training stops when it is spent, even mid-epoch. To
+            continue a finished run, resume it with a larger budget.
         max_epochs: at most this many epochs (default 1000).
         seed: seeds the weights, the split and the data order (default 0).
         dtype: ``"float32"`` (default, fast) or ``"float64"``.

@@ -236,7 +236,7 @@ def fit(
     budget = math.inf if cfg.run.minutes is None else 60 * cfg.run.minutes
     started = time.perf_counter() - state.elapsed
     last_checkpoint = time.perf_counter()
-    stop_reason, last_loss, bar = "", math.nan, None
+    stop_reason, train_loss, bar = "", [0.0, 0], None
 
     def elapsed() -> float:
         return time.perf_counter() - started
@@ -259,8 +259,6 @@ def fit(
         """Validate the EMA weights; schedule, save the best, log; a reason to stop or ''."""
         with ema.applied(model):
             part, terms = compare(model, valid_items, cfg.loss, batch_size=32)
-            if lead and out is not None and math.isinf(state.best_loss):
-                save_model(model, out / "model.safetensors")  # something loadable from the start
         comparison = Comparison.concatenate(group.gather(part))
         total = LossTerms(group.sum(terms.sums), group.sum(terms.counts))
         loss = total.weighted(cfg.loss).item()
@@ -271,11 +269,12 @@ def fit(
             "step": state.step,
             "seconds": round(elapsed(), 2),
             "lr": lr,
-            "train_loss": last_loss,
+            "train_loss": train_loss[0] / max(train_loss[1], 1),  # mean since last validation
             "valid_loss": loss,
             **{k: values[k] for k in _LOGGED if k in values},
         }
         state.history.append(row)
+        train_loss[:] = [0.0, 0]
         improved = loss < state.best_loss
         if improved:
             state.best_loss, state.best_epoch, state.bad_validations = loss, row["epoch"], 0
@@ -316,10 +315,14 @@ def fit(
         while state.batch < num_batches:
             indices = order[state.batch * batch_size : (state.batch + 1) * batch_size]
             mine = indices[group.rank :: group.size]
-            graph, targets = collate_batch([train_items[i] for i in mine])
+            # a process without a structure in this (last, short) batch still takes part in the
+            # collective calls, with one structure weighted by zero
+            weight = 1.0 if mine else 0.0
+            graph, targets = collate_batch([train_items[i] for i in mine or indices[:1]])
             graph, targets = graph.to(device), targets.to(device)
             out_ = model_outputs(trained, graph, targets, cfg.loss, training=True)
             terms = loss_terms(out_, graph, targets, cfg.loss)
+            terms = LossTerms(terms.sums * weight, terms.counts * weight)
             counts = group.sum(terms.counts)
             loss = terms.weighted(cfg.loss, counts) * group.size
             total = group.sum(loss.detach()).item() / group.size
@@ -340,7 +343,7 @@ def fit(
             ema.update(model)
             state.step += 1
             state.batch += 1
-            last_loss = total
+            train_loss[0], train_loss[1] = train_loss[0] + total, train_loss[1] + 1
             bar.update(1)
             if state.batch in validate_after:
                 stop_reason = validate()

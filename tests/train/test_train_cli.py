@@ -112,6 +112,9 @@ def test_train_refuses_a_non_empty_or_unwritable_out_and_bad_resumes(trained, tm
     message = run_error(["train", "ethanol", "--out", str(truncated), "--resume"], capsys)
     assert "last.ckpt: not a readable checkpoint (truncated or foreign" in message
 
+    other_data = ["train", "ethanol", "--index", ":31", "--out", str(trained), "--resume"]
+    assert "the run was trained on other structures" in run_error(other_data, capsys)
+
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "last.ckpt").write_bytes((trained / "model.safetensors").read_bytes())
