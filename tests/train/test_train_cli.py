@@ -183,41 +183,58 @@ def test_a_qm9_property_trains_and_evaluates(tmp_path, capsys):
     assert values["n_structures"] == 20 and values["property_mae"] > 0
 
 
-def test_a_dipole_head_learns_an_equivariant_vector_property(tmp_path):
-    """TensorHead ("1o") on a NequIP trunk fits a dipole Σ q_Z r_i and stays equivariant."""
+def dipole(numbers, centred):
+    charges = {1: 0.3, 6: -0.2, 8: -0.5}
+    return sum(charges[int(z)] * r for z, r in zip(numbers, centred))
+
+
+def polarizability(numbers, centred):
+    weights = {1: 0.1, 6: 0.4, 8: 0.3}
+    return sum(weights[int(z)] * (np.outer(r, r) + np.eye(3)) for z, r in zip(numbers, centred))
+
+
+@pytest.mark.parametrize(
+    "label, head, lmax, transform",
+    [
+        (dipole, "1o", 1, lambda y, R: y @ R.T),
+        (polarizability, "0e + 2e", 2, lambda y, R: R @ y @ R.T),
+    ],
+    ids=["dipole", "polarizability"],
+)
+def test_a_tensor_head_learns_an_equivariant_property(label, head, lmax, transform, tmp_path):
+    """TensorHead on a NequIP trunk fits a dipole Σ q_Z r_i (1o) or a polarizability-like
+    Σ w_Z (r_i r_iᵀ + I) (0e + 2e); the saved head reloads and stays equivariant."""
     from dataclasses import replace
 
     from euclidnn.cli.config_io import build_model
+    from euclidnn.models import symmetric_matrix
     from euclidnn.o3 import rand_matrix
     from euclidnn.train import TrainConfig, data_statistics, fit
 
-    charges = {1: 0.3, 6: -0.2, 8: -0.5}
     frames = []
     for s in load_dataset("ethanol")[:24]:
         centred = s.positions - s.positions.mean(0)
-        dipole = sum(charges[int(z)] * r for z, r in zip(s.numbers, centred))
-        frames.append(replace(s, properties={"dipole": dipole}))
-    config = TrainConfig.from_dict(
-        {
-            "model": {
-                "name": "nequip",
-                "head": "1o",
-                "settings": {"num_features": 4, "num_layers": 2},
-            },
-            "loss": {"property": "dipole"},
-            "optimizer": {"batch_size": 4, "lr": 1e-2},
-            "run": {"max_epochs": 4, "dtype": "float64"},
-        }
-    )
+        frames.append(replace(s, properties={"target": label(s.numbers, centred)}))
+    config = TrainConfig.from_dict({
+        "model": {"head": head, "settings": {"num_features": 4, "num_layers": 2, "lmax": lmax}},
+        "loss": {"property": "target"},
+        "optimizer": {"batch_size": 4, "lr": 1e-2},
+        "run": {"max_epochs": 4, "dtype": "float64"},
+    })  # fmt: skip
     stats = data_statistics(frames[:20], 4.0)
     model = build_model(config, stats).to(torch.float64)
     result = fit(model, frames[:20], frames[20:], config, tmp_path, progress=False)
     assert result.history[-1]["valid_loss"] < result.history[0]["valid_loss"]
-    head = load_model(tmp_path / "model.safetensors")
+    loaded = load_model(tmp_path / "model.safetensors")
+
+    def predicted(graph):
+        y = loaded(graph)[0]
+        return symmetric_matrix(y) if y.shape[-1] == 6 else y
+
     graph = Graph.from_structure(frames[21], 4.0, torch.float64)
     R = rand_matrix(dtype=torch.float64)
     rotated = graph.deformed(graph.positions @ R.T, torch.zeros_like(graph.cell))
-    assert torch.allclose(head(rotated), head(graph) @ R.T, atol=1e-10)
+    assert torch.allclose(predicted(rotated), transform(predicted(graph), R), atol=1e-10)
 
 
 def test_learning_curve_fits_each_size_and_reports_beta(tmp_path):
