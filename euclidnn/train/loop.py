@@ -291,8 +291,6 @@ def fit(
                 if key not in ("epoch", "step") and isinstance(value, float):
                     board.add_scalar(key, value, state.step)
             board.flush()
-        if bar is not None:
-            bar.set_postfix_str(_postfix(row, budget - elapsed()), refresh=False)
         if not math.isfinite(loss):
             return f"validation loss is {loss}"
         patience = cfg.schedule.early_stopping_patience
@@ -344,9 +342,11 @@ def fit(
             state.step += 1
             state.batch += 1
             train_loss[0], train_loss[1] = train_loss[0] + total, train_loss[1] + 1
-            bar.update(1)
             if state.batch in validate_after:
                 stop_reason = validate()
+            bar.update(1)
+            if state.step % 10 == 0 or state.batch in validate_after:
+                bar.set_postfix_str(_postfix(state.history, train_loss, budget - elapsed()))
             over_budget = group.sum(torch.tensor(float(elapsed() > budget))).item() > 0
             if over_budget and not stop_reason:
                 stop_reason = f"time budget of {cfg.run.minutes:g} min spent"
@@ -437,15 +437,19 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def _postfix(row: dict[str, Any], seconds_left: float) -> str:
-    parts = [f"loss {row['valid_loss']:.3g}"]
-    if "energy_per_atom_mae_meV" in row:
-        parts.append(f"E {row['energy_per_atom_mae_meV']:.2f} meV/at")
-    if "forces_mae_meV_per_A" in row:
-        parts.append(f"F {row['forces_mae_meV_per_A']:.1f} meV/Å")
-    if "property_mae" in row:
-        parts.append(f"MAE {row['property_mae']:.3g}")
-    parts.append(f"lr {row['lr']:.1e}")
+def _postfix(history: list[dict[str, Any]], train_loss: list, seconds_left: float) -> str:
+    """The progress bar's text: training loss so far, the last validation, time left."""
+    parts = [f"loss {train_loss[0] / max(train_loss[1], 1):.3g}"] if train_loss[1] else []
+    if history:
+        row = history[-1]
+        parts.append(f"valid {row['valid_loss']:.3g}")
+        if "energy_per_atom_mae_meV" in row:
+            parts.append(f"E {row['energy_per_atom_mae_meV']:.2f} meV/at")
+        if "forces_mae_meV_per_A" in row:
+            parts.append(f"F {row['forces_mae_meV_per_A']:.1f} meV/Å")
+        if "property_mae" in row:
+            parts.append(f"MAE {row['property_mae']:.3g}")
+        parts.append(f"lr {row['lr']:.1e}")
     if math.isfinite(seconds_left):
         parts.append(f"{max(seconds_left, 0) / 60:.1f} min left")
     return ", ".join(parts)
