@@ -134,6 +134,12 @@ def test_train_refuses_bad_data_and_splits(tmp_path, capsys):
     )
     message = run_error(["train", str(unlabelled), "--out", str(tmp_path / "b")], capsys)
     assert "unlabelled.xyz frame" in message and "no 'energy' label" in message
+    for field, energy, force in (("energy", "nan", "1"), ("forces", "-1.0", "inf")):
+        bad = tmp_path / f"bad-{field}.xyz"
+        header = f'Properties=species:S:1:pos:R:3:forces:R:3 energy={energy} pbc="F F F"'
+        bad.write_text(f"2\n{header}\nH 0 0 0 0 0 {force}\nH 0 0 0.74 0 0 -1\n")
+        message = run_error(["train", str(bad), "--out", str(tmp_path / "d")], capsys)
+        assert f"bad-{field}.xyz: frame 0: {field}: contains NaN or inf" in message
     empty = tmp_path / "empty.xyz"
     empty.write_text("")
     message = run_error(["train", str(empty), "--out", str(tmp_path / "c")], capsys)
