@@ -66,10 +66,13 @@ def _match(images: np.ndarray, x: np.ndarray, numbers: np.ndarray):
 
     Shapes: images: [b, n, 3], x: [n, 3] → permutations [b, n], distances [b, n]
     """
-    distance = np.linalg.norm(images[:, :, None, :] - x[None, None, :, :], axis=-1)
+    squared = (images**2).sum(-1)[:, :, None] + (x**2).sum(-1) - 2 * images @ x.T
+    distance = np.sqrt(np.clip(squared, 0, None))
     distance = np.where(numbers[:, None] == numbers[None, :], distance, np.inf)
     permutation = distance.argmin(axis=-1)
-    return permutation, np.take_along_axis(distance, permutation[..., None], -1)[..., 0]
+    partner_numbers = numbers[permutation]
+    gap = np.linalg.norm(images - x[permutation], axis=-1)  # exact, not from the expansion
+    return permutation, np.where(partner_numbers == numbers, gap, np.inf)
 
 
 def _procrustes(x: np.ndarray, permutations: np.ndarray, dets: np.ndarray) -> np.ndarray:
@@ -154,13 +157,14 @@ def _candidate_elements(x, numbers, tolerance) -> list[tuple[tuple, np.ndarray]]
 
 
 def _is_closed(keys: list[tuple]) -> bool:
-    known = set(keys)
-    for g in keys:
-        pg = np.array(g[1:])
-        for h in keys:
-            if (g[0] == h[0], *pg[np.array(h[1:])].tolist()) not in known:
-                return False
-    return True
+    """Whether the (det > 0, permutation) pairs are closed under composition π_gh = π_g ∘ π_h."""
+    proper = np.array([key[0] for key in keys])
+    permutations = np.array([key[1:] for key in keys], dtype=np.int64)
+    composed = permutations[:, permutations]  # [g, h, n]: π_g[π_h[i]]
+    signs = proper[:, None] == proper[None, :]  # det(gh) > 0
+    known = {(p, row.tobytes()) for p, row in zip(proper, permutations)}
+    flat = composed.reshape(-1, permutations.shape[1])
+    return all((p, row.tobytes()) in known for p, row in zip(signs.reshape(-1), flat))
 
 
 def symmetrized_positions(x: np.ndarray, operations: np.ndarray, permutations: np.ndarray):

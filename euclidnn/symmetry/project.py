@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np  # noqa: F401 (used by the doctests)
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -188,10 +188,15 @@ def allowed_properties(group: Symmetry) -> list[PropertyRule]:
     >>> rules["dipole"], rules["polarizability"]
     (0, 2)
     """
+    # one D(R_g) for every distinct irrep of the table: dim of the invariants = tr of its mean
+    distinct = sorted({ir for _, irreps, _ in PROPERTIES for _, ir in Irreps(irreps)})
+    p = projector(Irreps([(1, ir) for ir in distinct]), group)
+    offsets = np.cumsum([0] + [ir.dim for ir in distinct])
+    count = {ir: round(float(p[a:b, a:b].trace())) for ir, a, b in zip(distinct, offsets, offsets[1:])}
     rules = []
     for name, irreps, formula in PROPERTIES:
         irreps = Irreps(irreps)
-        allowed = round(float(projector(irreps, group).trace()))
+        allowed = sum(mul * count[ir] for mul, ir in irreps)
         rules.append(PropertyRule(name, str(irreps), formula, irreps.dim, allowed))
     return rules
 
