@@ -142,8 +142,9 @@ def _candidate_elements(x, numbers, tolerance) -> list[tuple[tuple, np.ndarray]]
     rotations = np.concatenate([frame_b @ frame_a.T, frame_b @ flip @ frame_a.T])
     dets = np.concatenate([np.ones(len(pairs)), -np.ones(len(pairs))])
     accepted: dict[tuple, np.ndarray] = {}
-    for start in range(0, len(rotations), 256):  # bounded memory: [256, n, n] distances
-        R, d = rotations[start : start + 256], dets[start : start + 256]
+    chunk = max(1, 4_000_000 // len(x) ** 2)  # bounded memory: [chunk, n, n] distances
+    for start in range(0, len(rotations), chunk):
+        R, d = rotations[start : start + chunk], dets[start : start + chunk]
         permutation, gap = _match(np.einsum("bij,nj->bni", R, x), x, numbers)
         keep = (gap.max(1) <= 3 * tolerance) & _is_permutation(permutation)
         if not keep.any():

@@ -192,7 +192,9 @@ def allowed_properties(group: Symmetry) -> list[PropertyRule]:
     distinct = sorted({ir for _, irreps, _ in PROPERTIES for _, ir in Irreps(irreps)})
     p = projector(Irreps([(1, ir) for ir in distinct]), group)
     offsets = np.cumsum([0] + [ir.dim for ir in distinct])
-    count = {ir: round(float(p[a:b, a:b].trace())) for ir, a, b in zip(distinct, offsets, offsets[1:])}
+    count = {
+        ir: round(float(p[a:b, a:b].trace())) for ir, a, b in zip(distinct, offsets, offsets[1:])
+    }
     rules = []
     for name, irreps, formula in PROPERTIES:
         irreps = Irreps(irreps)

@@ -2,7 +2,7 @@ r"""Symmetrize a structure to its group: every atom becomes the average of its o
 
 Point groups: x̄_i = c + (1/|G|) Σ_g R_gᵀ (x_π_g(i) − c). Space groups, in fractional
 coordinates with W_g f_i + t_g = f_π_g(i) + n_gi (n_gi a lattice vector):
-f̄_i = (1/|G|) Σ_g W_g⁻¹ (f_π_g(i) + n_gi − t_g); the cell is kept as it is.
+f̄_i = (1/|G|) Σ_g W_g⁻¹ (f_π_g(i) + n_gi − t_g), and the cell's metric is averaged too.
 """
 
 from __future__ import annotations
@@ -39,6 +39,19 @@ class Symmetrized:
 
 def _is_periodic(structure) -> bool:
     return bool(np.all(np.asarray(structure.pbc))) if hasattr(structure, "pbc") else False
+
+
+def _symmetrized_cell(cell: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+    """The cell whose metric G = L Lᵀ is averaged over the elements, G' = (1/|G|) Σ_g W_gᵀ G W_g,
+    in the orientation of the old one: L' = G'^½ G^-½ L."""
+    metric = cell @ cell.T
+    averaged = np.einsum("gba,bc,gcd->ad", rotations, metric, rotations) / len(rotations)
+
+    def power(matrix: np.ndarray, exponent: float) -> np.ndarray:
+        values, vectors = np.linalg.eigh(matrix)
+        return (vectors * values**exponent) @ vectors.T
+
+    return power(averaged, 0.5) @ power(metric, -0.5) @ cell
 
 
 def symmetrize(
@@ -78,6 +91,7 @@ def symmetrize(
         permutations, offsets = _atom_images(fractional, rotations, translations)
         moved = fractional[permutations] + offsets - translations[:, None]  # [g, n, 3]
         averaged = np.einsum("gab,gnb->na", np.linalg.inv(rotations), moved) / group.order
+        cell = _symmetrized_cell(cell, rotations)
         new_positions = averaged @ cell
         new = Structure(numbers=numbers, positions=new_positions, cell=cell, pbc=True)
     else:

@@ -166,3 +166,16 @@ def test_symmetrize_crystal():
     result = symmetrize(noisy, group=group)
     assert space_group(result.structure, tolerance=1e-6).number == 225
     assert result.max_displacement < 0.02
+
+
+def test_symmetrize_strained_crystal_restores_the_cell():
+    """A cubic cell strained by 0.5 % along x: positions and metric averaged → Fm-3m again."""
+    crystal = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    strained = crystal.copy()
+    strained.set_cell(crystal.cell[:] @ np.diag([1.005, 1.0, 1.0]), scale_atoms=True)
+    assert space_group(strained, tolerance=1e-4).number != 225
+    result = symmetrize(strained, tolerance=0.05)
+    assert result.group.number == 225
+    assert space_group(result.structure, tolerance=1e-6).number == 225
+    lengths = np.linalg.norm(result.structure.cell, axis=1)
+    assert np.ptp(lengths) < 1e-10
