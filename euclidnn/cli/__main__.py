@@ -21,6 +21,7 @@ COMMANDS = {
     "serve": ("serve", "serve a model's forces to an i-PI server (beads on this machine)"),
     "analyze": ("analyze", "plots of MD runs: g(r), distances, MSD, VDOS; normal modes"),
     "symmetry": ("symmetry", "point/space group, its elements, allowed tensor properties"),
+    "interpret": ("interpret", "element-embedding PCA, local chemical potential of a probe atom"),
 }
 
 
