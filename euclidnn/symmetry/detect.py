@@ -185,7 +185,7 @@ def _exact(x, permutations, dets, iterations: int = 4):
     return operations
 
 
-def _axial_group(x, numbers, tolerance, center, name_tolerance) -> Symmetry | None:
+def _axial_group(x, numbers, tolerance, center) -> Symmetry | None:
     """Cinfv / Dinfh / Kh (single atom), or None if the molecule is not linear."""
     if len(x) == 1:
         ops = point_group_operations("Oh")
@@ -196,13 +196,14 @@ def _axial_group(x, numbers, tolerance, center, name_tolerance) -> Symmetry | No
             center,
             np.zeros((len(ops), 3)),
             None,
-            name_tolerance,
+            tolerance,
         )
     axis = np.linalg.svd(x)[2][0]
     if np.linalg.norm(np.cross(x, axis), axis=1).max() > tolerance:
         return None
-    frame = np.linalg.svd(np.outer(axis, axis))[0]  # columns: axis, two perpendicular
-    frame = frame[:, [1, 2, 0]] * np.array([1, 1, np.linalg.det(frame[:, [1, 2, 0]])])
+    # a right-handed frame whose third column is the molecular axis
+    frame = np.linalg.svd(np.outer(axis, axis))[0][:, [1, 2, 0]]  # U[:, 0] is the axis
+    frame[:, 2] *= np.linalg.det(frame)
     _, gap = _match(-x[None], x, numbers)
     name, finite = (
         ("Dinfh", f"D{_LINEAR_ORDER}h")
@@ -211,7 +212,7 @@ def _axial_group(x, numbers, tolerance, center, name_tolerance) -> Symmetry | No
     )
     ops = frame @ point_group_operations(finite) @ frame.T
     permutations, _ = _match(np.einsum("gij,nj->gni", ops, x), x, numbers)
-    return Symmetry(name, ops, permutations, center, np.zeros((len(ops), 3)), None, name_tolerance)
+    return Symmetry(name, ops, permutations, center, np.zeros((len(ops), 3)), None, tolerance)
 
 
 def point_group(structure, tolerance: float = DEFAULT_TOLERANCE) -> Symmetry:
@@ -242,7 +243,7 @@ def point_group(structure, tolerance: float = DEFAULT_TOLERANCE) -> Symmetry:
     masses = atomic_masses[numbers]
     center = masses @ positions / masses.sum()
     x = positions - center
-    axial = _axial_group(x, numbers, tolerance, center, tolerance)
+    axial = _axial_group(x, numbers, tolerance, center)
     if axial is not None:
         return axial
     trial = tolerance

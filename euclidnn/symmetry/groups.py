@@ -40,7 +40,7 @@ class Symmetry:
             Hermann–Mauguin symbol for space groups (``"Pnma"``).
         operations: the Cartesian matrices R_g in the input's frame. For the infinite groups of
             linear molecules (``Cinfv``, ``Dinfh``) and a single atom (``Kh``) a finite subgroup
-            (C16v, D16h, Oh·… see :func:`~euclidnn.symmetry.point_group`) stands in for them.
+            (C16v, D16h and Oh, see :func:`~euclidnn.symmetry.point_group`) stands in for them.
         permutations: atom permutation of each element.
         center: the fixed point c of the point operations, Å.
         translations: t_g, Å (zeros for point groups).
