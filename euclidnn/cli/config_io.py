@@ -68,10 +68,11 @@ def check_model_settings(config: TrainConfig) -> TrainConfig:
 
 
 def model_settings(config: TrainConfig) -> dict[str, Any]:
-    """The model's hyperparameters: training defaults, then the config's settings (always
-    with ``r_max``)."""
+    """The model's hyperparameters in full: its config's defaults, then the training
+    defaults, then the config's settings (the fitted fields excepted)."""
     _, config_class, defaults = MODELS[config.model.name]
-    return {"r_max": config_class.r_max, **defaults, **config.model.settings}
+    fields = {f.name: f.default for f in dataclasses.fields(config_class) if f.name not in FITTED}
+    return {**fields, **defaults, **config.model.settings}
 
 
 def build_model(config: TrainConfig, stats: DataStatistics) -> nn.Module:

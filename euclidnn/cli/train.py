@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _config(args):
     """The resolved config: defaults ← --config file ← command-line flags."""
-    from euclidnn.cli.config_io import check_model_settings, load_config
+    from euclidnn.cli.config_io import check_model_settings, load_config, model_settings
 
     config = load_config(args.config)
     changes = {
@@ -66,7 +66,9 @@ def _config(args):
         "data": {"n_train": args.n_train, "n_valid": args.n_valid},
     }
     changes = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in changes.items()}
-    return check_model_settings(config.replace(**{s: kv for s, kv in changes.items() if kv}))
+    config = check_model_settings(config.replace(**{s: kv for s, kv in changes.items() if kv}))
+    # resolved: the model's settings in full (training defaults included), as the run uses them
+    return config.replace(model={"settings": model_settings(config)})
 
 
 def _run_folder(args, lead: bool) -> Path:

@@ -152,6 +152,7 @@ def test_print_config_shows_the_resolved_config(tmp_path, capsys):
     assert main(["train", "ethanol", "--print-config", "--minutes", "2", "--model", "schnet"]) == 0
     text = capsys.readouterr().out
     assert "name: schnet" in text and "minutes: 2.0" in text and "ema_decay: 0.99" in text
+    assert "num_interactions: 3" in text  # the model's training defaults, resolved
 
 
 @pytest.mark.skipif(not (SHARED / "qm9_20.db").is_file(), reason="../shared/data/qm9_20.db absent")
