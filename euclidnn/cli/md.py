@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="cast the model")
     parser.add_argument("--device", default=None, help="cpu, cuda, … (default: the model's)")
     parser.add_argument("--skin", type=float, default=1.0, help="neighbour-list skin, Å (1.0)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="PyTorch threads (default 1: fastest for molecules, and spinning OpenMP threads "
+        "slow down badly on a busy machine; raise it for large periodic systems)",
+    )
     pimd = parser.add_argument_group("path-integral MD (i-PI)")
     pimd.add_argument("--beads", type=int, default=8, help="replicas P (default 8)")
     pimd.add_argument("--clients", type=int, default=1, help="force clients K in parallel")
@@ -55,9 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn md``."""
+    import torch
+
     from euclidnn.data.label import load_molecule
     from euclidnn.md import Calculator, MDConfig, PIMDConfig, run_md, run_pimd
 
+    torch.set_num_threads(args.threads)
     atoms = load_molecule(args.structure)
     if args.ensemble == "pimd":
         config = PIMDConfig(
@@ -81,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 dtype=args.dtype,
                 device=args.device,
                 progress=not args.quiet,
+                threads=args.threads,
             )
         except RuntimeError as error:  # i-PI or a client failed; its log is named
             print(f"euclidnn md: error: {error}")

@@ -210,6 +210,7 @@ def run_pimd(
     dtype: str | None = None,
     device: str | None = None,
     progress: bool = True,
+    threads: int = 1,
     client_command: Sequence[str] | None = None,
 ) -> PIMDResult:
     """Path-integral MD of ``atoms`` with i-PI, the model serving forces.
@@ -221,6 +222,8 @@ def run_pimd(
         config: what to run.
         out_dir: the run folder.
         dtype, device: passed to the clients (``euclidnn serve --dtype/--device``).
+        threads: PyTorch threads of each client (1: fastest for molecules, and robust on a
+            busy machine, where spinning OpenMP threads slow down many-fold).
         progress: show a progress bar with ns/day.
         client_command: run this instead of ``euclidnn serve MODEL``; it is given
             ``STRUCTURE --address ADDRESS`` as further arguments.
@@ -243,7 +246,6 @@ def run_pimd(
 
             save_model(model, out_dir / "model.safetensors")
             model = out_dir / "model.safetensors"
-        threads = max(1, (os.cpu_count() or 1) // max(config.clients, 1))
         client_command = [sys.executable, "-m", "euclidnn.cli", "serve", str(Path(model).resolve())]
         client_command += ["--threads", str(threads)]
         client_command += ["--dtype", dtype] if dtype else []

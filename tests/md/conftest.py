@@ -10,6 +10,17 @@ from ase.build import molecule
 from euclidnn.models import SchNet, SchNetConfig
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One PyTorch thread: the MD tests evaluate small systems step by step, where more
+    threads only add overhead, and spinning OpenMP threads slow down many-fold on a busy
+    machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def make_schnet(dtype=torch.float64, r_max=4.0):
     torch.manual_seed(0)
     model = SchNet(
