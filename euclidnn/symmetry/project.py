@@ -57,7 +57,8 @@ def projector(irreps: Irreps | str, group: Symmetry) -> Tensor:
 
 
 def invariant_basis(irreps: Irreps | str, group: Symmetry) -> Tensor:
-    """Orthonormal basis of the features the group leaves invariant (rows).
+    """Orthonormal basis of the features the group leaves invariant (rows), each row within one
+    term of ``irreps``.
 
     Shapes: → [n_invariant, irreps.dim] float64
 
@@ -69,10 +70,19 @@ def invariant_basis(irreps: Irreps | str, group: Symmetry) -> Tensor:
     >>> [invariant_basis(ir, point_group(molecule("CH4"))).shape[0] for ir in ("1o", "0e + 2e")]
     [0, 1]
     """
+    irreps = Irreps(irreps)
     p = projector(irreps, group)
-    p = (p + p.T) / 2
-    values, vectors = torch.linalg.eigh(p)
-    return vectors[:, values > 0.5].T.flip(0)
+    rows = []
+    for s in irreps.slices():  # P is block diagonal: one eigenproblem per term
+        block = (p[s, s] + p[s, s].T) / 2
+        values, vectors = torch.linalg.eigh(block)
+        for v in vectors[:, values > 0.5].T.flip(0):
+            rows.append(
+                torch.zeros(irreps.dim, dtype=p.dtype).index_copy(
+                    0, torch.arange(s.start, s.stop), v
+                )
+            )
+    return torch.stack(rows) if rows else p.new_zeros(0, irreps.dim)
 
 
 def project(features: Tensor, irreps: Irreps | str, group: Symmetry) -> Tensor:

@@ -68,12 +68,13 @@ def test_benzene_and_methane():
 )
 def test_invariant_dimensions_of_spherical_harmonics(name, counts):
     group = _group(name)
-    dims = [
-        invariant_basis(Irreps.spherical_harmonics(6, p=1)[l : l + 1], group).shape[0]
-        for l in range(7)
-    ]
-    traces = [round(float(projector(Irreps([(1, (l, 1))]), group).trace())) for l in range(7)]
-    assert dims == traces == counts
+    irreps = Irreps([(1, (l, 1)) for l in range(7)])  # 0e + 1e + … + 6e
+    p = projector(irreps, group)
+    traces = [round(float(p[s, s].trace())) for s in irreps.slices()]
+    assert traces == counts
+    basis = invariant_basis(irreps, group)  # each basis vector lies in one l block
+    per_l = [int((basis[:, s].norm(dim=1) > 0.5).sum()) for s in irreps.slices()]
+    assert per_l == counts and len(basis) == sum(counts)
 
 
 def test_pseudoscalar_needs_a_chiral_group():
