@@ -16,9 +16,7 @@ import math
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +27,7 @@ import numpy as np
 from ase import Atoms, units
 from tqdm import tqdm
 
+from euclidnn.md.processes import Processes, raise_on_sigterm
 from euclidnn.md.run import ns_per_day, write_json_atomically
 from euclidnn.md.serve import Address, check_address_free
 
@@ -253,8 +252,8 @@ def run_pimd(
     _write_inputs(atoms, config, address, out_dir)
     for stale in ("simulation.out", "RESTART", "EXIT"):
         (out_dir / stale).unlink(missing_ok=True)
-    processes = _Processes(address)
-    previous_handler = _raise_on_sigterm()
+    processes = Processes(address)
+    previous_handler = raise_on_sigterm()
     start = time.perf_counter()
     try:
         server = processes.start([ipi, "input.xml"], out_dir, "ipi.log")
@@ -288,70 +287,6 @@ def _write_inputs(atoms: Atoms, config: PIMDConfig, address: Address, out_dir: P
         lines.append(f"{symbol} " + " ".join(f"{x:.12f}" for x in position))
     (out_dir / "init.xyz").write_text("\n".join(lines) + "\n")
     (out_dir / "input.xml").write_text(ipi_input(atoms, config, address))
-
-
-class _Processes:
-    """Children in their own process groups, stopped (TERM, then KILL) by :meth:`close`."""
-
-    def __init__(self, address: Address) -> None:
-        self.address = address
-        self.children: list[tuple[subprocess.Popen, object]] = []
-
-    def start(self, command: list[str], cwd: Path, log_name: str) -> subprocess.Popen:
-        log = open(cwd / log_name, "w")
-        process = subprocess.Popen(
-            command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        process.log_path = cwd / log_name
-        self.children.append((process, log))
-        return process
-
-    def wait_for_socket(self, server: subprocess.Popen, timeout: float) -> None:
-        """Until i-PI listens (a UNIX socket file appears; TCP clients retry by themselves)."""
-        deadline = time.monotonic() + timeout
-        while self.address.is_unix and not self.address.path.exists():
-            if server.poll() is not None:
-                raise RuntimeError(
-                    f"i-PI exited with code {server.returncode}: see {server.log_path}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"i-PI did not open {self.address.path} in {timeout:g} s")
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        for process, _ in reversed(self.children):  # clients first, then the server
-            _stop(process)
-        for _, log in self.children:
-            log.close()
-        if self.address.is_unix and self.children:
-            self.address.path.unlink(missing_ok=True)  # ours: it did not exist before
-
-
-def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
-    if process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _raise_on_sigterm():
-    """Turn SIGTERM into SystemExit (so that ``finally`` blocks run); returns the previous
-    handler, or None where signals cannot be set (not the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    return signal.signal(signal.SIGTERM, handler)
 
 
 def _follow(server, clients, out_dir: Path, config: PIMDConfig, progress: bool) -> None:
