@@ -8,6 +8,7 @@ exactly the edges a fresh neighbour list would give, in the same order.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -39,7 +40,7 @@ class Calculator(AseCalculator):
         model: a model (``model(graph) -> energy [n_graphs]`` with ``config.r_max`` and
             ``config.species``) or the path of a file written by
             :func:`~euclidnn.models.save_model`.
-        dtype: cast the model to this dtype (default: keep the model's).
+        dtype: run a copy of the model in this dtype (default: the model's own).
         device: run the model there (default: where its parameters are).
         skin: extra radius of the kept neighbour list, Å (0 rebuilds it every call).
 
@@ -68,6 +69,8 @@ class Calculator(AseCalculator):
         super().__init__(**kwargs)
         if isinstance(model, (str, os.PathLike)):
             model = load_model(Path(model))
+        elif dtype is not None or device is not None:
+            model = copy.deepcopy(model)  # Module.to casts in place: leave the caller's alone
         if dtype is not None:
             model = model.to(dtype=dtype)
         if device is not None:

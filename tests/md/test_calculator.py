@@ -90,6 +90,8 @@ def test_float32_model_float64_positions_and_model_files(tmp_path, ethanol, schn
     forces64 = as_float64.get_forces(ethanol)
     assert forces32.dtype == np.float64
     np.testing.assert_allclose(forces32, forces64, atol=1e-4)
+    Calculator(model, dtype=torch.float64)
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is not cast
 
 
 def test_bad_inputs_are_named(tmp_path, schnet, ethanol):
