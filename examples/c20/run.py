@@ -52,9 +52,8 @@ def seconds_per_call(calculator, atoms: Atoms, calls: int) -> float:
 
 
 def timing(out: Path, model: Path, dft: bool) -> dict:
-    from tblite.ase import TBLite
-
     import torch
+    from tblite.ase import TBLite
 
     from euclidnn.md import Calculator
 
