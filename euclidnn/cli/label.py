@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="OpenMP threads of tblite (default 1: fastest for molecules)",
     )
+    parser.add_argument(
+        "--properties",
+        default="",
+        help="also label: dipole (e·Å; xTB or DFT), polarizability (Å³; DFT), comma-separated",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=not args.quiet,
         xtb_threads=args.xtb_threads,
+        properties=tuple(p.strip() for p in args.properties.split(",") if p.strip()),
     )
     print(f"{args.output}: {len(frames)} frames, {level.name}, eV/Å")
     return 0

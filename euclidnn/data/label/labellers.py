@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .properties import check_properties, dipole_moment, polarizability
 from .threads import pyscf_threads, tblite_threads
 
 __all__ = ["Level", "Labeller", "make_labeller"]
@@ -115,11 +116,14 @@ def _program(level: Level) -> str:
 
 
 class _PySCFLabeller:
-    """HF/DFT energy and analytic forces, reusing the last density matrix as the SCF guess."""
+    """HF/DFT energy and analytic forces, reusing the last density matrix as the SCF guess;
+    with ``properties``, also the dipole (e·Å) and polarizability (Å³) of the same SCF
+    (:mod:`.properties`), returned as a third element ``{name: array}``."""
 
-    def __init__(self, level: Level, threads: int | None = None) -> None:
+    def __init__(self, level: Level, threads: int | None = None, properties=()) -> None:
         self.level = level
         self.threads = threads
+        self.properties = tuple(properties)
         self.density_matrix = None
 
     def _mean_field(self, atoms):
@@ -143,11 +147,15 @@ class _PySCFLabeller:
         mf.max_cycle = 100
         return mf.density_fit() if self.level.density_fit else mf
 
-    def __call__(self, atoms) -> tuple[float, np.ndarray]:
+    def __call__(self, atoms) -> tuple:
         with pyscf_threads(self.threads):
-            return self._label(atoms)
+            energy, forces, mf = self._label(atoms)
+            if not self.properties:
+                return energy, forces
+            computed = {"dipole": dipole_moment, "polarizability": polarizability}
+            return energy, forces, {name: computed[name](mf) for name in self.properties}
 
-    def _label(self, atoms) -> tuple[float, np.ndarray]:
+    def _label(self, atoms) -> tuple:
         from ase.units import Bohr, Hartree
 
         mf = self._mean_field(atoms)
@@ -159,11 +167,11 @@ class _PySCFLabeller:
             raise RuntimeError(f"{self.level.name}: SCF did not converge")
         gradient = mf.nuc_grad_method().kernel()  # Hartree/Bohr
         self.density_matrix = mf.make_rdm1()
-        return float(energy) * Hartree, -np.asarray(gradient) * Hartree / Bohr
+        return float(energy) * Hartree, -np.asarray(gradient) * Hartree / Bohr, mf
 
 
 def make_labeller(
-    level: Level, threads: int | None = None, xtb_threads: int | None = 1
+    level: Level, threads: int | None = None, xtb_threads: int | None = 1, properties=()
 ) -> Labeller:
     """A function ``atoms -> (energy eV, forces eV/Å)`` at the given level of theory.
 
@@ -171,21 +179,28 @@ def make_labeller(
         level: the level of theory (checked here: ValueError if unknown).
         threads: OpenMP threads of PySCF (None: PySCF's default).
         xtb_threads: OpenMP threads of tblite (None: as loaded, i.e. OMP_NUM_THREADS).
+        properties: also compute these, from the same calculation: ``"dipole"`` (e·Å; xTB or
+            HF/DFT) and ``"polarizability"`` (Å³, 3×3; HF/DFT, closed shells); the function
+            then returns ``(energy, forces, {name: array})``. Units: :mod:`.properties`.
 
     Both thread counts hold only during a call and are restored after it, so the caller's
     OpenMP setting (PyTorch's threads among them) is left as it was.
     """
     level.check()
+    properties = check_properties(properties, level.is_xtb, level.multiplicity)
     if level.is_xtb:
 
-        def xtb(atoms) -> tuple[float, np.ndarray]:
+        def xtb(atoms) -> tuple:
             atoms = atoms.copy()
             # a fresh calculator per frame: a reused one starts its SCF from the last frame's
             # charges, and a resumed run would then differ from an uninterrupted one in the
             # last digits
             atoms.calc = _xtb_calculator(level)
             with tblite_threads(xtb_threads):
-                return float(atoms.get_potential_energy()), atoms.get_forces().copy()
+                energy, forces = float(atoms.get_potential_energy()), atoms.get_forces().copy()
+                if not properties:
+                    return energy, forces
+                return energy, forces, {"dipole": atoms.get_dipole_moment().copy()}  # e·Å
 
         return xtb
-    return _PySCFLabeller(level, threads)
+    return _PySCFLabeller(level, threads, properties)
