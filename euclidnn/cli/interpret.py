@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     potential.add_argument(
         "--offset",
         type=float,
-        default=1.0,
-        help="surface Σ‖r − r_i‖ = Σ‖r̄ − r_i‖ + n·OFFSET, Å (default 1.0)",
+        default=2.0,
+        help="surface Σ‖r − r_i‖ = Σ‖r̄ − r_i‖ + n·OFFSET, Å (default 2.0)",
     )
     potential.add_argument("--level", type=float, help="the surface's c in Å (overrides offset)")
     potential.add_argument(

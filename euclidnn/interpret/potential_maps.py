@@ -67,7 +67,7 @@ def potential_map(
     probe_number: int,
     kind: str = "surface",
     *,
-    offset: float = 1.0,
+    offset: float = 2.0,
     level: float | None = None,
     resolution: int = 48,
     spacing: float = 0.1,
@@ -113,8 +113,10 @@ def plot_potential_map(result: PotentialMap, path: str | os.PathLike, title: str
     positions = result.structure.positions
     colours = [jmol_colors[z] for z in result.structure.numbers]
     grid = result.grid()
-    limit = float(np.abs(result.omega).max()) or 1.0
-    norm = dict(cmap="coolwarm", vmin=-limit, vmax=limit)
+    low = min(float(result.omega.min()), -1e-9)
+    high = max(float(result.omega.max()), 1e-9)
+    # white at Ω = 0; attraction (Ω < 0) blue and repulsion red, each on its own scale
+    norm = dict(cmap="coolwarm", norm=matplotlib.colors.TwoSlopeNorm(0.0, low, high))
     if result.kind == "surface":
         figure = plt.figure(figsize=(11, 4.6))
         axis = figure.add_subplot(1, 2, 1, projection="3d")
@@ -145,7 +147,7 @@ def plot_potential_map(result: PotentialMap, path: str | os.PathLike, title: str
         figure, flat = plt.subplots(figsize=(6.4, 5.4))
         u, v = result.axis_1, result.axis_2
         image = flat.imshow(
-            np.clip(grid, -limit, limit),
+            grid,
             origin="lower",
             extent=(u[0], u[-1], v[0], v[-1]),
             **norm,
