@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-optimize",
         dest="optimize",
         action="store_false",
-        help="use the structure as given (default: relax it with each calculator first)",
+        help="use the structure as given (default: rattle it by 0.02 Å and relax it with each "
+        "calculator first)",
     )
 
 
@@ -73,7 +74,12 @@ def _runs(args, out: Path) -> dict:
         frames = analysis.read_frames(run_dir, skip=args.skip)
         if not frames:
             raise ValueError(f"{run_dir}: no frames left after --skip {args.skip}")
-        label = f"{run_dir.name} ({'PIMD' if kind == 'pimd' else 'classical'})"
+        kind_name = "PIMD" if kind == "pimd" else "classical"
+        label = (
+            run_dir.name
+            if kind_name.lower() in run_dir.name.lower()
+            else f"{run_dir.name} ({kind_name})"
+        )
         r, g = analysis.pair_distribution(frames, args.r_max, args.bins)
         axes[0].plot(r, g, label=label)
         nearest = analysis.nearest_neighbor_distances(frames)
@@ -153,6 +159,9 @@ def _normal_modes(args, out: Path) -> dict:
     def relaxed(calculator):
         atoms = structure.copy()
         if args.optimize:
+            # rattled first: BFGS keeps the symmetry of its start, so a symmetric saddle point
+            # (the ideal I_h C20 of both GFN2-xTB and a model trained on it) would be kept
+            atoms.rattle(0.02, seed=0)
             atoms.calc = calculator
             BFGS(atoms, logfile=None).run(fmax=1e-3, steps=2000)
         return atoms
