@@ -28,7 +28,15 @@ try:
 except ImportError:  # ASE < 3.29
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
-__all__ = ["MDConfig", "MDResult", "run_md", "read_log", "energy_drift", "ns_per_day"]
+__all__ = [
+    "MDConfig",
+    "MDResult",
+    "run_md",
+    "read_log",
+    "energy_drift",
+    "ns_per_day",
+    "degrees_of_freedom",
+]
 
 ENSEMBLES = ("nve", "nvt")
 THERMOSTATS = ("langevin", "bussi")
@@ -88,7 +96,10 @@ class MDResult:
     Attributes:
         steps: MD steps done.
         ns_per_day: simulated ns per day of wall time.
-        mean_temperature_K: mean of the logged temperatures (3N degrees of freedom).
+        mean_temperature_K: mean of the logged temperatures, T = 2 K / (f k_B).
+        degrees_of_freedom: f — 3N with Langevin (every momentum is thermalised); 3N − 3
+            (periodic) or 3N − 6 (3N − 5 linear) molecule with NVE and Bussi, which keep the
+            total momentum (and a molecule's angular momentum) at the zero they start from.
         energy_drift_meV_per_atom_per_ps: slope of a line fitted to the total energy (NVE;
             None for NVT).
         wall_seconds: time the steps took.
@@ -98,6 +109,7 @@ class MDResult:
     steps: int
     timestep_fs: float
     num_atoms: int
+    degrees_of_freedom: int
     ns_per_day: float
     mean_temperature_K: float
     energy_drift_meV_per_atom_per_ps: float | None
@@ -168,7 +180,8 @@ def run_md(
         if not atoms.pbc.any():
             with np.errstate(invalid="ignore", divide="ignore"):  # a linear molecule
                 ZeroRotation(atoms)
-    dynamics = _integrator(atoms, config, rng)
+    dof = degrees_of_freedom(atoms, config)
+    dynamics = _integrator(atoms, config, rng, dof)
     log_rows: list[tuple[float, ...]] = []
     bar = tqdm(total=config.steps, disable=not progress, unit="step", smoothing=0.1)
     start = time.perf_counter()
@@ -186,7 +199,7 @@ def run_md(
                     potential,
                     kinetic,
                     potential + kinetic,
-                    atoms.get_temperature(),
+                    2.0 * kinetic / (dof * units.kB),
                 )
                 log_rows.append(row)
                 log.write(" ".join(f"{v:.10g}" for v in row) + "\n")
@@ -215,6 +228,7 @@ def run_md(
         steps=int(dynamics.nsteps),
         timestep_fs=config.timestep,
         num_atoms=len(atoms),
+        degrees_of_freedom=dof,
         ns_per_day=ns_per_day(dynamics.nsteps, config.timestep, seconds),
         mean_temperature_K=float(rows[:, 5].mean()) if len(rows) else float("nan"),
         energy_drift_meV_per_atom_per_ps=drift,
@@ -231,7 +245,24 @@ def write_json_atomically(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _integrator(atoms: Atoms, config: MDConfig, rng: np.random.Generator):
+def degrees_of_freedom(atoms: Atoms, config: MDConfig) -> int:
+    """Thermal degrees of freedom of a run (see :class:`MDResult`).
+
+    >>> from ase.build import molecule
+    >>> degrees_of_freedom(molecule("H2O"), MDConfig()), degrees_of_freedom(molecule("CO2"), MDConfig())
+    (3, 4)
+    """
+    n = 3 * len(atoms)
+    if config.ensemble == "nvt" and config.thermostat == "langevin":
+        return n
+    if atoms.pbc.any() or len(atoms) == 1:
+        return max(n - 3, 1)
+    centred = atoms.positions - atoms.get_center_of_mass()
+    linear = np.linalg.matrix_rank(centred, tol=1e-6) < 2
+    return max(n - (5 if linear else 6), 1)
+
+
+def _integrator(atoms: Atoms, config: MDConfig, rng: np.random.Generator, dof: int):
     timestep = config.timestep * units.fs
     if config.ensemble == "nve":
         return VelocityVerlet(atoms, timestep)
@@ -244,10 +275,15 @@ def _integrator(atoms: Atoms, config: MDConfig, rng: np.random.Generator):
             fixcm=False,
             rng=rng,
         )
-    return Bussi(
+    dynamics = Bussi(
         atoms,
         timestep,
         temperature_K=config.temperature,
         taut=config.relaxation_time * units.fs,
         rng=rng,
     )
+    # ASE's Bussi counts 3N degrees of freedom, but rescaling keeps the zero total (and
+    # angular) momentum: targeting 3N would heat the 3N − 6 vibrations of a molecule by 6/(3N−6)
+    dynamics.ndof = dof
+    dynamics.target_kinetic_energy = 0.5 * dynamics.temp * dof
+    return dynamics

@@ -30,8 +30,8 @@ def test_nve_conserves_energy(schnet, periodic_box, tmp_path):
 
 @pytest.mark.parametrize("thermostat", ["langevin", "bussi"])
 def test_thermostats_sample_the_target_temperature(schnet, periodic_box, tmp_path, thermostat):
-    """⟨T⟩ = T₀ and var(T) / T₀² = 2 / (3N) in the canonical ensemble (3N = 36 degrees of
-    freedom). Bounds: ~4 standard errors of the mean over ~100 independent samples."""
+    """⟨T⟩ = T₀ and var(T) / T₀² = 2 / f in the canonical ensemble (f degrees of freedom).
+    Bounds: ~4 standard errors of the mean over ~100 independent samples."""
     config = MDConfig(
         ensemble="nvt",
         thermostat=thermostat,
@@ -42,11 +42,13 @@ def test_thermostats_sample_the_target_temperature(schnet, periodic_box, tmp_pat
         relaxation_time=10.0,
         trajectory_interval=0,
     )
-    run_md(periodic_box, Calculator(schnet), config, tmp_path, progress=False)
+    result = run_md(periodic_box, Calculator(schnet), config, tmp_path, progress=False)
+    # Langevin thermalises all 3N momenta; Bussi keeps the total momentum at zero
+    assert result.degrees_of_freedom == {"langevin": 36, "bussi": 33}[thermostat]
     temperature = read_log(tmp_path / "md.log")["temperature_K"][300:]
     assert temperature.mean() == pytest.approx(300.0, rel=0.1)
     relative_variance = temperature.var() / 300.0**2
-    assert relative_variance == pytest.approx(2 / 36, rel=0.4)
+    assert relative_variance == pytest.approx(2 / result.degrees_of_freedom, rel=0.4)
 
 
 class _FailsAtCall(AseCalculator):
@@ -98,3 +100,15 @@ def test_cli_md_nve_and_bad_inputs(schnet, tmp_path, capsys):
         assert message in capsys.readouterr().out or pytest.fail(message)
     assert main(["md", str(not_a_structure), "ethanol", "--out", str(out)]) == 2
     assert "not a safetensors file" in capsys.readouterr().out
+
+
+def test_bussi_thermalises_the_vibrations_of_a_molecule(schnet, ethanol, tmp_path):
+    """A molecule started without translation or rotation keeps them at zero under Bussi
+    rescaling, so its 3N − 6 = 21 vibrations hold all the kinetic energy: ⟨K⟩ = 21/2 k_B T₀
+    (ASE's 3N count would give 27/2, i.e. vibrations at 1.29 T₀)."""
+    config = MDConfig(ensemble="nvt", thermostat="bussi", temperature=300.0, timestep=0.5,
+                      steps=3000, relaxation_time=10.0, trajectory_interval=0)  # fmt: skip
+    result = run_md(ethanol, Calculator(schnet), config, tmp_path, progress=False)
+    assert result.degrees_of_freedom == 21
+    kinetic = read_log(tmp_path / "md.log")["kinetic_eV"][300:]
+    assert kinetic.mean() == pytest.approx(21 / 2 * 8.617333e-5 * 300.0, rel=0.08)
