@@ -185,6 +185,23 @@ def _exact(x, permutations, dets, iterations: int = 4):
     return operations
 
 
+def _linear_stand_in(centrosymmetric: bool) -> np.ndarray:
+    """C16v (or D16h) about z, built directly: rotations, then the vertical mirrors (and their
+    products with σh)."""
+    angles = 2 * np.pi * np.arange(_LINEAR_ORDER) / _LINEAR_ORDER
+    cos, sin, zero, one = (
+        np.cos(angles),
+        np.sin(angles),
+        np.zeros_like(angles),
+        np.ones_like(angles),
+    )
+    rotations = np.stack([cos, -sin, zero, sin, cos, zero, zero, zero, one], -1).reshape(-1, 3, 3)
+    ops = np.concatenate([rotations, rotations @ np.diag([1.0, -1.0, 1.0])])
+    if centrosymmetric:
+        ops = np.concatenate([ops, np.diag([1.0, 1.0, -1.0]) @ ops])
+    return ops
+
+
 def _axial_group(x, numbers, tolerance, center) -> Symmetry | None:
     """Cinfv / Dinfh / Kh (single atom), or None if the molecule is not linear."""
     if len(x) == 1:
@@ -205,12 +222,9 @@ def _axial_group(x, numbers, tolerance, center) -> Symmetry | None:
     frame = np.linalg.svd(np.outer(axis, axis))[0][:, [1, 2, 0]]  # U[:, 0] is the axis
     frame[:, 2] *= np.linalg.det(frame)
     _, gap = _match(-x[None], x, numbers)
-    name, finite = (
-        ("Dinfh", f"D{_LINEAR_ORDER}h")
-        if gap.max() <= tolerance
-        else ("Cinfv", f"C{_LINEAR_ORDER}v")
-    )
-    ops = frame @ point_group_operations(finite) @ frame.T
+    centrosymmetric = gap.max() <= tolerance
+    name = "Dinfh" if centrosymmetric else "Cinfv"
+    ops = frame @ _linear_stand_in(centrosymmetric) @ frame.T
     permutations, _ = _match(np.einsum("gij,nj->gni", ops, x), x, numbers)
     return Symmetry(name, ops, permutations, center, np.zeros((len(ops), 3)), None, tolerance)
 
