@@ -168,3 +168,15 @@ def test_against_pymatgen():
         mol = Molecule(atoms.get_chemical_symbols(), atoms.positions)
         theirs = str(pymatgen.PointGroupAnalyzer(mol).sch_symbol)
         assert theirs.replace("*", "inf") == name, label
+
+
+def test_linear_molecules_have_finite_stand_ins():
+    """Cinfv / Dinfh come with C16v / D16h about the molecular axis; a single atom is Kh."""
+    for name, finite in (("CO2", "D16h"), ("HCN", "C16v")):
+        atoms = molecule(name)
+        atoms.rotate(33, (1, 2, 0))
+        group = point_group(atoms)
+        assert schoenflies_name(group.operations) == finite
+        axis = atoms.positions[1] - atoms.positions[0]
+        assert np.allclose(np.einsum("gab,b->ga", group.operations[:16], axis), axis)
+    assert point_group(Atoms("Ar", [[1.0, 2.0, 3.0]])).name == "Kh"
