@@ -27,7 +27,13 @@ from ase import Atoms  # noqa: E402
 
 from euclidnn.data import Structure  # noqa: E402
 from euclidnn.o3 import Irreps  # noqa: E402
-from euclidnn.symmetry import OrderParameterConfig, learn_order_parameter, loss_floor, space_group  # noqa: E402
+from euclidnn.symmetry import (  # noqa: E402
+    OrderParameterConfig,
+    learn_order_parameter,
+    loss_floor,
+    space_group,
+    stabilizer,
+)
 
 IRREPS = Irreps("0e + 0o + 1e + 1o + 2e + 2o")
 A = 3.905  # Å, cubic SrTiO3
@@ -90,15 +96,20 @@ def main(
         )
         predicted = cubic.copy()
         predicted.positions += result.prediction.numpy()
-        number = space_group(predicted, tolerance=1e-3).number
+        predicted_group = space_group(predicted, tolerance=1e-3)
+        left = stabilizer(result.order_parameter, IRREPS, group, sites=sites, tolerance=1e-2)
         print(
             f"[{label}] mse {result.loss:.1e} Å²; norm per irrep:",
             ", ".join(f"{k} {v:.4f}" for k, v in result.norms),
         )
         print(
-            f"[{label}] predicted structure: space group {space_group(predicted, tolerance=1e-3).name} ({number})"
+            f"[{label}] the order parameter keeps {left.order} of the {group.order} elements; the predicted "
+            f"structure has space group {predicted_group.name} ({predicted_group.number}), {predicted_group.order} elements"
         )
-        results[label] = {"norms": dict(result.norms), "number": number, "result": result}
+        orders = (left.order, predicted_group.order)
+        results[label] = dict(
+            norms=dict(result.norms), number=predicted_group.number, orders=orders, result=result
+        )
 
     out.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))

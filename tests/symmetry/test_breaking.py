@@ -113,6 +113,8 @@ def test_perovskite_example(tmp_path, one_thread):
     for label, number in (("free", 62), ("y tilt fixed at 0", 74)):
         norms = result[label]["norms"]
         assert result[label]["number"] == number
+        kept, predicted = result[label]["orders"]  # the order parameter's subgroup = spglib's group
+        assert kept == predicted
         assert norms["1x1e"] > 0.02
         assert sum(v for k, v in norms.items() if k != "1x1e") < 0.05 * norms["1x1e"]
     assert (tmp_path / "perovskite_tilts.png").stat().st_size > 20_000
