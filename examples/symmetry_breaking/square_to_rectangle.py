@@ -118,5 +118,4 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--out", type=Path, default=Path("runs/symmetry_breaking"))
     args = parser.parse_args()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest
     main(args.steps, args.out)

@@ -33,14 +33,6 @@ def _example(name: str):
     return module
 
 
-@pytest.fixture
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _group(name: str) -> Symmetry:
     ops = point_group_operations(name)
     return Symmetry(name, ops, np.zeros((len(ops), 0), int), np.zeros(3), np.zeros((len(ops), 3)))
@@ -84,6 +76,21 @@ def test_stabilizers():
     assert stabilizer(vectors, "1o", group, sites=np.array([0, -1, 1, -1])).name == "C2h"
 
 
+def test_fit_restores_the_thread_count():
+    square = Structure.from_ase(SQUARE)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        config = OrderParameterConfig(irreps="2e", steps=2, num_threads=1)
+        learn_order_parameter(square, torch.zeros(4, 3), config=config)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError):
+            learn_order_parameter(square, torch.zeros(4, 5), config=config)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_input_errors_name_the_field():
     square = Structure.from_ase(SQUARE)
     target = torch.zeros(4, 3)
@@ -95,7 +102,7 @@ def test_input_errors_name_the_field():
         learn_order_parameter(square, torch.zeros(4, 5))
 
 
-def test_square_to_rectangle_example(tmp_path, one_thread):
+def test_square_to_rectangle_example(tmp_path):
     """Reduced size: the order parameter is B1g of D4h and the square maps onto the rectangle."""
     result = _example("square_to_rectangle").main(steps=400, out=tmp_path)
     assert result["subgroup"] == "D2h"
@@ -107,7 +114,7 @@ def test_square_to_rectangle_example(tmp_path, one_thread):
     assert (tmp_path / "square_to_rectangle.png").stat().st_size > 20_000
 
 
-def test_perovskite_example(tmp_path, one_thread):
+def test_perovskite_example(tmp_path):
     """Reduced size: a pseudovector (1e) per Ti; Pnma (62) free, Imma (74) constrained."""
     result = _example("perovskite_tilts").main(steps=300, out=tmp_path)
     for label, number in (("free", 62), ("y tilt fixed at 0", 74)):
