@@ -138,7 +138,8 @@ def run_tensorhead(name, head, train):
     })  # fmt: skip
     training = [frames[i] for i in train]
     torch.manual_seed(0)
-    model = build_model(config, data_statistics(training, 4.0))  # species, neighbours (energy)
+    # species and mean neighbour count of the whole pool: a small N may lack an element
+    model = build_model(config, data_statistics([frames[i] for i in pool], 4.0))
     run = out / f"tensorhead-{name}-{len(train)}"
     quiet = lambda *a, **k: None  # noqa: E731
     fit(model, training, [frames[i] for i in valid], config, run, progress=False, log=quiet)
