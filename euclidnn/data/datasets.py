@@ -70,6 +70,16 @@ DATASETS["ethanol-pbe"] = DatasetInfo(
     "labelled with PySCF PBE/def2-SVP, density fitting",
 )
 
+DATASETS["many-elements"] = DatasetInfo(
+    "many-elements",
+    "many-elements-gfn2xtb.xyz.gz",
+    "GFN2-xTB",
+    3080,
+    "29 main-group elements: ASE g2 molecules (closed shell, 2-10 atoms) and element-substituted "
+    "variants, relaxed with GFN2-xTB, Langevin MD at 500 K (0.5 fs, every 10th step after 200), "
+    "20 frames each, seed 0 (examples/element_embeddings/make_dataset.py)",
+)
+
 
 def list_datasets() -> list[str]:
     """Names of the shipped data sets whose file is present and has frames.
