@@ -99,6 +99,16 @@ def data_statistics(
             f"data_statistics: {len(missing)} training structures have no {label} "
             f"(first: {missing[:5]})"
         )
+    if any(np.size(v) != 1 for v in values):  # a tensor property: no per-species shift
+        return DataStatistics(
+            species=tuple(sorted({int(z) for s in structures for z in s.numbers})),
+            energy_shifts=tuple(
+                0.0 for _ in sorted({int(z) for s in structures for z in s.numbers})
+            ),
+            energy_scale=1.0,
+            avg_num_neighbors=max(avg_num_neighbors(structures, r_max), 1.0),
+            notes=(f"{label} is a tensor: no per-species shift, output scale 1",),
+        )
     if per_atom:
         values = [float(v) * s.num_atoms for v, s in zip(values, structures)]
     shifts, note = fit_shifts([s.numbers for s in structures], [float(v) for v in values])
