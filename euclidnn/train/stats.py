@@ -100,11 +100,10 @@ def data_statistics(
             f"(first: {missing[:5]})"
         )
     if any(np.size(v) != 1 for v in values):  # a tensor property: no per-species shift
+        species = tuple(sorted({int(z) for s in structures for z in s.numbers}))
         return DataStatistics(
-            species=tuple(sorted({int(z) for s in structures for z in s.numbers})),
-            energy_shifts=tuple(
-                0.0 for _ in sorted({int(z) for s in structures for z in s.numbers})
-            ),
+            species=species,
+            energy_shifts=(0.0,) * len(species),
             energy_scale=1.0,
             avg_num_neighbors=max(avg_num_neighbors(structures, r_max), 1.0),
             notes=(f"{label} is a tensor: no per-species shift, output scale 1",),
