@@ -17,7 +17,7 @@ from torch import nn
 from euclidnn.data.datasets import DATASETS, load_dataset
 from euclidnn.data.readers import read
 from euclidnn.data.structure import Structure
-from euclidnn.models import NequIP, NequIPConfig, SchNet, SchNetConfig, TensorHead
+from euclidnn.models import NequIP, NequIPConfig, Potential, SchNet, SchNetConfig, build_model
 from euclidnn.train.config import TrainConfig
 from euclidnn.train.stats import DataStatistics
 
@@ -75,22 +75,21 @@ def model_settings(config: TrainConfig) -> dict[str, Any]:
     return {**fields, **defaults, **config.model.settings}
 
 
-def build_model(config: TrainConfig, stats: DataStatistics) -> nn.Module:
+def new_model(config: TrainConfig, stats: DataStatistics) -> Potential:
     """The model the config names, initialised with the training set's statistics."""
     model_class, config_class, _ = MODELS[config.model.name]
-    fitted = dict(
-        species=stats.species, energy_shifts=stats.energy_shifts, energy_scales=stats.energy_scale
-    )
-    if config.model.name == "nequip":
-        fitted["avg_num_neighbors"] = stats.avg_num_neighbors
-    try:
-        model_config = config_class(**model_settings(config), **fitted)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"model.settings: {err}") from None
-    model = model_class(model_config)
+    fields = {
+        **model_settings(config),
+        "species": stats.species,
+        "energy_shifts": stats.energy_shifts,
+        "energy_scales": stats.energy_scale,
+    }
+    if "avg_num_neighbors" in {f.name for f in dataclasses.fields(config_class)}:
+        fields["avg_num_neighbors"] = stats.avg_num_neighbors
     if config.model.head is not None:
-        model = TensorHead(model, config.model.head)
-    return model
+        head = {"trunk": fields, "irreps_out": config.model.head}
+        return build_model("TensorHead", head, where="model.settings")
+    return build_model(model_class.__name__, fields, where="model.settings")
 
 
 def add_read_arguments(parser: argparse.ArgumentParser) -> None:

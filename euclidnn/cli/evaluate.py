@@ -48,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
     structures, names = read_data(args.data, args.index, read_options(args))
     loss = LossSection(property=args.property, property_per_atom=args.per_atom)
     _check(model, structures, names, loss, check_training_data)
-    config = model.config.trunk if hasattr(model.config, "trunk") else model.config
-    dtype = next(model.parameters()).dtype
-    items = labelled_pairs(structures, config.r_max, dtype, loss)
+    items = labelled_pairs(structures, model.cutoff, model.dtype, loss)
     comparison, _ = compare(model, items, loss, batch_size=args.batch_size)
     values = {"model": str(args.model), "data": str(args.data), **metrics(comparison)}
     print(_table(values))

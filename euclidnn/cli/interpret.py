@@ -91,7 +91,7 @@ def _potential(model, args) -> int:
     if args.probe not in atomic_numbers:
         raise ValueError(f"--probe {args.probe!r}: not an element symbol")
     number = atomic_numbers[args.probe]
-    species = getattr(getattr(model, "config", None), "species", ())
+    species = model.species
     if number not in species:
         raise ValueError(f"--probe {args.probe}: {args.model} knows only atomic numbers {species}")
     structure = Structure.from_ase(load_molecule(args.structure))

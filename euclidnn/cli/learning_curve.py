@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from euclidnn.cli.config_io import (
-        build_model,
         load_config,
         model_settings,
+        new_model,
         read_data,
         read_options,
         write_text,
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             train_names = [names[i] for i in parts.train[:size]]
             stats = data_statistics(train, model_settings(run_config)["r_max"])
             torch.manual_seed(args.seed)
-            model = build_model(run_config, stats).to(getattr(torch, run_config.run.dtype))
+            model = new_model(run_config, stats).to(getattr(torch, run_config.run.dtype))
             folder = out / f"{name}-N{size}"
             folder.mkdir(parents=True, exist_ok=True)
             fit(

@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from euclidnn.cli.config_io import (
-        build_model,
         model_settings,
+        new_model,
         read_data,
         read_options,
         write_text,
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         for note in stats.notes:
             say(f"statistics: {note}")
         torch.manual_seed(config.run.seed)
-        model = build_model(config, stats)
+        model = new_model(config, stats)
     model = model.to(dtype=dtype, device=_device())
     say(
         f"model: {type(model).__name__} {json.dumps(_short(model.config))}, "

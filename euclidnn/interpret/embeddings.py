@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch  # noqa: F401 (used by the doctests, which run in this module's globals)
 from ase.data import chemical_symbols
-from torch import nn
+
+from euclidnn.models.interface import Potential
 
 __all__ = [
     "EmbeddingPCA",
@@ -65,11 +66,11 @@ def periodic_group(number: int) -> int:
     return 3 if position < 16 else position - 13
 
 
-def species_embeddings(model: nn.Module) -> tuple[tuple[int, ...], np.ndarray]:
+def species_embeddings(model: Potential) -> tuple[tuple[int, ...], np.ndarray]:
     """The atomic numbers a model knows and its learned embedding row of each.
 
-    SchNet: ``model.embedding`` (h⁰ = e_Z). NequIP: ``model.embedding``, the scalar species
-    features its first layer convolves. TensorHead: its trunk's.
+    The model's :meth:`~euclidnn.models.Potential.species_embeddings`: SchNet's h⁰ = e_Z,
+    NequIP's scalar species features that its first layer convolves, a TensorHead's trunk's.
 
     Shapes: → (species [n_species], embeddings [n_species, F])
 
@@ -78,15 +79,10 @@ def species_embeddings(model: nn.Module) -> tuple[tuple[int, ...], np.ndarray]:
     >>> species, table.shape
     ((1, 8), (2, 4))
     """
-    trunk = getattr(model, "trunk", model)
-    table = getattr(trunk, "embedding", None)
-    if not isinstance(table, nn.Embedding):
-        raise TypeError(
-            f"{type(model).__name__}: no species embedding table (expected SchNet, NequIP "
-            "or TensorHead)"
-        )
-    species = tuple(int(z) for z in trunk.config.species)
-    return species, table.weight.detach().cpu().double().numpy().copy()
+    table = model.species_embeddings()
+    if table is None:
+        raise TypeError(f"{type(model).__name__}: the model has no species embedding table")
+    return model.species, table.detach().cpu().double().numpy().copy()
 
 
 @dataclass(frozen=True)
@@ -137,7 +133,7 @@ class EmbeddingPCA:
         return result
 
 
-def embedding_pca(model: nn.Module, num_components: int = 2) -> EmbeddingPCA:
+def embedding_pca(model: Potential, num_components: int = 2) -> EmbeddingPCA:
     r"""PCA of a model's species embeddings (:func:`species_embeddings`).
 
     X̃ = X − mean over species,  X̃ = U S Vᵀ (SVD),  components = X̃ V[:, :k] = U S,

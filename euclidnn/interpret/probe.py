@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from euclidnn.data.graph import Graph
 from euclidnn.data.structure import Structure
+from euclidnn.models.interface import Potential
 
 __all__ = [
     "probe_graph",
@@ -104,19 +105,17 @@ def probe_graph(
     )
 
 
-def _model_settings(model: nn.Module) -> tuple[float, torch.dtype]:
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "r_max") or hasattr(config, "trunk"):
+def _model_settings(model: Potential) -> tuple[float, torch.dtype]:
+    if not model.predicts_energy:
         raise TypeError(
-            f"{type(model).__name__}: the local chemical potential needs an energy model with "
-            "a config.r_max (SchNet, NequIP)"
+            f"{type(model).__name__}: the local chemical potential needs an energy model, "
+            "not a property head"
         )
-    parameter = next(model.parameters(), None)
-    return float(config.r_max), parameter.dtype if parameter is not None else torch.float32
+    return model.cutoff, model.dtype
 
 
 def local_chemical_potential(
-    model: nn.Module,
+    model: Potential,
     structure: Structure,
     points: Tensor | np.ndarray,
     probe_number: int,

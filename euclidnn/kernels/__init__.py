@@ -13,7 +13,7 @@ Kernels:
 
 - :func:`convolve`: the equivariant point convolution Σ_{e→i} TP_uvu(x_src, Y_e; w_e) of
   :meth:`euclidnn.o3.TensorProduct.convolve` (NequIP), any order of derivative;
-- :func:`filter_conv`, :func:`filter_conv_backward`: SchNet's continuous-filter convolution;
+- :func:`filter_conv`: SchNet's continuous-filter convolution (any order of derivative);
 - :func:`schnet_energy_and_forces`: a whole SchNet energy and force evaluation in one call.
 
 :class:`Edges` is an edge list checked once and grouped by destination, source and filter row;
@@ -24,7 +24,7 @@ prepare one per graph (:meth:`euclidnn.data.Graph.derived`) and pass it to every
 
 from euclidnn.kernels.build import Library, cache_directory
 from euclidnn.kernels.checks import fused_library
-from euclidnn.kernels.conv import ConvSpec, convolve, filter_conv, filter_conv_backward
+from euclidnn.kernels.conv import ConvSpec, convolve, filter_conv
 from euclidnn.kernels.edges import Edges
 from euclidnn.kernels.schnet import SchNetWeights, schnet_energy_and_forces
 
@@ -36,7 +36,6 @@ __all__ = [
     "cache_directory",
     "convolve",
     "filter_conv",
-    "filter_conv_backward",
     "fused_library",
     "schnet_energy_and_forces",
 ]

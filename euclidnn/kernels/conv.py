@@ -19,7 +19,7 @@ from euclidnn.kernels.build import Library
 from euclidnn.kernels.checks import fused_library
 from euclidnn.kernels.edges import Edges
 
-__all__ = ["ConvSpec", "convolve", "filter_conv", "filter_conv_backward"]
+__all__ = ["ConvSpec", "convolve", "filter_conv"]
 
 _p, _i64, _i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURE = [_i32, _i64, _i64, *[_p] * 9, _i64, _i64, _i64, _i64, _p, _p, _i64, _i32]
@@ -270,29 +270,3 @@ def filter_conv(
     num_rows = None if row is None else w.shape[0]
     edges = _edges(edges, edge_src, edge_dst, row, x.shape[0], num_nodes, num_rows)
     return _partial(lib, ConvSpec.product(x.shape[1]), edges, G, x, None, w, None)
-
-
-def filter_conv_backward(
-    x: Tensor,
-    w: Tensor,
-    grad_out: Tensor,
-    edge_src: Tensor,
-    edge_dst: Tensor,
-    row: Tensor | None = None,
-    *,
-    edges: Edges | None = None,
-    reference: Callable[[], tuple[Tensor, Tensor]],
-) -> tuple[Tensor, Tensor]:
-    """(∂/∂x, ∂/∂w) of Σ grad_out · :func:`filter_conv`, without autograd, fused where it can
-    run, else ``reference()``.
-
-    Shapes: x: [num_src, F], w: [n_rows, F], grad_out: [num_nodes, F] → ([num_src, F], [n_rows, F])
-    """
-    lib = _filter_library(x, w, grad_out, edge_src, row)
-    if lib is None:
-        return reference()
-    num_rows = None if row is None else w.shape[0]
-    edges = _edges(edges, edge_src, edge_dst, row, x.shape[0], grad_out.shape[0], num_rows)
-    spec = ConvSpec.product(x.shape[1])
-    grad_x = _call(lib, spec, edges, X, [None, None, w, grad_out])
-    return grad_x, _call(lib, spec, edges, W, [x, None, None, grad_out])

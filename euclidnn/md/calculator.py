@@ -78,11 +78,10 @@ class Calculator(AseCalculator):
         if skin < 0:
             raise ValueError(f"Calculator: skin must be ≥ 0 Å, got {skin}")
         self.model = model
-        self.r_max = float(model.config.r_max)
-        self.species = tuple(int(z) for z in model.config.species)
+        self.r_max = model.cutoff
+        self.species = model.species
         self.skin = float(skin)
-        parameter = next(model.parameters())
-        self.dtype, self.device = parameter.dtype, parameter.device
+        self.dtype, self.device = model.dtype, model.device
         self.rebuilds = 0
         self._list = None  # (positions, cell, pbc, numbers, edge_src, edge_dst, edge_shift)
         self._edges = None  # (mask, edge_src, edge_dst, edge_shift, derived) of the last call

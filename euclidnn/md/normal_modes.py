@@ -50,8 +50,7 @@ def model_hessian(model, atoms: Atoms) -> np.ndarray:
     >>> h.shape, bool(np.allclose(h, h.T))
     ((9, 9), True)
     """
-    dtype = next(model.parameters()).dtype
-    graph = Graph.from_ase(atoms, r_max=float(model.config.r_max), dtype=dtype)
+    graph = Graph.from_ase(atoms, r_max=model.cutoff, dtype=model.dtype)
     positions = graph.positions.detach().requires_grad_(True)
     forces = predict(model, replace(graph, positions=positions), training=True).forces
     rows = []

@@ -6,7 +6,8 @@ A model maps a :class:`~euclidnn.data.Graph` to the energy per structure [n_grap
 
 from .common import PerSpeciesScaleShift, SpeciesIndex, shifted_softplus
 from .heads import TensorHead, TensorHeadConfig, symmetric_matrix
-from .io import load_model, save_model
+from .interface import Potential
+from .io import build_model, load_model, save_model
 from .nequip import NequIP, NequIPConfig, NequIPLayer
 from .predict import Prediction, predict
 from .schnet import SchNet, SchNetConfig, SchNetInteraction
@@ -16,6 +17,7 @@ __all__ = [
     "NequIPConfig",
     "NequIPLayer",
     "PerSpeciesScaleShift",
+    "Potential",
     "Prediction",
     "SchNet",
     "SchNetConfig",
@@ -23,6 +25,7 @@ __all__ = [
     "SpeciesIndex",
     "TensorHead",
     "TensorHeadConfig",
+    "build_model",
     "load_model",
     "predict",
     "save_model",

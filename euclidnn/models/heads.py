@@ -8,6 +8,7 @@ import torch  # noqa: F401 (used by the doctests, which run in this module's glo
 from torch import Tensor, nn
 
 from euclidnn.data.graph import Graph
+from euclidnn.models.interface import Potential
 from euclidnn.models.nequip import NequIP, NequIPConfig
 from euclidnn.nn.scatter import scatter_sum
 from euclidnn.o3.cartesian import CartesianTensor
@@ -35,7 +36,7 @@ class TensorHeadConfig:
         object.__setattr__(self, "irreps_out", str(Irreps(self.irreps_out)))
 
 
-class TensorHead(nn.Module):
+class TensorHead(Potential, nn.Module):
     r"""Any irreps per structure: y = Σ_i W h_i, h the equivariant features of a NequIP trunk.
 
     h are the features after all but the last of the trunk's layers (irreps
@@ -59,6 +60,8 @@ class TensorHead(nn.Module):
     >>> symmetric_matrix(head(Graph.from_ase(molecule("H2O"), r_max=5.0))).shape
     torch.Size([1, 3, 3])
     """
+
+    predicts_energy = False
 
     def __init__(self, trunk: NequIP, irreps_out: Irreps | str) -> None:
         super().__init__()
@@ -85,6 +88,21 @@ class TensorHead(nn.Module):
     def config(self) -> TensorHeadConfig:
         """The config that rebuilds this head (with :meth:`from_config`)."""
         return TensorHeadConfig(self.trunk.config, str(self.irreps_out))
+
+    @property
+    def cutoff(self) -> float:
+        return self.trunk.cutoff
+
+    @property
+    def num_hops(self) -> int:
+        return max(self.trunk.num_hops - 1, 0)  # the features before the trunk's last layer
+
+    @property
+    def species(self) -> tuple[int, ...]:
+        return self.trunk.species
+
+    def species_embeddings(self) -> Tensor:
+        return self.trunk.species_embeddings()
 
     def forward(self, graph: Graph) -> Tensor:
         h, _ = self.trunk.features(graph)  # [n_atoms, irreps_features.dim]

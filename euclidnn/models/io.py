@@ -9,8 +9,9 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from euclidnn.models.heads import TensorHead, TensorHeadConfig
+from euclidnn.models.interface import Potential
 from euclidnn.models.nequip import NequIP, NequIPConfig
 from euclidnn.models.schnet import SchNet, SchNetConfig
 
@@ -45,19 +47,27 @@ def describe_model(model: nn.Module) -> tuple[str, str]:
     return name, json.dumps(dataclasses.asdict(model.config))
 
 
-def build_model(name: str, config_json: str, where: str = "model") -> nn.Module:
-    """A new model (random weights) of class ``name`` with the config ``config_json``.
+def build_model(name: str, config: str | Mapping[str, Any], where: str = "model") -> Potential:
+    """A new model (random weights) of class ``name`` (``"SchNet"``, ``"NequIP"``,
+    ``"TensorHead"``) with the config ``config``: its fields, as a mapping or as JSON.
 
     Raises ``ValueError`` naming ``where`` (e.g. the file) and the field when the class is
     unknown or the config is invalid or has unknown fields.
+
+    >>> build_model("SchNet", {"species": [1, 8], "num_features": 4}).species
+    (1, 8)
     """
     if name not in _MODELS:
         raise ValueError(f"{where}: unknown model {name!r}; known: {sorted(_MODELS)}")
     _, config_class, build = _MODELS[name]
-    try:
-        fields = json.loads(config_json)
-    except (TypeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{where}: metadata 'config' is missing or not JSON ({err})") from err
+    fields = config
+    if isinstance(config, str) or config is None:
+        try:
+            fields = json.loads(config)
+        except (TypeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{where}: metadata 'config' is missing or not JSON ({err})") from err
+    if not isinstance(fields, Mapping):
+        raise ValueError(f"{where}: the config of {name} must be a mapping of its fields")
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(fields) - known)
     if unknown:
@@ -65,10 +75,10 @@ def build_model(name: str, config_json: str, where: str = "model") -> nn.Module:
             f"{where}: config has unknown fields {unknown} for {config_class.__name__}"
         )
     try:
-        config = config_class(**fields)
+        model_config = config_class(**fields)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: invalid {config_class.__name__}: {err}") from err
-    return build(config)
+    return build(model_config)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
+from euclidnn.models.interface import Potential
 from euclidnn.nn.conv import EquivariantConv
 from euclidnn.nn.cutoff import polynomial_cutoff
 from euclidnn.nn.gate import Gate
@@ -231,7 +232,7 @@ class NequIPLayer(nn.Module):
         return self.gate(out)
 
 
-class NequIP(nn.Module):
+class NequIP(Potential, nn.Module):
     r"""NequIP potential (Batzner et al., "E(3)-equivariant graph neural networks for
     data-efficient and accurate interatomic potentials", Nat. Commun. 13, 2453 (2022)).
 
@@ -285,6 +286,21 @@ class NequIP(nn.Module):
         )
         self.readout = Linear(irreps, "0e")
         self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.config.r_max)
+
+    @property
+    def num_hops(self) -> int:
+        return self.config.num_layers
+
+    @property
+    def species(self) -> tuple[int, ...]:
+        return self.config.species
+
+    def species_embeddings(self) -> Tensor:
+        return self.embedding.weight
 
     def _edges(self, graph: Graph) -> tuple[Tensor, Tensor]:
         cfg = self.config

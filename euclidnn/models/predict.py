@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from euclidnn.data.graph import Graph
-from euclidnn.models.schnet import SchNet
+from euclidnn.models.interface import Potential
 
 __all__ = ["Prediction", "predict"]
 
@@ -51,10 +51,10 @@ def predict(
         stress: compute the stress (every structure in the batch needs a cell of nonzero volume).
         training: keep the graph of the derivatives (``create_graph=True``) so that a loss on
             forces or stress can be back-propagated to the weights (double backward). With
-            ``training=False`` (inference, MD) the returned tensors carry no gradient, and a
-            :class:`~euclidnn.models.SchNet` computes energy and forces with its hand-written
-            derivatives (:meth:`~euclidnn.models.SchNet.energy_and_forces`) where they are
-            known to be those of its ``forward``.
+            ``training=False`` (inference, MD) the returned tensors carry no gradient, and
+            energy and forces alone come from the model's
+            :meth:`~euclidnn.models.Potential.energy_and_forces` (autograd, or a faster exact
+            path the model offers, such as SchNet's C kernel).
 
     The model is never modified (nothing is switched on it for the call), so several threads
     may share it, one training while another predicts. A graph whose floating-point dtype
@@ -76,10 +76,9 @@ def predict(
     if not (forces or stress):
         with torch.set_grad_enabled(training and torch.is_grad_enabled()):
             return Prediction(energy=model(graph))
-    if forces and not stress and not training:
-        if isinstance(model, SchNet) and model.energy_and_forces_is_exact():
-            energy, force = model.energy_and_forces(graph)  # hand-written derivatives
-            return Prediction(energy=energy, forces=force)
+    if forces and not stress and not training and isinstance(model, Potential):
+        energy, force = model.energy_and_forces(graph)
+        return Prediction(energy=energy, forces=force)
     positions = graph.positions
     if forces and not positions.requires_grad:
         positions = positions.detach().requires_grad_(True)
@@ -109,10 +108,12 @@ def predict(
 
 
 def _as_model_dtype(model: nn.Module, graph: Graph) -> Graph:
-    """``graph`` in the floating-point dtype of the model's parameters (unchanged if equal, or
+    """``graph`` in the floating-point dtype of the model's weights (unchanged if equal, or
     if the model has none): a float32 model given a float64 graph would otherwise run a mixed
     and much slower path."""
-    parameter = next(model.parameters(), None)
-    if parameter is None or graph.positions.dtype == parameter.dtype:
-        return graph
-    return graph.to(parameter.dtype)
+    if isinstance(model, Potential):
+        dtype = model.dtype
+    else:
+        parameter = next(model.parameters(), None)
+        dtype = graph.positions.dtype if parameter is None else parameter.dtype
+    return graph if graph.positions.dtype == dtype else graph.to(dtype)

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
-from euclidnn.models import schnet_forces
 from euclidnn.models.common import (
     PerSpeciesScaleShift,
     SpeciesIndex,
     check_species,
     shifted_softplus,
 )
+from euclidnn.models.interface import Potential
 from euclidnn.nn.conv import continuous_filter_conv
 from euclidnn.nn.cutoff import cosine_cutoff
-from euclidnn.nn.radial import gaussian_basis
+from euclidnn.nn.radial import gaussian_basis, gaussian_centres
 from euclidnn.nn.scatter import scatter_sum
 
 __all__ = ["SchNetConfig", "SchNet", "SchNetInteraction"]
@@ -133,7 +135,7 @@ class SchNetInteraction(nn.Module):
         return self.out2(shifted_softplus(self.out1(m)))
 
 
-class SchNet(nn.Module):
+class SchNet(Potential, nn.Module):
     r"""SchNet potential: E = Σ_i (s_{Z_i} · MLP(h_i^T) + b_{Z_i}).
 
     h_i^0 = embedding(Z_i),   h^{t+1} = h^t + Interaction_t(h^t, e(r), f_cut(r)),
@@ -147,7 +149,8 @@ class SchNet(nn.Module):
     J. Chem. Phys. 148, 241722 (2018), with the cosine cutoff and layer layout of SchNetPack 2.
 
     Returns the energy per structure only; forces and stress come from
-    :func:`~euclidnn.models.predict`.
+    :func:`~euclidnn.models.predict`, which takes inference forces from
+    :meth:`energy_and_forces` (the C kernel on CPU).
 
     Shapes: graph (n_atoms, n_edges, n_graphs) → [n_graphs] eV
 
@@ -193,32 +196,59 @@ class SchNet(nn.Module):
         atom_energy = self.scale_shift(atom_energy, species)
         return scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
 
-    def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
-        """Energy per structure and forces F = −∂E/∂R with hand-written derivatives.
+    @property
+    def cutoff(self) -> float:
+        return float(self.config.r_max)
 
-        The same function as :meth:`forward`, its chain rule written out layer by layer
-        (:func:`~euclidnn.models.schnet_forces.energy_and_forces`), so no autograd graph is
-        built; on CPU the whole call is one C function (:mod:`euclidnn.kernels.schnet`).
-        :func:`~euclidnn.models.predict` uses it for inference forces where
-        :meth:`energy_and_forces_is_exact`. Tested against autograd.
+    @property
+    def num_hops(self) -> int:
+        return self.config.num_interactions
+
+    @property
+    def species(self) -> tuple[int, ...]:
+        return self.config.species
+
+    def species_embeddings(self) -> Tensor:
+        return self.embedding.weight
+
+    def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
+        """Energy per structure and forces F = −∂E/∂R, in one C call where it can run.
+
+        The kernel (:func:`euclidnn.kernels.schnet_energy_and_forces`) is :meth:`forward` with
+        its chain rule written out, no autograd graph; it runs on CPU in float32/float64 when
+        it computes this class's own function (:meth:`_kernel_is_exact`), and autograd
+        (:meth:`Potential.energy_and_forces`, the reference it is tested against) runs
+        everywhere else.
 
         Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
         """
-        return schnet_forces.energy_and_forces(self, graph, pair_edges(graph))
+        if not self._kernel_is_exact():
+            return Potential.energy_and_forces(self, graph)
+        cfg, positions = self.config, graph.positions
+        rows = _rows(graph)
+        row_offset = (  # S·cell of each row, as Graph.edge_vectors
+            None
+            if rows.shift is None
+            else (rows.shift.unsqueeze(-1) * graph.cell.index_select(0, rows.graph)).sum(-2)
+        )
+        mu, gamma = gaussian_centres(
+            cfg.r_max, cfg.num_basis, 0.0, cfg.gamma, positions.dtype, positions.device
+        )
+        with torch.no_grad():
+            return kernels.schnet_energy_and_forces(
+                _kernel_weights(self, positions.dtype), positions, row_offset, pair_edges(graph),
+                graph.batch, graph.num_graphs, self.species_index.of_graph(graph), mu, gamma,
+                cfg.r_max, reference=lambda: Potential.energy_and_forces(self, graph),
+            )  # fmt: skip
 
-    def energy_and_forces_is_exact(self) -> bool:
-        """Whether :meth:`energy_and_forces` computes the function of ``self(graph)``.
+    def _kernel_is_exact(self) -> bool:
+        """Whether the kernel computes the function of ``self(graph)``.
 
         It reads the weights of the layers below directly, so it is exact only for this class's
-        own :meth:`forward` over its own layers: not for a subclass that overrides ``forward``
-        or ``energy_and_forces``, a layer replaced by another class, or forward hooks on any of
-        them (or global ones). :func:`~euclidnn.models.predict` asks before it uses it.
+        own :meth:`forward` over its own layers: not for a subclass that overrides ``forward``,
+        a layer replaced by another class, or forward hooks on any of them (or global ones).
         """
-        cls = type(self)
-        if (
-            cls.forward is not SchNet.forward
-            or cls.energy_and_forces is not SchNet.energy_and_forces
-        ):
+        if type(self).forward is not SchNet.forward:
             return False
         if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
             return False
@@ -233,8 +263,8 @@ class SchNet(nn.Module):
         )
 
 
-# the layers SchNet.energy_and_forces reads, by name (checked through the modules' own dicts:
-# an nn.Module attribute lookup costs about a microsecond, and this runs at every MD step)
+# the layers the kernel reads, by name (checked through the modules' own dicts: an nn.Module
+# attribute lookup costs about a microsecond, and this runs at every MD step)
 _LAYERS = {
     "species_index": SpeciesIndex,
     "embedding": nn.Embedding,
@@ -253,6 +283,50 @@ def _plain(module: nn.Module, layers: dict[str, type]) -> bool:
         type(m) is layers[name] and not (m._forward_hooks or m._forward_pre_hooks)
         for name, m in children.items()
     )
+
+
+def _kernel_weights(model: SchNet, dtype: torch.dtype) -> kernels.SchNetWeights:
+    """The model's weights in the kernel's order, read through the modules' own dicts."""
+    layers = model._modules
+    params = {name: layers[name]._parameters for name in ("embedding", "readout1", "readout2")}
+    buffers = layers["scale_shift"]._buffers or layers["scale_shift"]._parameters
+    blocks = []
+    for block in layers["interactions"]._modules.values():
+        p = {name: m._parameters for name, m in block._modules.items()}
+        blocks.append(
+            (p["filter1"]["weight"], p["filter1"]["bias"], p["filter2"]["weight"],
+             p["filter2"]["bias"], p["in2filter"]["weight"], p["out1"]["weight"],
+             p["out1"]["bias"], p["out2"]["weight"], p["out2"]["bias"])
+        )  # fmt: skip
+    return kernels.SchNetWeights(
+        params["embedding"]["weight"],
+        params["readout1"]["weight"],
+        params["readout1"]["bias"],
+        params["readout2"]["weight"],
+        params["readout2"]["bias"],
+        buffers["scales"].to(dtype),
+        buffers["shifts"].to(dtype),
+        blocks,
+    )
+
+
+class _Rows(NamedTuple):
+    """The pairs' representative edges: endpoints, lattice shifts (None if all zero) and graph."""
+
+    src: Tensor
+    dst: Tensor
+    shift: Tensor | None
+    graph: Tensor
+
+
+def _rows(graph: Graph) -> _Rows:
+    def make(g: Graph) -> _Rows:
+        pair_edge, _ = g.edge_pairs()
+        src, dst = g.edge_src.index_select(0, pair_edge), g.edge_dst.index_select(0, pair_edge)
+        shift = g.edge_shift.index_select(0, pair_edge)
+        return _Rows(src, dst, shift if bool(shift.any()) else None, g.batch.index_select(0, src))
+
+    return graph.derived("schnet pair rows", make)
 
 
 def pair_edges(graph: Graph) -> kernels.Edges:

@@ -1,11 +1,11 @@
 """Equivariant layers: gates, norms, radial bases and cutoffs, scatter, point convolution."""
 
-from .conv import EquivariantConv, continuous_filter_conv, continuous_filter_conv_backward
-from .cutoff import cosine_cutoff, cosine_cutoff_with_derivative, polynomial_cutoff
+from .conv import EquivariantConv, continuous_filter_conv
+from .cutoff import cosine_cutoff, polynomial_cutoff
 from .gate import Gate
 from .mlp import ScalarMLP, normalize2mom
 from .norm import EquivariantLayerNorm, NormActivation
-from .radial import BesselBasis, bessel_basis, gaussian_basis, gaussian_basis_with_derivative
+from .radial import BesselBasis, bessel_basis, gaussian_basis
 from .scatter import scatter_mean, scatter_sum
 
 __all__ = [
@@ -17,11 +17,8 @@ __all__ = [
     "ScalarMLP",
     "bessel_basis",
     "continuous_filter_conv",
-    "continuous_filter_conv_backward",
     "cosine_cutoff",
-    "cosine_cutoff_with_derivative",
     "gaussian_basis",
-    "gaussian_basis_with_derivative",
     "normalize2mom",
     "polynomial_cutoff",
     "scatter_mean",

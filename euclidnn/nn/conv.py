@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from euclidnn import kernels
@@ -15,7 +14,7 @@ from euclidnn.o3.irreps import Irreps
 from euclidnn.o3.linear import Linear
 from euclidnn.o3.tensor_product import TensorProduct, uvu_paths
 
-__all__ = ["EquivariantConv", "continuous_filter_conv", "continuous_filter_conv_backward"]
+__all__ = ["EquivariantConv", "continuous_filter_conv"]
 
 
 def continuous_filter_conv(
@@ -55,38 +54,6 @@ def continuous_filter_conv(
 
     return kernels.filter_conv(
         x, weight, edge_src, edge_dst, num_nodes, weight_row, edges=edges, reference=reference
-    )
-
-
-def continuous_filter_conv_backward(
-    x: Tensor,
-    weight: Tensor,
-    grad_out: Tensor,
-    edge_src: Tensor,
-    edge_dst: Tensor,
-    weight_row: Tensor | None = None,
-    *,
-    edges: kernels.Edges | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Gradients of Σ grad_out · :func:`continuous_filter_conv` with respect to x and weight,
-    without autograd (hand-written derivatives, e.g. :meth:`euclidnn.models.SchNet.energy_and_forces`).
-
-    grad_x[j] = Σ_{e : src = j} W_e ⊙ grad_out[dst_e],  grad_weight[r] = Σ_{e : row = r} x[src_e] ⊙ grad_out[dst_e]
-
-    Shapes: x: [n_src, F], weight: [n_rows, F], grad_out: [num_nodes, F] → ([n_src, F], [n_rows, F])
-    """
-
-    def reference() -> tuple[Tensor, Tensor]:
-        w = weight if weight_row is None else weight.index_select(0, weight_row)
-        g = grad_out.index_select(0, edge_dst)  # [n_edges, F]
-        grad_x = torch.zeros_like(x).index_add_(0, edge_src, w * g)
-        grad_edge = x.index_select(0, edge_src) * g
-        if weight_row is None:
-            return grad_x, grad_edge
-        return grad_x, torch.zeros_like(weight).index_add_(0, weight_row, grad_edge)
-
-    return kernels.filter_conv_backward(
-        x, weight, grad_out, edge_src, edge_dst, weight_row, edges=edges, reference=reference
     )
 
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["cosine_cutoff", "cosine_cutoff_with_derivative", "polynomial_cutoff"]
+__all__ = ["cosine_cutoff", "polynomial_cutoff"]
 
 
 def polynomial_cutoff(r: Tensor, r_max: float, p: int = 6) -> Tensor:
@@ -53,18 +53,3 @@ def cosine_cutoff(r: Tensor, r_max: float) -> Tensor:
     """
     u = 0.5 * (torch.cos(r * (math.pi / r_max)) + 1.0)
     return u * (r < r_max).to(u.dtype)
-
-
-def cosine_cutoff_with_derivative(r: Tensor, r_max: float) -> tuple[Tensor, Tensor]:
-    """:func:`cosine_cutoff` u(r) and its derivative du/dr = −π / (2 r_max) sin(π r / r_max)
-    (0 from r_max on), without autograd (hand-written force routines).
-
-    Shapes: r: [n_edges] Å → ([n_edges], [n_edges] Å⁻¹)
-
-    >>> cosine_cutoff_with_derivative(torch.tensor([2.5, 6.0]), r_max=5.0)
-    (tensor([0.5000, 0.0000]), tensor([-0.3142,  0.0000]))
-    """
-    inside = (r < r_max).to(r.dtype)
-    theta = r * (math.pi / r_max)
-    u = 0.5 * (torch.cos(theta) + 1.0) * inside
-    return u, torch.sin(theta).mul_(inside).mul_(-0.5 * math.pi / r_max)

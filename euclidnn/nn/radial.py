@@ -11,7 +11,6 @@ __all__ = [
     "BesselBasis",
     "bessel_basis",
     "gaussian_basis",
-    "gaussian_basis_with_derivative",
     "gaussian_centres",
 ]
 
@@ -61,24 +60,6 @@ def gaussian_basis(
     """
     mu, gamma = gaussian_centres(r_max, num_basis, r_min, gamma, r.dtype, r.device)
     return torch.exp(_gaussian_exponent(r[..., None] - mu, gamma))
-
-
-def gaussian_basis_with_derivative(
-    r: Tensor, r_max: float, num_basis: int = 50, r_min: float = 0.0, gamma: float | None = None
-) -> tuple[Tensor, Tensor]:
-    """:func:`gaussian_basis` e_k(r) and its derivative de_k/dr = −2γ (r − μ_k) e_k(r), without
-    autograd (hand-written force routines).
-
-    Shapes: r: [n_edges] Å → ([n_edges, num_basis], [n_edges, num_basis] Å⁻¹)
-
-    >>> e, de = gaussian_basis_with_derivative(torch.tensor([0.5]), r_max=1.0, num_basis=2)
-    >>> torch.equal(e, gaussian_basis(torch.tensor([0.5]), r_max=1.0, num_basis=2)), de
-    (True, tensor([[-0.4412,  0.4412]]))
-    """
-    mu, gamma = gaussian_centres(r_max, num_basis, r_min, gamma, r.dtype, r.device)
-    diff = r[..., None] - mu
-    e = torch.exp(_gaussian_exponent(diff, gamma))
-    return e, diff.mul_(-2.0 * gamma).mul_(e)
 
 
 def _gaussian_exponent(diff: Tensor, gamma: float) -> Tensor:

@@ -83,16 +83,6 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
-def _r_max(model: nn.Module) -> float:
-    config = model.config
-    return float(config.trunk.r_max if hasattr(config, "trunk") else config.r_max)
-
-
-def _species(model: nn.Module) -> tuple[int, ...]:
-    config = model.config
-    return tuple(config.trunk.species if hasattr(config, "trunk") else config.species)
-
-
 def check_labels(
     structures: Sequence[Structure], names: Sequence[str], config: TrainConfig, role: str
 ) -> None:
@@ -128,7 +118,7 @@ def check_training_data(
 ) -> None:
     """:func:`check_labels`, and every element must be one of the model's species."""
     check_labels(structures, names, config, role)
-    species = set(_species(model))
+    species = set(model.species)
     for s, name in zip(structures, names):
         unknown = sorted({int(z) for z in s.numbers} - species)
         if unknown:
@@ -204,10 +194,9 @@ def fit(
     valid_names = list(valid_names or [f"validation structure {i}" for i in range(len(valid))])
     check_training_data(model, train, train_names, cfg, "training")
     check_training_data(model, valid, valid_names, cfg, "validation")
-    parameter = next(model.parameters())
-    device, dtype = parameter.device, parameter.dtype
-    train_items = labelled_pairs(train, _r_max(model), dtype, cfg.loss)
-    valid_items = labelled_pairs(valid, _r_max(model), dtype, cfg.loss)[group.rank :: group.size]
+    device, dtype = model.device, model.dtype
+    train_items = labelled_pairs(train, model.cutoff, dtype, cfg.loss)
+    valid_items = labelled_pairs(valid, model.cutoff, dtype, cfg.loss)[group.rank :: group.size]
 
     trained = nn.parallel.DistributedDataParallel(model) if group.size > 1 else model
     optimizer_class = torch.optim.AdamW if cfg.optimizer.name == "adamw" else torch.optim.Adam

@@ -71,7 +71,7 @@ def compare(
     """Predictions of ``model`` beside the labels of ``items`` (pairs from an
     :class:`~euclidnn.data.AtomsDataset`), and the loss terms summed over them."""
     parts, sums, counts = [], 0.0, 0.0
-    device = next(model.parameters()).device
+    device = model.device
     for start in range(0, len(items), batch_size):
         graph, targets = collate_batch(items[start : start + batch_size])
         graph, targets = graph.to(device), targets.to(device)

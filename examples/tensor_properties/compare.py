@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from euclidnn.cli.config_io import build_model
+from euclidnn.cli.config_io import new_model
 from euclidnn.data import Graph, read
 from euclidnn.models import load_model, symmetric_matrix
 from euclidnn.o3 import rand_matrix
@@ -139,7 +139,7 @@ def run_tensorhead(name, head, train):
     training = [frames[i] for i in train]
     torch.manual_seed(0)
     # species and mean neighbour count of the whole pool: a small N may lack an element
-    model = build_model(config, data_statistics([frames[i] for i in pool], 4.0))
+    model = new_model(config, data_statistics([frames[i] for i in pool], 4.0))
     run = out / f"tensorhead-{name}-{len(train)}"
     quiet = lambda *a, **k: None  # noqa: E731
     fit(model, training, [frames[i] for i in valid], config, run, progress=False, log=quiet)

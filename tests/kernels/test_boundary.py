@@ -87,8 +87,8 @@ def value_and_derivatives(fn, leaves, seed):
 
 
 def filter_case(seed):
-    """continuous_filter_conv and its hand-written backward on one random case."""
-    from euclidnn.nn import continuous_filter_conv, continuous_filter_conv_backward
+    """continuous_filter_conv and its derivatives on one random case."""
+    from euclidnn.nn import continuous_filter_conv
 
     rng = np.random.default_rng(seed)
     dtype = (torch.float32, torch.float64)[seed % 2]
@@ -120,14 +120,6 @@ def filter_case(seed):
     want = value_and_derivatives(reference, [x_leaf, w_leaf], seed)
     for a, b in zip(got, want):
         assert_same(a, b, dtype)
-    grad_out, _ = tensor(rng, num_nodes, width, dtype, rng.choice(LAYOUTS), requires_grad=False)
-    hand = with_threads(
-        threads,
-        lambda: continuous_filter_conv_backward(x.detach(), w.detach(), grad_out, src, dst, row),
-    )
-    auto = torch.autograd.grad(reference(), [x, w], grad_out, allow_unused=True)
-    for a, b in zip(hand, auto):
-        assert_same(a, torch.zeros_like(a) if b is None else b, dtype)
 
 
 IRREPS = [("2x0e+0x1o+3x1o", 1), ("3x0e+2x1o+1x2e", 2), ("1x0e", 0), ("0x0e+2x1e", 1)]
@@ -224,7 +216,7 @@ BAD_INPUTS = textwrap.dedent(
     """
     import torch
     from euclidnn import kernels
-    from euclidnn.nn import continuous_filter_conv, continuous_filter_conv_backward
+    from euclidnn.nn import continuous_filter_conv
     from euclidnn.o3 import Irreps, TensorProduct, uvu_paths
 
     x, w = torch.randn(4, 3), torch.randn(5, 3)
@@ -245,7 +237,6 @@ BAD_INPUTS = textwrap.dedent(
         "lengths differ": lambda: continuous_filter_conv(x, w, src, dst[:3], 4),
         "filter rows differ": lambda: continuous_filter_conv(x, w[:3], src, dst, 4),
         "widths differ": lambda: continuous_filter_conv(x, w[:, :2], src, dst, 4),
-        "backward rows differ": lambda: continuous_filter_conv_backward(x, w, x[:1], src, dst),
         "edges of other tensors": lambda: continuous_filter_conv(
             x, w, src, dst, 4, edges=kernels.Edges(src.clone(), dst, 4)),
         "edges of other sizes": lambda: continuous_filter_conv(

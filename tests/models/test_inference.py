@@ -78,7 +78,7 @@ def test_predict_leaves_the_model_untouched(make):
     assert not p.energy.requires_grad and not p.forces.requires_grad
 
 
-def test_schnet_hand_written_forces_only_where_exact():
+def test_schnet_kernel_forces_only_where_exact():
     """A subclass that adds a term to forward, or a hook, gets the forces of what it computes."""
 
     class Confined(SchNet):  # E + Σ_i |r_i|² / 2: forces −r_i more
@@ -91,16 +91,16 @@ def test_schnet_hand_written_forces_only_where_exact():
     confined = Confined(plain.config).double()
     confined.load_state_dict(plain.state_dict())
     graph = Graph.from_ase(molecule("CH3CH2OH"), 5.0, torch.float64)
-    assert plain.energy_and_forces_is_exact() and not confined.energy_and_forces_is_exact()
+    assert plain._kernel_is_exact() and not confined._kernel_is_exact()
     want = predict(plain, graph).forces - graph.positions
     torch.testing.assert_close(predict(confined, graph).forces, want, rtol=0, atol=1e-10)
     handle = plain.readout2.register_forward_hook(lambda module, args, out: 2 * out)
-    assert not plain.energy_and_forces_is_exact()
+    assert not plain._kernel_is_exact()
     torch.testing.assert_close(
         predict(plain, graph).forces, predict(plain, graph, training=True).forces.detach()
     )
     handle.remove()
-    assert plain.energy_and_forces_is_exact()
+    assert plain._kernel_is_exact()
 
 
 @pytest.mark.parametrize("make", [_schnet, _nequip], ids=["schnet", "nequip"])

@@ -43,27 +43,6 @@ def test_matches_composition_to_second_order(shared_rows):
     assert torch.autograd.gradgradcheck(fn, (x, w))
 
 
-@pytest.mark.parametrize("native", ["1", "0"], ids=["kernel", "pytorch"])
-@pytest.mark.parametrize("shared_rows", [False, True])
-def test_hand_written_backward_matches_autograd(native, shared_rows, monkeypatch):
-    from euclidnn.nn import continuous_filter_conv_backward
-
-    monkeypatch.setenv("EUCLIDNN_NATIVE", native)
-    g = torch.Generator().manual_seed(5)
-    n, e, f = 7, 30, 6
-    src, dst = torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g)
-    row = torch.randint(0, 11, (e,), generator=g) if shared_rows else None
-    x = torch.randn(n, f, dtype=torch.float64, generator=g, requires_grad=True)
-    w = torch.randn(
-        11 if shared_rows else e, f, dtype=torch.float64, generator=g, requires_grad=True
-    )
-    grad_out = torch.randn(n, f, dtype=torch.float64, generator=g)
-    want = torch.autograd.grad(reference(x, w, src, dst, n, row), (x, w), grad_out)
-    got = continuous_filter_conv_backward(x.detach(), w.detach(), grad_out, src, dst, row)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-
-
 def test_transposed_inputs_and_expanded_gradients_give_the_formula():
     """The issue's reproduction: transposed x and weight, and the expanded (stride-0) gradient
     of out.sum(), gave O(1) errors (the contiguous copies were freed before the C call)."""

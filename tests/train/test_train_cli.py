@@ -213,7 +213,7 @@ def test_a_tensor_head_learns_an_equivariant_property(label, head, lmax, transfo
     Σ w_Z (r_i r_iᵀ + I) (0e + 2e); the saved head reloads and stays equivariant."""
     from dataclasses import replace
 
-    from euclidnn.cli.config_io import build_model
+    from euclidnn.cli.config_io import new_model
     from euclidnn.models import symmetric_matrix
     from euclidnn.o3 import rand_matrix
     from euclidnn.train import TrainConfig, data_statistics, fit
@@ -229,7 +229,7 @@ def test_a_tensor_head_learns_an_equivariant_property(label, head, lmax, transfo
         "run": {"max_epochs": 4, "dtype": "float64"},
     })  # fmt: skip
     stats = data_statistics(frames[:20], 4.0)
-    model = build_model(config, stats).to(torch.float64)
+    model = new_model(config, stats).to(torch.float64)
     result = fit(model, frames[:20], frames[20:], config, tmp_path, progress=False)
     assert result.history[-1]["valid_loss"] < result.history[0]["valid_loss"]
     loaded = load_model(tmp_path / "model.safetensors")

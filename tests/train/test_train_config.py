@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from euclidnn.cli.config_io import build_model, load_config
+from euclidnn.cli.config_io import load_config, new_model
 from euclidnn.train import TrainConfig, fit_shifts
 from euclidnn.train.stats import DataStatistics
 
@@ -62,7 +62,7 @@ def test_yaml_is_read_with_a_safe_loader_and_model_settings_are_checked(tmp_path
 def test_model_is_built_with_the_fitted_statistics():
     stats = DataStatistics((1, 8), (-13.6, -432.0), 0.7, 5.5)
     config = TrainConfig.from_dict({"model": {"settings": {"num_features": 4, "lmax": 0}}})
-    model = build_model(config, stats)
+    model = new_model(config, stats)
     assert model.config.species == (1, 8) and model.config.energy_shifts == (-13.6, -432.0)
     assert model.config.avg_num_neighbors == 5.5 and model.config.lmax == 0
 
