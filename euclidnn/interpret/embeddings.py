@@ -79,7 +79,7 @@ def species_embeddings(model: Potential) -> tuple[tuple[int, ...], np.ndarray]:
     >>> species, table.shape
     ((1, 8), (2, 4))
     """
-    table = model.species_embeddings()
+    table = model.species_embeddings() if isinstance(model, Potential) else None
     if table is None:
         raise TypeError(f"{type(model).__name__}: the model has no species embedding table")
     return model.species, table.detach().cpu().double().numpy().copy()
