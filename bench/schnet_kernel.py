@@ -3,10 +3,9 @@
     .venv/bin/python bench/schnet_kernel.py [--repeats 10]
 
 ``SchNet.energy_and_forces`` on the systems and hyperparameters of ``bench/models.py``, once as
-one C call (the default) and once as the PyTorch code it replaces (the hand-written chain rule
-of ``models/schnet_forces.py``, ~150 tensor operations for ethanol, with the convolution
-kernel), interleaved; medians and the ratio. An ablation of our own code: the peer comparison
-is ``bench/models.py``.
+one C call (the default) and once as its reference, autograd through ``SchNet.forward`` (with
+the convolution kernel), interleaved; medians and the ratio. An ablation of our own code: the
+peer comparison is ``bench/models.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from euclidnn import kernels
 
 
 class _Unavailable:
-    """A library that is not there: the SchNet kernel's caller runs its PyTorch code."""
+    """A library that is not there: the SchNet kernel's caller runs its reference (autograd)."""
 
     def get(self):
         return None
@@ -35,7 +34,7 @@ def main() -> None:
     model = ours_schnet()
     real = kernels.schnet.LIBRARY
     print(f"torch {torch.__version__}, threads 2, float32\n")
-    print(f"{'system':16s} {'C kernel ms':>12s} {'PyTorch ms':>11s} {'ratio':>7s}")
+    print(f"{'system':16s} {'C kernel ms':>12s} {'autograd ms':>11s} {'ratio':>7s}")
     for name, atoms in systems().items():
         graph = ours_input(atoms)
 

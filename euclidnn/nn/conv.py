@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch  # noqa: F401 (used by the doctests, which run in this module's globals)
 from torch import Tensor, nn
 
 from euclidnn import kernels
