@@ -148,7 +148,7 @@ def _normal_modes(args, out: Path) -> dict:
     import torch
     from ase.optimize import BFGS
 
-    from euclidnn.data.label import load_molecule
+    from euclidnn.data.molecules import load_molecule
     from euclidnn.md import Calculator
     from euclidnn.md.analysis import model_hessian, normal_modes, reference_hessian
     from euclidnn.models import load_model

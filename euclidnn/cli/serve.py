@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn serve``."""
     import torch
 
-    from euclidnn.data.label import load_molecule
+    from euclidnn.data.molecules import load_molecule
     from euclidnn.md import Calculator
     from euclidnn.md.serve import Address, serve
 
