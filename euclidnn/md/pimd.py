@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import ase.io
@@ -28,7 +28,7 @@ from ase import Atoms, units
 from tqdm import tqdm
 
 from euclidnn.md.processes import Processes, raise_on_sigterm
-from euclidnn.md.run import ns_per_day, write_json_atomically
+from euclidnn.md.run import ns_per_day, write_summary
 from euclidnn.md.serve import Address, check_address_free
 
 __all__ = ["PIMDConfig", "PIMDResult", "run_pimd", "find_ipi", "block_average", "ipi_input"]
@@ -349,5 +349,5 @@ def _summarise(atoms: Atoms, config: PIMDConfig, out_dir: Path, seconds: float) 
         kinetic_classical_eV=1.5 * len(atoms) * units.kB * config.temperature,
         wall_seconds=seconds,
     )
-    write_json_atomically(out_dir / "summary.json", {**asdict(result), "config": asdict(config)})
+    write_summary(out_dir, result, config)
     return result
