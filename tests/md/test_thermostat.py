@@ -76,7 +76,8 @@ def test_water_vibrations_hold_the_canonical_kinetic_energy(morse_network, tmp_p
 
 def test_energy_minus_thermostat_work_is_conserved(schnet, ethanol):
     """The rescaling exchanges energy with a bath; what it put in, subtracted from the total
-    energy, leaves a quantity that only the integration error changes (Bussi et al., eq. 8)."""
+    energy, leaves the effective energy of Bussi et al., which only the integration error
+    changes."""
     atoms = ethanol.copy()
     atoms.calc = Calculator(schnet)
     rng = np.random.default_rng(0)
