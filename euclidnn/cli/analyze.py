@@ -38,10 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn analyze``."""
-    import matplotlib
+    import json
 
-    matplotlib.use("Agg")
-    from euclidnn.md.run import write_json_atomically
+    from euclidnn.files import write_text
 
     if not args.runs and not args.model:
         raise ValueError("give run folders, or --model and --structure for normal modes")
@@ -54,101 +53,130 @@ def run(args: argparse.Namespace) -> int:
         if not args.structure:
             raise ValueError("--model needs --structure")
         report["normal_modes"] = _normal_modes(args, out)
-    write_json_atomically(out / "analysis.json", report)
+    write_text(out / "analysis.json", json.dumps(report, indent=2) + "\n")
     print(f"{out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     return 0
 
 
+class _RunPlots:
+    """The figures every run is overlaid on (``matplotlib.figure.Figure``: no pyplot, no
+    backend to choose): distributions, energy conservation, dynamics."""
+
+    def __init__(self) -> None:
+        from matplotlib.figure import Figure
+
+        self.distributions = Figure(figsize=(15, 4))
+        self.distribution_axes = self.distributions.subplots(1, 3)
+        self.energy = Figure(figsize=(6, 4))
+        self.energy_axis = self.energy.subplots()
+        self.dynamics = Figure(figsize=(10, 4))
+        self.dynamics_axes = self.dynamics.subplots(1, 2)
+
+    def save(self, out: Path) -> None:
+        """``distributions.png``, and ``energy.png``, ``dynamics.png`` where a run had data."""
+        titles = ["pair distribution g(r)", "nearest-neighbour distance", "diameter"]
+        for axis, title, xlabel in zip(self.distribution_axes, titles, ["r (Å)", "d (Å)", "D (Å)"]):
+            axis.set(title=title, xlabel=xlabel)
+            if axis.has_data():
+                axis.legend(fontsize=8)
+        self.distributions.tight_layout()
+        self.distributions.savefig(out / "distributions.png", dpi=120)
+        if self.energy_axis.has_data():
+            axis = self.energy_axis
+            axis.set(xlabel="t (ps)", ylabel="E_total − E_total(0) (eV)", title="energy")
+            axis.legend(fontsize=8)
+            self.energy.tight_layout()
+            self.energy.savefig(out / "energy.png", dpi=120)
+        if self.dynamics_axes[0].has_data():
+            msd_axis, vdos_axis = self.dynamics_axes
+            msd_axis.set(xlabel="τ (ps)", ylabel="MSD (Å²)", title="mean-square displacement")
+            vdos_axis.set(xlabel="ν̃ (cm⁻¹)", ylabel="VDOS", title="vibrational DOS", xlim=(0, 4000))
+            for axis in self.dynamics_axes:
+                axis.legend(fontsize=8)
+            self.dynamics.tight_layout()
+            self.dynamics.savefig(out / "dynamics.png", dpi=120)
+
+
 def _runs(args, out: Path) -> dict:
-    import matplotlib.pyplot as plt
-    import numpy as np
+    """Overlay the runs' distributions, energies and dynamics; their numbers by folder."""
+    from euclidnn.md import analysis
 
-    from euclidnn.md import analysis, read_log
-
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    dynamics, dynamics_axes = plt.subplots(1, 2, figsize=(10, 4))
-    energy, energy_axis = plt.subplots(figsize=(6, 4))
-    summary, any_dynamics, any_energy = {}, False, False
+    plots, summary = _RunPlots(), {}
     for run_dir in map(Path, args.runs):
         kind = analysis.run_kind(run_dir)
         frames = analysis.read_frames(run_dir, skip=args.skip)
         if not frames:
             raise ValueError(f"{run_dir}: no frames left after --skip {args.skip}")
         kind_name = "PIMD" if kind == "pimd" else "classical"
-        label = (
-            run_dir.name
-            if kind_name.lower() in run_dir.name.lower()
-            else f"{run_dir.name} ({kind_name})"
-        )
-        r, g = analysis.pair_distribution(frames, args.r_max, args.bins)
-        axes[0].plot(r, g, label=label)
-        nearest = analysis.nearest_neighbor_distances(frames)
-        axes[1].hist(nearest, bins=args.bins // 2, density=True, histtype="step", label=label)
-        entry = {
-            "kind": kind,
-            "frames": len(frames),
-            "nearest_neighbor_mean_A": float(nearest.mean()),
-            "nearest_neighbor_std_A": float(nearest.std()),
-            **analysis.read_summary(run_dir),
-        }
-        if not frames[0].pbc.any():
-            diameter = analysis.diameters(frames)
-            axes[2].hist(diameter, bins=args.bins // 2, density=True, histtype="step", label=label)
-            entry.update(
-                diameter_mean_A=float(diameter.mean()), diameter_std_A=float(diameter.std())
-            )
+        label = run_dir.name
+        if kind_name.lower() not in run_dir.name.lower():
+            label += f" ({kind_name})"
+        entry = {"kind": kind, "frames": len(frames)}
+        entry.update(_plot_distributions(frames, args, label, plots.distribution_axes))
+        entry.update(analysis.read_summary(run_dir))
         summary[str(run_dir)] = entry
         if kind == "md" and (run_dir / "md.log").is_file():
-            log = read_log(run_dir / "md.log")
-            energy_axis.plot(
-                log["time_fs"] / 1000, log["total_eV"] - log["total_eV"][0], label=label
-            )
-            any_energy = True
+            _plot_energy(run_dir / "md.log", label, plots.energy_axis)
         if kind == "md" and len(frames) > 4 and "momenta" in frames[0].arrays:
-            interval = entry.get("config", {}).get("trajectory_interval", 1) * entry.get(
-                "timestep_fs", 1.0
-            )
-            positions = np.array([a.positions for a in frames])
-            velocities = np.array([a.get_velocities() for a in frames])
-            lags = np.arange(len(frames)) * interval / 1000
-            msd = analysis.mean_square_displacement(positions, max_lag=len(frames) // 2)
-            dynamics_axes[0].plot(lags[: len(msd)], msd, label=label)
-            vacf = analysis.velocity_autocorrelation(velocities, frames[0].get_masses())
-            wavenumbers, density = analysis.vibrational_density_of_states(vacf, interval)
-            dynamics_axes[1].plot(wavenumbers, density, label=label)
-            any_dynamics = True
-    titles = ["pair distribution g(r)", "nearest-neighbour distance", "diameter"]
-    for axis, title, xlabel in zip(axes, titles, ["r (Å)", "d (Å)", "D (Å)"]):
-        axis.set(title=title, xlabel=xlabel)
-        if axis.has_data():
-            axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out / "distributions.png", dpi=120)
-    if any_energy:
-        energy_axis.set(xlabel="t (ps)", ylabel="E_total − E_total(0) (eV)", title="energy")
-        energy_axis.legend(fontsize=8)
-        energy.tight_layout()
-        energy.savefig(out / "energy.png", dpi=120)
-    if any_dynamics:
-        dynamics_axes[0].set(xlabel="τ (ps)", ylabel="MSD (Å²)", title="mean-square displacement")
-        dynamics_axes[1].set(
-            xlabel="ν̃ (cm⁻¹)", ylabel="VDOS", title="vibrational DOS", xlim=(0, 4000)
-        )
-        for axis in dynamics_axes:
-            axis.legend(fontsize=8)
-        dynamics.tight_layout()
-        dynamics.savefig(out / "dynamics.png", dpi=120)
-    plt.close("all")
+            config = entry.get("config", {})
+            interval = config.get("trajectory_interval", 1) * entry.get("timestep_fs", 1.0)
+            _plot_dynamics(frames, interval, label, plots.dynamics_axes)
+    plots.save(out)
     return summary
 
 
+def _plot_distributions(frames, args, label: str, axes) -> dict:
+    """g(r), nearest-neighbour distances and (a molecule's) diameters on ``axes``; their means
+    and spreads."""
+    from euclidnn.md import analysis
+
+    r, g = analysis.pair_distribution(frames, args.r_max, args.bins)
+    axes[0].plot(r, g, label=label)
+    nearest = analysis.nearest_neighbor_distances(frames)
+    axes[1].hist(nearest, bins=args.bins // 2, density=True, histtype="step", label=label)
+    numbers = {
+        "nearest_neighbor_mean_A": float(nearest.mean()),
+        "nearest_neighbor_std_A": float(nearest.std()),
+    }
+    if not frames[0].pbc.any():
+        diameter = analysis.diameters(frames)
+        axes[2].hist(diameter, bins=args.bins // 2, density=True, histtype="step", label=label)
+        numbers.update(diameter_mean_A=float(diameter.mean()), diameter_std_A=float(diameter.std()))
+    return numbers
+
+
+def _plot_energy(log_path: Path, label: str, axis) -> None:
+    """E_total(t) − E_total(0) of an MD log."""
+    from euclidnn.md import read_log
+
+    log = read_log(log_path)
+    axis.plot(log["time_fs"] / 1000, log["total_eV"] - log["total_eV"][0], label=label)
+
+
+def _plot_dynamics(frames, interval_fs: float, label: str, axes) -> None:
+    """Mean-square displacement and vibrational density of states of frames
+    ``interval_fs`` apart."""
+    import numpy as np
+
+    from euclidnn.md import analysis
+
+    positions = np.array([a.positions for a in frames])
+    velocities = np.array([a.get_velocities() for a in frames])
+    lags = np.arange(len(frames)) * interval_fs / 1000
+    msd = analysis.mean_square_displacement(positions, max_lag=len(frames) // 2)
+    axes[0].plot(lags[: len(msd)], msd, label=label)
+    vacf = analysis.velocity_autocorrelation(velocities, frames[0].get_masses())
+    wavenumbers, density = analysis.vibrational_density_of_states(vacf, interval_fs)
+    axes[1].plot(wavenumbers, density, label=label)
+
+
 def _normal_modes(args, out: Path) -> dict:
-    import matplotlib.pyplot as plt
     import numpy as np
     import torch
     from ase.optimize import BFGS
+    from matplotlib.figure import Figure
 
-    from euclidnn.data.label import load_molecule
+    from euclidnn.data.molecules import load_molecule
     from euclidnn.md import Calculator
     from euclidnn.md.analysis import model_hessian, normal_modes, reference_hessian
     from euclidnn.models import load_model
@@ -187,7 +215,8 @@ def _normal_modes(args, out: Path) -> dict:
     for k, value in enumerate(ours):
         rows.append(f"{k},{value:.2f}" + (f",{reference[k]:.2f}" if reference is not None else ""))
     (out / "normal_modes.csv").write_text("\n".join(rows) + "\n")
-    figure, axis = plt.subplots(figsize=(5, 5))
+    figure = Figure(figsize=(5, 5))
+    axis = figure.subplots()
     if reference is not None:
         axis.plot(reference, ours, "o", ms=4)
         top = max(ours.max(), reference.max()) * 1.05
@@ -199,5 +228,4 @@ def _normal_modes(args, out: Path) -> dict:
     axis.set_title("normal modes")
     figure.tight_layout()
     figure.savefig(out / "normal_modes.png", dpi=120)
-    plt.close(figure)
     return table

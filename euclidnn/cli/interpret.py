@@ -82,7 +82,7 @@ def _potential(model, args) -> int:
     import torch
     from ase.data import atomic_numbers
 
-    from euclidnn.data.label import load_molecule
+    from euclidnn.data.molecules import load_molecule
     from euclidnn.data.structure import Structure
     from euclidnn.interpret import potential_map, write_potential_map
 

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn md``."""
     import torch
 
-    from euclidnn.data.label import load_molecule
+    from euclidnn.data.molecules import load_molecule
     from euclidnn.md import Calculator, MDConfig, PIMDConfig, run_md, run_pimd
 
     torch.set_num_threads(args.threads)

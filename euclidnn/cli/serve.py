@@ -29,19 +29,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``euclidnn serve``."""
+    """Run ``euclidnn serve`` (:func:`euclidnn.md.serve.serve_model`, as md's own clients)."""
     import torch
 
-    from euclidnn.data.label import load_molecule
-    from euclidnn.md import Calculator
-    from euclidnn.md.serve import Address, serve
+    from euclidnn.md.serve import Address, serve_model
 
     address = Address.parse(args.address)
     if args.threads:
         torch.set_num_threads(args.threads)
-    atoms = load_molecule(args.structure)
     dtype = None if args.dtype is None else getattr(torch, args.dtype)
-    calculator = Calculator(args.model, dtype=dtype, device=args.device)
-    calls = serve(atoms, calculator, address, connect_timeout=args.connect_timeout)
+    calls = serve_model(
+        args.model,
+        args.structure,
+        address,
+        dtype=dtype,
+        device=args.device,
+        connect_timeout=args.connect_timeout,
+    )
     print(f"euclidnn serve: {calls} force evaluations for i-PI at {address}")
     return 0

@@ -1,4 +1,5 @@
-"""Atomic data: structures, neighbour lists, graphs, targets, readers, splits, statistics.
+"""Atomic data: structures, neighbour lists, graphs, targets, readers, splits, statistics,
+starting geometries by name (:func:`load_molecule`).
 
 Flow: file → ``read`` → ``Structure`` (numpy, eV/Å) → ``neighbor_list`` → ``Graph`` (torch)
 → ``collate`` → model; labels travel alongside as ``Targets``.
@@ -7,6 +8,7 @@ Flow: file → ``read`` → ``Structure`` (numpy, eV/Å) → ``neighbor_list`` �
 from .datasets import list_datasets, load_dataset
 from .graph import Graph, collate
 from .loader import AtomsDataset, collate_batch, make_loader
+from .molecules import list_molecules, load_molecule
 from .neighbors import neighbor_list
 from .readers import read, read_npz
 from .splits import Split, split, split_blocks, split_indices
@@ -24,7 +26,9 @@ __all__ = [
     "collate",
     "collate_batch",
     "list_datasets",
+    "list_molecules",
     "load_dataset",
+    "load_molecule",
     "energy_shifts",
     "force_rms",
     "make_loader",

@@ -30,7 +30,7 @@ class Graph:
     ``edge_vec = positions[edge_src] − positions[edge_dst] + edge_shift @ cell[batch]``.
     Lengths in Å. Edge lists are full (both directions). Build with :meth:`from_structure`,
     :meth:`from_structures` or :meth:`from_ase`; batch with :func:`collate`; modify with
-    :func:`dataclasses.replace` or :meth:`deformed` — never in place.
+    :func:`dataclasses.replace`, :meth:`with_positions` or :meth:`deformed` — never in place.
 
     A ``Graph`` is a pytree node (``torch.utils._pytree``), so ``torch.compile`` and
     ``torch.export`` see through it. Index structures derived from its edges (undirected pairs,
@@ -98,8 +98,8 @@ class Graph:
         For data derived from the graph's topology alone — ``numbers``, ``batch``, ``edge_src``,
         ``edge_dst``, ``edge_shift``, never positions or cell — such as undirected edge pairs
         or the kernels' edge orders: every layer of a model and every force evaluation of an MD
-        step on the same edges reuses them. Copies made with :func:`dataclasses.replace` or
-        :meth:`deformed` share the store; an entry is used only while those five tensors are
+        step on the same edges reuses them. Copies made with :func:`dataclasses.replace`,
+        :meth:`with_positions` or :meth:`deformed` share the store; an entry is used only while those five tensors are
         the same objects, unmodified (``Tensor._version``), so a copy with other edges, or
         edges changed in place, computes its own. Nothing is kept while ``torch.compile``
         traces.
@@ -159,6 +159,32 @@ class Graph:
         new_positions = torch.einsum("ni,nij->nj", positions, transform[self.batch])
         new_cell = torch.bmm(self.cell, transform)
         return replace(self, positions=new_positions, cell=new_cell)
+
+    def with_positions(self, positions: Tensor) -> Graph:
+        """Copy with other ``positions`` and everything else shared: the cell, the edge
+        tensors and the store of :meth:`derived` data — the next step of an MD run on the same
+        neighbour list, whose edge pairs and kernels' edge orders are then computed once.
+
+        A derived entry stays valid for the copy because it is checked against the edge
+        tensors themselves (same objects, unmodified); positions never enter one. For other
+        edges build a new graph (its store starts empty).
+
+        Shapes: positions: [n_atoms, 3] Å → Graph
+
+        >>> s = Structure([1, 1], [[0, 0, 0], [0, 0, 0.74]])
+        >>> g = Graph.from_structure(s, r_max=2.0)
+        >>> moved = g.with_positions(g.positions * 1.1)
+        >>> moved.edge_vectors()[0, 2].item() > 0.8, moved.edge_src is g.edge_src
+        (True, True)
+        >>> moved.edge_pairs() is g.edge_pairs()  # computed once, for both
+        True
+        """
+        if positions.shape != self.positions.shape:
+            raise ValueError(
+                f"with_positions: positions of shape {tuple(positions.shape)} for a graph of "
+                f"{self.positions.shape[0]} atoms"
+            )
+        return replace(self, positions=positions)
 
     def to(
         self,

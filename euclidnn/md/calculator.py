@@ -84,7 +84,8 @@ class Calculator(AseCalculator):
         self.dtype, self.device = model.dtype, model.device
         self.rebuilds = 0
         self._list = None  # (positions, cell, pbc, numbers, edge_src, edge_dst, edge_shift)
-        self._edges = None  # (mask, edge_src, edge_dst, edge_shift, derived) of the last call
+        self._mask = None  # which listed pairs are edges (closer than r_max) in self._graph
+        self._graph = None  # the last graph
         self._topology: dict[str, torch.Tensor] = {}
 
     def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
@@ -145,30 +146,26 @@ class Calculator(AseCalculator):
                 f"{lengths[k]:.3g} Å apart (on top of each other)"
             )
         mask = lengths < self.r_max
-        if self._edges is None or not np.array_equal(mask, self._edges[0]):
-            as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
-            self._edges = (
-                mask,
-                as_tensor(src[mask]),
-                as_tensor(dst[mask]),
-                as_tensor(shift[mask]).to(self.dtype),
-                {},  # the graphs' derived index structures, while these edges last
-            )
-        _, edge_src, edge_dst, edge_shift, derived = self._edges
-        # the same topology tensors (and store) from step to step while the edges are the
-        # same, so the edge pairs and the kernels' edge orders are computed once, not per step
-        return Graph(
-            positions=torch.tensor(positions, dtype=self.dtype, device=self.device),
+        positions = torch.tensor(positions, dtype=self.dtype, device=self.device)
+        if self._graph is not None and np.array_equal(mask, self._mask):
+            # the same edges: the same edge tensors and derived store (Graph.with_positions),
+            # so the edge pairs and the kernels' edge orders are computed once, not per step
+            self._graph = self._graph.with_positions(positions)
+            return self._graph
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
+        self._mask = mask
+        self._graph = Graph(
+            positions=positions,
             numbers=self._topology["numbers"],
             cell=self._topology["cell"],
             pbc=self._topology["pbc"],
             batch=self._topology["batch"],
-            edge_src=edge_src,
-            edge_dst=edge_dst,
-            edge_shift=edge_shift,
+            edge_src=as_tensor(src[mask]),
+            edge_dst=as_tensor(dst[mask]),
+            edge_shift=as_tensor(shift[mask]).to(self.dtype),
             num_atoms=self._topology["num_atoms"],
-            _derived=derived,
         )
+        return self._graph
 
     def _needs_rebuild(self, positions, cell, pbc, numbers) -> bool:
         if self._list is None or self.skin == 0:
@@ -203,5 +200,5 @@ class Calculator(AseCalculator):
             "batch": torch.zeros(n, dtype=torch.int64, device=device),
             "num_atoms": torch.tensor([n], device=device),
         }
-        self._edges = None
+        self._graph = None
         self.rebuilds += 1

@@ -1,5 +1,6 @@
 """Path-integral MD through i-PI: i-PI propagates the ring polymer (PILE-L thermostat), K
-force clients (:func:`~euclidnn.md.serve.serve` with our calculator) evaluate the beads.
+force clients (:mod:`euclidnn.md.client`: :func:`~euclidnn.md.serve.serve_model`, processes
+of their own) evaluate the beads.
 
 The run folder holds ``input.xml``, ``init.xyz`` (i-PI's input), ``structure.xyz``, i-PI's
 outputs (``simulation.out``: step, time, conserved energy, temperature, centroid-virial
@@ -19,7 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import ase.io
@@ -27,8 +28,8 @@ import numpy as np
 from ase import Atoms, units
 from tqdm import tqdm
 
-from euclidnn.md.processes import Processes, raise_on_sigterm
-from euclidnn.md.run import ns_per_day, write_json_atomically
+from euclidnn.md.processes import Child, Processes, raise_on_sigterm
+from euclidnn.md.run import ns_per_day, write_summary
 from euclidnn.md.serve import Address, check_address_free
 
 __all__ = ["PIMDConfig", "PIMDResult", "run_pimd", "find_ipi", "block_average", "ipi_input"]
@@ -220,12 +221,13 @@ def run_pimd(
         atoms: the starting structure (every bead starts there).
         config: what to run.
         out_dir: the run folder.
-        dtype, device: passed to the clients (``euclidnn serve --dtype/--device``).
+        dtype, device: of the clients' model (``"float32"``/``"float64"``; ``"cpu"``, …).
         threads: PyTorch threads of each client (1: fastest for molecules, and robust on a
             busy machine, where spinning OpenMP threads slow down many-fold).
         progress: show a progress bar with ns/day.
-        client_command: run this instead of ``euclidnn serve MODEL``; it is given
-            ``STRUCTURE --address ADDRESS`` as further arguments.
+        client_command: run this instead of ``python -m euclidnn.md.client MODEL``
+            (:mod:`euclidnn.md.client`); it is given ``STRUCTURE --address ADDRESS`` as
+            further arguments.
 
     Raises ``ValueError`` for a stale or busy socket, a port in use; ``FileNotFoundError`` when
     i-PI is missing; ``RuntimeError`` when i-PI or a client fails (naming its log).
@@ -240,15 +242,7 @@ def run_pimd(
     ipi = find_ipi()
     check_address_free(address)
     if client_command is None:
-        if not isinstance(model, (str, os.PathLike)):
-            from euclidnn.models import save_model
-
-            save_model(model, out_dir / "model.safetensors")
-            model = out_dir / "model.safetensors"
-        client_command = [sys.executable, "-m", "euclidnn.cli", "serve", str(Path(model).resolve())]
-        client_command += ["--threads", str(threads)]
-        client_command += ["--dtype", dtype] if dtype else []
-        client_command += ["--device", device] if device else []
+        client_command = _client_command(model, out_dir, dtype, device, threads)
     _write_inputs(atoms, config, address, out_dir)
     for stale in ("simulation.out", "RESTART", "EXIT"):
         (out_dir / stale).unlink(missing_ok=True)
@@ -275,6 +269,21 @@ def run_pimd(
     return _summarise(atoms, config, out_dir, seconds)
 
 
+def _client_command(model, out_dir: Path, dtype, device, threads: int) -> list[str]:
+    """``python -m euclidnn.md.client MODEL …`` (md's own force client); a model object is
+    saved to ``out_dir/model.safetensors`` for it first."""
+    if not isinstance(model, (str, os.PathLike)):
+        from euclidnn.models import save_model
+
+        save_model(model, out_dir / "model.safetensors")
+        model = out_dir / "model.safetensors"
+    command = [sys.executable, "-m", "euclidnn.md.client", str(Path(model).resolve())]
+    command += ["--threads", str(threads)]
+    command += ["--dtype", dtype] if dtype else []
+    command += ["--device", device] if device else []
+    return command
+
+
 def _write_inputs(atoms: Atoms, config: PIMDConfig, address: Address, out_dir: Path) -> None:
     ase.io.write(out_dir / "structure.xyz", atoms, format="extxyz")
     if atoms.pbc.any():
@@ -289,7 +298,9 @@ def _write_inputs(atoms: Atoms, config: PIMDConfig, address: Address, out_dir: P
     (out_dir / "input.xml").write_text(ipi_input(atoms, config, address))
 
 
-def _follow(server, clients, out_dir: Path, config: PIMDConfig, progress: bool) -> None:
+def _follow(
+    server: Child, clients: list[Child], out_dir: Path, config: PIMDConfig, progress: bool
+) -> None:
     """Wait for i-PI to finish, updating the progress bar from ``simulation.out``; a client
     that exits while i-PI runs is an error."""
     bar = tqdm(total=config.steps, disable=not progress, unit="step", smoothing=0.1)
@@ -298,9 +309,10 @@ def _follow(server, clients, out_dir: Path, config: PIMDConfig, progress: bool) 
         while server.poll() is None:
             # a client leaves with 0 when i-PI tells it to (just before i-PI exits itself)
             for k, client in enumerate(clients):
-                if client.poll() not in (None, 0):
+                code = client.poll()
+                if code not in (None, 0):
                     raise RuntimeError(
-                        f"force client {k} exited with code {client.returncode} while i-PI was "
+                        f"force client {k} exited with code {code} while i-PI was "
                         f"running: see {client.log_path}"
                     )
             if clients and all(c.poll() is not None for c in clients):
@@ -318,8 +330,8 @@ def _follow(server, clients, out_dir: Path, config: PIMDConfig, progress: bool) 
             time.sleep(0.05)
     finally:
         bar.close()
-    if server.returncode != 0:
-        raise RuntimeError(f"i-PI exited with code {server.returncode}: see {server.log_path}")
+    if server.poll() != 0:
+        raise RuntimeError(f"i-PI exited with code {server.poll()}: see {server.log_path}")
 
 
 def _last_step(path: Path) -> int:
@@ -349,5 +361,5 @@ def _summarise(atoms: Atoms, config: PIMDConfig, out_dir: Path, seconds: float) 
         kinetic_classical_eV=1.5 * len(atoms) * units.kB * config.temperature,
         wall_seconds=seconds,
     )
-    write_json_atomically(out_dir / "summary.json", {**asdict(result), "config": asdict(config)})
+    write_summary(out_dir, result, config)
     return result

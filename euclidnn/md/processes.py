@@ -13,11 +13,26 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from euclidnn.md.serve import Address
 
-__all__ = ["Processes", "stop", "raise_on_sigterm"]
+__all__ = ["Child", "Processes", "stop", "raise_on_sigterm"]
+
+
+@dataclass(frozen=True)
+class Child:
+    """A child process that :class:`Processes` started, and the log its output goes to."""
+
+    process: subprocess.Popen
+    log_path: Path
+    log: IO[str]
+
+    def poll(self) -> int | None:
+        """Its exit status, or None while it runs (−N: killed by signal N)."""
+        return self.process.poll()
 
 
 class Processes:
@@ -25,9 +40,10 @@ class Processes:
 
     def __init__(self, address: Address) -> None:
         self.address = address
-        self.children: list[tuple[subprocess.Popen, object]] = []
+        self.children: list[Child] = []
 
-    def start(self, command: list[str], cwd: Path, log_name: str) -> subprocess.Popen:
+    def start(self, command: list[str], cwd: Path, log_name: str) -> Child:
+        """Start ``command`` in ``cwd``, in a new process group, output to ``cwd/log_name``."""
         log = open(cwd / log_name, "w")
         try:
             process = subprocess.Popen(
@@ -36,32 +52,35 @@ class Processes:
         except OSError:
             log.close()
             raise
-        process.log_path = cwd / log_name
-        self.children.append((process, log))
-        return process
+        child = Child(process, cwd / log_name, log)
+        self.children.append(child)
+        return child
 
-    def wait_for_socket(self, server: subprocess.Popen, timeout: float) -> None:
+    def wait_for_socket(self, server: Child, timeout: float) -> None:
         """Until i-PI listens (a UNIX socket file appears; TCP clients retry by themselves)."""
         deadline = time.monotonic() + timeout
         while self.address.is_unix and not self.address.path.exists():
-            if server.poll() is not None:
-                raise RuntimeError(
-                    f"i-PI exited with code {server.returncode}: see {server.log_path}"
-                )
+            code = server.poll()
+            if code is not None:
+                raise RuntimeError(f"i-PI exited with code {code}: see {server.log_path}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"i-PI did not open {self.address.path} in {timeout:g} s")
             time.sleep(0.02)
 
     def close(self) -> None:
-        for process, _ in reversed(self.children):  # clients first, then the server
-            stop(process)
-        for _, log in self.children:
-            log.close()
+        """Stop every child (clients first, then the server), close the logs, and remove the
+        UNIX socket file."""
+        for child in reversed(self.children):
+            stop(child.process)
+        for child in self.children:
+            child.log.close()
         if self.address.is_unix and self.children:
             self.address.path.unlink(missing_ok=True)  # ours: it did not exist before
 
 
 def stop(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM to the process group of ``process``; SIGKILL if it is still there after
+    ``grace`` s."""
     if process.poll() is not None:
         return
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):

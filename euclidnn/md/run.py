@@ -1,4 +1,5 @@
-"""Classical MD with ASE's integrators: NVE (velocity Verlet), NVT (Langevin or Bussi).
+"""Classical MD: NVE (ASE's velocity Verlet), NVT (ASE's Langevin, or Bussi–Donadio–Parrinello
+stochastic velocity rescaling, :mod:`euclidnn.md.thermostat`).
 
 A run folder holds what the run did as it goes — ``md.log`` (one line per logged step,
 flushed), ``trajectory.xyz`` (extended XYZ with energy, forces and momenta, flushed per
@@ -17,11 +18,13 @@ from pathlib import Path
 import ase.io
 import numpy as np
 from ase import Atoms, units
-from ase.md.bussi import Bussi
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 from tqdm import tqdm
+
+from euclidnn.files import write_text
+from euclidnn.md.thermostat import StochasticVelocityRescaling
 
 try:
     from ase.md.velocitydistribution import thermalize_momenta
@@ -36,6 +39,7 @@ __all__ = [
     "energy_drift",
     "ns_per_day",
     "degrees_of_freedom",
+    "write_summary",
 ]
 
 ENSEMBLES = ("nve", "nvt")
@@ -171,78 +175,110 @@ def run_md(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    atoms = _thermalised(atoms, calculator, config.temperature, rng)
+    dof = degrees_of_freedom(atoms, config)
+    dynamics = _integrator(atoms, config, rng, dof)
+    start = time.perf_counter()
+    with _Recorder(atoms, config, dof, out_dir, progress) as recorder:
+        dynamics.attach(lambda: recorder.observe(dynamics.nsteps), interval=1)
+        dynamics.run(config.steps)
+    seconds = time.perf_counter() - start
+    result = _result(atoms, config, dof, recorder.rows(), int(dynamics.nsteps), seconds)
+    write_summary(out_dir, result, config)
+    return result
+
+
+def write_summary(out_dir: Path, result, config) -> None:
+    """``out_dir/summary.json``: the result's fields and the config, written atomically."""
+    summary = {**asdict(result), "config": asdict(config)}
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _thermalised(atoms: Atoms, calculator, temperature: float, rng: np.random.Generator) -> Atoms:
+    """A copy of ``atoms`` with ``calculator`` and Maxwell–Boltzmann momenta at
+    ``temperature``, with no total momentum (and, for a molecule, no angular momentum)."""
     atoms = atoms.copy()
     atoms.calc = calculator
-    rng = np.random.default_rng(config.seed)
     if len(atoms) > 1:
-        thermalize_momenta(atoms, temperature_K=config.temperature, rng=rng)
+        thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
         Stationary(atoms)
         if not atoms.pbc.any():
             with np.errstate(invalid="ignore", divide="ignore"):  # a linear molecule
                 ZeroRotation(atoms)
-    dof = degrees_of_freedom(atoms, config)
-    dynamics = _integrator(atoms, config, rng, dof)
-    log_rows: list[tuple[float, ...]] = []
-    bar = tqdm(total=config.steps, disable=not progress, unit="step", smoothing=0.1)
-    start = time.perf_counter()
-    with open(out_dir / "md.log", "w") as log, open(out_dir / "trajectory.xyz", "w") as traj:
-        log.write("# " + " ".join(LOG_COLUMNS) + "\n")
+    return atoms
 
-        def observe() -> None:
-            step = dynamics.nsteps
-            if step % config.log_interval == 0:
-                potential = atoms.get_potential_energy()
-                kinetic = atoms.get_kinetic_energy()
-                row = (
-                    step,
-                    step * config.timestep,
-                    potential,
-                    kinetic,
-                    potential + kinetic,
-                    2.0 * kinetic / (dof * units.kB),
-                )
-                log_rows.append(row)
-                log.write(" ".join(f"{v:.10g}" for v in row) + "\n")
-                log.flush()
-            if config.trajectory_interval and step % config.trajectory_interval == 0:
-                ase.io.write(traj, atoms, format="extxyz")
-                traj.flush()
-            if step:
-                bar.update(1)
-                if step % 20 == 0 or step == config.steps:
-                    speed = ns_per_day(step, config.timestep, time.perf_counter() - start)
-                    bar.set_postfix_str(f"{speed:.3g} ns/day", refresh=False)
 
-        dynamics.attach(observe, interval=1)
-        try:
-            dynamics.run(config.steps)
-        finally:
-            bar.close()
-    seconds = time.perf_counter() - start
-    rows = np.array(log_rows, dtype=float).reshape(-1, len(LOG_COLUMNS))
+class _Recorder:
+    """What a run writes as it goes: ``md.log`` lines, ``trajectory.xyz`` frames (each
+    flushed, so a killed run keeps them) and the progress bar."""
+
+    def __init__(self, atoms: Atoms, config: MDConfig, dof: int, out_dir: Path, progress: bool):
+        self.atoms, self.config, self.dof = atoms, config, dof
+        self.out_dir, self.progress = out_dir, progress
+        self.log_rows: list[tuple[float, ...]] = []
+
+    def __enter__(self) -> _Recorder:
+        self.log = open(self.out_dir / "md.log", "w")
+        self.log.write("# " + " ".join(LOG_COLUMNS) + "\n")
+        self.trajectory = open(self.out_dir / "trajectory.xyz", "w")
+        self.bar = tqdm(
+            total=self.config.steps, disable=not self.progress, unit="step", smoothing=0.1
+        )
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.close()
+        self.trajectory.close()
+        self.log.close()
+
+    def observe(self, step: int) -> None:
+        """Called after every step (and before the first, ``step`` 0)."""
+        config = self.config
+        if step % config.log_interval == 0:
+            self._log(step)
+        if config.trajectory_interval and step % config.trajectory_interval == 0:
+            ase.io.write(self.trajectory, self.atoms, format="extxyz")
+            self.trajectory.flush()
+        if step:
+            self.bar.update(1)
+            if step % 20 == 0 or step == config.steps:
+                speed = ns_per_day(step, config.timestep, time.perf_counter() - self.start)
+                self.bar.set_postfix_str(f"{speed:.3g} ns/day", refresh=False)
+
+    def _log(self, step: int) -> None:
+        potential = self.atoms.get_potential_energy()
+        kinetic = self.atoms.get_kinetic_energy()
+        temperature = 2.0 * kinetic / (self.dof * units.kB)
+        time_fs = step * self.config.timestep
+        row = (step, time_fs, potential, kinetic, potential + kinetic, temperature)
+        self.log_rows.append(row)
+        self.log.write(" ".join(f"{v:.10g}" for v in row) + "\n")
+        self.log.flush()
+
+    def rows(self) -> np.ndarray:
+        """The logged rows. Shapes: → [n_logged, len(LOG_COLUMNS)]"""
+        return np.array(self.log_rows, dtype=float).reshape(-1, len(LOG_COLUMNS))
+
+
+def _result(
+    atoms: Atoms, config: MDConfig, dof: int, rows: np.ndarray, steps: int, seconds: float
+) -> MDResult:
     drift = None
     if config.ensemble == "nve":
         drift = energy_drift(rows[:, 1], rows[:, 4], len(atoms))
-    result = MDResult(
+    return MDResult(
         ensemble=config.ensemble if config.ensemble == "nve" else f"nvt-{config.thermostat}",
-        steps=int(dynamics.nsteps),
+        steps=steps,
         timestep_fs=config.timestep,
         num_atoms=len(atoms),
         degrees_of_freedom=dof,
-        ns_per_day=ns_per_day(dynamics.nsteps, config.timestep, seconds),
+        ns_per_day=ns_per_day(steps, config.timestep, seconds),
         mean_temperature_K=float(rows[:, 5].mean()) if len(rows) else float("nan"),
         energy_drift_meV_per_atom_per_ps=drift,
         wall_seconds=seconds,
     )
-    write_json_atomically(out_dir / "summary.json", {**asdict(result), "config": asdict(config)})
-    return result
-
-
-def write_json_atomically(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON to a temporary file and rename it: never half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def degrees_of_freedom(atoms: Atoms, config: MDConfig) -> int:
@@ -275,15 +311,11 @@ def _integrator(atoms: Atoms, config: MDConfig, rng: np.random.Generator, dof: i
             fixcm=False,
             rng=rng,
         )
-    dynamics = Bussi(
+    return StochasticVelocityRescaling(
         atoms,
-        timestep,
+        config.timestep,
         temperature_K=config.temperature,
-        taut=config.relaxation_time * units.fs,
+        relaxation_time_fs=config.relaxation_time,
+        degrees_of_freedom=dof,
         rng=rng,
     )
-    # ASE's Bussi counts 3N degrees of freedom, but rescaling keeps the zero total (and
-    # angular) momentum: targeting 3N would heat the 3N − 6 vibrations of a molecule by 6/(3N−6)
-    dynamics.ndof = dof
-    dynamics.target_kinetic_energy = 0.5 * dynamics.temp * dof
-    return dynamics

@@ -1,5 +1,9 @@
 """Serve a model's forces to i-PI over its socket protocol (ASE's ``SocketClient``).
 
+:func:`serve` serves any ASE calculator; :func:`serve_model` a model file, and is what a force
+client of :func:`~euclidnn.md.run_pimd` (``python -m euclidnn.md.client``) and
+``euclidnn serve`` run.
+
 An address is ``HOST:PORT`` (TCP, so clients on other machines can evaluate beads) or a name
 (a UNIX socket, ``/tmp/ipi_<name>``, i-PI's and ASE's convention).
 """
@@ -13,9 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from ase import Atoms
 
-__all__ = ["Address", "check_address_free", "serve"]
+__all__ = ["Address", "check_address_free", "serve", "serve_model"]
 
 UNIX_PREFIX = "/tmp/ipi_"  # where i-PI and ASE put a UNIX socket named NAME
 
@@ -132,3 +137,25 @@ def serve(
     finally:
         client.close()
     return calls
+
+
+def serve_model(
+    model: torch.nn.Module | str | os.PathLike,
+    structure: Atoms | str | os.PathLike,
+    address: Address,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    connect_timeout: float = 60.0,
+) -> int:
+    """Serve the forces of ``model`` (a model or its ``.safetensors`` file) on ``structure``
+    (``ase.Atoms``, a structure file or a molecule name:
+    :func:`~euclidnn.data.molecules.load_molecule`) to i-PI at ``address``, through
+    :class:`~euclidnn.md.Calculator` in ``dtype`` on ``device``; see :func:`serve`. Returns the
+    number of force evaluations."""
+    from euclidnn.data.molecules import load_molecule
+    from euclidnn.md.calculator import Calculator
+
+    atoms = structure if isinstance(structure, Atoms) else load_molecule(structure)
+    calculator = Calculator(model, dtype=dtype, device=device)
+    return serve(atoms, calculator, address, connect_timeout=connect_timeout)

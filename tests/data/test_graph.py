@@ -168,6 +168,18 @@ def test_derived_data_are_kept_with_the_graph_and_its_copies():
     assert len(calls) == 4
 
 
+def test_with_positions_shares_topology_and_derived_data():
+    g = Graph.from_ase(molecule("CH3CH2OH"), 3.0, torch.float64)
+    pairs = g.edge_pairs()
+    moved = g.with_positions(g.positions + 0.05)
+    assert moved.edge_src is g.edge_src and moved.cell is g.cell
+    assert torch.equal(moved.positions, g.positions + 0.05)
+    assert moved.edge_pairs() is pairs  # the store is shared: not computed again
+    assert torch.allclose(moved.edge_vectors(), g.edge_vectors())  # a translation
+    with pytest.raises(ValueError, match="shape \\(8, 3\\) for a graph of 9 atoms"):
+        g.with_positions(g.positions[1:])
+
+
 def test_edge_pairs_of_int32_edges_and_of_the_graph():
     from euclidnn.data.pairs import edge_pairs
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import molecule
+from ase.calculators.calculator import Calculator as AseCalculator
 
 from euclidnn.models import SchNet, SchNetConfig
 
@@ -38,6 +39,42 @@ def schnet():
 def schnet_factory():
     """``make_schnet(dtype=…, r_max=…)``: a fresh SchNet with the same random weights."""
     return make_schnet
+
+
+class MorseNetwork(AseCalculator):
+    """Every pair of atoms bonded at its length in ``reference``:
+    E = Σ_{i<j} D (1 − exp(−a (r_ij − r⁰_ij)))², D = 1 eV, a = 4 / Å.
+
+    A potential whose minimum is the given geometry (so MD at 300 K is in equilibrium from the
+    start, unlike a random model's) and which depends on distances only (so it keeps the total
+    and angular momentum): for tests of the sampled temperature of a molecule.
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, reference: Atoms, depth: float = 1.0, stiffness: float = 4.0):
+        super().__init__()
+        self.lengths = reference.get_all_distances()  # [n, n] Å
+        self.depth, self.stiffness = depth, stiffness
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        super().calculate(atoms, properties, system_changes)
+        n = len(self.atoms)
+        vectors = self.atoms.positions[:, None] - self.atoms.positions[None]  # [n, n, 3]
+        distances = np.linalg.norm(vectors, axis=-1) + np.eye(n)  # 1 on the diagonal
+        x = np.exp(-self.stiffness * (distances - self.lengths))
+        pairs = 1 - np.eye(n)
+        energy = 0.5 * (self.depth * (1 - x) ** 2 * pairs).sum()
+        de_dr = 2 * self.depth * self.stiffness * x * (1 - x) * pairs  # [n, n] eV/Å
+        forces = -((de_dr / distances)[..., None] * vectors).sum(1)
+        self.results = {"energy": energy, "forces": forces}
+
+
+@pytest.fixture
+def morse_network():
+    """``morse_network(atoms)``: a :class:`MorseNetwork` calculator with its minimum at
+    ``atoms``."""
+    return MorseNetwork
 
 
 @pytest.fixture

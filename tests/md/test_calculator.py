@@ -80,6 +80,18 @@ def test_the_kept_neighbour_list_gives_the_forces_of_a_fresh_one(schnet, periodi
     assert len(crossings) > 1  # edges did enter or leave the cutoff sphere
 
 
+def test_steps_on_the_same_edges_share_the_derived_data(schnet, ethanol):
+    """Between neighbour-list changes, each step's graph is the last one with new positions
+    (Graph.with_positions): its edge pairs are computed once, not per step."""
+    calculator = Calculator(schnet, skin=1.0)
+    first = calculator.graph(ethanol)
+    pairs = first.edge_pairs()
+    ethanol.positions += np.random.default_rng(0).normal(0, 0.01, ethanol.positions.shape)
+    second = calculator.graph(ethanol)
+    assert second.edge_src is first.edge_src and second.edge_pairs() is pairs
+    assert not torch.equal(second.positions, first.positions)
+
+
 def test_float32_model_float64_positions_and_model_files(tmp_path, ethanol, schnet_factory):
     model = schnet_factory(torch.float32)
     save_model(model, tmp_path / "model.safetensors")

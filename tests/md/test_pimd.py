@@ -3,6 +3,7 @@ behind — processes or socket files — on success, error, Ctrl-C or a killed c
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -86,6 +87,21 @@ def test_model_pimd_leaves_nothing_behind(schnet, tmp_path):
     assert len(list((tmp_path / "run").glob("simulation.pos_*.xyz"))) == 4
     for k in range(2):  # both clients served beads
         assert "force evaluations" in (tmp_path / "run" / f"client_{k}.log").read_text()
+    assert processes_in(tmp_path / "run") == []
+
+
+def test_euclidnn_serve_is_a_force_client_too(schnet, tmp_path):
+    """md starts its own clients (``python -m euclidnn.md.client``); the CLI's ``euclidnn
+    serve``, for clients on other machines, serves the same way."""
+    save_model(schnet, tmp_path / "model.safetensors")
+    command = [sys.executable, "-m", "euclidnn.cli", "serve", str(tmp_path / "model.safetensors")]
+    config = PIMDConfig(beads=2, steps=10, timestep=0.25, trajectory_interval=0)
+    result = run_pimd(None, molecule("H2O"), config, tmp_path / "run", progress=False,
+                      client_command=command)  # fmt: skip
+    assert result.steps == 10
+    log = (tmp_path / "run" / "client_0.log").read_text()
+    calls = re.search(r"euclidnn serve: (\d+) force evaluations", log)
+    assert calls and int(calls[1]) >= 20, log  # 2 beads × (1 + 10 steps)
     assert processes_in(tmp_path / "run") == []
 
 

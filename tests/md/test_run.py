@@ -102,13 +102,17 @@ def test_cli_md_nve_and_bad_inputs(schnet, tmp_path, capsys):
     assert "not a safetensors file" in capsys.readouterr().out
 
 
-def test_bussi_thermalises_the_vibrations_of_a_molecule(schnet, ethanol, tmp_path):
+def test_bussi_thermalises_the_vibrations_of_a_molecule(morse_network, ethanol, tmp_path):
     """A molecule started without translation or rotation keeps them at zero under Bussi
     rescaling, so its 3N − 6 = 21 vibrations hold all the kinetic energy: ⟨K⟩ = 21/2 k_B T₀
-    (ASE's 3N count would give 27/2, i.e. vibrations at 1.29 T₀)."""
+    (ASE's 3N count would give 27/2, i.e. vibrations at 1.29 T₀; 3N − 3, 1.14 T₀).
+
+    The potential has its minimum at the starting geometry, so the run is in equilibrium after
+    a few τ (a random model's molecule keeps releasing energy, or collapses). Bound: ~4
+    standard errors (relative std of K √(2/21) over ~100 independent samples)."""
     config = MDConfig(ensemble="nvt", thermostat="bussi", temperature=300.0, timestep=0.5,
-                      steps=3000, relaxation_time=10.0, trajectory_interval=0)  # fmt: skip
-    result = run_md(ethanol, Calculator(schnet), config, tmp_path, progress=False)
+                      steps=4000, relaxation_time=10.0, trajectory_interval=0)  # fmt: skip
+    result = run_md(ethanol, morse_network(ethanol), config, tmp_path, progress=False)
     assert result.degrees_of_freedom == 21
     kinetic = read_log(tmp_path / "md.log")["kinetic_eV"][300:]
-    assert kinetic.mean() == pytest.approx(21 / 2 * 8.617333e-5 * 300.0, rel=0.08)
+    assert kinetic.mean() == pytest.approx(21 / 2 * 8.617333e-5 * 300.0, rel=0.12)

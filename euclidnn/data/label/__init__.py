@@ -21,14 +21,14 @@ thread counts are set for each call and restored after it (:mod:`.threads`): tbl
 PySCF can share PyTorch's OpenMP runtime.
 """
 
+from ..molecules import list_molecules, load_molecule  # at home in euclidnn.data.molecules
 from .labellers import UNITS as UNITS
 from .labellers import XTB_METHODS as XTB_METHODS
 from .labellers import Labeller as Labeller
 from .labellers import Level, make_labeller
 from .resume import read_complete_frames
 from .run import label
-from .sampling import MOLECULES_DIR as MOLECULES_DIR
-from .sampling import Sampling, list_molecules, load_molecule, sample
+from .sampling import Sampling, sample
 
 __all__ = [
     "Sampling",

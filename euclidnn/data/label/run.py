@@ -7,10 +7,11 @@ import io
 import os
 from pathlib import Path
 
+from ..molecules import load_molecule
 from .labellers import Level, _program, make_labeller
 from .properties import PROPERTY_UNITS
 from .resume import _resume_output, _resume_trajectory
-from .sampling import Sampling, load_molecule
+from .sampling import Sampling
 
 __all__ = ["label"]
 

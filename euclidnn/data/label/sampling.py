@@ -1,4 +1,5 @@
-"""Starting geometries and the Langevin MD (GFN2-xTB) that samples configurations from them."""
+"""The Langevin MD (GFN2-xTB) that samples configurations from a starting geometry (read by
+:func:`euclidnn.data.molecules.load_molecule`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ import numpy as np
 from .labellers import Level, _xtb_calculator
 from .threads import tblite_threads
 
-__all__ = ["Sampling", "list_molecules", "load_molecule", "sample"]
-
-MOLECULES_DIR = Path(__file__).parents[1] / "shipped" / "molecules"
+__all__ = ["Sampling", "sample"]
 
 
 @dataclass(frozen=True)
@@ -63,43 +62,6 @@ class Sampling:
             "sampling_equilibration_steps": int(self.equilibration),
             "sampling_seed": int(self.seed),
         }
-
-
-def list_molecules() -> list[str]:
-    """Names of the starting geometries shipped with euclidnn (besides ASE's g2 names).
-
-    >>> "ethanol" in list_molecules()
-    True
-    """
-    return sorted(p.stem for p in MOLECULES_DIR.glob("*.xyz"))
-
-
-def load_molecule(name: str):
-    """Starting geometry as ``ase.Atoms``: an xyz/extxyz file path, a shipped molecule name
-    (:func:`list_molecules`; RDKit ETKDG + MMFF94 geometries), or an ASE g2 name (``"CH3CH2OH"``).
-
-    >>> load_molecule("ethanol").get_chemical_formula()
-    'C2H6O'
-    """
-    import ase.io
-    from ase.build import molecule
-    from ase.collections import g2
-
-    path = Path(name)
-    if path.suffix and path.is_file():
-        try:
-            return ase.io.read(path, index=0)
-        except Exception as error:
-            raise ValueError(f"{path}: frame 0: cannot read a structure: {error}") from error
-    shipped = MOLECULES_DIR / f"{name}.xyz"
-    if shipped.is_file():
-        return ase.io.read(shipped, index=0)
-    if name in g2.names:
-        return molecule(name)
-    raise ValueError(
-        f"unknown molecule {name!r}: not a file, not one of {', '.join(list_molecules())}, "
-        "and not an ASE g2 name"
-    )
 
 
 def sample(
