@@ -255,7 +255,8 @@ class AllegroLayer(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         weights = self.env_embed(latents).unflatten(-1, (self.num_channels, self.lmax + 1))
         env = scatter_sum(weighted_harmonics(weights, edge_sh), edge_dst, num_atoms)  # [n_atoms, ·]
-        products = self.tensor_product(features, env.index_select(0, edge_dst) * self.env_norm)
+        env = env * self.env_norm  # Γ_i, normalised on atoms (fewer rows than edges)
+        products = self.tensor_product(features, env.index_select(0, edge_dst))
         scalars = torch.cat([products[:, s] for s in self.scalar_slices], dim=-1)
         update = edge_cutoff[:, None] * self.latent_mlp(torch.cat([latents, scalars], dim=-1))
         latents = (latents + update) * (1.0 / math.sqrt(2.0)) if self.resnet else update
