@@ -17,7 +17,16 @@ from torch import nn
 from euclidnn.data.datasets import DATASETS, load_dataset
 from euclidnn.data.readers import read
 from euclidnn.data.structure import Structure
-from euclidnn.models import NequIP, NequIPConfig, Potential, SchNet, SchNetConfig, build_model
+from euclidnn.models import (
+    Allegro,
+    AllegroConfig,
+    NequIP,
+    NequIPConfig,
+    Potential,
+    SchNet,
+    SchNetConfig,
+    build_model,
+)
 from euclidnn.train.config import TrainConfig
 from euclidnn.train.stats import DataStatistics
 
@@ -29,6 +38,11 @@ MODELS: dict[str, tuple[type[nn.Module], type, dict[str, Any]]] = {
         {"lmax": 1, "num_features": 32, "num_layers": 3, "r_max": 4.0},
     ),
     "schnet": (SchNet, SchNetConfig, {"num_features": 64, "num_interactions": 3, "r_max": 5.0}),
+    "allegro": (
+        Allegro,
+        AllegroConfig,
+        {"lmax": 1, "num_tensor_features": 16, "num_layers": 2, "latent_dim": 64, "r_max": 5.0},
+    ),
 }
 #: config fields fitted on the training set, never set by hand
 FITTED = ("species", "energy_shifts", "energy_scales", "avg_num_neighbors")

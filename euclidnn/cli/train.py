@@ -1,4 +1,4 @@
-"""Train a potential (NequIP or SchNet) on labelled structures; no config needed.
+"""Train a potential (NequIP, Allegro or SchNet) on labelled structures; no config needed.
 
 Examples:
   euclidnn train data.xyz --minutes 30                 # validation split taken from data.xyz
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "train", help="training data: a file (extxyz, ASE db, npz, …) or shipped set"
     )
     parser.add_argument("--valid", help="validation data (default: a split of TRAIN)")
-    parser.add_argument("--model", choices=("nequip", "schnet"), help="default: nequip")
+    parser.add_argument("--model", choices=("nequip", "schnet", "allegro"), help="default: nequip")
     parser.add_argument("--config", help="YAML config (see euclidnn/train/config.py)")
     parser.add_argument("--print-config", action="store_true", help="show the resolved config")
     parser.add_argument("--minutes", type=float, help="wall-clock budget of the whole fit")

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from euclidnn.models.allegro import Allegro, AllegroConfig
 from euclidnn.models.heads import TensorHead, TensorHeadConfig
 from euclidnn.models.interface import Potential
 from euclidnn.models.nequip import NequIP, NequIPConfig
@@ -31,6 +32,7 @@ FORMAT_VERSION = "2"  # 2: NequIPLayer's convolution is a submodule `conv` (1: i
 _MODELS: dict[str, tuple[type[nn.Module], type, Callable]] = {
     "SchNet": (SchNet, SchNetConfig, SchNet),
     "NequIP": (NequIP, NequIPConfig, NequIP),
+    "Allegro": (Allegro, AllegroConfig, Allegro),
     "TensorHead": (TensorHead, TensorHeadConfig, TensorHead.from_config),
 }
 

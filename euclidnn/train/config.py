@@ -40,13 +40,16 @@ class ModelSection:
     """Which model, and its hyperparameters.
 
     Attributes:
-        name: ``"nequip"`` (equivariant, default) or ``"schnet"`` (invariant).
-        settings: fields of :class:`~euclidnn.models.NequIPConfig` or
-            :class:`~euclidnn.models.SchNetConfig` to change from the training defaults, e.g.
-            ``{lmax: 2, num_features: 32}``. ``species``, ``energy_shifts``, ``energy_scales``
-            and ``avg_num_neighbors`` are fitted on the training set and cannot be set here.
+        name: ``"nequip"`` (equivariant, default), ``"allegro"`` (equivariant, strictly local)
+            or ``"schnet"`` (invariant).
+        settings: fields of :class:`~euclidnn.models.NequIPConfig`,
+            :class:`~euclidnn.models.AllegroConfig` or :class:`~euclidnn.models.SchNetConfig`
+            to change from the training defaults, e.g. ``{lmax: 2, num_features: 32}``.
+            ``species``, ``energy_shifts``, ``energy_scales`` and ``avg_num_neighbors`` are
+            fitted on the training set and cannot be set here.
             The training defaults (used where a key is absent) are sized for minutes on a CPU:
-            NequIP ``lmax=1, num_features=32, num_layers=3, r_max=4.0``; SchNet
+            NequIP ``lmax=1, num_features=32, num_layers=3, r_max=4.0``; Allegro ``lmax=1,
+            num_tensor_features=16, num_layers=2, latent_dim=64, r_max=5.0``; SchNet
             ``num_features=64, num_interactions=3, r_max=5.0``.
         head: ``None`` (default): the model predicts the energy (or the scalar property of
             ``loss.property``). An irreps string — ``"1o"`` (dipole), ``"0e + 2e"``
@@ -54,7 +57,7 @@ class ModelSection:
             for the tensor property named by ``loss.property``.
     """
 
-    name: Literal["nequip", "schnet"] = "nequip"
+    name: Literal["nequip", "schnet", "allegro"] = "nequip"
     settings: dict = field(default_factory=dict)
     head: str | None = None
 

@@ -12,6 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from euclidnn.data import Graph, Structure
 from euclidnn.models import (
+    Allegro,
+    AllegroConfig,
     NequIP,
     NequIPConfig,
     SchNet,
@@ -86,7 +88,20 @@ def make_nequip_l2_no_parity():
     )
 
 
-MODELS = [make_schnet, make_nequip_l1, make_nequip_l2_no_parity]
+def make_allegro():
+    return Allegro(
+        AllegroConfig(
+            species=SPECIES,
+            r_max=R_MAX,
+            num_tensor_features=4,
+            latent_dim=16,
+            avg_num_neighbors=6.0,
+            energy_shifts=SHIFTS,
+        )
+    )
+
+
+MODELS = [make_schnet, make_nequip_l1, make_nequip_l2_no_parity, make_allegro]
 model_param = pytest.mark.parametrize("make_model", MODELS, ids=lambda f: f.__name__[5:])
 
 

@@ -1,0 +1,361 @@
+"""Allegro: a strictly local equivariant potential whose features live on edges."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from euclidnn.data.graph import Graph
+from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
+from euclidnn.models.interface import Potential
+from euclidnn.nn.cutoff import polynomial_cutoff
+from euclidnn.nn.mlp import ScalarMLP
+from euclidnn.nn.radial import bessel_basis
+from euclidnn.nn.scatter import scatter_sum
+from euclidnn.o3.irreps import Irrep, Irreps
+from euclidnn.o3.linear import Linear
+from euclidnn.o3.spherical_harmonics import spherical_harmonics
+from euclidnn.o3.tensor_product import Paths, TensorProduct, instruction_paths
+
+__all__ = ["AllegroConfig", "Allegro", "AllegroLayer", "channelwise_paths", "weighted_harmonics"]
+
+_SCALAR = Irrep("0e")
+
+
+@dataclass(frozen=True)
+class AllegroConfig:
+    """Hyperparameters of :class:`Allegro`.
+
+    The Allegro paper (Musaelian et al. 2023) and its package train small molecules and
+    materials with 1–3 layers, lmax 1–3, 8–64 tensor channels, latent MLPs from 64 wide (the
+    package's minimal example) up to 1024 (its large models), and cutoffs of 4–7 Å: a larger
+    cutoff costs less accuracy than in a message-passing model, since one cutoff sphere is
+    all an atom ever sees. The defaults here are sized for a CPU (the package's minimal
+    example with lmax 1): 2 layers, lmax = 1, 16 tensor channels, latent width 64, r_max = 5 Å.
+
+    Attributes:
+        species: atomic numbers the model knows (default ``(1, 6, 7, 8)``).
+        r_max: cutoff radius in Å (default 5.0). It is also the receptive field: an atom's
+            energy depends on the atoms within r_max of it and on nothing else; 5–6 Å for
+            molecules and bulk, more for long-ranged interactions.
+        lmax: largest order of the spherical harmonics and of the tensor features, 0–3
+            (default 1; 2 is more accurate and about 3–5× slower per layer; 0 gives an
+            invariant model of three-body angles through the scalar track only).
+        parity: tensor features of both parities, e.g. 0e+0o+1o+1e for lmax = 1 (default True,
+            E(3)-equivariant, as the paper's ``o3_full``); False keeps only the (−1)^l parities
+            of the spherical harmonics: still O(3)-invariant energies, about a third of the
+            paths at lmax = 2, faster.
+        num_layers: number of Allegro layers (tensor products) (default 2; 1–3 work well;
+            each adds a body order). The last one makes scalars only.
+        num_tensor_features: channels n of the tensor track, the multiplicity of every irrep
+            of V_ij and of the environment (default 16; the paper's "env_embed_multiplicity",
+            8–64). Cost grows linearly with it.
+        latent_dim: width of the scalar latents x_ij and of the hidden layers of the two-body
+            and latent MLPs (default 64; 64–128 on a CPU, the paper up to 1024).
+        two_body_mlp_depth: hidden layers of the two-body MLP that makes x_ij from the
+            species of i and j and the radial basis (default 2).
+        latent_mlp_depth: hidden layers of each layer's latent MLP (default 1).
+        edge_energy_width: hidden width of the one-hidden-layer MLP that turns the last
+            latents into the edge energy E_ij (default 32).
+        num_basis: number of Bessel functions in the radial basis (default 8).
+        polynomial_p: exponent p of the polynomial cutoff envelope u(r) (default 6, ≥ 2).
+        latent_resnet: x_ij ← (x_ij + u(r_ij) MLP(…)) / √2 (default True, as the paper);
+            False replaces x_ij by u(r_ij) MLP(…) in each layer.
+        avg_num_neighbors: the environment sums and the edge-energy sums are divided by
+            sqrt(avg_num_neighbors) (default ``None`` = no division); set it to the mean number
+            of neighbours within r_max of the training set (``euclidnn train`` does).
+        energy_scales: per-species scale of the atomic energy in eV (default ``None`` = 1),
+            e.g. the force RMS of the data.
+        energy_shifts: per-species energy shift in eV (default ``None`` = 0), e.g. isolated-atom
+            or least-squares per-species energies.
+
+    >>> str(AllegroConfig(lmax=2, parity=False, num_tensor_features=4).irreps_tensor)
+    '4x0e+4x1o+4x2e'
+    """
+
+    species: tuple[int, ...] = (1, 6, 7, 8)
+    r_max: float = 5.0
+    lmax: int = 1
+    parity: bool = True
+    num_layers: int = 2
+    num_tensor_features: int = 16
+    latent_dim: int = 64
+    two_body_mlp_depth: int = 2
+    latent_mlp_depth: int = 1
+    edge_energy_width: int = 32
+    num_basis: int = 8
+    polynomial_p: int = 6
+    latent_resnet: bool = True
+    avg_num_neighbors: float | None = None
+    energy_scales: tuple[float, ...] | float | None = None
+    energy_shifts: tuple[float, ...] | float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "species", check_species(self.species, "AllegroConfig"))
+        for name in ("energy_scales", "energy_shifts"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (int, float)):
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        if not 0 <= self.lmax <= 3:
+            raise ValueError(f"AllegroConfig.lmax must be 0..3, got {self.lmax}")
+        if not self.r_max > 0:
+            raise ValueError(f"AllegroConfig.r_max must be positive (Å), got {self.r_max}")
+        for name in (
+            "num_layers",
+            "num_tensor_features",
+            "latent_dim",
+            "edge_energy_width",
+            "num_basis",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AllegroConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("two_body_mlp_depth", "latent_mlp_depth"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"AllegroConfig.{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.polynomial_p < 2:
+            raise ValueError(
+                f"AllegroConfig.polynomial_p must be ≥ 2 (smooth forces), got {self.polynomial_p}"
+            )
+        if self.avg_num_neighbors is not None and not self.avg_num_neighbors > 0:
+            raise ValueError(
+                f"AllegroConfig.avg_num_neighbors must be positive, got {self.avg_num_neighbors}"
+            )
+
+    @property
+    def irreps_tensor(self) -> Irreps:
+        """Tensor features: ``num_tensor_features`` copies of every l ≤ lmax (both parities if
+        ``parity``)."""
+        return Irreps(
+            [
+                (self.num_tensor_features, Irrep(l, p))
+                for l in range(self.lmax + 1)  # noqa: E741
+                for p in ((1, -1) if self.parity else ((-1) ** l,))
+            ]
+        )
+
+
+def channelwise_paths(
+    irreps_in1: Irreps | str, irreps_in2: Irreps | str, irreps_target: Irreps | str
+) -> Paths:
+    """Channelwise ("uuu") paths without weights: channel n of ``mul x ir1`` with channel n of
+    ``mul x ir2`` → ``mul x ir_out`` for every ir_out ∈ ir1 ⊗ ir2 in the target.
+
+    out_p[n, k] = α_p Σ_{ij} x1[n, i] x2[n, j] C_{ijk}, one output term per path (ordered by
+    i_in1, i_in2, ir_out); a following :class:`~euclidnn.o3.Linear` mixes paths and channels.
+
+    >>> p = channelwise_paths("2x0e + 2x1o", "2x0e + 2x1o", "0e + 1o")
+    >>> str(p.irreps_out), {q.mode for q in p.paths}
+    ('2x0e+2x1o+2x1o+2x0e', {'uuu'})
+    """
+    irreps_in1, irreps_in2 = Irreps(irreps_in1), Irreps(irreps_in2)
+    targets = {ir for _, ir in Irreps(irreps_target)}
+    out, ins = [], []
+    for i1, (mul, ir1) in enumerate(irreps_in1):
+        for i2, (_, ir2) in enumerate(irreps_in2):
+            for ir_out in ir1 * ir2:
+                if ir_out in targets:
+                    ins.append((i1, i2, len(out), "uuu", False))
+                    out.append((mul, ir_out))
+    return instruction_paths(irreps_in1, irreps_in2, Irreps(out), ins)
+
+
+def weighted_harmonics(weights: Tensor, edge_sh: Tensor) -> Tensor:
+    """Spherical harmonics with one weight per channel n and degree l: w_{e,n,l} Y_{e,l,m}.
+
+    The result has the irreps ``num_channels x (0e + 1o + 2e + …)`` (e3nn layout: each term
+    a [num_channels, 2l + 1] block, flattened).
+
+    Shapes: weights: [n_edges, num_channels, lmax + 1], edge_sh: [n_edges, (lmax + 1)²]
+        → [n_edges, num_channels · (lmax + 1)²]
+
+    >>> weighted_harmonics(torch.tensor([[[2.0, 10.0]]]), torch.tensor([[1.0, 1.0, 2.0, 3.0]]))
+    tensor([[ 2., 10., 20., 30.]])
+    """
+    n_edges, num_channels, num_l = weights.shape
+    blocks = [
+        (weights[:, :, l, None] * edge_sh[:, None, l * l : (l + 1) ** 2]).reshape(
+            n_edges, num_channels * (2 * l + 1)
+        )
+        for l in range(num_l)  # noqa: E741
+    ]
+    return torch.cat(blocks, dim=-1)
+
+
+class AllegroLayer(nn.Module):
+    r"""One Allegro layer: the centre's environment, its product with the edge's tensor
+    features, and the update of the edge's scalar latents.
+
+    w_ik = W_env x_ik                                     (one weight per channel n and degree l)
+    Γ_i = (1/√N̄) Σ_{k ∈ N(i)} w_ik ⊙ Y(r̂_ik)             (scatter over edge_dst, gathered back)
+    T_ij = V_ij ⊗ Γ_i                                     (channelwise paths, no weights)
+    x_ij' = (x_ij + u(r_ij) MLP([x_ij, scalars(T_ij)])) / √2
+    V_ij' = Linear(T_ij)
+
+    The scalars are the 0e outputs of T; the Linear mixes paths and channels of each irrep.
+    Every term of edge ij reads only edges ending at i, so the layer is strictly local.
+    ``irreps_out`` empty (the last layer): only the scalars are made, and the returned
+    tensor features are [n_edges, 0].
+
+    Shapes: latents: [n_edges, latent_dim], features: [n_edges, irreps_in.dim],
+        edge_sh: [n_edges, (lmax + 1)²], edge_cutoff, edge_dst: [n_edges]
+        → ([n_edges, latent_dim], [n_edges, irreps_out.dim])
+
+    >>> layer = AllegroLayer("4x0e + 4x1o", "4x0e + 4x1o", lmax=1, latent_dim=8)
+    >>> x, v, dst = torch.randn(5, 8), torch.randn(5, 16), torch.tensor([0, 0, 1, 1, 2])
+    >>> [t.shape for t in layer(x, v, torch.randn(5, 4), torch.ones(5), dst, num_atoms=3)]
+    [torch.Size([5, 8]), torch.Size([5, 16])]
+    """
+
+    def __init__(
+        self,
+        irreps_in: Irreps | str,
+        irreps_out: Irreps | str,
+        *,
+        lmax: int,
+        latent_dim: int,
+        latent_mlp_depth: int = 1,
+        avg_num_neighbors: float | None = None,
+        resnet: bool = True,
+    ) -> None:
+        super().__init__()
+        self.irreps_in = Irreps(irreps_in)
+        self.num_channels = mul = self.irreps_in[0].mul
+        if any(m != mul for m, _ in self.irreps_in):
+            raise ValueError(f"AllegroLayer: every term needs the same multiplicity: {irreps_in}")
+        self.lmax, self.resnet = lmax, resnet
+        self.env_norm = 1.0 / math.sqrt(avg_num_neighbors or 1.0)
+        self.irreps_env = Irreps([(mul, ir) for _, ir in Irreps.spherical_harmonics(lmax)])
+        self.env_embed = ScalarMLP([latent_dim, mul * (lmax + 1)])
+        wanted = [ir for _, ir in Irreps(irreps_out)]
+        target = Irreps([(1, ir) for ir in [_SCALAR, *wanted]])  # scalars feed the latents
+        paths = channelwise_paths(self.irreps_in, self.irreps_env, target)
+        self.tensor_product = TensorProduct(self.irreps_in, self.irreps_env, paths)
+        made = {ir for _, ir in paths.irreps_out}
+        self.irreps_out = Irreps([(mul, ir) for ir in wanted if ir in made])
+        self.linear = Linear(paths.irreps_out, self.irreps_out) if self.irreps_out else None
+        self.scalar_slices = [
+            s for s, (_, ir) in zip(paths.irreps_out.slices(), paths.irreps_out) if ir == _SCALAR
+        ]
+        num_scalars = sum(s.stop - s.start for s in self.scalar_slices)
+        self.latent_mlp = ScalarMLP(
+            [latent_dim + num_scalars, *[latent_dim] * latent_mlp_depth, latent_dim]
+        )
+
+    def forward(
+        self,
+        latents: Tensor,
+        features: Tensor,
+        edge_sh: Tensor,
+        edge_cutoff: Tensor,
+        edge_dst: Tensor,
+        num_atoms: int,
+    ) -> tuple[Tensor, Tensor]:
+        weights = self.env_embed(latents).unflatten(-1, (self.num_channels, self.lmax + 1))
+        env = scatter_sum(weighted_harmonics(weights, edge_sh), edge_dst, num_atoms)  # [n_atoms, ·]
+        env = env * self.env_norm  # Γ_i, normalised on atoms (fewer rows than edges)
+        products = self.tensor_product(features, env.index_select(0, edge_dst))
+        scalars = torch.cat([products[:, s] for s in self.scalar_slices], dim=-1)
+        update = edge_cutoff[:, None] * self.latent_mlp(torch.cat([latents, scalars], dim=-1))
+        latents = (latents + update) * (1.0 / math.sqrt(2.0)) if self.resnet else update
+        if self.linear is None:
+            return latents, products.new_zeros(products.shape[0], 0)
+        return latents, self.linear(products)
+
+
+class Allegro(Potential, nn.Module):
+    r"""Allegro potential (Musaelian, Batzner, Johansson, Sun, Owen, Kornbluth, Kozinsky,
+    "Learning local equivariant representations for large-scale atomistic dynamics",
+    Nat. Commun. 14, 579 (2023)).
+
+    Features live on the edges ij (i = ``edge_dst`` the centre, j = ``edge_src`` the neighbour):
+    a scalar track of latents x_ij and a tensor track V_ij of irreps features.
+
+    x⁰_ij = u(r_ij) MLP_2b([onehot(Z_i), onehot(Z_j), B(r_ij) u(r_ij)]),  V⁰_ij = (W₀ x⁰_ij) ⊙ Y(r̂_ij)
+    (x^{t+1}, V^{t+1}) = AllegroLayer_t(x^t, V^t)     (environment of i only, see AllegroLayer)
+    E_i = s_{Z_i} (1/√N̄) Σ_{j ∈ N(i)} MLP_E(x^T_ij) + b_{Z_i},   E = Σ_i E_i
+
+    with B the Bessel basis, u the polynomial cutoff, Y the spherical harmonics up to lmax
+    ("component" normalization). Every latent carries the factor u(r_ij), so energies and
+    forces go to zero smoothly at r_max, and every quantity of edge ij is computed from edges
+    ending at i: E_i depends only on atoms within r_max of i (``num_hops`` = 1, the receptive
+    field is one cutoff sphere). Forces/stress from :func:`~euclidnn.models.predict`.
+
+    Shapes: graph (n_atoms, n_edges, n_graphs) → [n_graphs] eV
+
+    >>> from euclidnn.data import Graph
+    >>> from ase.build import molecule
+    >>> model = Allegro(AllegroConfig(species=(1, 6, 8), num_tensor_features=4, latent_dim=8))
+    >>> model(Graph.from_ase(molecule("CH3CH2OH"), r_max=5.0)).shape
+    torch.Size([1])
+    """
+
+    def __init__(self, config: AllegroConfig = AllegroConfig()) -> None:
+        super().__init__()
+        self.config = cfg = config
+        num_species, mul = len(cfg.species), cfg.num_tensor_features
+        self.irreps_sh = Irreps.spherical_harmonics(cfg.lmax)
+        self.species_index = SpeciesIndex(cfg.species)
+        hidden = [cfg.latent_dim] * cfg.two_body_mlp_depth
+        self.two_body = ScalarMLP([2 * num_species + cfg.num_basis, *hidden, cfg.latent_dim])
+        self.initial_embed = ScalarMLP([cfg.latent_dim, mul * (cfg.lmax + 1)])
+        irreps = Irreps([(mul, ir) for _, ir in self.irreps_sh])
+        layers = []
+        for t in range(cfg.num_layers):
+            layer = AllegroLayer(
+                irreps,
+                cfg.irreps_tensor if t < cfg.num_layers - 1 else Irreps(""),
+                lmax=cfg.lmax,
+                latent_dim=cfg.latent_dim,
+                latent_mlp_depth=cfg.latent_mlp_depth,
+                avg_num_neighbors=cfg.avg_num_neighbors,
+                resnet=cfg.latent_resnet,
+            )
+            layers.append(layer)
+            irreps = layer.irreps_out
+        self.layers = nn.ModuleList(layers)
+        self.edge_energy = ScalarMLP([cfg.latent_dim, cfg.edge_energy_width, 1])
+        self.sum_norm = 1.0 / math.sqrt(cfg.avg_num_neighbors or 1.0)
+        self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.config.r_max)
+
+    @property
+    def num_hops(self) -> int:
+        return 1  # strictly local: everything E_i reads lies within r_max of atom i
+
+    @property
+    def species(self) -> tuple[int, ...]:
+        return self.config.species
+
+    def atomic_energies(self, graph: Graph) -> Tensor:
+        """Energy E_i of every atom (eV), the per-species scale and shift included; the sum of
+        a structure's E_i is its energy.
+
+        Shapes: graph (n_atoms, n_edges) → [n_atoms] eV
+        """
+        cfg = self.config
+        edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
+        edge_len = edge_vec.norm(dim=-1)  # [n_edges]
+        edge_sh = spherical_harmonics(self.irreps_sh, edge_vec, normalize=True)  # [n_edges, (l+1)²]
+        edge_cutoff = polynomial_cutoff(edge_len, cfg.r_max, cfg.polynomial_p)  # [n_edges]
+        edge_radial = bessel_basis(edge_len, cfg.r_max, cfg.num_basis) * edge_cutoff[:, None]
+        species = self.species_index.of_graph(graph)  # [n_atoms]
+        one_hot = nn.functional.one_hot(species, len(cfg.species)).to(edge_vec.dtype)
+        src, dst, num_atoms = graph.edge_src, graph.edge_dst, graph.numbers.shape[0]
+        pair = torch.cat([one_hot[dst], one_hot[src], edge_radial], dim=-1)
+        latents = edge_cutoff[:, None] * self.two_body(pair)  # [n_edges, latent_dim]
+        weights = self.initial_embed(latents).unflatten(-1, (cfg.num_tensor_features, cfg.lmax + 1))
+        features = weighted_harmonics(weights, edge_sh)  # [n_edges, mul · (lmax+1)²]
+        for layer in self.layers:
+            latents, features = layer(latents, features, edge_sh, edge_cutoff, dst, num_atoms)
+        edge_energy = self.edge_energy(latents).squeeze(-1)  # [n_edges] eV (unscaled)
+        atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
+        return self.scale_shift(atom_energy, species)
+
+    def forward(self, graph: Graph) -> Tensor:
+        return scatter_sum(self.atomic_energies(graph), graph.batch, dim_size=graph.num_graphs)
