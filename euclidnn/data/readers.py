@@ -9,8 +9,9 @@ overrides them. Errors name the file, the frame and the field.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,6 +41,8 @@ def read(
     forces_key: str | None = None,
     stress_key: str | None = None,
     property_units: Mapping[str, str] | None = None,
+    per_atom_keys: Collection[str] = (),
+    per_structure_keys: Collection[str] = (),
     format: str | None = None,
 ) -> list[Structure]:
     """Read structures and labels from a file; units converted to eV and Å.
@@ -50,11 +53,25 @@ def read(
     Labels are looked up under ``energy_key`` / ``forces_key`` / ``stress_key`` (default
     ``energy``, ``forces``, ``stress``) in the attached calculator, then in ``atoms.info`` /
     ``atoms.arrays`` (extxyz) or the row's key-value pairs and ``row.data`` (databases).
-    All other numeric entries become ``Structure.properties`` (per structure) or
-    ``atom_properties`` (arrays whose first dimension is the number of atoms, n > 1),
-    converted to internal units when their unit is known from ``property_units`` or the
-    database metadata (e.g. QM9's Ha → eV, D → e·Å, a0³ → Å³, GHz → 1/fs), and kept as
-    stored otherwise; one-element arrays become scalars.
+    All other numeric entries become ``Structure.atom_properties`` (per atom, leading
+    dimension n_atoms) or ``Structure.properties`` (per structure), converted to internal
+    units when their unit is known from ``property_units`` or the database metadata (e.g.
+    QM9's Ha → eV, D → e·Å, a0³ → Å³, GHz → 1/fs), and kept as stored otherwise; one-element
+    per-structure arrays become scalars.
+
+    Per atom or per structure is decided by the key and where ASE keeps it, never by the
+    array's length (a water molecule's dipole has 3 entries and 3 atoms):
+
+    1. a key in ``per_atom_keys`` is per atom, a key in ``per_structure_keys`` per structure;
+    2. ``atoms.arrays`` (extxyz per-atom columns, …) are per atom;
+    3. calculator results (extxyz, traj, a database's calculator columns) and ``row.data``
+       entries whose key names an ASE output (:mod:`ase.outputs`) are per atom when ASE
+       declares them so (``forces``, ``energies``, ``charges``, ``magmoms``, ``stresses``,
+       ``born_effective_charges``) and per structure otherwise (``dipole``,
+       ``dielectric_tensor``, ``polarization``, ``free_energy``, …);
+    4. everything else is per structure: ``atoms.info``, a database's key-value pairs, and
+       calculator results and ``row.data`` entries that ASE does not name (e.g. ISO17's
+       ``atomic_forces`` when not read as ``forces_key``: pass ``per_atom_keys`` for those).
 
     Args:
         path: the file.
@@ -65,14 +82,19 @@ def read(
         stress_unit: default ``energy_unit/length_unit^3``.
         energy_key, forces_key, stress_key: names of the labels in the file.
         property_units: unit of other properties, e.g. ``{"dipole": "D"}``.
+        per_atom_keys: properties to read per atom (their leading dimension must be the
+            number of atoms), overriding the rules above.
+        per_structure_keys: properties to read per structure, overriding the rules above.
         format: ASE format name, when the extension does not tell.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: unreadable or truncated file, invalid structure (NaN, atoms too close,
             unknown element, singular periodic cell), labels present in some frames and
-            missing in others, or energies too large for the unit (|E|/atom >
-            ``MAX_ENERGY_PER_ATOM`` eV) — always naming file, frame and field.
+            missing in others, energies too large for the unit (|E|/atom >
+            ``MAX_ENERGY_PER_ATOM`` eV), a key in both ``per_atom_keys`` and
+            ``per_structure_keys``, or a per-atom property without one row per atom —
+            always naming file, frame and field.
 
     >>> import tempfile, ase.io
     >>> from ase.build import molecule
@@ -86,6 +108,9 @@ def read(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    both = set(per_atom_keys) & set(per_structure_keys)
+    if both:
+        raise ValueError(f"{path}: {sorted(both)} in both per_atom_keys and per_structure_keys")
     if path.suffix == ".npz":
         return read_npz(
             path,
@@ -112,8 +137,10 @@ def read(
         stress_unit=stress_unit,
     )
     property_units = {**metadata_units, **(property_units or {})}
+    overrides = {**dict.fromkeys(per_atom_keys, True), **dict.fromkeys(per_structure_keys, False)}
     structures = [
-        _structure(path, frame, keys, factors, property_units, energy_unit) for frame in frames
+        _structure(path, frame, keys, factors, property_units, energy_unit, overrides)
+        for frame in frames
     ]
     _check_consistent(path, structures)
     return structures
@@ -127,7 +154,29 @@ class _Frame(NamedTuple):
     positions: np.ndarray
     cell: np.ndarray
     pbc: np.ndarray
-    sources: list[Mapping]  # searched in order for labels; the rest become properties
+    # (where ASE keeps them, values), searched in order for labels; the rest become properties
+    sources: list[tuple[str, Mapping]]
+
+
+# where ASE keeps a frame's values: which of them are per atom (see `read`)
+_PER_ATOM, _BY_ASE_NAME, _PER_STRUCTURE = "per atom", "by ASE name", "per structure"
+
+
+@functools.cache
+def _ase_per_atom_outputs() -> frozenset[str]:
+    """Names of the calculator outputs ASE declares per atom (shape ``('natoms', ...)``)."""
+    from ase.outputs import all_outputs
+
+    return frozenset(k for k, v in all_outputs.items() if v.shapespec[:1] == ("natoms",))
+
+
+def _is_per_atom(key: str, where: str, overrides: Mapping[str, bool]) -> bool:
+    """The rule of :func:`read`: overrides, then where ASE keeps the value, then its name."""
+    if key in overrides:
+        return overrides[key]
+    if where == _BY_ASE_NAME:
+        return key in _ase_per_atom_outputs()
+    return where == _PER_ATOM
 
 
 def _read_frames(path: Path, index, format) -> tuple[list[_Frame], dict[str, str], str | None]:
@@ -209,7 +258,7 @@ def _read_ase(path: Path, index, format) -> list[_Frame]:
                 atoms.positions,
                 np.array(atoms.cell),
                 atoms.pbc,
-                [results, atoms.info, arrays],
+                [(_BY_ASE_NAME, results), (_PER_STRUCTURE, atoms.info), (_PER_ATOM, arrays)],
             )
         )
     return frames
@@ -218,6 +267,7 @@ def _read_ase(path: Path, index, format) -> list[_Frame]:
 def _read_db(path: Path, index) -> tuple[list[_Frame], dict[str, str], str | None]:
     """Frames of an ASE database (calculator columns, key-value pairs, ``row.data``), the
     property units and the distance unit from its metadata."""
+    from ase.calculators.calculator import all_properties
     from ase.db import connect
 
     try:
@@ -229,15 +279,23 @@ def _read_db(path: Path, index) -> tuple[list[_Frame], dict[str, str], str | Non
         raise ValueError(message) from error
     frames = []
     for i, row in _select(path, rows, index):
-        calc = {k: row.get(k) for k in _LABELS if row.get(k) is not None}
-        sources = [calc, dict(row.key_value_pairs), dict(row.data)]
+        calc = {k: row.get(k) for k in all_properties if row.get(k) is not None}
+        sources = [
+            (_BY_ASE_NAME, calc),
+            (_PER_STRUCTURE, dict(row.key_value_pairs)),
+            (_BY_ASE_NAME, dict(row.data)),
+        ]
         frames.append(_Frame(i, row.numbers, row.positions, np.array(row.cell), row.pbc, sources))
     units = dict(metadata.get("_property_unit_dict", {}))
     return frames, units, metadata.get("_distance_unit")
 
 
-def _structure(path, frame: _Frame, keys, factors, property_units, energy_unit) -> Structure:
-    """Validated Structure in eV/Å from one frame; errors name file, frame and field."""
+def _structure(
+    path, frame: _Frame, keys, factors, property_units, energy_unit, overrides=None
+) -> Structure:
+    """Validated Structure in eV/Å from one frame; errors name file, frame and field.
+    ``overrides``: key → per atom (True) or per structure (False), ahead of :func:`read`'s
+    rule."""
     where = f"{path}: frame {frame.index}"
     n = len(frame.numbers)
     labels, properties, atom_properties = {}, {}, {}
@@ -250,7 +308,7 @@ def _structure(path, frame: _Frame, keys, factors, property_units, energy_unit) 
     if "stress" in labels and labels["stress"].size == 9:
         labels["stress"] = labels["stress"].reshape(3, 3)
     skip = set(keys.values()) | set(_LABELS)
-    for source in frame.sources:
+    for where_kept, source in frame.sources:
         for key, value in source.items():
             if key in skip or key in properties or key in atom_properties:
                 continue
@@ -262,7 +320,12 @@ def _structure(path, frame: _Frame, keys, factors, property_units, energy_unit) 
                     array = array * unit_factor(property_units[key])
                 except ValueError as error:
                     raise ValueError(f"{where}: property {key!r}: {error}") from error
-            if n > 1 and array.ndim >= 1 and array.shape[0] == n:
+            if _is_per_atom(key, where_kept, overrides or {}):
+                if array.ndim == 0 or array.shape[0] != n:
+                    raise ValueError(
+                        f"{where}: property {key!r}: read per atom but has shape "
+                        f"{array.shape}, not ({n}, ...) for the {n} atoms"
+                    )
                 atom_properties[key] = array
             else:
                 properties[key] = array.reshape(()) if array.shape == (1,) else array
@@ -288,7 +351,7 @@ def _structure(path, frame: _Frame, keys, factors, property_units, energy_unit) 
 
 
 def _lookup(sources, key):
-    for source in sources:
+    for _, source in sources:
         if key in source and source[key] is not None:
             return source[key]
     return None
@@ -388,6 +451,7 @@ def read_npz(
             labels["energy"] = energies[i]
         if forces is not None:
             labels["forces"] = forces[i]
-        frame = _Frame(i, numbers[i], positions[i], np.zeros((3, 3)), np.zeros(3, bool), [labels])
+        cell, pbc = np.zeros((3, 3)), np.zeros(3, bool)
+        frame = _Frame(i, numbers[i], positions[i], cell, pbc, [(_BY_ASE_NAME, labels)])
         structures.append(_structure(path, frame, keys, factors, {}, energy_unit))
     return structures
