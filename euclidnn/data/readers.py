@@ -49,52 +49,39 @@ def read(
 
     Formats: ASE databases (``.db``, ``.json`` with ``format="db"``), MD17-style ``.npz``
     (see :func:`read_npz`), and everything ``ase.io`` reads (extxyz, xyz, POSCAR, traj, …).
+    Labels are looked up under ``energy_key`` / ``forces_key`` / ``stress_key`` in the
+    calculator, then in ``atoms.info`` / ``atoms.arrays`` (extxyz) or the row's key-value pairs
+    and ``row.data`` (databases). Every other numeric entry becomes a per-atom
+    (``Structure.atom_properties``) or per-structure (``Structure.properties``) property, in
+    internal units where its unit is known (``property_units``, or database metadata: QM9's
+    Ha → eV, D → e·Å, a0³ → Å³, …). Per atom or not follows the key and where ASE keeps it,
+    never the length (a water molecule's dipole has 3 entries for 3 atoms):
 
-    Labels are looked up under ``energy_key`` / ``forces_key`` / ``stress_key`` (default
-    ``energy``, ``forces``, ``stress``) in the attached calculator, then in ``atoms.info`` /
-    ``atoms.arrays`` (extxyz) or the row's key-value pairs and ``row.data`` (databases).
-    All other numeric entries become ``Structure.atom_properties`` (per atom, leading
-    dimension n_atoms) or ``Structure.properties`` (per structure), converted to internal
-    units when their unit is known from ``property_units`` or the database metadata (e.g.
-    QM9's Ha → eV, D → e·Å, a0³ → Å³, GHz → 1/fs), and kept as stored otherwise; one-element
-    per-structure arrays become scalars.
-
-    Per atom or per structure is decided by the key and where ASE keeps it, never by the
-    array's length (a water molecule's dipole has 3 entries and 3 atoms):
-
-    1. a key in ``per_atom_keys`` is per atom, a key in ``per_structure_keys`` per structure;
+    1. ``per_atom_keys`` / ``per_structure_keys`` decide for the keys they name;
     2. ``atoms.arrays`` (extxyz per-atom columns, …) are per atom;
-    3. calculator results (extxyz, traj, a database's calculator columns) and ``row.data``
-       entries whose key names an ASE output (:mod:`ase.outputs`) are per atom when ASE
-       declares them so (``forces``, ``energies``, ``charges``, ``magmoms``, ``stresses``,
-       ``born_effective_charges``) and per structure otherwise (``dipole``,
-       ``dielectric_tensor``, ``polarization``, ``free_energy``, …);
-    4. everything else is per structure: ``atoms.info``, a database's key-value pairs, and
-       calculator results and ``row.data`` entries that ASE does not name (e.g. ISO17's
-       ``atomic_forces`` when not read as ``forces_key``: pass ``per_atom_keys`` for those).
+    3. calculator results and ``row.data`` entries named like an ASE output (:mod:`ase.outputs`)
+       follow ASE: ``forces``, ``charges``, ``magmoms``, … per atom; ``dipole``,
+       ``dielectric_tensor``, ``free_energy``, … per structure;
+    4. the rest is per structure: ``atoms.info``, key-value pairs, and results or ``row.data``
+       entries ASE does not name (ISO17's ``atomic_forces``: pass it in ``per_atom_keys``).
 
     Args:
         path: the file.
         index: frames to read: ``":"``, ``"2:10:2"``, ``-1``, or a ``slice``.
-        energy_unit: unit of energies in the file (default: db metadata, else eV).
-        length_unit: unit of positions and cell (default: db metadata, else Å).
-        forces_unit: default ``energy_unit/length_unit``.
-        stress_unit: default ``energy_unit/length_unit^3``.
+        energy_unit, length_unit: units in the file (default: db metadata, else eV and Å).
+        forces_unit, stress_unit: default ``energy_unit/length_unit`` and ``…/length_unit^3``.
         energy_key, forces_key, stress_key: names of the labels in the file.
         property_units: unit of other properties, e.g. ``{"dipole": "D"}``.
-        per_atom_keys: properties to read per atom (their leading dimension must be the
-            number of atoms), overriding the rules above.
-        per_structure_keys: properties to read per structure, overriding the rules above.
+        per_atom_keys: properties read per atom (one row per atom), overriding the rule.
+        per_structure_keys: properties read per structure, overriding the rule.
         format: ASE format name, when the extension does not tell.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: unreadable or truncated file, invalid structure (NaN, atoms too close,
-            unknown element, singular periodic cell), labels present in some frames and
-            missing in others, energies too large for the unit (|E|/atom >
-            ``MAX_ENERGY_PER_ATOM`` eV), a key in both ``per_atom_keys`` and
-            ``per_structure_keys``, or a per-atom property without one row per atom —
-            always naming file, frame and field.
+        ValueError: naming file, frame and field: unreadable or truncated file, invalid structure
+            (NaN, atoms too close, …), labels in some frames only, |E|/atom above
+            ``MAX_ENERGY_PER_ATOM`` eV (a wrong unit), a key in both override lists, a per-atom
+            key without one row per atom.
 
     >>> import tempfile, ase.io
     >>> from ase.build import molecule
@@ -108,9 +95,6 @@ def read(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    both = set(per_atom_keys) & set(per_structure_keys)
-    if both:
-        raise ValueError(f"{path}: {sorted(both)} in both per_atom_keys and per_structure_keys")
     if path.suffix == ".npz":
         return read_npz(
             path,
@@ -121,23 +105,42 @@ def read(
             energy_key=energy_key,
             forces_key=forces_key,
         )
-    keys = {
-        "energy": energy_key or "energy",
-        "forces": forces_key or "forces",
-        "stress": stress_key or "stress",
-    }
+    keys = {name: key or name for name, key in zip(_LABELS, (energy_key, forces_key, stress_key))}
+    units = dict(energy=energy_unit, length=length_unit, forces=forces_unit, stress=stress_unit)
+    overrides = _overrides(path, per_atom_keys, per_structure_keys)
+    return _read_labelled(path, index, format, keys, units, property_units or {}, overrides)
+
+
+def _overrides(path: Path, per_atom_keys, per_structure_keys) -> dict[str, bool]:
+    """Key → per atom (True) or per structure (False), as the caller chose."""
+    both = set(per_atom_keys) & set(per_structure_keys)
+    if both:
+        raise ValueError(f"{path}: {sorted(both)} in both per_atom_keys and per_structure_keys")
+    return {**dict.fromkeys(per_atom_keys, True), **dict.fromkeys(per_structure_keys, False)}
+
+
+def _read_labelled(
+    path: Path,
+    index,
+    format: str | None,
+    keys: Mapping[str, str],
+    units: Mapping[str, str | None],
+    property_units: Mapping[str, str],
+    overrides: Mapping[str, bool],
+) -> list[Structure]:
+    """The frames of an ASE-readable file or database as validated Structures in eV and Å
+    (:func:`read` after its arguments are settled); ``units``: the file's, where given."""
     frames, metadata_units, distance_unit = _read_frames(path, index, format)
     energy_unit, factors = _unit_factors(
         path,
         keys,
         metadata_units,
-        energy_unit=energy_unit,
-        length_unit=length_unit or distance_unit,
-        forces_unit=forces_unit,
-        stress_unit=stress_unit,
+        energy_unit=units["energy"],
+        length_unit=units["length"] or distance_unit,
+        forces_unit=units["forces"],
+        stress_unit=units["stress"],
     )
-    property_units = {**metadata_units, **(property_units or {})}
-    overrides = {**dict.fromkeys(per_atom_keys, True), **dict.fromkeys(per_structure_keys, False)}
+    property_units = {**metadata_units, **property_units}
     structures = [
         _structure(path, frame, keys, factors, property_units, energy_unit, overrides)
         for frame in frames
