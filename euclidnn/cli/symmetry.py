@@ -62,14 +62,12 @@ def _read(name: str, index: str):
 
 
 def _plot_signal(atoms, args: argparse.Namespace) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     import torch
+    from matplotlib.figure import Figure  # no pyplot: no backend, no global figure registry
 
     from euclidnn.data import neighbor_list
+    from euclidnn.files import replacing
     from euclidnn.o3 import Irreps
     from euclidnn.symmetry import bispectrum, power_spectrum, sphere_signal, spherical_projection
 
@@ -95,7 +93,8 @@ def _plot_signal(atoms, args: argparse.Namespace) -> None:
     signal = sphere_signal(
         c, Irreps.spherical_harmonics(args.lmax), torch.tensor(directions)
     ).numpy()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
     image = axes[0].pcolormesh(phi, theta, signal, cmap="RdBu_r", shading="auto")
     fig.colorbar(image, ax=axes[0])
     axes[0].set(
@@ -106,8 +105,8 @@ def _plot_signal(atoms, args: argparse.Namespace) -> None:
     axes[1].bar(range(args.lmax + 1), power_spectrum(c, args.lmax).numpy())
     axes[1].set(xlabel="l", ylabel="p_l = |c^l|²", title="power spectrum")
     fig.tight_layout()
-    fig.savefig(args.plot_signal, dpi=100)
-    plt.close(fig)
+    with replacing(args.plot_signal) as tmp:  # the temporary name keeps the format's suffix
+        fig.savefig(tmp, dpi=100)
     print(
         f"signal of atom {args.atom}: {len(src)} neighbours within {args.r_max} Å; "
         f"{bispectrum(c, args.lmax).shape[-1]} bispectrum invariants; wrote {args.plot_signal}"

@@ -9,8 +9,9 @@ overrides them. Errors name the file, the frame and the field.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,39 +41,47 @@ def read(
     forces_key: str | None = None,
     stress_key: str | None = None,
     property_units: Mapping[str, str] | None = None,
+    per_atom_keys: Collection[str] = (),
+    per_structure_keys: Collection[str] = (),
     format: str | None = None,
 ) -> list[Structure]:
     """Read structures and labels from a file; units converted to eV and Å.
 
     Formats: ASE databases (``.db``, ``.json`` with ``format="db"``), MD17-style ``.npz``
     (see :func:`read_npz`), and everything ``ase.io`` reads (extxyz, xyz, POSCAR, traj, …).
+    Labels are looked up under ``energy_key`` / ``forces_key`` / ``stress_key`` in the
+    calculator, then in ``atoms.info`` / ``atoms.arrays`` (extxyz) or the row's key-value pairs
+    and ``row.data`` (databases). Every other numeric entry becomes a per-atom
+    (``Structure.atom_properties``) or per-structure (``Structure.properties``) property, in
+    internal units where its unit is known (``property_units``, or database metadata: QM9's
+    Ha → eV, D → e·Å, a0³ → Å³, …). Per atom or not follows the key and where ASE keeps it,
+    never the length (a water molecule's dipole has 3 entries for 3 atoms):
 
-    Labels are looked up under ``energy_key`` / ``forces_key`` / ``stress_key`` (default
-    ``energy``, ``forces``, ``stress``) in the attached calculator, then in ``atoms.info`` /
-    ``atoms.arrays`` (extxyz) or the row's key-value pairs and ``row.data`` (databases).
-    All other numeric entries become ``Structure.properties`` (per structure) or
-    ``atom_properties`` (arrays whose first dimension is the number of atoms, n > 1),
-    converted to internal units when their unit is known from ``property_units`` or the
-    database metadata (e.g. QM9's Ha → eV, D → e·Å, a0³ → Å³, GHz → 1/fs), and kept as
-    stored otherwise; one-element arrays become scalars.
+    1. ``per_atom_keys`` / ``per_structure_keys`` decide for the keys they name;
+    2. ``atoms.arrays`` (extxyz per-atom columns, …) are per atom;
+    3. calculator results and ``row.data`` entries named like an ASE output (:mod:`ase.outputs`)
+       follow ASE: ``forces``, ``charges``, ``magmoms``, … per atom; ``dipole``,
+       ``dielectric_tensor``, ``free_energy``, … per structure;
+    4. the rest is per structure: ``atoms.info``, key-value pairs, and results or ``row.data``
+       entries ASE does not name (ISO17's ``atomic_forces``: pass it in ``per_atom_keys``).
 
     Args:
         path: the file.
         index: frames to read: ``":"``, ``"2:10:2"``, ``-1``, or a ``slice``.
-        energy_unit: unit of energies in the file (default: db metadata, else eV).
-        length_unit: unit of positions and cell (default: db metadata, else Å).
-        forces_unit: default ``energy_unit/length_unit``.
-        stress_unit: default ``energy_unit/length_unit^3``.
+        energy_unit, length_unit: units in the file (default: db metadata, else eV and Å).
+        forces_unit, stress_unit: default ``energy_unit/length_unit`` and ``…/length_unit^3``.
         energy_key, forces_key, stress_key: names of the labels in the file.
         property_units: unit of other properties, e.g. ``{"dipole": "D"}``.
+        per_atom_keys: properties read per atom (one row per atom), overriding the rule.
+        per_structure_keys: properties read per structure, overriding the rule.
         format: ASE format name, when the extension does not tell.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: unreadable or truncated file, invalid structure (NaN, atoms too close,
-            unknown element, singular periodic cell), labels present in some frames and
-            missing in others, or energies too large for the unit (|E|/atom >
-            ``MAX_ENERGY_PER_ATOM`` eV) — always naming file, frame and field.
+        ValueError: naming file, frame and field: unreadable or truncated file, invalid structure
+            (NaN, atoms too close, …), labels in some frames only, |E|/atom above
+            ``MAX_ENERGY_PER_ATOM`` eV (a wrong unit), a key in both override lists, a per-atom
+            key without one row per atom.
 
     >>> import tempfile, ase.io
     >>> from ase.build import molecule
@@ -96,24 +105,45 @@ def read(
             energy_key=energy_key,
             forces_key=forces_key,
         )
-    keys = {
-        "energy": energy_key or "energy",
-        "forces": forces_key or "forces",
-        "stress": stress_key or "stress",
-    }
+    keys = {name: key or name for name, key in zip(_LABELS, (energy_key, forces_key, stress_key))}
+    units = dict(energy=energy_unit, length=length_unit, forces=forces_unit, stress=stress_unit)
+    overrides = _overrides(path, per_atom_keys, per_structure_keys)
+    return _read_labelled(path, index, format, keys, units, property_units or {}, overrides)
+
+
+def _overrides(path: Path, per_atom_keys, per_structure_keys) -> dict[str, bool]:
+    """Key → per atom (True) or per structure (False), as the caller chose."""
+    both = set(per_atom_keys) & set(per_structure_keys)
+    if both:
+        raise ValueError(f"{path}: {sorted(both)} in both per_atom_keys and per_structure_keys")
+    return {**dict.fromkeys(per_atom_keys, True), **dict.fromkeys(per_structure_keys, False)}
+
+
+def _read_labelled(
+    path: Path,
+    index,
+    format: str | None,
+    keys: Mapping[str, str],
+    units: Mapping[str, str | None],
+    property_units: Mapping[str, str],
+    overrides: Mapping[str, bool],
+) -> list[Structure]:
+    """The frames of an ASE-readable file or database as validated Structures in eV and Å
+    (:func:`read` after its arguments are settled); ``units``: the file's, where given."""
     frames, metadata_units, distance_unit = _read_frames(path, index, format)
     energy_unit, factors = _unit_factors(
         path,
         keys,
         metadata_units,
-        energy_unit=energy_unit,
-        length_unit=length_unit or distance_unit,
-        forces_unit=forces_unit,
-        stress_unit=stress_unit,
+        energy_unit=units["energy"],
+        length_unit=units["length"] or distance_unit,
+        forces_unit=units["forces"],
+        stress_unit=units["stress"],
     )
-    property_units = {**metadata_units, **(property_units or {})}
+    property_units = {**metadata_units, **property_units}
     structures = [
-        _structure(path, frame, keys, factors, property_units, energy_unit) for frame in frames
+        _structure(path, frame, keys, factors, property_units, energy_unit, overrides)
+        for frame in frames
     ]
     _check_consistent(path, structures)
     return structures
@@ -127,7 +157,29 @@ class _Frame(NamedTuple):
     positions: np.ndarray
     cell: np.ndarray
     pbc: np.ndarray
-    sources: list[Mapping]  # searched in order for labels; the rest become properties
+    # (where ASE keeps them, values), searched in order for labels; the rest become properties
+    sources: list[tuple[str, Mapping]]
+
+
+# where ASE keeps a frame's values: which of them are per atom (see `read`)
+_PER_ATOM, _BY_ASE_NAME, _PER_STRUCTURE = "per atom", "by ASE name", "per structure"
+
+
+@functools.cache
+def _ase_per_atom_outputs() -> frozenset[str]:
+    """Names of the calculator outputs ASE declares per atom (shape ``('natoms', ...)``)."""
+    from ase.outputs import all_outputs
+
+    return frozenset(k for k, v in all_outputs.items() if v.shapespec[:1] == ("natoms",))
+
+
+def _is_per_atom(key: str, where: str, overrides: Mapping[str, bool]) -> bool:
+    """The rule of :func:`read`: overrides, then where ASE keeps the value, then its name."""
+    if key in overrides:
+        return overrides[key]
+    if where == _BY_ASE_NAME:
+        return key in _ase_per_atom_outputs()
+    return where == _PER_ATOM
 
 
 def _read_frames(path: Path, index, format) -> tuple[list[_Frame], dict[str, str], str | None]:
@@ -209,7 +261,7 @@ def _read_ase(path: Path, index, format) -> list[_Frame]:
                 atoms.positions,
                 np.array(atoms.cell),
                 atoms.pbc,
-                [results, atoms.info, arrays],
+                [(_BY_ASE_NAME, results), (_PER_STRUCTURE, atoms.info), (_PER_ATOM, arrays)],
             )
         )
     return frames
@@ -218,6 +270,7 @@ def _read_ase(path: Path, index, format) -> list[_Frame]:
 def _read_db(path: Path, index) -> tuple[list[_Frame], dict[str, str], str | None]:
     """Frames of an ASE database (calculator columns, key-value pairs, ``row.data``), the
     property units and the distance unit from its metadata."""
+    from ase.calculators.calculator import all_properties
     from ase.db import connect
 
     try:
@@ -229,15 +282,23 @@ def _read_db(path: Path, index) -> tuple[list[_Frame], dict[str, str], str | Non
         raise ValueError(message) from error
     frames = []
     for i, row in _select(path, rows, index):
-        calc = {k: row.get(k) for k in _LABELS if row.get(k) is not None}
-        sources = [calc, dict(row.key_value_pairs), dict(row.data)]
+        calc = {k: row.get(k) for k in all_properties if row.get(k) is not None}
+        sources = [
+            (_BY_ASE_NAME, calc),
+            (_PER_STRUCTURE, dict(row.key_value_pairs)),
+            (_BY_ASE_NAME, dict(row.data)),
+        ]
         frames.append(_Frame(i, row.numbers, row.positions, np.array(row.cell), row.pbc, sources))
     units = dict(metadata.get("_property_unit_dict", {}))
     return frames, units, metadata.get("_distance_unit")
 
 
-def _structure(path, frame: _Frame, keys, factors, property_units, energy_unit) -> Structure:
-    """Validated Structure in eV/Å from one frame; errors name file, frame and field."""
+def _structure(
+    path, frame: _Frame, keys, factors, property_units, energy_unit, overrides=None
+) -> Structure:
+    """Validated Structure in eV/Å from one frame; errors name file, frame and field.
+    ``overrides``: key → per atom (True) or per structure (False), ahead of :func:`read`'s
+    rule."""
     where = f"{path}: frame {frame.index}"
     n = len(frame.numbers)
     labels, properties, atom_properties = {}, {}, {}
@@ -250,7 +311,7 @@ def _structure(path, frame: _Frame, keys, factors, property_units, energy_unit) 
     if "stress" in labels and labels["stress"].size == 9:
         labels["stress"] = labels["stress"].reshape(3, 3)
     skip = set(keys.values()) | set(_LABELS)
-    for source in frame.sources:
+    for where_kept, source in frame.sources:
         for key, value in source.items():
             if key in skip or key in properties or key in atom_properties:
                 continue
@@ -262,7 +323,12 @@ def _structure(path, frame: _Frame, keys, factors, property_units, energy_unit) 
                     array = array * unit_factor(property_units[key])
                 except ValueError as error:
                     raise ValueError(f"{where}: property {key!r}: {error}") from error
-            if n > 1 and array.ndim >= 1 and array.shape[0] == n:
+            if _is_per_atom(key, where_kept, overrides or {}):
+                if array.ndim == 0 or array.shape[0] != n:
+                    raise ValueError(
+                        f"{where}: property {key!r}: read per atom but has shape "
+                        f"{array.shape}, not ({n}, ...) for the {n} atoms"
+                    )
                 atom_properties[key] = array
             else:
                 properties[key] = array.reshape(()) if array.shape == (1,) else array
@@ -288,7 +354,7 @@ def _structure(path, frame: _Frame, keys, factors, property_units, energy_unit) 
 
 
 def _lookup(sources, key):
-    for source in sources:
+    for _, source in sources:
         if key in source and source[key] is not None:
             return source[key]
     return None
@@ -388,6 +454,7 @@ def read_npz(
             labels["energy"] = energies[i]
         if forces is not None:
             labels["forces"] = forces[i]
-        frame = _Frame(i, numbers[i], positions[i], np.zeros((3, 3)), np.zeros(3, bool), [labels])
+        cell, pbc = np.zeros((3, 3)), np.zeros(3, bool)
+        frame = _Frame(i, numbers[i], positions[i], cell, pbc, [(_BY_ASE_NAME, labels)])
         structures.append(_structure(path, frame, keys, factors, {}, energy_unit))
     return structures

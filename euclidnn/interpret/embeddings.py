@@ -20,6 +20,7 @@ import numpy as np
 import torch  # noqa: F401 (used by the doctests, which run in this module's globals)
 from ase.data import chemical_symbols
 
+from euclidnn.files import replacing, write_text
 from euclidnn.models.interface import Potential
 
 __all__ = [
@@ -173,13 +174,12 @@ def embedding_pca(model: Potential, num_components: int = 2) -> EmbeddingPCA:
 def plot_embedding_pca(pca: EmbeddingPCA, path: str | os.PathLike, title: str = "") -> None:
     """Scatter of (PC1, PC2), one labelled point per element, coloured by periodic group;
     written atomically as PNG."""
-    import matplotlib
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # no pyplot: no backend, no global figure registry
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = plt.get_cmap("tab20")
-    figure, axis = plt.subplots(figsize=(6.4, 5.2))
+    colours = colormaps["tab20"]
+    figure = Figure(figsize=(6.4, 5.2))
+    axis = figure.subplots()
     for group in sorted(set(pca.groups)):
         rows = [i for i, g in enumerate(pca.groups) if g == group]
         axis.scatter(
@@ -199,8 +199,8 @@ def plot_embedding_pca(pca: EmbeddingPCA, path: str | os.PathLike, title: str = 
     axis.set_title(title or "species embeddings, first two principal components")
     axis.legend(fontsize=7, ncol=2, loc="best")
     figure.tight_layout()
-    _save_figure(figure, Path(path))
-    plt.close(figure)
+    with replacing(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=130)
 
 
 def write_embedding_pca(pca: EmbeddingPCA, out: str | os.PathLike, title: str = "") -> list[Path]:
@@ -225,16 +225,3 @@ def write_embedding_pca(pca: EmbeddingPCA, out: str | os.PathLike, title: str = 
     write_text(paths[1], text.getvalue())
     write_text(paths[2], json.dumps(summary, indent=2) + "\n")
     return paths
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (a temporary file renamed over it)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _save_figure(figure, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=130)
-    os.replace(tmp, path)

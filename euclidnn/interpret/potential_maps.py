@@ -16,7 +16,7 @@ from ase.data.colors import jmol_colors
 from torch import nn
 
 from euclidnn.data.structure import Structure
-from euclidnn.interpret.embeddings import _save_figure, write_text
+from euclidnn.files import replacing, write_text
 from euclidnn.interpret.probe import (
     isosurface_points,
     local_chemical_potential,
@@ -103,10 +103,8 @@ def potential_map(
 def plot_potential_map(result: PotentialMap, path: str | os.PathLike, title: str = "") -> None:
     """The map as PNG (written atomically): for a surface, the points in 3D coloured by Ω with
     the atoms, beside the (φ, θ) map; for a plane, an image with the atoms marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure  # no pyplot: no backend, no global figure registry
 
     symbol = chemical_symbols[result.probe_number]
     label = f"Ω_{symbol}(r) (eV)"
@@ -116,9 +114,9 @@ def plot_potential_map(result: PotentialMap, path: str | os.PathLike, title: str
     low = min(float(result.omega.min()), -1e-9)
     high = max(float(result.omega.max()), 1e-9)
     # white at Ω = 0; attraction (Ω < 0) blue and repulsion red, each on its own scale
-    norm = dict(cmap="coolwarm", norm=matplotlib.colors.TwoSlopeNorm(0.0, low, high))
+    norm = dict(cmap="coolwarm", norm=TwoSlopeNorm(0.0, low, high))
     if result.kind == "surface":
-        figure = plt.figure(figsize=(11, 4.6))
+        figure = Figure(figsize=(11, 4.6))
         axis = figure.add_subplot(1, 2, 1, projection="3d")
         p = result.points
         axis.scatter(p[:, 0], p[:, 1], p[:, 2], c=result.omega, s=4, alpha=0.55, **norm)
@@ -144,7 +142,8 @@ def plot_potential_map(result: PotentialMap, path: str | os.PathLike, title: str
         flat.set_title("the same surface, by direction from the centroid")
         figure.colorbar(image, ax=flat, label=label)
     else:
-        figure, flat = plt.subplots(figsize=(6.4, 5.4))
+        figure = Figure(figsize=(6.4, 5.4))
+        flat = figure.subplots()
         u, v = result.axis_1, result.axis_2
         image = flat.imshow(
             grid,
@@ -159,8 +158,8 @@ def plot_potential_map(result: PotentialMap, path: str | os.PathLike, title: str
         figure.colorbar(image, ax=flat, label=label)
     figure.suptitle(title or f"local chemical potential of a {symbol} probe")
     figure.tight_layout()
-    _save_figure(figure, Path(path))
-    plt.close(figure)
+    with replacing(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=130)
 
 
 def write_potential_map(

@@ -135,8 +135,8 @@ def local_chemical_potential(
     >>> model = SchNet(SchNetConfig(species=(1, 6), num_features=8, r_max=4.0))
     >>> s = Structure([6, 1], [[0, 0, 0], [0, 0, 1.1]])
     >>> omega = local_chemical_potential(model, s, np.array([[0, 0, 3.0], [0, 0, 50.0]]), 6)
-    >>> omega.shape, omega[1].item()
-    (torch.Size([2]), 0.0)
+    >>> omega.shape, abs(omega[1].item()) < 1e-6  # beyond r_max: 0 up to float32 rounding
+    (torch.Size([2]), True)
     """
     r_max, dtype = _model_settings(model)
     points = torch.as_tensor(np.asarray(points), dtype=dtype).reshape(-1, 3)

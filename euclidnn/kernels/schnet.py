@@ -135,12 +135,49 @@ def schnet_energy_and_forces(
     if checked is None or not edges.has_rows or not weights.interactions:
         return reference()
     n, dtype = positions.shape[0], positions.dtype
+    # bound here: every tensor lives until the call returns
+    tensors = _kernel_tensors(
+        weights, checked, positions, row_offset, edges, batch, num_graphs, species, mu
+    )
+    pointers = (ctypes.c_void_p * len(tensors))(
+        *(t if t is None else t.data_ptr() for t in tensors)
+    )
+    energy, forces = positions.new_empty(num_graphs), positions.new_empty(n, 3)
+    status = getattr(lib, f"schnet_energy_forces_{_SUFFIX[dtype]}")(
+        _dimensions(weights, n, edges, num_graphs),
+        pointers,
+        gamma,
+        r_max,
+        math.log(torch.finfo(dtype).tiny),
+        LIBRARY.extra[dtype],
+        energy.data_ptr(),
+        forces.data_ptr(),
+    )
+    _raise_for_status(status, n, num_graphs, weights.embedding.shape[0])
+    return energy, forces
+
+
+def _kernel_tensors(
+    weights: SchNetWeights,
+    checked: list[Tensor],
+    positions: Tensor,
+    row_offset: Tensor | None,
+    edges: Edges,
+    batch: Tensor,
+    num_graphs: int,
+    species: Tensor,
+    mu: Tensor,
+) -> list[Tensor | None]:
+    """The kernel's tensor arguments in its order, each checked (dtype, device, shape,
+    contiguity; index ranges of batch and species are checked in C); ``checked``: the
+    weights from :meth:`SchNetWeights.checked`."""
+    n = positions.shape[0]
     if edges.num_nodes != n or edges.num_src != n:
         raise ValueError(f"edges: made for {edges.num_nodes} atoms, positions have {n}")
     ready = edges.prepared()
     if ready.row_src is None:
         raise ValueError("edges: made without row_edge (the representative edge of each row)")
-    tensors = [
+    return [
         float_tensor(positions, "positions", (n, 3)),
         None if row_offset is None else float_tensor(row_offset, "row_offset", (edges.num_rows, 3)),
         ready.row_src,
@@ -155,12 +192,13 @@ def schnet_energy_and_forces(
         *ready.by_row,
         float_tensor(mu, "mu", (weights.interactions[0][0].shape[1],)),
         *checked,
-    ]  # bound here: every tensor lives until the call returns
-    pointers = (ctypes.c_void_p * len(tensors))(
-        *(t if t is None else t.data_ptr() for t in tensors)
-    )
+    ]
+
+
+def _dimensions(weights: SchNetWeights, n: int, edges: Edges, num_graphs: int) -> ctypes.Array:
+    """The kernel's integer arguments: sizes of the graph and of the model, and threads."""
     width, num_basis = weights.interactions[0][0].shape
-    dims = (ctypes.c_int64 * 11)(
+    return (ctypes.c_int64 * 11)(
         n,
         edges.num_rows,
         edges.num_edges,
@@ -173,21 +211,13 @@ def schnet_energy_and_forces(
         torch.get_num_threads(),
         weights.embedding.shape[0],
     )
-    energy, forces = positions.new_empty(num_graphs), positions.new_empty(n, 3)
-    status = getattr(lib, f"schnet_energy_forces_{_SUFFIX[dtype]}")(
-        dims,
-        pointers,
-        gamma,
-        r_max,
-        math.log(torch.finfo(dtype).tiny),
-        LIBRARY.extra[dtype],
-        energy.data_ptr(),
-        forces.data_ptr(),
-    )
+
+
+def _raise_for_status(status: int, n: int, num_graphs: int, num_species: int) -> None:
+    """The kernel's return code as an exception (0: success)."""
     if status == 2:
         raise IndexError(f"batch: an index is out of range for {num_graphs} graphs")
     if status == 3:
-        raise IndexError(f"species: an index is out of range for {weights.embedding.shape[0]} rows")
+        raise IndexError(f"species: an index is out of range for {num_species} rows")
     if status != 0:
         raise MemoryError(f"SchNet kernel: no memory for the workspace of {n} atoms")
-    return energy, forces

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from euclidnn.files import replacing
 from euclidnn.models.allegro import Allegro, AllegroConfig
 from euclidnn.models.heads import TensorHead, TensorHeadConfig
 from euclidnn.models.interface import Potential
@@ -101,10 +102,8 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> None:
     name, config = describe_model(model)
     metadata = {"format": FORMAT, "version": FORMAT_VERSION, "model": name, "config": config}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load_model(path: str | os.PathLike, *, device: torch.device | str | None = None) -> nn.Module:

@@ -23,6 +23,9 @@ with every path to the output irreps and per-edge weights w from a radial networ
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +59,8 @@ class OrderParameterConfig:
         steps: Adam steps (default 1500).
         learning_rate: Adam's step size (default 1e-2), decayed to 1 % by the end (cosine).
         init_scale: standard deviation of the initial order parameter (default 0.1).
-        seed: for the initial weights and order parameter.
+        seed: for the initial weights and order parameter (drawn from a
+            :class:`torch.Generator` of their own; torch's global random state is untouched).
         num_threads: torch's intra-op threads during the fit, restored afterwards (default 1:
             the tensors are tiny, and on a busy machine 2 threads ran 27× slower than 1);
             ``None`` leaves torch's setting alone.
@@ -85,11 +89,20 @@ class BreakingModel(nn.Module):
         irreps_order: irreps of the order parameter per atom.
         irreps_out: irreps of the output per atom.
         config: radial and angular resolution (:class:`OrderParameterConfig`).
+        generator: where the initial weights are drawn from (default: torch's global one, as
+            for any module); :func:`learn_order_parameter` passes one seeded with ``config.seed``.
 
     Shapes: graph (n_atoms), order: [n_atoms, irreps_order.dim] → [n_atoms, irreps_out.dim]
     """
 
-    def __init__(self, species, irreps_order, irreps_out, config: OrderParameterConfig) -> None:
+    def __init__(
+        self,
+        species,
+        irreps_order,
+        irreps_out,
+        config: OrderParameterConfig,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.register_buffer("species", torch.as_tensor(sorted(species), dtype=torch.int64))
@@ -102,11 +115,22 @@ class BreakingModel(nn.Module):
             self.irreps_sh,
             fully_connected_paths(self.irreps_in, self.irreps_sh, self.irreps_out),
         )
+        # skip_init: no draw from the global generator; reset_parameters draws from `generator`
         self.radial = nn.Sequential(
-            nn.Linear(config.num_basis, config.radial_width),
+            nn.utils.skip_init(nn.Linear, config.num_basis, config.radial_width),
             nn.SiLU(),
-            nn.Linear(config.radial_width, self.tensor_product.weight_numel),
+            nn.utils.skip_init(nn.Linear, config.radial_width, self.tensor_product.weight_numel),
         )
+        self.reset_parameters(generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """PyTorch's default initialisation of the radial network's linear layers (weights
+        Kaiming-uniform with a = √5, biases uniform in ±1/√fan_in), drawn from ``generator``."""
+        for linear in (self.radial[0], self.radial[2]):
+            nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
+            bound = 1 / math.sqrt(linear.in_features)
+            nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
 
     def forward(self, graph: Graph, order: Tensor) -> Tensor:
         edge_vec = graph.edge_vectors()
@@ -189,13 +213,22 @@ def learn_order_parameter(
     >>> result.loss < 1e-4, max(result.norms, key=lambda t: t[1])[0]
     (True, '1x2e')
     """
-    previous = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    try:
+    with _intra_op_threads(config.num_threads):
         return _fit(structure, target, irreps_out, config, sites, mask)
+
+
+@contextmanager
+def _intra_op_threads(num_threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``num_threads`` inside the block (``None``: left
+    alone) and restored when it ends, also when it raises."""
+    previous = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
     finally:
-        torch.set_num_threads(previous)
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def _fit(structure, target, irreps_out, config, sites, mask) -> OrderParameterResult:
@@ -221,8 +254,8 @@ def _fit(structure, target, irreps_out, config, sites, mask) -> OrderParameterRe
         )
 
     generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # the model's initial weights
-    model = BreakingModel(np.unique(structure.numbers), irreps, irreps_out, config).double()
+    species = np.unique(structure.numbers)
+    model = BreakingModel(species, irreps, irreps_out, config, generator=generator).double()
     order = nn.Parameter(
         config.init_scale
         * torch.randn(n_rows, irreps.dim, generator=generator, dtype=torch.float64)

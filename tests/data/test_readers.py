@@ -147,6 +147,92 @@ def test_npz_md17(tmp_path):
         read_npz(tmp_path / "k.npz")
 
 
+# --- per atom or per structure: by key and where ASE keeps it, never by length ----------
+
+
+def water_with_tensors():
+    """A 3-atom molecule whose per-structure labels have 3 rows: the length rule's trap."""
+    atoms = molecule("H2O")
+    dipole = np.array([0.1, -0.2, 0.7])
+    atoms.calc = SinglePointCalculator(
+        atoms, energy=-2000.0, forces=np.zeros((3, 3)), dipole=dipole, charges=[-0.8, 0.4, 0.4]
+    )
+    atoms.info["polarizability"] = np.diag([1.0, 2.0, 3.0]) + 0.1  # [3, 3] per structure
+    atoms.info["rotational_constants"] = np.array([27.9, 14.5, 9.5])  # [3] per structure
+    atoms.arrays["hirshfeld_volume"] = np.array([20.0, 5.0, 5.0])  # [3] per atom
+    return atoms, dipole
+
+
+def check_water(s, dipole):
+    assert set(s.properties) == {"dipole", "polarizability", "rotational_constants"}
+    assert s.properties["dipole"].shape == (3,)
+    np.testing.assert_allclose(s.properties["dipole"], dipole)
+    assert s.properties["polarizability"].shape == (3, 3)
+    assert set(s.atom_properties) == {"charges", "hirshfeld_volume"}  # ASE: charges per atom
+    np.testing.assert_allclose(s.atom_properties["charges"], [-0.8, 0.4, 0.4])
+
+
+def test_three_atom_dipole_stays_per_structure_in_extxyz(tmp_path):
+    atoms, dipole = water_with_tensors()
+    path = write_xyz(tmp_path / "water.xyz", [atoms])
+    assert "dipole" in ase.io.read(path).calc.results  # ASE moved it to the calculator
+    (s,) = read(path)
+    check_water(s, dipole)
+
+
+def test_three_atom_dipole_stays_per_structure_in_a_database(tmp_path):
+    from ase.db import connect
+
+    atoms, dipole = water_with_tensors()
+    path = tmp_path / "water.db"
+    with connect(path) as db:
+        # calculator results become columns; atoms.info / arrays do not survive a database,
+        # so the other tensors go to row.data (which ASE does not classify: per structure)
+        db.write(
+            atoms,
+            rotational_constants_ghz=1.0,
+            data={
+                "polarizability": atoms.info["polarizability"],
+                "rotational_constants": atoms.info["rotational_constants"],
+                "hirshfeld_volume": atoms.arrays["hirshfeld_volume"],
+            },
+        )
+    (s,) = read(path)
+    assert s.properties["dipole"].shape == (3,)
+    np.testing.assert_allclose(s.properties["dipole"], dipole)
+    assert s.properties["polarizability"].shape == (3, 3)
+    assert s.properties["rotational_constants"].shape == (3,)
+    assert s.properties["hirshfeld_volume"].shape == (3,)  # unknown name in row.data
+    assert s.properties["rotational_constants_ghz"].shape == ()  # key-value pair
+    assert set(s.atom_properties) == {"charges"}
+    (s,) = read(path, per_atom_keys=["hirshfeld_volume"])
+    np.testing.assert_allclose(s.atom_properties["hirshfeld_volume"], [20.0, 5.0, 5.0])
+    assert "hirshfeld_volume" not in s.properties
+
+
+def test_per_atom_and_per_structure_keys_override_the_rule(tmp_path):
+    atoms, dipole = water_with_tensors()
+    atoms.info["site_charges"] = np.array([-0.7, 0.35, 0.35])  # per atom, kept in info
+    atoms.info["quadrupole"] = np.arange(5.0)  # traceless symmetric, 5 components
+    path = write_xyz(tmp_path / "water.xyz", [atoms])
+    (s,) = read(path)
+    assert s.properties["site_charges"].shape == (3,)  # info is per structure by default
+    assert s.properties["quadrupole"].shape == (5,)
+    (s,) = read(
+        path, per_atom_keys=("site_charges",), per_structure_keys={"hirshfeld_volume", "charges"}
+    )
+    np.testing.assert_allclose(s.atom_properties["site_charges"], [-0.7, 0.35, 0.35])
+    assert set(s.atom_properties) == {"site_charges"}
+    np.testing.assert_allclose(s.properties["hirshfeld_volume"], [20.0, 5.0, 5.0])
+    np.testing.assert_allclose(s.properties["charges"], [-0.8, 0.4, 0.4])
+    np.testing.assert_allclose(s.properties["dipole"], dipole)
+    # a per-atom key must have one row per atom
+    with pytest.raises(ValueError, match=r"water\.xyz: frame 0: property 'quadrupole'.*3 atoms"):
+        read(path, per_atom_keys=["quadrupole"])
+    with pytest.raises(ValueError, match=r"water\.xyz: \['dipole'\] in both"):
+        read(path, per_atom_keys=["dipole"], per_structure_keys=["dipole"])
+
+
 # --- the three third-party databases -------------------------------------------------------
 
 

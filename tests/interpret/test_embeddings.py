@@ -3,6 +3,7 @@
 import csv
 import json
 
+import matplotlib
 import matplotlib.image
 import numpy as np
 import pytest
@@ -72,7 +73,11 @@ def _not_blank(path) -> float:
     return float(image[..., :3].std())
 
 
-def test_plots_and_numbers_are_written(tmp_path):
+def test_plots_and_numbers_are_written(tmp_path, monkeypatch):
+    def no_backend_switch(*args, **kwargs):
+        raise AssertionError("library code must not choose matplotlib's backend")
+
+    monkeypatch.setattr(matplotlib, "use", no_backend_switch)
     model = SchNet(SchNetConfig(species=SPECIES, num_features=8))
     paths = write_embedding_pca(embedding_pca(model), tmp_path)
     assert [p.name for p in paths] == [
@@ -85,7 +90,7 @@ def test_plots_and_numbers_are_written(tmp_path):
     assert [r["symbol"] for r in rows] == ["H", "Li", "C", "N", "O", "F", "Na", "S", "Cl"]
     summary = json.loads(paths[2].read_text())
     assert 0 < sum(summary["explained_variance_ratio"]) <= 1 + 1e-9
-    assert not list(tmp_path.glob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temps
 
     propane = Structure.from_ase(molecule("C3H8"))
     for kind in ("surface", "plane"):
@@ -95,6 +100,7 @@ def test_plots_and_numbers_are_written(tmp_path):
         assert _not_blank(png) > 0.05
         assert len(list(csv.reader(table.open()))) == 1 + len(result.omega)
         assert json.loads(numbers.read_text())["kind"] == kind
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
 def test_cli_interpret(tmp_path, capsys):

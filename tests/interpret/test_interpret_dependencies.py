@@ -1,10 +1,11 @@
-"""The dependency rule of STYLE.md for interpret (<- models, data) and small modules."""
+"""The dependency rule of STYLE.md for interpret (<- models, data; files) and small modules."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[2] / "euclidnn" / "interpret"
-ALLOWED = {"euclidnn.models", "euclidnn.data", "euclidnn.interpret"}
+# euclidnn.files: the one atomic-write helper, a leaf module every layer may use
+ALLOWED = {"euclidnn.models", "euclidnn.data", "euclidnn.interpret", "euclidnn.files"}
 
 
 def euclidnn_imports(path: Path) -> set[str]:

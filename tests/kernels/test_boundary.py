@@ -26,6 +26,14 @@ pytestmark = pytest.mark.skipif(
 LAYOUTS = ("contiguous", "transposed", "strided", "expanded")
 
 
+@pytest.fixture(autouse=True)
+def _native_path(monkeypatch):
+    """These tests are about the fused path: they ask for it also where the suite runs with
+    ``EUCLIDNN_NATIVE=0`` (their subprocesses inherit the setting); the reference side of each
+    comparison turns it off itself."""
+    monkeypatch.setenv("EUCLIDNN_NATIVE", "1")
+
+
 def tensor(rng, rows, cols, dtype, layout, requires_grad=True):
     """A [rows, cols] tensor in the given memory layout, and the leaf its gradient reaches."""
     g = torch.Generator().manual_seed(int(rng.integers(2**31)))

@@ -1,6 +1,7 @@
 """``euclidnn symmetry``: group, elements, allowed properties, --symmetrize, --plot-signal."""
 
 import ase.io
+import matplotlib
 import numpy as np
 from ase.build import bulk, molecule
 
@@ -8,7 +9,11 @@ from euclidnn.cli.__main__ import main
 from euclidnn.symmetry import point_group
 
 
-def test_molecule_file_symmetrize_and_plot(tmp_path, capsys):
+def test_molecule_file_symmetrize_and_plot(tmp_path, capsys, monkeypatch):
+    def no_backend_switch(*args, **kwargs):
+        raise AssertionError("euclidnn must not choose matplotlib's backend")
+
+    monkeypatch.setattr(matplotlib, "use", no_backend_switch)
     noisy = molecule("C6H6")
     noisy.positions += np.random.default_rng(0).normal(0, 0.01, noisy.positions.shape)
     ase.io.write(tmp_path / "benzene.xyz", noisy)
@@ -24,6 +29,7 @@ def test_molecule_file_symmetrize_and_plot(tmp_path, capsys):
     assert text.count(" axis (") == 22  # every element but E and i has an axis
     assert point_group(ase.io.read(out), tolerance=1e-5).name == "D6h"  # file: 8 decimals
     assert png.stat().st_size > 20_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benzene.xyz", "clean.xyz", "signal.png"]
 
 
 def test_crystal_and_molecule_name(tmp_path, capsys):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from euclidnn.files import replacing
+
 from .sampling import Sampling, sample
 
 __all__ = ["read_complete_frames"]
@@ -82,11 +84,11 @@ def _resume_trajectory(
         if not np.array_equal(frame.numbers, atoms.numbers):
             raise ValueError(f"{sampled_path}: frame 0: numbers differ from {molecule!r}")
     if len(sampled) < sampling.num_frames:
-        new_path = Path(f"{sampled_path}.new")
-        new = sample(atoms, sampling, new_path, progress=progress, xtb_threads=xtb_threads)
-        for index, frame in enumerate(sampled):  # a longer run must extend the same trajectory
-            _check_matches(sampled_path, index, frame, new[index], {})
-        os.replace(new_path, sampled_path)
+        # the old file stays until the new run is known to extend the same trajectory
+        with replacing(sampled_path) as new_path:
+            new = sample(atoms, sampling, new_path, progress=progress, xtb_threads=xtb_threads)
+            for index, frame in enumerate(sampled):
+                _check_matches(sampled_path, index, frame, new[index], {})
         sampled = new
     return sampled[: sampling.num_frames]
 

@@ -86,6 +86,8 @@ def sample(
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
     from tqdm import tqdm
 
+    from euclidnn.files import replacing
+
     atoms = atoms.copy()
     atoms.set_constraint(FixCom())  # no drift of the centre of mass (ASE's recommended way)
     atoms.calc = _xtb_calculator(Level("gfn2-xtb"))
@@ -118,7 +120,6 @@ def sample(
             frame.set_constraint()
             frame.info = {**sampling.info(), "sampling_frame": index, "md_step": dynamics.nsteps}
             frames.append(frame)
-    tmp = Path(f"{path}.tmp")
-    ase.io.write(tmp, frames, format="extxyz")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        ase.io.write(tmp, frames, format="extxyz")
     return frames
