@@ -436,7 +436,7 @@ def _cli_starts(module: str, syntax: ast.Module) -> Iterator[str]:
             if flag == "-m" and isinstance(name, str) and _CLI.match(name):
                 yield f"{where(module, node)} starts {name!r}"
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if re.search(r"-m\s+euclidnn(\.cli)?\b", node.value):
+            if re.search(r"-m\s+euclidnn(\.cli(\.__main__)?)?(?![\w.])", node.value):
                 yield f"{where(module, node)} starts {node.value!r}"
 
 
@@ -460,6 +460,7 @@ def test_library_code_never_starts_the_cli():
         ('runpy.run_module("euclidnn.cli", run_name="__main__")\n', 1),
         ('cache = Path.home() / ".cache" / "euclidnn"\n', 0),
         ('cmd = [sys.executable, "-m", "pytest", "euclidnn"]\n', 0),
+        ('"""python -m euclidnn.md.client MODEL"""\n', 0),  # md's own entry point
     ],
 )
 def test_the_cli_start_check(source, expected):
