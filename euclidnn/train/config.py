@@ -147,6 +147,15 @@ class ScheduleSection:
             (default 30; 0 = never).
         validations_per_epoch: validate (and log, and maybe reduce the rate) this many times
             per epoch (default 1; raise it for big training sets and short budgets).
+        divergence_factor: a validation loss above this many times the best one so far is a
+            divergence (default 5; 0 = off): a loss that grows without ever becoming NaN,
+            which the NaN check does not catch. The run goes back to the best point — raw and
+            averaged weights and the optimizer's state as they were at the best validation —
+            and multiplies the learning rate in effect by ``plateau_factor`` (not below
+            ``min_lr``), logging one line that says so. A NaN or infinite validation loss
+            still ends the run at once.
+        divergence_recoveries: recoveries allowed (default 3); the next divergence goes back
+            to the best point and ends the run, with a reason that says so.
     """
 
     plateau_factor: float = 0.5
@@ -154,6 +163,8 @@ class ScheduleSection:
     min_lr: float = 1e-5
     early_stopping_patience: int = 30
     validations_per_epoch: int = 1
+    divergence_factor: float = 5.0
+    divergence_recoveries: int = 3
 
 
 @dataclass(frozen=True)
@@ -204,6 +215,12 @@ class TrainConfig:
             ("schedule.min_lr", self.schedule.min_lr >= 0, "must be ≥ 0"),
             ("schedule.early_stopping_patience", self.schedule.early_stopping_patience >= 0, "≥ 0"),
             ("schedule.validations_per_epoch", self.schedule.validations_per_epoch >= 1, "≥ 1"),
+            (
+                "schedule.divergence_factor",
+                self.schedule.divergence_factor == 0 or self.schedule.divergence_factor > 1,
+                "must be 0 (off) or > 1",
+            ),
+            ("schedule.divergence_recoveries", self.schedule.divergence_recoveries >= 0, "≥ 0"),
             ("run.minutes", self.run.minutes is None or self.run.minutes > 0, "must be positive"),
             ("run.max_epochs", self.run.max_epochs >= 1, "must be ≥ 1"),
             ("run.checkpoint_minutes", self.run.checkpoint_minutes > 0, "must be positive"),
