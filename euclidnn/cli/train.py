@@ -67,8 +67,11 @@ def _config(args):
     }
     changes = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in changes.items()}
     config = check_model_settings(config.replace(**{s: kv for s, kv in changes.items() if kv}))
-    # resolved: the model's settings in full (training defaults included), as the run uses them
-    return config.replace(model={"settings": model_settings(config)})
+    # resolved: the model's settings in full (training defaults included) and the learning
+    # rate, as the run uses them
+    return config.replace(
+        model={"settings": model_settings(config)}, optimizer={"lr": config.learning_rate}
+    )
 
 
 def _run_folder(args, lead: bool) -> Path:

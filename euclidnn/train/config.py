@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "DEFAULT_LR",
     "ModelSection",
     "DataSection",
     "LossSection",
@@ -33,6 +34,10 @@ __all__ = [
     "RunSection",
     "TrainConfig",
 ]
+
+
+#: the learning rate of each model when ``optimizer.lr`` is unset
+DEFAULT_LR = {"nequip": 5e-3, "schnet": 2e-3}
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,11 @@ class OptimizerSection:
 
     Attributes:
         name: ``"adam"`` (default) or ``"adamw"``.
-        lr: initial learning rate (default 5e-3, NequIP's).
+        lr: initial learning rate (default ``None`` = the training default of ``model.name``,
+            :data:`DEFAULT_LR`: 5e-3 for NequIP, NequIP's; 2e-3 for SchNet, which trains the
+            29-element ``many-elements`` set, where 5e-3 diverges after 15 epochs, and keeps
+            pace with 5e-3 per epoch on ethanol).
+            :attr:`TrainConfig.learning_rate` is the rate in effect.
         weight_decay: decoupled weight decay for AdamW (default 0).
         batch_size: structures per step, summed over processes (default 8).
         grad_clip: clip the gradient norm to this (default 10; 0 = off).
@@ -126,7 +135,7 @@ class OptimizerSection:
     """
 
     name: Literal["adam", "adamw"] = "adam"
-    lr: float = 5e-3
+    lr: float | None = None
     weight_decay: float = 0.0
     batch_size: int = 8
     grad_clip: float = 10.0
@@ -203,9 +212,23 @@ class TrainConfig:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     run: RunSection = field(default_factory=RunSection)
 
+    @property
+    def learning_rate(self) -> float:
+        """``optimizer.lr``, or when it is unset the training default of ``model.name``.
+
+        >>> schnet = TrainConfig.from_dict({"model": {"name": "schnet"}})
+        >>> TrainConfig().learning_rate, schnet.learning_rate, schnet.optimizer.lr
+        (0.005, 0.002, None)
+        """
+        return self.optimizer.lr if self.optimizer.lr is not None else DEFAULT_LR[self.model.name]
+
     def __post_init__(self) -> None:
         checks = [
-            ("optimizer.lr", self.optimizer.lr > 0, "must be positive"),
+            (
+                "optimizer.lr",
+                self.optimizer.lr is None or self.optimizer.lr > 0,
+                "must be positive",
+            ),
             ("optimizer.batch_size", self.optimizer.batch_size >= 1, "must be ≥ 1"),
             ("optimizer.grad_clip", self.optimizer.grad_clip >= 0, "must be ≥ 0"),
             ("optimizer.ema_decay", 0 <= self.optimizer.ema_decay < 1, "must be in [0, 1)"),

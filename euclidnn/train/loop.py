@@ -212,7 +212,8 @@ def fit(
     model, EMA weights, loadable by :func:`~euclidnn.models.load_model`), ``last.ckpt`` (to
     resume), ``log.csv`` (one row per validation) and TensorBoard events when ``tensorboard``
     is installed. With ``resume=True`` the run continues from ``out/last.ckpt`` exactly where
-    it stopped (same weights, optimizer, EMA, schedule, data order).
+    it stopped (same weights, optimizer, EMA, schedule, data order). The learning rate starts
+    at ``config.learning_rate`` (``optimizer.lr``, or the default of ``model.name``).
 
     The run stops at ``run.max_epochs``, when ``run.minutes`` are spent (even mid-epoch), after
     ``schedule.early_stopping_patience`` validations without improvement, when the learning
@@ -272,7 +273,7 @@ def _setup(
     valid_items = labelled_pairs(valid, model.cutoff, model.dtype, cfg.loss)
     optimizer_class = torch.optim.AdamW if cfg.optimizer.name == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(
-        model.parameters(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.optimizer.weight_decay
     )
     run = _Run(
         cfg=cfg,
