@@ -17,6 +17,7 @@ from torch import nn
 from euclidnn.data.datasets import DATASETS, load_dataset
 from euclidnn.data.readers import read
 from euclidnn.data.structure import Structure
+from euclidnn.files import write_text  # the CLI's one atomic writer, here for its commands
 from euclidnn.models import (
     Allegro,
     AllegroConfig,
@@ -164,14 +165,6 @@ def _slice(index: str) -> slice | int:
     if len(parts) > 3:
         raise ValueError("expected start:stop[:step]")
     return slice(*parts)
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically: a crash leaves the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_yaml(path: Path, values: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any, NamedTuple
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,23 +50,22 @@ def _model_choice(name: str) -> dict:
     raise ValueError(f"--models: unknown model {name!r}; use nequip-l0…l3 or schnet")
 
 
+class _Split(NamedTuple):
+    """The one split every fit shares: training pool (structure, name) pairs, in the order
+    nested subsets take them, and the fixed validation and test structures."""
+
+    train: list[tuple[Any, str]]
+    valid: list[Any]
+    test: list[Any]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run ``euclidnn learning-curve``."""
+    """Run ``euclidnn learning-curve``: one fixed split, then for each model a fit per size,
+    a power law through the test errors, and the table and plot of them all."""
     import torch
 
-    from euclidnn.cli.config_io import (
-        load_config,
-        model_settings,
-        new_model,
-        read_data,
-        read_options,
-        write_text,
-    )
+    from euclidnn.cli.config_io import load_config, read_data, read_options, write_text
     from euclidnn.data.splits import split_indices
-    from euclidnn.models import load_model
-    from euclidnn.train import compare, data_statistics, fit, metrics
-    from euclidnn.train.curves import power_law_fit
-    from euclidnn.train.loss import labelled_pairs
     from euclidnn.train.plots import learning_curve_plot
 
     if args.threads:
@@ -75,57 +75,24 @@ def run(args: argparse.Namespace) -> int:
     base = load_config(args.config)
     structures, names = read_data(args.data, args.index, read_options(args, base))
     parts = split_indices(len(structures), max(sizes), args.n_valid, args.n_test, seed=args.seed)
-    valid = [structures[i] for i in parts.valid]
-    test = [structures[i] for i in parts.test]
+    split = _Split(
+        train=[(structures[i], names[i]) for i in parts.train],
+        valid=[structures[i] for i in parts.valid],
+        test=[structures[i] for i in parts.test],
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(
-        f"{args.data}: {len(structures)} structures; sizes {sizes}, validation {len(valid)}, "
-        f"test {len(test)} (fixed, disjoint), seed {args.seed}"
+        f"{args.data}: {len(structures)} structures; sizes {sizes}, validation {len(split.valid)}, "
+        f"test {len(split.test)} (fixed, disjoint), seed {args.seed}"
     )
-    key = "forces_mae_meV_per_A" if all(s.forces is not None for s in test) else "energy_mae_meV"
-    table: dict[str, dict] = {}
-    for name, choice in models.items():
-        # the config's model settings apply to the fits of the model it names
-        shared = base.model.settings if base.model.name == choice["name"] else {}
-        run_config = base.replace(
-            model={**choice, "settings": {**shared, **choice.get("settings", {})}},
-            run={
-                "minutes": args.minutes_per_fit,
-                "max_epochs": args.max_epochs or base.run.max_epochs,
-                "seed": args.seed,
-            },
-        )
-        errors = []
-        for size in sizes:
-            train = [structures[i] for i in parts.train[:size]]
-            train_names = [names[i] for i in parts.train[:size]]
-            stats = data_statistics(train, model_settings(run_config)["r_max"])
-            torch.manual_seed(args.seed)
-            model = new_model(run_config, stats).to(getattr(torch, run_config.run.dtype))
-            folder = out / f"{name}-N{size}"
-            folder.mkdir(parents=True, exist_ok=True)
-            fit(
-                model,
-                train,
-                valid,
-                run_config,
-                folder,
-                train_names=train_names,
-                progress=not args.quiet,
-                log=lambda message: None,
-            )
-            best = load_model(folder / "model.safetensors")
-            r_max, dtype = model_settings(run_config)["r_max"], next(best.parameters()).dtype
-            items = labelled_pairs(test, r_max, dtype, run_config.loss)
-            comparison, _ = compare(best, items, run_config.loss)
-            value = metrics(comparison)[key]
-            errors.append(value)
-            print(f"  {name:10s} N = {size:5d}: test {key} = {value:.3f}")
-        law = power_law_fit(sizes, errors)
-        table[name] = {"sizes": sizes, "errors": errors, **law._asdict()}
-        print(f"  {name}: β = {law.beta:.3f} ± {law.beta_error:.3f}")
-    summary = {"data": str(args.data), "metric": key, "n_test": len(test), "models": table}
+    forces = all(s.forces is not None for s in split.test)
+    key = "forces_mae_meV_per_A" if forces else "energy_mae_meV"
+    table = {
+        name: _curve(name, _fit_config(base, choice, args), split, sizes, key, args)
+        for name, choice in models.items()
+    }
+    summary = {"data": str(args.data), "metric": key, "n_test": len(split.test), "models": table}
     write_text(out / "learning_curve.json", json.dumps(summary, indent=2))
     unit = "meV/Å" if key.startswith("forces") else "meV"
     plot = learning_curve_plot(
@@ -133,3 +100,56 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"table: {out / 'learning_curve.json'}\nplot: {plot}")
     return 0
+
+
+def _fit_config(base, choice: dict, args):
+    """The config of one model's fits: the base config, whose model settings apply only to the
+    model it names, with the model choice and this command's budget and seed."""
+    shared = base.model.settings if base.model.name == choice["name"] else {}
+    return base.replace(
+        model={**choice, "settings": {**shared, **choice.get("settings", {})}},
+        run={
+            "minutes": args.minutes_per_fit,
+            "max_epochs": args.max_epochs or base.run.max_epochs,
+            "seed": args.seed,
+        },
+    )
+
+
+def _curve(name: str, config, split: _Split, sizes: list[int], key: str, args) -> dict:
+    """Fit the model on the first N training structures for each N (nested subsets) and
+    evaluate each best model on the test set; the errors and their power law."""
+    import torch
+
+    from euclidnn.cli.config_io import model_settings, new_model
+    from euclidnn.models import load_model
+    from euclidnn.train import compare, data_statistics, fit, metrics
+    from euclidnn.train.curves import power_law_fit
+    from euclidnn.train.loss import labelled_pairs
+
+    r_max, dtype = model_settings(config)["r_max"], getattr(torch, config.run.dtype)
+    test = labelled_pairs(split.test, r_max, dtype, config.loss)
+    errors = []
+    for size in sizes:
+        structures, names = (list(column) for column in zip(*split.train[:size]))
+        stats = data_statistics(structures, r_max, names=names)
+        torch.manual_seed(args.seed)
+        model = new_model(config, stats).to(dtype)
+        folder = Path(args.out) / f"{name}-N{size}"
+        folder.mkdir(parents=True, exist_ok=True)
+        fit(
+            model,
+            structures,
+            split.valid,
+            config,
+            folder,
+            train_names=names,
+            progress=not args.quiet,
+            log=lambda message: None,
+        )
+        comparison, _ = compare(load_model(folder / "model.safetensors"), test, config.loss)
+        errors.append(metrics(comparison)[key])
+        print(f"  {name:10s} N = {size:5d}: test {key} = {errors[-1]:.3f}")
+    law = power_law_fit(sizes, errors)
+    print(f"  {name}: β = {law.beta:.3f} ± {law.beta_error:.3f}")
+    return {"sizes": sizes, "errors": errors, **law._asdict()}

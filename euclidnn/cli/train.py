@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    """The resolved config: defaults ← --config file ← command-line flags."""
+    """The resolved config: defaults ← --config file ← command-line flags; the model's settings
+    and the learning rate in full, as the run uses them (what config.yaml records)."""
     from euclidnn.cli.config_io import check_model_settings, load_config, model_settings
 
     config = load_config(args.config)
@@ -67,8 +68,9 @@ def _config(args):
     }
     changes = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in changes.items()}
     config = check_model_settings(config.replace(**{s: kv for s, kv in changes.items() if kv}))
-    # resolved: the model's settings in full (training defaults included), as the run uses them
-    return config.replace(model={"settings": model_settings(config)})
+    return config.replace(
+        model={"settings": model_settings(config)}, optimizer={"lr": config.learning_rate}
+    )
 
 
 def _run_folder(args, lead: bool) -> Path:
@@ -91,103 +93,41 @@ def _run_folder(args, lead: bool) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``euclidnn train``."""
+    """Run ``euclidnn train``: config → processes → run folder → data → model → fit."""
     import torch
     import torch.distributed as dist
 
-    from euclidnn.cli.config_io import (
-        model_settings,
-        new_model,
-        read_data,
-        read_options,
-        write_text,
-        write_yaml,
-    )
-    from euclidnn.data.splits import split_indices
-    from euclidnn.train import TrainConfig, data_statistics, fit, load_checkpoint
-    from euclidnn.train.loop import check_labels
+    from euclidnn.train import fit
 
     config = _config(args)
     if args.print_config and not args.resume:
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-        return 0
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank() if distributed else 0
-    lead = rank == 0
+        return _print_config(config)
+    distributed = _start_processes()
+    lead = not distributed or dist.get_rank() == 0
     say = functools.partial(print, flush=True) if lead else (lambda *a, **k: None)
     out = _run_folder(args, lead)
     if distributed:
         dist.barrier()
-
+    checkpoint = None
     if args.resume:
-        checkpoint = load_checkpoint(out / "last.ckpt")
-        saved = TrainConfig.from_dict(checkpoint.config)
-        budget = {
-            k: v for k, v in (("minutes", args.minutes), ("max_epochs", args.max_epochs)) if v
-        }
-        config = saved.replace(run=budget) if budget else saved
+        checkpoint, config = _resumed(args, out)
         if args.print_config:
-            print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-            return 0
+            return _print_config(config)
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
-    dtype = getattr(torch, config.run.dtype)
-
-    options = read_options(args, config)
-    structures, names = read_data(args.train, args.index, options)
-    if args.valid:
-        valid, valid_names = read_data(args.valid, ":", options)
-        n_valid = 0
-    else:
-        n_valid = config.data.n_valid or min(max(len(structures) // 10, 1), 1000)
-        if n_valid >= len(structures):
-            raise ValueError(
-                f"{args.train}: {len(structures)} structures leave none for training after a "
-                f"validation split of {n_valid}; give --valid or a smaller --n-valid"
-            )
-    n_train = config.data.n_train or len(structures) - n_valid
-    parts = split_indices(len(structures), n_train, n_valid, 0, seed=config.run.seed)
-    train, train_names = [structures[i] for i in parts.train], [names[i] for i in parts.train]
-    if not args.valid:
-        valid, valid_names = [structures[i] for i in parts.valid], [names[i] for i in parts.valid]
-        say(f"validation: {len(valid)} structures split from {args.train} (seed {config.run.seed})")
-    say(f"training: {len(train)} structures; validation: {len(valid)}")
-    check_labels(train, train_names, config, "training")
-    check_labels(valid, valid_names, config, "validation")
-
-    if args.resume:
+    (train, train_names), (valid, valid_names) = _read_split(args, config, say)
+    if checkpoint is not None:
+        _check_same_split(out, train_names, valid_names)
         model = checkpoint.model
-        recorded = (
-            json.loads((out / "split.json").read_text()) if (out / "split.json").is_file() else None
-        )
-        if recorded is not None and (recorded["train"], recorded["valid"]) != (
-            train_names,
-            valid_names,
-        ):
-            raise ValueError(
-                f"{out / 'split.json'}: the run was trained on other structures; resume with the "
-                "same data arguments (TRAIN, --valid, --index, --n-train, --n-valid)"
-            )
     else:
-        r_max = model_settings(config)["r_max"]
-        stats = data_statistics(
-            train, r_max, property=config.loss.property, per_atom=config.loss.property_per_atom
-        )
-        for note in stats.notes:
-            say(f"statistics: {note}")
-        torch.manual_seed(config.run.seed)
-        model = new_model(config, stats)
-    model = model.to(dtype=dtype, device=_device())
+        model = _new_model(config, (train, train_names), say)
+    model = model.to(dtype=getattr(torch, config.run.dtype), device=_device())
     say(
         f"model: {type(model).__name__} {json.dumps(_short(model.config))}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, {config.run.dtype}"
     )
     if lead:
-        write_yaml(out / "config.yaml", config.to_dict())
-        split = {"train": train_names, "valid": valid_names}
-        write_text(out / "split.json", json.dumps(split, indent=0))
+        _write_run_files(out, config, train_names, valid_names)
     result = fit(
         model,
         train,
@@ -206,6 +146,104 @@ def run(args: argparse.Namespace) -> int:
     if distributed:
         dist.destroy_process_group()
     return 0
+
+
+def _print_config(config) -> int:
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def _start_processes() -> bool:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1); whether so."""
+    import torch
+    import torch.distributed as dist
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return distributed
+
+
+def _resumed(args, out: Path):
+    """The checkpoint to resume, and its config with the new budget (--minutes,
+    --max-epochs) if one is given."""
+    from euclidnn.train import TrainConfig, load_checkpoint
+
+    checkpoint = load_checkpoint(out / "last.ckpt")
+    saved = TrainConfig.from_dict(checkpoint.config)
+    budget = {k: v for k, v in (("minutes", args.minutes), ("max_epochs", args.max_epochs)) if v}
+    return checkpoint, saved.replace(run=budget) if budget else saved
+
+
+def _read_split(args, config, say):
+    """(structures, names) for training and for validation: --valid, or a split of TRAIN."""
+    from euclidnn.cli.config_io import read_data, read_options
+    from euclidnn.data.splits import split_indices
+
+    options = read_options(args, config)
+    structures, names = read_data(args.train, args.index, options)
+    n_valid = 0
+    if not args.valid:
+        n_valid = config.data.n_valid or min(max(len(structures) // 10, 1), 1000)
+        if n_valid >= len(structures):
+            raise ValueError(
+                f"{args.train}: {len(structures)} structures leave none for training after a "
+                f"validation split of {n_valid}; give --valid or a smaller --n-valid"
+            )
+    n_train = config.data.n_train or len(structures) - n_valid
+    parts = split_indices(len(structures), n_train, n_valid, 0, seed=config.run.seed)
+    train = [structures[i] for i in parts.train], [names[i] for i in parts.train]
+    if args.valid:
+        valid = read_data(args.valid, ":", options)
+    else:
+        valid = [structures[i] for i in parts.valid], [names[i] for i in parts.valid]
+        seed = config.run.seed
+        say(f"validation: {len(valid[0])} structures split from {args.train} (seed {seed})")
+    say(f"training: {len(train[0])} structures; validation: {len(valid[0])}")
+    return train, valid
+
+
+def _check_same_split(out: Path, train_names: list[str], valid_names: list[str]) -> None:
+    """A resumed run must train on the structures it started with (split.json)."""
+    recorded = out / "split.json"
+    if not recorded.is_file():
+        return
+    split = json.loads(recorded.read_text())
+    if (split["train"], split["valid"]) != (train_names, valid_names):
+        raise ValueError(
+            f"{recorded}: the run was trained on other structures; resume with the same data "
+            "arguments (TRAIN, --valid, --index, --n-train, --n-valid)"
+        )
+
+
+def _new_model(config, train, say):
+    """The config's model, initialised with the training set's statistics (which refuse, by
+    name, a structure without the label they are fitted to; ``fit`` checks the rest)."""
+    import torch
+
+    from euclidnn.cli.config_io import new_model
+    from euclidnn.train import data_statistics
+
+    structures, names = train
+    stats = data_statistics(
+        structures,
+        config.model.settings["r_max"],  # resolved by _config: the one r_max of the run
+        property=config.loss.property,
+        per_atom=config.loss.property_per_atom,
+        names=names,
+    )
+    for note in stats.notes:
+        say(f"statistics: {note}")
+    torch.manual_seed(config.run.seed)
+    return new_model(config, stats)
+
+
+def _write_run_files(out: Path, config, train_names: list[str], valid_names: list[str]) -> None:
+    from euclidnn.cli.config_io import write_text, write_yaml
+
+    write_yaml(out / "config.yaml", config.to_dict())
+    split = {"train": train_names, "valid": valid_names}
+    write_text(out / "split.json", json.dumps(split, indent=0))
 
 
 def _device():

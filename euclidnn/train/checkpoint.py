@@ -4,12 +4,17 @@ Tensors: ``model.*`` (the raw weights, as in ``state_dict``), ``ema.*`` (the ave
 weights), ``optimizer.<i>.<key>`` (the optimizer's per-parameter state), ``rng.torch`` (the
 CPU random-number state). Metadata (JSON strings): the model's class and config, the training
 config, the loop's state (epoch, batch, step, elapsed time, best validation loss, history), the
-optimizer's parameter groups, the scheduler's state. Nothing is unpickled on load, so a
-checkpoint from a stranger cannot run code. Written to a temporary file and renamed.
+optimizer's parameter groups, the scheduler's state. The point a divergence recovery returns
+to (:class:`Snapshot`: weights, averaged weights and optimizer at the best validation) is kept
+under ``best.`` (``best.model.*``, ``best.ema.*``, ``best.optimizer.<i>.<key>``, metadata
+``best``); checkpoints written before it existed load with ``best = None``. Nothing is
+unpickled on load, so a checkpoint from a stranger cannot run code. Written whole
+(:func:`euclidnn.files.replacing`).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -21,9 +26,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from euclidnn.files import replacing
 from euclidnn.models.io import build_model, describe_model, load_weights
+from euclidnn.train.ema import EMA
 
-__all__ = ["TrainState", "Checkpoint", "save_checkpoint", "load_checkpoint"]
+__all__ = ["TrainState", "Snapshot", "Checkpoint", "save_checkpoint", "load_checkpoint"]
 
 FORMAT = "euclidnn.checkpoint"
 FORMAT_VERSION = "1"
@@ -41,6 +48,7 @@ class TrainState:
         best_loss: best validation loss so far (``inf`` before the first).
         best_epoch: the (fractional) epoch at which it was reached.
         bad_validations: validations since the last improvement.
+        recoveries: times the run went back to its best point after a divergence.
         history: one dict per validation (what the CSV log holds).
     """
 
@@ -51,7 +59,52 @@ class TrainState:
     best_loss: float = float("inf")
     best_epoch: float = 0.0
     bad_validations: int = 0
+    recoveries: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The weights and the optimizer at one point of a run, kept apart from the live ones:
+    what :func:`~euclidnn.train.fit` returns to when the validation loss diverges.
+
+    Attributes:
+        model: the raw weights (``state_dict``).
+        ema: the averaged weights by parameter name.
+        ema_updates: the EMA's update count.
+        optimizer: the optimizer's ``state_dict`` (moments, step counts, parameter groups).
+
+    >>> model = nn.Linear(1, 1, bias=False)
+    >>> optimizer = torch.optim.Adam(model.parameters())
+    >>> ema = EMA(model, decay=0.9)
+    >>> kept = Snapshot.take(model, ema, optimizer)
+    >>> _ = nn.init.constant_(model.weight, 7.0)
+    >>> kept.restore(model, ema, optimizer)
+    >>> model.weight.item() == kept.model["weight"].item() != 7.0
+    True
+    """
+
+    model: dict[str, Tensor]
+    ema: dict[str, Tensor]
+    ema_updates: int
+    optimizer: dict[str, Any]
+
+    @classmethod
+    def take(cls, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer) -> Snapshot:
+        """Copies (not views) of the model's, the EMA's and the optimizer's state now."""
+        return cls(
+            model={k: v.detach().clone() for k, v in model.state_dict().items()},
+            ema={k: v.clone() for k, v in ema.state_tensors().items()},
+            ema_updates=ema.num_updates,
+            optimizer=copy.deepcopy(optimizer.state_dict()),
+        )
+
+    def restore(self, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer) -> None:
+        """Put the kept state back; copies again, since the EMA and the optimizer update their
+        tensors in place and would otherwise change the snapshot."""
+        model.load_state_dict(self.model)
+        ema.load({k: v.clone() for k, v in self.ema.items()}, self.ema_updates)
+        optimizer.load_state_dict(copy.deepcopy(self.optimizer))
 
 
 @dataclass(frozen=True)
@@ -66,6 +119,7 @@ class Checkpoint:
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     rng: Tensor
+    best: Snapshot | None = None
 
 
 def save_checkpoint(
@@ -77,21 +131,16 @@ def save_checkpoint(
     ema_updates: int,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    best: Snapshot | None = None,
 ) -> None:
-    """Write the run's state to ``path`` atomically (see the module docstring)."""
+    """Write the run's state to ``path`` atomically (see the module docstring); ``best`` is
+    the point a divergence recovery returns to."""
     name, model_config = describe_model(model)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema_tensors.items()})
     optim = optimizer.state_dict()
-    plain_state: dict[str, dict[str, Any]] = {}
-    for index, values in optim["state"].items():
-        for key, value in values.items():
-            if isinstance(value, Tensor):
-                tensors[f"optimizer.{index}.{key}"] = value
-            else:
-                plain_state.setdefault(str(index), {})[key] = value
+    plain_state = _split_optimizer(optim, "optimizer.", tensors)
     tensors["rng.torch"] = torch.get_rng_state()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     metadata = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -104,10 +153,53 @@ def save_checkpoint(
         "optimizer_plain": json.dumps(plain_state),
         "scheduler": json.dumps(scheduler.state_dict()),
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    if best is not None:
+        tensors.update({f"best.model.{k}": v for k, v in best.model.items()})
+        tensors.update({f"best.ema.{k}": v for k, v in best.ema.items()})
+        best_plain = _split_optimizer(best.optimizer, "best.optimizer.", tensors)
+        metadata["best"] = json.dumps(
+            {
+                "ema_updates": best.ema_updates,
+                "optimizer_groups": best.optimizer["param_groups"],
+                "optimizer_plain": best_plain,
+            }
+        )
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def _split_optimizer(
+    optim: dict[str, Any], prefix: str, tensors: dict[str, Tensor]
+) -> dict[str, dict[str, Any]]:
+    """Put an optimizer state's tensors into ``tensors`` as ``<prefix><i>.<key>``; return the
+    rest (plain values, by parameter index) for the metadata."""
+    plain: dict[str, dict[str, Any]] = {}
+    for index, values in optim["state"].items():
+        for key, value in values.items():
+            if isinstance(value, Tensor):
+                tensors[f"{prefix}{index}.{key}"] = value
+            else:
+                plain.setdefault(str(index), {})[key] = value
+    return plain
+
+
+def _join_optimizer(
+    tensors: dict[str, Tensor], prefix: str, plain: dict[str, Any], groups: list
+) -> dict[str, Any]:
+    """The optimizer ``state_dict`` that :func:`_split_optimizer` took apart."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, name = key[len(prefix) :].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    for index, values in plain.items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": groups}
+
+
+def _prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -137,29 +229,36 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
     try:
         model = build_model(metadata["model"], metadata["model_config"], where=str(path))
-        weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        model = load_weights(model, weights, where=str(path))
-        state = TrainState(**json.loads(metadata["state"]))
-        plain = json.loads(metadata["optimizer_plain"])
-        optim_state: dict[int, dict[str, Any]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer."):
-                _, index, name = key.split(".", 2)
-                optim_state.setdefault(int(index), {})[name] = value
-        for index, values in plain.items():
-            optim_state.setdefault(int(index), {}).update(values)
+        model = load_weights(model, _prefixed(tensors, "model."), where=str(path))
         return Checkpoint(
             model=model,
             config=json.loads(metadata["train_config"]),
-            state=state,
-            ema={k[4:]: v for k, v in tensors.items() if k.startswith("ema.")},
+            state=TrainState(**json.loads(metadata["state"])),
+            ema=_prefixed(tensors, "ema."),
             ema_updates=int(metadata["ema_updates"]),
-            optimizer={
-                "state": optim_state,
-                "param_groups": json.loads(metadata["optimizer_groups"]),
-            },
+            optimizer=_join_optimizer(
+                tensors,
+                "optimizer.",
+                json.loads(metadata["optimizer_plain"]),
+                json.loads(metadata["optimizer_groups"]),
+            ),
             scheduler=json.loads(metadata["scheduler"]),
             rng=tensors["rng.torch"],
+            best=_load_best(tensors, metadata),
         )
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: checkpoint is incomplete or inconsistent ({err!r})") from err
+
+
+def _load_best(tensors: dict[str, Tensor], metadata: dict[str, str]) -> Snapshot | None:
+    if "best" not in metadata:  # written before recoveries existed
+        return None
+    values = json.loads(metadata["best"])
+    return Snapshot(
+        model=_prefixed(tensors, "best.model."),
+        ema=_prefixed(tensors, "best.ema."),
+        ema_updates=int(values["ema_updates"]),
+        optimizer=_join_optimizer(
+            tensors, "best.optimizer.", values["optimizer_plain"], values["optimizer_groups"]
+        ),
+    )

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "DEFAULT_LR",
     "ModelSection",
     "DataSection",
     "LossSection",
@@ -33,6 +34,10 @@ __all__ = [
     "RunSection",
     "TrainConfig",
 ]
+
+
+#: the learning rate of each model when ``optimizer.lr`` is unset
+DEFAULT_LR = {"nequip": 5e-3, "schnet": 2e-3, "allegro": 5e-3}
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,11 @@ class OptimizerSection:
 
     Attributes:
         name: ``"adam"`` (default) or ``"adamw"``.
-        lr: initial learning rate (default 5e-3, NequIP's).
+        lr: initial learning rate (default ``None`` = the training default of ``model.name``,
+            :data:`DEFAULT_LR`: 5e-3 for NequIP and Allegro; 2e-3 for SchNet, which trains
+            the 29-element ``many-elements`` set, where 5e-3 diverges after 15 epochs, and
+            keeps pace with 5e-3 per epoch on ethanol).
+            :attr:`TrainConfig.learning_rate` is the rate in effect.
         weight_decay: decoupled weight decay for AdamW (default 0).
         batch_size: structures per step, summed over processes (default 8).
         grad_clip: clip the gradient norm to this (default 10; 0 = off).
@@ -129,7 +138,7 @@ class OptimizerSection:
     """
 
     name: Literal["adam", "adamw"] = "adam"
-    lr: float = 5e-3
+    lr: float | None = None
     weight_decay: float = 0.0
     batch_size: int = 8
     grad_clip: float = 10.0
@@ -150,6 +159,15 @@ class ScheduleSection:
             (default 30; 0 = never).
         validations_per_epoch: validate (and log, and maybe reduce the rate) this many times
             per epoch (default 1; raise it for big training sets and short budgets).
+        divergence_factor: a validation loss above this many times the best one so far is a
+            divergence (default 5; 0 = off): a loss that grows without ever becoming NaN,
+            which the NaN check does not catch. The run goes back to the best point — raw and
+            averaged weights and the optimizer's state as they were at the best validation —
+            and multiplies the learning rate in effect by ``plateau_factor`` (not below
+            ``min_lr``), logging one line that says so. A NaN or infinite validation loss
+            still ends the run at once.
+        divergence_recoveries: recoveries allowed (default 3); the next divergence goes back
+            to the best point and ends the run, with a reason that says so.
     """
 
     plateau_factor: float = 0.5
@@ -157,6 +175,8 @@ class ScheduleSection:
     min_lr: float = 1e-5
     early_stopping_patience: int = 30
     validations_per_epoch: int = 1
+    divergence_factor: float = 5.0
+    divergence_recoveries: int = 3
 
 
 @dataclass(frozen=True)
@@ -195,9 +215,23 @@ class TrainConfig:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     run: RunSection = field(default_factory=RunSection)
 
+    @property
+    def learning_rate(self) -> float:
+        """``optimizer.lr``, or when it is unset the training default of ``model.name``.
+
+        >>> schnet = TrainConfig.from_dict({"model": {"name": "schnet"}})
+        >>> TrainConfig().learning_rate, schnet.learning_rate, schnet.optimizer.lr
+        (0.005, 0.002, None)
+        """
+        return self.optimizer.lr if self.optimizer.lr is not None else DEFAULT_LR[self.model.name]
+
     def __post_init__(self) -> None:
         checks = [
-            ("optimizer.lr", self.optimizer.lr > 0, "must be positive"),
+            (
+                "optimizer.lr",
+                self.optimizer.lr is None or self.optimizer.lr > 0,
+                "must be positive",
+            ),
             ("optimizer.batch_size", self.optimizer.batch_size >= 1, "must be ≥ 1"),
             ("optimizer.grad_clip", self.optimizer.grad_clip >= 0, "must be ≥ 0"),
             ("optimizer.ema_decay", 0 <= self.optimizer.ema_decay < 1, "must be in [0, 1)"),
@@ -207,6 +241,12 @@ class TrainConfig:
             ("schedule.min_lr", self.schedule.min_lr >= 0, "must be ≥ 0"),
             ("schedule.early_stopping_patience", self.schedule.early_stopping_patience >= 0, "≥ 0"),
             ("schedule.validations_per_epoch", self.schedule.validations_per_epoch >= 1, "≥ 1"),
+            (
+                "schedule.divergence_factor",
+                self.schedule.divergence_factor == 0 or self.schedule.divergence_factor > 1,
+                "must be 0 (off) or > 1",
+            ),
+            ("schedule.divergence_recoveries", self.schedule.divergence_recoveries >= 0, "≥ 0"),
             ("run.minutes", self.run.minutes is None or self.run.minutes > 0, "must be positive"),
             ("run.max_epochs", self.run.max_epochs >= 1, "must be ≥ 1"),
             ("run.checkpoint_minutes", self.run.checkpoint_minutes > 0, "must be positive"),

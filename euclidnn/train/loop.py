@@ -1,12 +1,14 @@
-"""``fit``: the training loop, top to bottom.
+"""``fit``: the training loop, as named steps over one :class:`_Run` that holds the run.
 
-batch → predict(training=True) → loss → step → EMA → (validate → schedule → save) → checkpoint.
+    _setup → for each epoch: _epoch (for each batch: _step → on schedule _validate →
+    _stop_rule, _checkpoint) → _finish
 
-One process, or several under ``torchrun`` (``torch.distributed`` initialised by the caller):
-every process sees the same global batches — batch b of epoch e is the same list of structures
-whatever the number of processes — and takes its share of each; the loss is normalised by the
-counts of the whole batch, so N processes reach the weights one process reaches. Validation
-counts each structure once. Only rank 0 writes files.
+A validation keeps the best weights, or, when the loss has diverged, goes back to them
+(:func:`_recover`). One process, or several under ``torchrun`` (``torch.distributed``
+initialised by the caller): every process sees the same global batches — batch b of epoch e is
+the same list of structures whatever the number of processes — and takes its share of each; the
+loss is normalised by the counts of the whole batch, so N processes reach the weights one
+process reaches. Validation counts each structure once. Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,14 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from euclidnn.data.graph import Graph
 from euclidnn.data.loader import collate_batch
 from euclidnn.data.structure import Structure
+from euclidnn.data.targets import Targets
+from euclidnn.files import write_text
+from euclidnn.models import Potential
 from euclidnn.models.io import describe_model, save_model
-from euclidnn.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from euclidnn.train.checkpoint import Snapshot, TrainState, load_checkpoint, save_checkpoint
 from euclidnn.train.config import TrainConfig
 from euclidnn.train.ema import EMA
 from euclidnn.train.loss import LossTerms, labelled_pairs, loss_terms, model_outputs
@@ -99,18 +105,18 @@ def check_labels(
             fields["forces"] = [s.forces for s in structures]
         if loss.stress_weight > 0:
             fields["stress"] = [s.stress for s in structures]
-    for field, values in fields.items():
+    for label, values in fields.items():
         missing = [name for name, v in zip(names, values) if v is None]
-        required = field in ("energy", loss.property)
+        required = label in ("energy", loss.property)
         if missing and (required or len(missing) < len(values)):
             raise ValueError(
-                f"{missing[0]}: no {field!r} label ({len(missing)} of {len(values)} {role} "
+                f"{missing[0]}: no {label!r} label ({len(missing)} of {len(values)} {role} "
                 f"structures lack it{'' if required else '; give it for all or for none'})"
             )
 
 
 def check_training_data(
-    model: nn.Module,
+    model: Potential,
     structures: Sequence[Structure],
     names: Sequence[str],
     config: TrainConfig,
@@ -149,6 +155,44 @@ class _Group:
         return values
 
 
+@dataclass
+class _Run:
+    """One fit while it runs: what it trains and with what, the data, where it writes, and
+    the loop's counters. ``state`` is what a checkpoint keeps of the loop (with ``best``);
+    everything else is rebuilt by :func:`_setup`."""
+
+    cfg: TrainConfig
+    model: nn.Module
+    trained: nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    ema: EMA
+    group: _Group
+    train_items: list[tuple[Graph, Targets]]
+    valid_items: list[tuple[Graph, Targets]]  # this process's share
+    train_names: list[str]
+    out: Path | None
+    say: Callable[[str], None]  # log on rank 0, silent elsewhere
+    state: TrainState = field(default_factory=TrainState)
+    best: Snapshot | None = None  # weights and optimizer at the best validation
+    board: Any = None  # TensorBoard SummaryWriter (rank 0, when installed)
+    num_batches: int = 0  # per epoch
+    validate_after: set[int] = field(default_factory=set)  # batches of an epoch
+    budget: float = math.inf  # seconds
+    started: float = 0.0  # perf_counter() at which the run's elapsed time was 0
+    last_checkpoint: float = 0.0  # perf_counter() of the last checkpoint
+    train_loss_sum: float = 0.0  # training losses since the last validation
+    train_loss_count: int = 0
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files (rank 0, with a run folder)."""
+        return self.group.rank == 0 and self.out is not None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
 def fit(
     model: nn.Module,
     train: Sequence[Structure],
@@ -168,11 +212,21 @@ def fit(
     model, EMA weights, loadable by :func:`~euclidnn.models.load_model`), ``last.ckpt`` (to
     resume), ``log.csv`` (one row per validation) and TensorBoard events when ``tensorboard``
     is installed. With ``resume=True`` the run continues from ``out/last.ckpt`` exactly where
-    it stopped (same weights, optimizer, EMA, schedule, data order).
+    it stopped (same weights, optimizer, EMA, schedule, data order). The learning rate starts
+    at ``config.learning_rate`` (``optimizer.lr``, or the default of ``model.name``).
+
+    The run stops at ``run.max_epochs``, when ``run.minutes`` are spent (even mid-epoch), after
+    ``schedule.early_stopping_patience`` validations without improvement, when the learning
+    rate sits at ``schedule.min_lr`` without improvement, or when the validation loss is NaN.
+    A validation loss above ``schedule.divergence_factor`` × the best one so far is a
+    divergence: the weights (raw and EMA) and the optimizer go back to the best validation,
+    the learning rate is multiplied by ``schedule.plateau_factor``, and one line is logged;
+    after ``schedule.divergence_recoveries`` recoveries the next divergence ends the run (at
+    the best point).
 
     Args:
-        model: a :class:`~euclidnn.models.SchNet`, :class:`~euclidnn.models.NequIP` or
-            :class:`~euclidnn.models.TensorHead` (its dtype and device are used).
+        model: a :class:`~euclidnn.models.Potential` (SchNet, NequIP, TensorHead); its
+            ``cutoff``, ``species``, ``dtype`` and ``device`` are used.
         train, valid: labelled structures (eV, Å).
         config: the run's settings (:class:`~euclidnn.train.TrainConfig`; default: defaults).
         out: the run folder (created); ``None`` writes nothing.
@@ -185,194 +239,284 @@ def fit(
         TrainingDiverged: the loss became NaN/inf (naming the epoch and the batch's structures).
         ValueError: unusable data or checkpoint (naming the structure or file).
     """
-    cfg = config or TrainConfig()
-    group = _Group()
-    lead = group.rank == 0
-    say = log if lead else (lambda message: None)
-    out = Path(out) if out is not None else None
-    train_names = list(train_names or [f"training structure {i}" for i in range(len(train))])
-    valid_names = list(valid_names or [f"validation structure {i}" for i in range(len(valid))])
-    check_training_data(model, train, train_names, cfg, "training")
-    check_training_data(model, valid, valid_names, cfg, "validation")
-    device, dtype = model.device, model.dtype
-    train_items = labelled_pairs(train, model.cutoff, dtype, cfg.loss)
-    valid_items = labelled_pairs(valid, model.cutoff, dtype, cfg.loss)[group.rank :: group.size]
+    names = (
+        list(train_names or [f"training structure {i}" for i in range(len(train))]),
+        list(valid_names or [f"validation structure {i}" for i in range(len(valid))]),
+    )
+    run = _setup(model, train, valid, names, config or TrainConfig(), out, resume, log)
+    stop_reason = ""
+    while run.state.epoch < run.cfg.run.max_epochs and not stop_reason:
+        stop_reason = _epoch(run, progress)
+    stop_reason = stop_reason or f"reached max_epochs = {run.cfg.run.max_epochs}"
+    if not run.state.history or run.state.history[-1]["step"] != run.state.step:
+        _validate(run)  # the weights the run ends with are validated (and logged) once
+        _checkpoint(run)
+    return _finish(run, stop_reason)
 
-    trained = nn.parallel.DistributedDataParallel(model) if group.size > 1 else model
+
+def _setup(
+    model: nn.Module,
+    train: Sequence[Structure],
+    valid: Sequence[Structure],
+    names: tuple[list[str], list[str]],
+    cfg: TrainConfig,
+    out: str | os.PathLike | None,
+    resume: bool,
+    log: Callable[[str], None],
+) -> _Run:
+    """Check the data, build the optimizer, scheduler and EMA, restore them on ``resume``,
+    and work out the epoch's validation points and the time budget."""
+    group = _Group()
+    check_training_data(model, train, names[0], cfg, "training")
+    check_training_data(model, valid, names[1], cfg, "validation")
+    train_items = labelled_pairs(train, model.cutoff, model.dtype, cfg.loss)
+    valid_items = labelled_pairs(valid, model.cutoff, model.dtype, cfg.loss)
     optimizer_class = torch.optim.AdamW if cfg.optimizer.name == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(
-        model.parameters(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.optimizer.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer,
-        factor=cfg.schedule.plateau_factor,
-        patience=cfg.schedule.plateau_patience,
-        min_lr=cfg.schedule.min_lr,
+    run = _Run(
+        cfg=cfg,
+        model=model,
+        trained=nn.parallel.DistributedDataParallel(model) if group.size > 1 else model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            factor=cfg.schedule.plateau_factor,
+            patience=cfg.schedule.plateau_patience,
+            min_lr=cfg.schedule.min_lr,
+        ),
+        ema=EMA(model, cfg.optimizer.ema_decay),
+        group=group,
+        train_items=train_items,
+        valid_items=valid_items[group.rank :: group.size],
+        train_names=names[0],
+        out=Path(out) if out is not None else None,
+        say=log if group.rank == 0 else _silent,
     )
-    ema = EMA(model, cfg.optimizer.ema_decay)
-    state = TrainState()
     if resume:
-        state = _restore(out, model, optimizer, scheduler, ema)
-        say(f"resumed from {out / 'last.ckpt'}: epoch {state.epoch}, batch {state.batch}")
-    if lead and out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    board = _tensorboard(out) if lead and out is not None else None
+        _restore(run)
+    if run.writes:
+        run.out.mkdir(parents=True, exist_ok=True)
+        run.board = _tensorboard(run.out)
+    run.num_batches = math.ceil(len(train_items) / cfg.optimizer.batch_size)
+    per_epoch = min(cfg.schedule.validations_per_epoch, run.num_batches)
+    run.validate_after = {round(run.num_batches * (k + 1) / per_epoch) for k in range(per_epoch)}
+    run.budget = math.inf if cfg.run.minutes is None else 60 * cfg.run.minutes
+    run.started = time.perf_counter() - run.state.elapsed
+    run.last_checkpoint = time.perf_counter()
+    return run
 
-    batch_size = cfg.optimizer.batch_size
-    num_batches = math.ceil(len(train_items) / batch_size)
-    per_epoch = min(cfg.schedule.validations_per_epoch, num_batches)
-    validate_after = {round(num_batches * (k + 1) / per_epoch) for k in range(per_epoch)}
-    budget = math.inf if cfg.run.minutes is None else 60 * cfg.run.minutes
-    started = time.perf_counter() - state.elapsed
-    last_checkpoint = time.perf_counter()
-    stop_reason, train_loss, bar = "", [0.0, 0], None
 
-    def elapsed() -> float:
-        return time.perf_counter() - started
-
-    def checkpoint() -> None:
-        state.elapsed = elapsed()
-        if lead and out is not None:
-            save_checkpoint(
-                out / "last.ckpt",
-                model,
-                cfg.to_dict(),
-                state,
-                ema.state_tensors(),
-                ema.num_updates,
-                optimizer,
-                scheduler,
-            )
-
-    def validate() -> str:
-        """Validate the EMA weights; schedule, save the best, log; a reason to stop or ''."""
-        with ema.applied(model):
-            part, terms = compare(model, valid_items, cfg.loss, batch_size=32)
-        comparison = Comparison.concatenate(group.gather(part))
-        total = LossTerms(group.sum(terms.sums), group.sum(terms.counts))
-        loss = total.weighted(cfg.loss).item()
-        values = metrics(comparison)
-        lr = optimizer.param_groups[0]["lr"]
-        row = {
-            "epoch": round(state.epoch + state.batch / num_batches, 4),
-            "step": state.step,
-            "seconds": round(elapsed(), 2),
-            "lr": lr,
-            "train_loss": train_loss[0] / max(train_loss[1], 1),  # mean since last validation
-            "valid_loss": loss,
-            **{k: values[k] for k in _LOGGED if k in values},
-        }
-        state.history.append(row)
-        train_loss[:] = [0.0, 0]
-        improved = loss < state.best_loss
-        if improved:
-            state.best_loss, state.best_epoch, state.bad_validations = loss, row["epoch"], 0
-            if lead and out is not None:
-                with ema.applied(model):
-                    save_model(model, out / "model.safetensors")
-        else:
-            state.bad_validations += 1
-        scheduler.step(loss)
-        if lead and out is not None:
-            _write_csv(out / "log.csv", state.history)
-        if board is not None:
-            for key, value in row.items():
-                if key not in ("epoch", "step") and isinstance(value, float):
-                    board.add_scalar(key, value, state.step)
-            board.flush()
-        if not math.isfinite(loss):
-            return f"validation loss is {loss}"
-        patience = cfg.schedule.early_stopping_patience
-        if patience and state.bad_validations >= patience:
-            return f"no improvement in {patience} validations (early stopping)"
-        if lr <= cfg.schedule.min_lr and state.bad_validations > cfg.schedule.plateau_patience:
-            return f"learning rate at its minimum {cfg.schedule.min_lr:g} and no improvement"
-        return ""
-
-    while state.epoch < cfg.run.max_epochs and not stop_reason:
-        order = epoch_order(len(train_items), cfg.run.seed, state.epoch)
-        bar = tqdm(
-            total=num_batches,
-            initial=state.batch,
-            desc=f"epoch {state.epoch + 1}",
-            disable=not (progress and lead),
-            leave=False,
-            dynamic_ncols=True,
+def _epoch(run: _Run, progress: bool) -> str:
+    """Train on the rest of the epoch, validating and checkpointing on schedule; a reason to
+    stop, or ''."""
+    state, batch_size = run.state, run.cfg.optimizer.batch_size
+    order = epoch_order(len(run.train_items), run.cfg.run.seed, state.epoch)
+    bar = tqdm(
+        total=run.num_batches,
+        initial=state.batch,
+        desc=f"epoch {state.epoch + 1}",
+        disable=not (progress and run.group.rank == 0),
+        leave=False,
+        dynamic_ncols=True,
+    )
+    stop_reason = ""
+    while state.batch < run.num_batches and not stop_reason:
+        _step(run, order[state.batch * batch_size : (state.batch + 1) * batch_size])
+        validating = state.batch in run.validate_after
+        if validating:
+            stop_reason = _validate(run)
+        bar.update(1)
+        if state.step % 10 == 0 or validating:
+            bar.set_postfix_str(_postfix(run))
+        # every process takes part in the budget's all-reduce, on every batch
+        over_budget = run.group.sum(torch.tensor(float(run.elapsed() > run.budget))).item() > 0
+        if over_budget and not stop_reason:
+            stop_reason = f"time budget of {run.cfg.run.minutes:g} min spent"
+        every = run.cfg.run.checkpoint_every
+        due = (every and state.step % every == 0) or (
+            time.perf_counter() - run.last_checkpoint > 60 * run.cfg.run.checkpoint_minutes
         )
-        while state.batch < num_batches:
-            indices = order[state.batch * batch_size : (state.batch + 1) * batch_size]
-            mine = indices[group.rank :: group.size]
-            # a process without a structure in this (last, short) batch still takes part in the
-            # collective calls, with one structure weighted by zero
-            weight = 1.0 if mine else 0.0
-            graph, targets = collate_batch([train_items[i] for i in mine or indices[:1]])
-            graph, targets = graph.to(device), targets.to(device)
-            out_ = model_outputs(trained, graph, targets, cfg.loss, training=True)
-            terms = loss_terms(out_, graph, targets, cfg.loss)
-            terms = LossTerms(terms.sums * weight, terms.counts * weight)
-            counts = group.sum(terms.counts)
-            loss = terms.weighted(cfg.loss, counts) * group.size
-            total = group.sum(loss.detach()).item() / group.size
-            if not math.isfinite(total):
-                names = [train_names[i] for i in indices]
-                raise TrainingDiverged(
-                    f"the training loss became {total} at epoch {state.epoch + 1}, batch "
-                    f"{state.batch + 1} (structures: {', '.join(names[:8])}"
-                    f"{', …' if len(names) > 8 else ''}); the last good checkpoint is "
-                    f"{out / 'last.ckpt' if out is not None else 'not written (no out)'}; "
-                    "lower optimizer.lr or check these structures' labels"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optimizer.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optimizer.grad_clip)
-            optimizer.step()
-            ema.update(model)
-            state.step += 1
-            state.batch += 1
-            train_loss[0], train_loss[1] = train_loss[0] + total, train_loss[1] + 1
-            if state.batch in validate_after:
-                stop_reason = validate()
-            bar.update(1)
-            if state.step % 10 == 0 or state.batch in validate_after:
-                bar.set_postfix_str(_postfix(state.history, train_loss, budget - elapsed()))
-            over_budget = group.sum(torch.tensor(float(elapsed() > budget))).item() > 0
-            if over_budget and not stop_reason:
-                stop_reason = f"time budget of {cfg.run.minutes:g} min spent"
-            if stop_reason:
-                break
-            every = cfg.run.checkpoint_every
-            if (every and state.step % every == 0) or (
-                time.perf_counter() - last_checkpoint > 60 * cfg.run.checkpoint_minutes
-            ):
-                checkpoint()
-                last_checkpoint = time.perf_counter()
-        bar.close()
-        if state.batch == num_batches:
-            state.epoch, state.batch = state.epoch + 1, 0
-            say(_epoch_line(state))
-        checkpoint()
-        last_checkpoint = time.perf_counter()
-    if not stop_reason:
-        stop_reason = f"reached max_epochs = {cfg.run.max_epochs}"
-    if not state.history or state.history[-1]["step"] != state.step:
-        validate()
-        checkpoint()
-    if board is not None:
-        board.close()
+        if due and not stop_reason:
+            _checkpoint(run)
+    bar.close()
+    if state.batch == run.num_batches:
+        state.epoch, state.batch = state.epoch + 1, 0
+        run.say(_epoch_line(state))
+    _checkpoint(run)
+    return stop_reason
+
+
+def _step(run: _Run, indices: list[int]) -> None:
+    """One optimizer step on the global batch ``indices``, of which this process takes its
+    share; the EMA follows. Raises :class:`TrainingDiverged` on a NaN or infinite loss."""
+    cfg, group = run.cfg, run.group
+    mine = indices[group.rank :: group.size]
+    # a process without a structure in this (last, short) batch still takes part in the
+    # collective calls, with one structure weighted by zero
+    weight = 1.0 if mine else 0.0
+    graph, targets = collate_batch([run.train_items[i] for i in mine or indices[:1]])
+    graph, targets = graph.to(run.model.device), targets.to(run.model.device)
+    prediction = model_outputs(run.trained, graph, targets, cfg.loss, training=True)
+    terms = loss_terms(prediction, graph, targets, cfg.loss)
+    terms = LossTerms(terms.sums * weight, terms.counts * weight)
+    counts = group.sum(terms.counts)
+    loss = terms.weighted(cfg.loss, counts) * group.size
+    total = group.sum(loss.detach()).item() / group.size
+    if not math.isfinite(total):
+        raise _diverged(run, total, [run.train_names[i] for i in indices])
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.optimizer.grad_clip > 0:
+        nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optimizer.grad_clip)
+    run.optimizer.step()
+    run.ema.update(run.model)
+    run.state.step += 1
+    run.state.batch += 1
+    run.train_loss_sum += total
+    run.train_loss_count += 1
+
+
+def _diverged(run: _Run, total: float, names: list[str]) -> TrainingDiverged:
+    last = run.out / "last.ckpt" if run.out is not None else "not written (no out)"
+    return TrainingDiverged(
+        f"the training loss became {total} at epoch {run.state.epoch + 1}, batch "
+        f"{run.state.batch + 1} (structures: {', '.join(names[:8])}"
+        f"{', …' if len(names) > 8 else ''}); the last good checkpoint is {last}; "
+        "lower optimizer.lr or check these structures' labels"
+    )
+
+
+def _validate(run: _Run) -> str:
+    """Validate the EMA weights and log the row; keep the best point, or go back to it after a
+    divergence; step the schedule. A reason to stop, or ''."""
+    state, factor = run.state, run.cfg.schedule.divergence_factor
+    loss, row = _measure(run)
+    best = state.best_loss
+    if loss < best:
+        state.best_loss, state.best_epoch, state.bad_validations = loss, row["epoch"], 0
+        run.best = Snapshot.take(run.model, run.ema, run.optimizer)
+        if run.writes:
+            with run.ema.applied(run.model):
+                save_model(run.model, run.out / "model.safetensors")
+    else:
+        state.bad_validations += 1
+    diverged = factor > 0 and math.isfinite(loss) and loss > factor * best
+    stop_reason = _recover(run, loss, best) if diverged else ""
+    if not diverged:  # a diverged loss says nothing about a plateau
+        run.scheduler.step(loss)
+    if run.writes:
+        _write_csv(run.out / "log.csv", state.history)
+    if run.board is not None:
+        for key, value in row.items():
+            if key not in ("epoch", "step") and isinstance(value, float):
+                run.board.add_scalar(key, value, state.step)
+        run.board.flush()
+    return stop_reason or _stop_rule(run, loss, row["lr"])
+
+
+def _measure(run: _Run) -> tuple[float, dict[str, Any]]:
+    """The validation loss of the EMA weights, over all processes, and the history row
+    (appended to ``state.history``); the running training loss starts again."""
+    state = run.state
+    with run.ema.applied(run.model):
+        part, terms = compare(run.model, run.valid_items, run.cfg.loss, batch_size=32)
+    comparison = Comparison.concatenate(run.group.gather(part))
+    total = LossTerms(run.group.sum(terms.sums), run.group.sum(terms.counts))
+    loss = total.weighted(run.cfg.loss).item()
+    values = metrics(comparison)
+    row = {
+        "epoch": round(state.epoch + state.batch / run.num_batches, 4),
+        "step": state.step,
+        "seconds": round(run.elapsed(), 2),
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "train_loss": run.train_loss_sum / max(run.train_loss_count, 1),  # since last validation
+        "valid_loss": loss,
+        **{k: values[k] for k in _LOGGED if k in values},
+    }
+    state.history.append(row)
+    run.train_loss_sum, run.train_loss_count = 0.0, 0
+    return loss, row
+
+
+def _recover(run: _Run, loss: float, best: float) -> str:
+    """Go back to the best point after a divergence and lower the learning rate; once the
+    recoveries are spent, go back and stop. A reason to stop, or ''."""
+    state, schedule = run.state, run.cfg.schedule
+    lr = max(run.optimizer.param_groups[0]["lr"] * schedule.plateau_factor, schedule.min_lr)
+    if run.best is not None:  # None only when resumed from a checkpoint that lacks it
+        run.best.restore(run.model, run.ema, run.optimizer)
+    what = f"validation loss {loss:.3g} is {loss / best:.3g}× the best {best:.3g}"
+    restored = "best weights restored" if run.best is not None else "no best weights kept"
+    if state.recoveries >= schedule.divergence_recoveries:
+        run.say(f"{what}: {restored}, no recoveries left")
+        return (
+            f"{what} after {state.recoveries} recoveries ({restored}): the training diverges; "
+            "lower optimizer.lr"
+        )
+    state.recoveries += 1
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.say(
+        f"{what}: learning rate lowered to {lr:.2g}, {restored} "
+        f"(recovery {state.recoveries} of {schedule.divergence_recoveries})"
+    )
+    return ""
+
+
+def _stop_rule(run: _Run, loss: float, lr: float) -> str:
+    """A reason to stop after a validation at learning rate ``lr``, or ''."""
+    state, schedule = run.state, run.cfg.schedule
+    if not math.isfinite(loss):
+        return f"validation loss is {loss}"
+    patience = schedule.early_stopping_patience
+    if patience and state.bad_validations >= patience:
+        return f"no improvement in {patience} validations (early stopping)"
+    if lr <= schedule.min_lr and state.bad_validations > schedule.plateau_patience:
+        return f"learning rate at its minimum {schedule.min_lr:g} and no improvement"
+    return ""
+
+
+def _checkpoint(run: _Run) -> None:
+    """Write ``last.ckpt`` (rank 0, with a run folder); restart the checkpoint clock."""
+    run.state.elapsed = run.elapsed()
+    if run.writes:
+        save_checkpoint(
+            run.out / "last.ckpt",
+            run.model,
+            run.cfg.to_dict(),
+            run.state,
+            run.ema.state_tensors(),
+            run.ema.num_updates,
+            run.optimizer,
+            run.scheduler,
+            best=run.best,
+        )
+    run.last_checkpoint = time.perf_counter()
+
+
+def _finish(run: _Run, stop_reason: str) -> FitResult:
+    if run.board is not None:
+        run.board.close()
+    state = run.state
     best = min(state.history, key=lambda r: r["valid_loss"])
-    say(
+    run.say(
         f"stopped: {stop_reason}; best validation loss {state.best_loss:.4g} at epoch {best['epoch']}"
     )
     return FitResult(
         best_loss=state.best_loss,
         best_metrics={k: v for k, v in best.items() if k in _LOGGED},
-        epochs=state.epoch + state.batch / num_batches,
+        epochs=state.epoch + state.batch / run.num_batches,
         steps=state.step,
-        seconds=elapsed(),
+        seconds=run.elapsed(),
         stop_reason=stop_reason,
         history=state.history,
     )
+
+
+def _silent(message: str) -> None:
+    """The log of a process other than rank 0."""
 
 
 #: validation metrics kept in the history and the CSV log
@@ -387,24 +531,27 @@ _LOGGED = (
 )
 
 
-def _restore(out, model, optimizer, scheduler, ema) -> TrainState:
-    if out is None:
+def _restore(run: _Run) -> None:
+    """Load ``out/last.ckpt`` into the run: weights, optimizer, schedule, EMA, best point, RNG."""
+    if run.out is None:
         raise ValueError("resume: give the run folder (out)")
-    ck = load_checkpoint(out / "last.ckpt")
-    if describe_model(ck.model) != describe_model(model):
+    path = run.out / "last.ckpt"
+    ck = load_checkpoint(path)
+    if describe_model(ck.model) != describe_model(run.model):
         raise ValueError(
-            f"{out / 'last.ckpt'}: the checkpoint's model ({describe_model(ck.model)[0]}) is not "
+            f"{path}: the checkpoint's model ({describe_model(ck.model)[0]}) is not "
             "the model given to fit; build it from the checkpoint"
         )
-    model.load_state_dict(ck.model.state_dict())
+    run.model.load_state_dict(ck.model.state_dict())
     try:
-        optimizer.load_state_dict(ck.optimizer)
-        scheduler.load_state_dict(ck.scheduler)
-        ema.load(ck.ema, ck.ema_updates)
+        run.optimizer.load_state_dict(ck.optimizer)
+        run.scheduler.load_state_dict(ck.scheduler)
+        run.ema.load(ck.ema, ck.ema_updates)
     except (KeyError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{out / 'last.ckpt'}: cannot restore the training state ({err})") from err
+        raise ValueError(f"{path}: cannot restore the training state ({err})") from err
     torch.set_rng_state(ck.rng)
-    return ck.state
+    run.state, run.best = ck.state, ck.best
+    run.say(f"resumed from {path}: epoch {run.state.epoch}, batch {run.state.batch}")
 
 
 def _tensorboard(out: Path):
@@ -421,14 +568,13 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(text, fieldnames=keys)
     writer.writeheader()
     writer.writerows(rows)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text.getvalue())
-    os.replace(tmp, path)
+    write_text(path, text.getvalue())
 
 
-def _postfix(history: list[dict[str, Any]], train_loss: list, seconds_left: float) -> str:
+def _postfix(run: _Run) -> str:
     """The progress bar's text: training loss so far, the last validation, time left."""
-    parts = [f"loss {train_loss[0] / max(train_loss[1], 1):.3g}"] if train_loss[1] else []
+    count, history = run.train_loss_count, run.state.history
+    parts = [f"loss {run.train_loss_sum / count:.3g}"] if count else []
     if history:
         row = history[-1]
         parts.append(f"valid {row['valid_loss']:.3g}")
@@ -439,6 +585,7 @@ def _postfix(history: list[dict[str, Any]], train_loss: list, seconds_left: floa
         if "property_mae" in row:
             parts.append(f"MAE {row['property_mae']:.3g}")
         parts.append(f"lr {row['lr']:.1e}")
+    seconds_left = run.budget - run.elapsed()
     if math.isfinite(seconds_left):
         parts.append(f"{max(seconds_left, 0) / 60:.1f} min left")
     return ", ".join(parts)

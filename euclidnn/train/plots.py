@@ -1,5 +1,9 @@
 """Figures people look at instead of tables: parity plots, error histograms, training and
-learning curves. Each function writes PNG files and returns their paths (matplotlib, Agg)."""
+learning curves. Each function writes PNG files and returns their paths.
+
+Figures are :class:`matplotlib.figure.Figure` objects drawn and saved directly: no pyplot, no
+backend chosen for the process, nothing left open.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +14,22 @@ from typing import Any
 
 import numpy as np
 
+from euclidnn.files import replacing
 from euclidnn.train.metrics import Comparison
 
 __all__ = ["parity_plots", "training_curve", "learning_curve_plot"]
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def _save(fig, path: Path) -> Path:
-    """Write the figure to ``path`` atomically (a temporary file, then a rename)."""
-    plt = _pyplot()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    """Write the figure to ``path`` whole (:func:`euclidnn.files.replacing`)."""
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     return path
 
 
@@ -50,7 +49,6 @@ def _parity(ax, reference, predicted, label, unit, mae):
 def parity_plots(c: Comparison, folder: str | os.PathLike, title: str = "") -> list[Path]:
     """``parity.png`` (energy per atom, forces, stress or property: model vs reference) and
     ``force_errors.png`` (histogram of force-component errors, log counts) in ``folder``."""
-    plt = _pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     panels = []
@@ -70,7 +68,8 @@ def parity_plots(c: Comparison, folder: str | os.PathLike, title: str = "") -> l
         panels.append((c.property_ref.ravel(), c.property.ravel(), "property", "data units", mae))
     written = []
     if panels:
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+        fig = _figure(figsize=(4.2 * len(panels), 4.2))
+        axes = fig.subplots(1, len(panels), squeeze=False)
         for ax, panel in zip(axes[0], panels):
             _parity(ax, *panel)
         if title:
@@ -79,7 +78,8 @@ def parity_plots(c: Comparison, folder: str | os.PathLike, title: str = "") -> l
         written.append(_save(fig, folder / "parity.png"))
     if c.forces is not None:
         error = 1000 * (c.forces - c.forces_ref).ravel()
-        fig, ax = plt.subplots(figsize=(5, 3.6))
+        fig = _figure(figsize=(5, 3.6))
+        ax = fig.subplots()
         ax.hist(error, bins=80, log=True, color="C1")
         ax.set(xlabel="force component error (meV/Å)", ylabel="count")
         ax.set_title(
@@ -93,9 +93,9 @@ def parity_plots(c: Comparison, folder: str | os.PathLike, title: str = "") -> l
 def training_curve(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
     """Training and validation loss, validation force/energy MAE and learning rate against
     epoch (log scale), from a run's history (``log.csv`` rows)."""
-    plt = _pyplot()
     epochs = [float(r["epoch"]) for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = _figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     axes[0].semilogy(epochs, [float(r["train_loss"]) for r in history], label="train loss")
     axes[0].semilogy(epochs, [float(r["valid_loss"]) for r in history], label="validation loss")
     axes[0].set(xlabel="epoch", ylabel="loss")
@@ -125,8 +125,8 @@ def learning_curve_plot(
 
     ``curves[name]`` holds ``sizes``, ``errors``, ``beta``, ``beta_error``, ``prefactor``.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    fig = _figure(figsize=(5.6, 4.4))
+    ax = fig.subplots()
     for k, (name, curve) in enumerate(curves.items()):
         sizes, errors = np.asarray(curve["sizes"], float), np.asarray(curve["errors"], float)
         label = f"{name}: β = {curve['beta']:.2f} ± {curve['beta_error']:.2f}"

@@ -77,6 +77,7 @@ def data_statistics(
     r_max: float,
     property: str | None = None,
     per_atom: bool = False,
+    names: Sequence[str] | None = None,
 ) -> DataStatistics:
     """Species, energy shifts, energy scale and neighbour count of a training set.
 
@@ -85,9 +86,10 @@ def data_statistics(
         r_max: the model's cutoff, Å.
         property: fit the shifts and scale to this scalar property instead of the energy.
         per_atom: the property is intensive (compared with the model's sum over atoms / n).
+        names: how an error names each structure (default "training structure i").
 
     Raises:
-        ValueError: no structures, or a structure without the energy (or property).
+        ValueError: no structures, or a structure without the energy (or property), named.
     """
     if not structures:
         raise ValueError("data_statistics: the training set is empty")
@@ -95,9 +97,10 @@ def data_statistics(
     values = [s.energy if property is None else s.properties.get(property) for s in structures]
     missing = [i for i, v in enumerate(values) if v is None]
     if missing:
+        name = names[missing[0]] if names is not None else f"training structure {missing[0]}"
         raise ValueError(
-            f"data_statistics: {len(missing)} training structures have no {label} "
-            f"(first: {missing[:5]})"
+            f"{name}: no {label!r} label ({len(missing)} of {len(values)} training "
+            "structures lack it)"
         )
     if any(np.size(v) != 1 for v in values):  # a tensor property: no per-species shift
         species = tuple(sorted({int(z) for s in structures for z in s.numbers}))

@@ -1,8 +1,10 @@
 """The training loop: it learns, it resumes exactly after a kill, several processes reach the
-weights of one, a diverging loss stops cleanly, and bad data are refused by name."""
+weights of one, a NaN loss stops cleanly, a loss that grows goes back to the best point, and
+bad data are refused by name."""
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +18,8 @@ from ase.calculators.emt import EMT
 
 from euclidnn.data import Structure, load_dataset
 from euclidnn.models import SchNet, SchNetConfig, load_model
-from euclidnn.train import TrainConfig, TrainingDiverged, fit, load_checkpoint
+from euclidnn.train import TrainConfig, TrainingDiverged, compare, fit, load_checkpoint
+from euclidnn.train.loss import labelled_pairs
 from euclidnn.train.stats import data_statistics
 
 FAST = {
@@ -229,3 +232,48 @@ def test_tensorboard_events_are_written_when_tensorboard_is_installed(ethanol, t
     events.Reload()
     losses = [e.value for e in events.Scalars("valid_loss")]
     assert losses == pytest.approx([row["valid_loss"] for row in result.history])
+
+
+def diverging_config(**schedule):
+    """A tiny SchNet at a learning rate so high that the validation loss jumps to ~1e9 at the
+    sixth validation, without ever becoming NaN (seeded: the autouse fixture)."""
+    return TrainConfig.from_dict({
+        "optimizer": {"batch_size": 4, "lr": 0.3, "ema_decay": 0.0},
+        "schedule": {"validations_per_epoch": 2, **schedule},
+        "run": {"max_epochs": 6},
+    })  # fmt: skip
+
+
+def test_a_loss_that_grows_without_nan_goes_back_to_the_best_point_at_a_lower_rate(ethanol):
+    model, lines = small_schnet(ethanol[:24]), []
+    result = fit(
+        model, ethanol[:24], ethanol[24:32], diverging_config(), progress=False, log=lines.append
+    )
+    (line,) = [line for line in lines if line.startswith("validation loss")]
+    assert re.fullmatch(
+        r"validation loss \S+ is \S+× the best \S+: learning rate lowered to 0.15, best weights "
+        r"restored \(recovery 1 of 3\)",
+        line,
+    ), line
+    losses = [row["valid_loss"] for row in result.history]
+    worst = max(range(len(losses)), key=losses.__getitem__)
+    assert losses[worst] > 1e3 * min(losses[:worst])  # it did diverge, and without NaN
+    assert [row["lr"] for row in result.history[worst + 1 :]] == [0.15] * (len(losses) - worst - 1)
+    assert max(losses[worst + 1 :]) < 2 * min(losses)  # and trained on from the best point
+    assert result.stop_reason == "reached max_epochs = 6"
+
+
+def test_when_the_recoveries_are_spent_the_run_stops_at_the_best_point(ethanol, tmp_path):
+    model = small_schnet(ethanol[:24])
+    config = diverging_config(divergence_recoveries=0)
+    result = fit(model, ethanol[:24], ethanol[24:32], config, tmp_path, progress=False)
+    assert "the training diverges; lower optimizer.lr" in result.stop_reason
+    assert "after 0 recoveries (best weights restored)" in result.stop_reason
+    # the model and last.ckpt hold the best weights (EMA off: raw = validated)
+    valid = labelled_pairs(ethanol[24:32], model.cutoff, model.dtype, config.loss)
+    _, terms = compare(model, valid, config.loss)
+    assert terms.weighted(config.loss).item() == pytest.approx(result.best_loss, rel=1e-12)
+    saved = load_checkpoint(tmp_path / "last.ckpt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(saved.model.state_dict()[key], value)
+        assert torch.equal(saved.best.model[key], value)

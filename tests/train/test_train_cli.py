@@ -153,13 +153,15 @@ def test_print_config_shows_the_resolved_config(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "name: schnet" in text and "minutes: 2.0" in text and "ema_decay: 0.99" in text
     assert "num_interactions: 3" in text  # the model's training defaults, resolved
+    assert "lr: 0.002" in text  # and SchNet's learning rate
 
 
 @pytest.mark.skipif(not (SHARED / "qm9_20.db").is_file(), reason="../shared/data/qm9_20.db absent")
 def test_a_qm9_property_trains_and_evaluates(tmp_path, capsys):
+    # 16 molecules and 6 epochs: sized for the rate 5e-3 (not SchNet's default 2e-3)
     (tmp_path / "homo.yaml").write_text(
         TINY + "loss: {property: homo, property_per_atom: true}\n"
-        "optimizer: {batch_size: 4}\nrun: {max_epochs: 6}\ndata: {n_valid: 4}\n"
+        "optimizer: {batch_size: 4, lr: 5.0e-3}\nrun: {max_epochs: 6}\ndata: {n_valid: 4}\n"
     )
     out = tmp_path / "run"
     db = str(SHARED / "qm9_20.db")
