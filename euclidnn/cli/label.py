@@ -1,7 +1,10 @@
-"""Sample configurations of a molecule by Langevin MD (GFN2-xTB) and label them with GFN2-xTB
-or DFT (PySCF), writing extxyz in eV/Å. Rerunning the same command resumes an interrupted run.
+"""Sample configurations of a molecule or a periodic cell by Langevin MD (xTB) and label them
+with xTB or DFT (PySCF; molecules only), writing extxyz in eV/Å (a cell's stress in eV/Å³).
+Rerunning the same command resumes an interrupted run.
 
 Example: euclidnn label ethanol -o ethanol.xyz -n 1000 --method gfn2-xtb --temperature 500
+A cell: euclidnn label LiF.xyz -o LiF_frames.xyz -n 200 --method gfn1-xtb --temperature 1000
+(LiF.xyz: extxyz with Lattice="..." and pbc="T T T"; labels at tblite's Γ point, with stress)
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``euclidnn label``."""
     parser.add_argument(
-        "molecule", help="xyz file, shipped molecule name (ethanol, aspirin, …) or ASE g2 name"
+        "molecule",
+        help="xyz/extxyz file (a periodic cell: Lattice= and pbc in its header), shipped "
+        "molecule name (ethanol, aspirin, …) or ASE g2 name",
     )
     parser.add_argument("-o", "--output", required=True, help="extxyz file to write or resume")
     parser.add_argument("-n", "--frames", type=int, required=True, help="frames to label")
@@ -26,13 +31,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     level.add_argument("--charge", type=int, default=0)
     level.add_argument("--multiplicity", type=int, default=1, help="2S+1")
-    md = parser.add_argument_group("sampling (Langevin MD with GFN2-xTB)")
+    md = parser.add_argument_group("sampling (Langevin MD with xTB)")
     md.add_argument("--temperature", type=float, default=500.0, help="K (default 500)")
-    md.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    md.add_argument(
+        "--timestep",
+        type=float,
+        default=None,
+        help="fs (default 0.5; 1 for a periodic cell without H)",
+    )
     md.add_argument("--friction", type=float, default=0.01, help="1/fs (default 0.01)")
     md.add_argument("--interval", type=int, default=10, help="MD steps between frames (10)")
-    md.add_argument("--equilibration", type=int, default=1000, help="MD steps first (1000)")
+    md.add_argument(
+        "--equilibration",
+        type=int,
+        default=None,
+        help="MD steps first (default 1000; a periodic cell: 2/(friction*timestep), 200 at 1 fs)",
+    )
     md.add_argument("--seed", type=int, default=0)
+    md.add_argument(
+        "--sampling-method",
+        default=None,
+        help="xTB of the MD: gfn2-xtb, gfn1-xtb (default: gfn2-xtb for a molecule, the "
+        "labelling method for a periodic cell)",
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="OpenMP threads of PySCF (default: its own)"
     )
@@ -62,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         interval=args.interval,
         equilibration=args.equilibration,
         seed=args.seed,
+        method=args.sampling_method,
     )
     level = Level(
         args.method,
@@ -80,5 +102,7 @@ def run(args: argparse.Namespace) -> int:
         xtb_threads=args.xtb_threads,
         properties=tuple(p.strip() for p in args.properties.split(",") if p.strip()),
     )
-    print(f"{args.output}: {len(frames)} frames, {level.name}, eV/Å")
+    periodic = bool(frames) and bool(frames[0].pbc.any())
+    units = "eV/Å, stress eV/Å³, Γ point" if periodic else "eV/Å"
+    print(f"{args.output}: {len(frames)} frames, {level.name}, {units}")
     return 0
