@@ -2,14 +2,20 @@
 
 Two stages, both deterministic from the seed:
 
-1. **sample** (:mod:`.sampling`): Langevin MD driven by GFN2-xTB (tblite) at
-   ``Sampling.temperature``; after ``equilibration`` steps every ``interval``-th step is kept.
-   The geometries go to ``<output>.sampled.xyz``, written once to a temporary file and renamed,
-   so the trajectory a resumed run labels is the very one the interrupted run was labelling.
+1. **sample** (:mod:`.sampling`): Langevin MD driven by xTB (tblite; GFN2-xTB for a molecule,
+   the labelling method for a periodic cell) at ``Sampling.temperature``; after
+   ``equilibration`` steps every ``interval``-th step is kept. The geometries go to
+   ``<output>.sampled.xyz``, written once to a temporary file and renamed, so the trajectory
+   a resumed run labels is the very one the interrupted run was labelling.
 2. **label** (:mod:`.labellers`, :mod:`.run`): each sampled geometry, in order, is labelled
    (GFN2-xTB, or DFT/HF with PySCF: density fitting, analytic gradient, previous density matrix
    as the SCF guess) and appended to ``<output>`` as one extxyz frame; the file is flushed and
-   fsync'd after every frame.
+   fsync'd after every frame, with Ctrl-C held back while a frame is written.
+
+A periodic cell (extxyz with ``Lattice=`` and ``pbc="T T T"``) keeps its cell and pbc in every
+frame and is labelled with xTB only, stress included (eV/Å³, positive = tensile); the header
+states tblite's treatment of the cell (Γ point, Ewald electrostatics: :mod:`.labellers`).
+The starting structure is checked first (:mod:`.inputs`).
 
 Resuming (:mod:`.resume`) = counting the complete frames in ``<output>`` (a truncated trailing
 frame left by a kill is dropped) and labelling the rest, so an interrupted and resumed run

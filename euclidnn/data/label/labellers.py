@@ -4,6 +4,17 @@ A labeller is a function ``ase.Atoms -> (energy eV, forces eV/Å [n_atoms, 3])``
 GFN1-xTB through tblite, or HF/DFT through PySCF (density fitting, analytic gradient, previous
 density matrix as the SCF guess). tblite and pyscf are imported lazily, inside the functions
 that need them.
+
+Periodic cells are labelled with xTB only, and also get the stress (:data:`STRESS_UNIT`,
+σ = (1/V) ∂E/∂ε, positive = tensile: tblite's virial over the volume, checked against central
+differences of the energy in the tests). What tblite does with a cell (tblite 0.8): one k-point,
+Γ, of the given cell (tblite has no k-point sampling: a small cell is a coarse sample of the
+Brillouin zone, so converge the cell size, not a mesh); Hamiltonian and overlap summed over the
+lattice images within its cutoffs; the second-order electrostatics (GFN2-xTB's multipoles too)
+by Ewald summation; dispersion by real-space lattice sums; any periodic direction makes the
+whole cell 3D-periodic. PySCF's HF/DFT here is molecular (``pyscf.gto``, no cell) and is
+refused for a cell (:func:`periodic_info`); PySCF's periodic DFT (``pyscf.pbc``, stress for
+non-hybrid functionals on plane-wave density grids) is not wired in.
 """
 
 from __future__ import annotations
@@ -16,10 +27,11 @@ import numpy as np
 from .properties import check_properties, dipole_moment, polarizability
 from .threads import pyscf_threads, tblite_threads
 
-__all__ = ["Level", "Labeller", "make_labeller"]
+__all__ = ["Level", "Labeller", "make_labeller", "periodic_info"]
 
 XTB_METHODS = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
 UNITS = {"energy_unit": "eV", "length_unit": "Angstrom", "force_unit": "eV/Angstrom"}
+STRESS_UNIT = "eV/Angstrom^3"  # σ = (1/V) ∂E/∂ε; positive = tensile
 
 Labeller = Callable[["object"], tuple[float, np.ndarray]]  # ase.Atoms -> (eV, eV/Å [n, 3])
 
@@ -95,6 +107,29 @@ class Level:
         info.update(charge=int(self.charge), multiplicity=int(self.multiplicity))
         info.update(program=program, **UNITS)
         return info
+
+
+def periodic_info(level: Level, name: str) -> dict:
+    """Header fields of the periodic frames of structure ``name`` labelled at ``level``: the
+    Brillouin-zone sampling, the electrostatics and the stress unit.
+
+    Raises:
+        ValueError: for HF/DFT, whose labeller here is molecular (it would ignore the cell).
+
+    >>> periodic_info(Level("gfn1-xtb"), "LiF.xyz")["kpoints"]
+    'Gamma'
+    """
+    if not level.is_xtb:
+        raise ValueError(
+            f"{name}: a periodic cell cannot be labelled with {level.name}: PySCF's HF/DFT here "
+            "is molecular and would ignore the cell (no stress either); use --method gfn1-xtb "
+            "or gfn2-xtb (tblite: Γ point, Ewald electrostatics, stress)"
+        )
+    return {
+        "kpoints": "Gamma",  # tblite has no k-point sampling: the Γ point of this cell
+        "electrostatics": "Ewald",
+        "stress_unit": STRESS_UNIT,
+    }
 
 
 def _xtb_calculator(level: Level):
@@ -173,7 +208,8 @@ class _PySCFLabeller:
 def make_labeller(
     level: Level, threads: int | None = None, xtb_threads: int | None = 1, properties=()
 ) -> Labeller:
-    """A function ``atoms -> (energy eV, forces eV/Å)`` at the given level of theory.
+    """A function ``atoms -> (energy eV, forces eV/Å)`` at the given level of theory; for a
+    periodic cell (xTB) ``(energy, forces, {"stress": σ [3, 3] eV/Å³, ...})``.
 
     Args:
         level: the level of theory (checked here: ValueError if unknown).
@@ -196,11 +232,14 @@ def make_labeller(
             # charges, and a resumed run would then differ from an uninterrupted one in the
             # last digits
             atoms.calc = _xtb_calculator(level)
+            extra = {}
             with tblite_threads(xtb_threads):
                 energy, forces = float(atoms.get_potential_energy()), atoms.get_forces().copy()
-                if not properties:
-                    return energy, forces
-                return energy, forces, {"dipole": atoms.get_dipole_moment().copy()}  # e·Å
+                if atoms.pbc.any():  # from the same SCF: tblite's virial / V, eV/Å³
+                    extra["stress"] = atoms.get_stress(voigt=False).copy()
+                if properties:
+                    extra["dipole"] = atoms.get_dipole_moment().copy()  # e·Å
+            return (energy, forces, extra) if extra else (energy, forces)
 
         return xtb
     return _PySCFLabeller(level, threads, properties)

@@ -71,6 +71,21 @@ def _check_matches(path, index: int, frame, expected, keys: dict) -> None:
     )
     if not same:
         raise ValueError(f"{path}: frame {index}: positions differ from the sampled trajectory")
+    _check_same_cell(path, index, frame, expected, "the sampled trajectory's")
+
+
+def _check_same_cell(path, index: int, frame, expected, whose: str) -> None:
+    """Raise if ``frame``'s cell or pbc differ from ``expected``'s (``whose`` names it)."""
+    if not np.array_equal(frame.pbc, expected.pbc):
+        raise ValueError(
+            f"{path}: frame {index}: pbc={frame.pbc.tolist()} but {whose} is "
+            f"{expected.pbc.tolist()}; choose another output file or the same structure"
+        )
+    if not np.allclose(np.asarray(frame.cell), np.asarray(expected.cell), atol=1e-6):
+        raise ValueError(
+            f"{path}: frame {index}: its cell differs from {whose}; "
+            "choose another output file or the same structure"
+        )
 
 
 def _resume_trajectory(
@@ -83,6 +98,7 @@ def _resume_trajectory(
         _check_matches(sampled_path, index, frame, frame, sampling.info())
         if not np.array_equal(frame.numbers, atoms.numbers):
             raise ValueError(f"{sampled_path}: frame 0: numbers differ from {molecule!r}")
+        _check_same_cell(sampled_path, index, frame, atoms, f"{molecule!r}'s")  # NVT: fixed
     if len(sampled) < sampling.num_frames:
         # the old file stays until the new run is known to extend the same trajectory
         with replacing(sampled_path) as new_path:
