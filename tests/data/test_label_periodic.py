@@ -202,6 +202,19 @@ def test_an_interrupt_during_a_write_waits_for_the_frame():
     assert steps and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_an_scf_failure_in_the_md_names_method_and_step(tmp_path, nacl_file, monkeypatch):
+    from ase.calculators.calculator import CalculationFailed
+    from tblite.ase import TBLite
+
+    def fail(self, *args, **kwargs):
+        raise CalculationFailed("SCF not converged in 250 cycles")
+
+    monkeypatch.setattr(TBLite, "calculate", fail)
+    with pytest.raises(RuntimeError, match="^sampling: GFN1-xTB MD, step 0: SCF not converged"):
+        label(str(nacl_file), tmp_path / "out.xyz", Sampling(1, **TINY), GFN1, progress=False)
+    assert not (tmp_path / "out.xyz.sampled.xyz").exists()
+
+
 def test_resuming_with_another_cell_is_refused(tmp_path, nacl_file):
     out = tmp_path / "out.xyz"
     label(str(nacl_file), out, Sampling(1, **TINY), GFN1, progress=False)
@@ -279,7 +292,7 @@ def command(structure, out, frames):
         "--method",
         "gfn1-xtb",
         "--equilibration",
-        "1",
+        "0",
         "--interval",
         "1",
         "--quiet",

@@ -172,6 +172,23 @@ def _langevin(atoms, sampling: Sampling):
     )
 
 
+def _run(dynamics, sampling: Sampling, steps: _StepProgress) -> list:
+    """Equilibrate, then keep a copy of the atoms every ``sampling.interval`` steps."""
+    name = XTB_METHODS[sampling.method]
+    with steps.stage(sampling.equilibration, f"equilibration ({name} MD)"):
+        dynamics.run(sampling.equilibration)
+    frames = []
+    with steps.stage(sampling.interval * sampling.num_frames, f"sampling ({name} MD)") as bar:
+        for index in range(sampling.num_frames):
+            dynamics.run(sampling.interval)
+            frame = dynamics.atoms.copy()
+            frame.set_constraint()
+            frame.info = {**sampling.info(), "sampling_frame": index, "md_step": dynamics.nsteps}
+            frames.append(frame)
+            bar.set_postfix(frames=f"{index + 1}/{sampling.num_frames}")
+    return frames
+
+
 def sample(
     atoms,
     sampling: Sampling,
@@ -187,6 +204,9 @@ def sample(
     holds ``sampling.info()``, ``sampling_frame`` and ``md_step``. tblite runs ``xtb_threads``
     OpenMP threads during the MD only (None: as loaded); the caller's setting is restored.
     With ``progress``, one bar follows the equilibration and one the sampling, step by step.
+
+    Raises:
+        RuntimeError: naming the method and the MD step, when tblite's SCF fails.
     """
     import ase.io
 
@@ -194,24 +214,12 @@ def sample(
 
     sampling = sampling.resolve(atoms)
     dynamics = _langevin(atoms, sampling)
-    steps = _StepProgress(dynamics, progress)
-    name = XTB_METHODS[sampling.method]
-    frames = []
-    with tblite_threads(xtb_threads):
-        with steps.stage(sampling.equilibration, f"equilibration ({name} MD)"):
-            dynamics.run(sampling.equilibration)
-        with steps.stage(sampling.interval * sampling.num_frames, f"sampling ({name} MD)") as bar:
-            for index in range(sampling.num_frames):
-                dynamics.run(sampling.interval)
-                frame = dynamics.atoms.copy()
-                frame.set_constraint()
-                frame.info = {
-                    **sampling.info(),
-                    "sampling_frame": index,
-                    "md_step": dynamics.nsteps,
-                }
-                frames.append(frame)
-                bar.set_postfix(frames=f"{index + 1}/{sampling.num_frames}")
+    try:
+        with tblite_threads(xtb_threads):
+            frames = _run(dynamics, sampling, _StepProgress(dynamics, progress))
+    except RuntimeError as error:  # tblite's SCF failed (ASE's CalculationFailed)
+        name = XTB_METHODS[sampling.method]
+        raise RuntimeError(f"sampling: {name} MD, step {dynamics.nsteps}: {error}") from error
     with replacing(path) as tmp:
         ase.io.write(tmp, frames, format="extxyz")
     return frames
