@@ -7,6 +7,7 @@ Flow: file → ``read`` → ``Structure`` (numpy, eV/Å) → ``neighbor_list`` �
 
 from .datasets import list_datasets, load_dataset
 from .graph import Graph, collate
+from .geometry_checks import check_cutoff, check_positions
 from .loader import AtomsDataset, collate_batch, make_loader
 from .molecules import list_molecules, load_molecule
 from .neighbors import neighbor_list
@@ -23,6 +24,8 @@ __all__ = [
     "Structure",
     "Targets",
     "avg_num_neighbors",
+    "check_cutoff",
+    "check_positions",
     "collate",
     "collate_batch",
     "list_datasets",
