@@ -165,6 +165,28 @@ def test_ctrl_c_pressed_again_during_the_cleanup_leaves_nothing_behind(schnet, t
     assert not (run_dir / "summary.json").exists()
 
 
+def test_no_local_clients_says_how_to_connect_them_and_gives_up(schnet, tmp_path):
+    """``--no-local-clients``: md prints i-PI's address and the `euclidnn serve` command,
+    and stops after --client-timeout when no client came; the folder of that run, which did
+    no step, does not stand in the way of the next try."""
+    save_model(schnet, tmp_path / "model.safetensors")
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "euclidnn", "md", str(tmp_path / "model.safetensors"),
+               "H2O", "--ensemble", "pimd", "--beads", "2", "--steps", "10", "--out",
+               str(run_dir), "--quiet", "--no-local-clients", "--client-timeout", "2"]  # fmt: skip
+    for _ in range(2):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        text = result.stdout + result.stderr
+        assert result.returncode != 0
+        serve = f"euclidnn serve {(tmp_path / 'model.safetensors').resolve()} "
+        serve += (
+            f"{(run_dir / 'structure.xyz').resolve()} --address {default_socket(run_dir).name[4:]}"
+        )
+        assert serve in result.stdout, text
+        assert "no force client served i-PI" in text and "within 2 s (--client-timeout)" in text
+        assert processes_in(run_dir) == [] and not default_socket(run_dir).exists()
+
+
 def test_stale_and_busy_sockets_and_ports_are_reported(tmp_path):
     name = f"euclidnn_test_{os.getpid()}"
     path = Address(name=name).path
