@@ -6,8 +6,8 @@ Flow: file → ``read`` → ``Structure`` (numpy, eV/Å) → ``neighbor_list`` �
 """
 
 from .datasets import list_datasets, load_dataset
-from .graph import Graph, collate
 from .geometry_checks import check_cutoff, check_positions
+from .graph import Graph, collate
 from .loader import AtomsDataset, collate_batch, make_loader
 from .molecules import list_molecules, load_molecule
 from .neighbors import neighbor_list
