@@ -11,14 +11,23 @@ Example: euclidnn analyze runs/classical runs/pimd --out runs/plots
 from __future__ import annotations
 
 import argparse
+import math
+import shutil
 from pathlib import Path
+
+from euclidnn.cli.md import check_out_folder, where
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``euclidnn analyze``."""
     parser.add_argument("runs", nargs="*", help="run folders of `euclidnn md`")
     parser.add_argument("--out", default="analysis", help="folder for plots (default analysis)")
-    parser.add_argument("--r-max", type=float, default=6.0, help="g(r) range, Å (6)")
+    parser.add_argument(
+        "--r-max",
+        type=float,
+        default=6.0,
+        help="g(r) range, Å (6; at most 50, or a wider molecule's diameter + 1)",
+    )
     parser.add_argument("--bins", type=int, default=150, help="histogram bins (150)")
     parser.add_argument("--skip", type=float, default=0.2, help="equilibration fraction (0.2)")
     modes = parser.add_argument_group("normal modes")
@@ -44,16 +53,27 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.runs and not args.model:
         raise ValueError("give run folders, or --model and --structure for normal modes")
+    if args.model and not args.structure:
+        raise ValueError("--model needs --structure")
+    if args.bins < 1:
+        raise ValueError(f"--bins {args.bins}: give a number of histogram bins ≥ 1")
+    if not (math.isfinite(args.skip) and 0 <= args.skip < 1):
+        raise ValueError(f"--skip {args.skip}: give a fraction of each run in [0, 1)")
     out = Path(args.out)
+    check_out_folder(out, "--out")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    report = {}
-    if args.runs:
-        report["runs"] = _runs(args, out)
-    if args.model:
-        if not args.structure:
-            raise ValueError("--model needs --structure")
-        report["normal_modes"] = _normal_modes(args, out)
-    write_text(out / "analysis.json", json.dumps(report, indent=2) + "\n")
+    try:
+        report = {}
+        if args.runs:
+            report["runs"] = _runs(args, out)
+        if args.model:
+            report["normal_modes"] = _normal_modes(args, out)
+        write_text(out / "analysis.json", json.dumps(report, indent=2) + "\n")
+    except BaseException:
+        if created:  # a failed or interrupted analysis leaves no folder of half its plots
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print(f"{out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     return 0
 
@@ -128,8 +148,10 @@ def _runs(args, out: Path) -> dict:
 def _plot_distributions(frames, args, label: str, axes) -> dict:
     """g(r), nearest-neighbour distances and (a molecule's) diameters on ``axes``; their means
     and spreads."""
+    from euclidnn.data.geometry_checks import check_cutoff
     from euclidnn.md import analysis
 
+    check_cutoff(args.r_max, "--r-max", frames[0])
     r, g = analysis.pair_distribution(frames, args.r_max, args.bins)
     axes[0].plot(r, g, label=label)
     nearest = analysis.nearest_neighbor_distances(frames)
@@ -176,6 +198,7 @@ def _normal_modes(args, out: Path) -> dict:
     from ase.optimize import BFGS
     from matplotlib.figure import Figure
 
+    from euclidnn.data.geometry_checks import check_positions
     from euclidnn.data.molecules import load_molecule
     from euclidnn.md import Calculator
     from euclidnn.md.analysis import model_hessian, normal_modes, reference_hessian
@@ -183,6 +206,7 @@ def _normal_modes(args, out: Path) -> dict:
 
     model = load_model(args.model).to(torch.float64)
     structure = load_molecule(args.structure)
+    check_positions(structure, where(args.structure))
 
     def relaxed(calculator):
         atoms = structure.copy()

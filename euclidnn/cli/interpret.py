@@ -10,7 +10,10 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+
+from euclidnn.cli.md import check_out_folder, threads_argument, where
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,19 +45,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     potential.add_argument("--level", type=float, help="the surface's c in Å (overrides offset)")
     potential.add_argument(
-        "--resolution", type=int, default=48, help="θ steps on the surface (φ: twice as many)"
+        "--resolution",
+        type=int,
+        default=48,
+        help="θ steps on the surface, 2 … 500 (φ: twice as many; default 48)",
     )
-    potential.add_argument("--spacing", type=float, default=0.1, help="plane grid spacing, Å")
+    potential.add_argument(
+        "--spacing", type=float, default=0.1, help="plane grid spacing, ≥ 0.01 Å (0.1)"
+    )
     potential.add_argument("--batch-size", type=int, default=2048, help="probes per evaluation")
     potential.add_argument("--out", default="interpret", help="folder for the outputs")
     potential.add_argument("--name", help="file stem (default potential-<molecule>-<probe>)")
-    potential.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    potential.add_argument("--threads", type=threads_argument, help="CPU threads for PyTorch")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn interpret``."""
     from euclidnn.models import load_model
 
+    check_out_folder(Path(args.out), "--out")
     model = load_model(args.model).eval()
     if args.what == "embeddings":
         return _embeddings(model, args)
@@ -82,10 +91,15 @@ def _potential(model, args) -> int:
     import torch
     from ase.data import atomic_numbers
 
+    from euclidnn.data.geometry_checks import check_positions
     from euclidnn.data.molecules import load_molecule
     from euclidnn.data.structure import Structure
     from euclidnn.interpret import potential_map, write_potential_map
 
+    if not 2 <= args.resolution <= 500:
+        raise ValueError(f"--resolution {args.resolution}: give 2 … 500 steps in θ")
+    if not (math.isfinite(args.spacing) and args.spacing >= 0.01):
+        raise ValueError(f"--spacing {args.spacing}: give a grid spacing ≥ 0.01 Å")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.probe not in atomic_numbers:
@@ -94,7 +108,9 @@ def _potential(model, args) -> int:
     species = model.species
     if number not in species:
         raise ValueError(f"--probe {args.probe}: {args.model} knows only atomic numbers {species}")
-    structure = Structure.from_ase(load_molecule(args.structure))
+    atoms = load_molecule(args.structure)
+    check_positions(atoms, where(args.structure))
+    structure = Structure.from_ase(atoms)
     result = potential_map(
         model,
         structure,

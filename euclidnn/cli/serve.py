@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from euclidnn.cli.md import device_argument, seconds_argument, threads_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``euclidnn serve``."""
@@ -21,10 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--address", required=True, help="HOST:PORT of i-PI (TCP) or a UNIX socket name"
     )
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None)
-    parser.add_argument("--device", default=None, help="cpu, cuda, … (default: the model's)")
-    parser.add_argument("--threads", type=int, default=None, help="PyTorch threads")
     parser.add_argument(
-        "--connect-timeout", type=float, default=60.0, help="s to keep trying to connect (60)"
+        "--device", type=device_argument, default=None, help="cpu, cuda, … (default: the model's)"
+    )
+    parser.add_argument("--threads", type=threads_argument, default=None, help="PyTorch threads")
+    parser.add_argument(
+        "--connect-timeout",
+        type=seconds_argument,
+        default=60.0,
+        help="s to keep trying to connect, ≥ 0 (60)",
     )
 
 

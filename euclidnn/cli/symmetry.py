@@ -16,13 +16,19 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+#: largest --lmax of --plot-signal: a handful of neighbours shows no detail beyond it, and the
+#: bispectrum's cost grows steeply (minutes at lmax 40)
+MAX_LMAX = 20
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``euclidnn symmetry``."""
     parser.add_argument(
         "structure", help="structure file (xyz, extxyz, cif, POSCAR, …) or an ASE molecule name"
     )
-    parser.add_argument("--index", default="0", help="frame of a multi-frame file (default 0)")
+    parser.add_argument(
+        "--index", default="0", help="frame of a multi-frame file: 0 first (default), -1 last"
+    )
     parser.add_argument(
         "--tolerance",
         type=float,
@@ -42,23 +48,101 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--atom", type=int, default=0, help="centre atom of --plot-signal (default 0)"
     )
     parser.add_argument(
-        "--r-max", type=float, default=3.0, help="Å, neighbours of --plot-signal (default 3)"
+        "--r-max",
+        type=float,
+        default=3.0,
+        help="Å, neighbours of --plot-signal (default 3; at most 50, or a wider molecule's "
+        "diameter + 1)",
     )
     parser.add_argument(
-        "--lmax", type=int, default=6, help="largest l of --plot-signal (default 6)"
+        "--lmax", type=int, default=6, help=f"largest l of --plot-signal, 0 … {MAX_LMAX} (6)"
     )
 
 
 def _read(name: str, index: str):
-    import ase.io
+    """Frame ``index`` of the file ``name``, or the ASE molecule ``name``, with its positions
+    checked; errors name the file and the frame."""
     from ase.build import molecule
     from ase.collections import g2
 
-    if Path(name).exists():
-        return ase.io.read(name, index=index)
+    from euclidnn.data.geometry_checks import check_positions
+
+    frame = _frame_number(index)
+    path = Path(name)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{name}: is a folder; give a structure file (xyz, extxyz, cif, POSCAR, …) "
+            "or an ASE molecule name"
+        )
+    if path.exists():
+        frames = _read_frames(path, frame)
+        if not -len(frames) <= frame < len(frames):
+            raise ValueError(
+                f"--index {index}: {name} has {len(frames)} frame(s); give 0 … "
+                f"{len(frames) - 1}, or -1 for the last"
+            )
+        frame %= len(frames)
+        atoms = frames[frame]
+        check_positions(atoms, f"{name} frame {frame}")
+        return atoms
     if name in g2.names or name in ("C60",):
         return molecule(name)
     raise FileNotFoundError(f"structure: {name!r} is neither a file nor an ASE molecule name")
+
+
+def _write(path: Path, atoms) -> None:
+    """``--symmetrize OUT``: written whole (a temporary file renamed), in the format of its
+    suffix; an unknown suffix or a folder there is a ``ValueError`` naming the option."""
+    import ase.io
+    from ase.io.formats import filetype, ioformats
+
+    from euclidnn.files import replacing
+
+    if path.is_dir():
+        raise IsADirectoryError(f"--symmetrize {path}: is a folder; give a file name")
+    try:
+        format = filetype(path, read=False)
+    except Exception:  # ASE's UnknownFileTypeError
+        format = None
+    if format not in ioformats or not ioformats[format].can_write:
+        raise ValueError(
+            f"--symmetrize {path}: unknown structure format {path.suffix!r}; use .xyz, "
+            ".extxyz, .cif, .vasp, …"
+        )
+    with replacing(path) as tmp:
+        ase.io.write(tmp, atoms, format=format)
+
+
+def _frame_number(index: str) -> int:
+    try:
+        return int(index)
+    except ValueError:
+        raise ValueError(
+            f"--index {index}: give a frame number (0 the first, -1 the last)"
+        ) from None
+
+
+def _read_frames(path: Path, frame: int) -> list:
+    """The frames of ``path`` up to ``frame`` (all of them for a negative one); a frame that
+    cannot be read is a ``ValueError`` naming the file and the frame."""
+    import ase.io
+
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty")
+    frames = []
+    try:
+        for atoms in ase.io.iread(path, index=":"):
+            frames.append(atoms)
+            if 0 <= frame < len(frames):
+                break
+    except Exception as error:  # ASE raises many kinds (format unknown, frame cut short, …)
+        what = " ".join(str(error).split()) or type(error).__name__
+        if type(error).__name__ == "UnknownFileTypeError":
+            what = f"not a structure format ASE knows ({what})"
+        raise ValueError(
+            f"{path}: frame {len(frames)} cannot be read as a structure: {what}"
+        ) from None
+    return frames
 
 
 def _plot_signal(atoms, args: argparse.Namespace) -> None:
@@ -66,13 +150,14 @@ def _plot_signal(atoms, args: argparse.Namespace) -> None:
     import torch
     from matplotlib.figure import Figure  # no pyplot: no backend, no global figure registry
 
-    from euclidnn.data import neighbor_list
+    from euclidnn.data import check_cutoff, neighbor_list
     from euclidnn.files import replacing
     from euclidnn.o3 import Irreps
     from euclidnn.symmetry import bispectrum, power_spectrum, sphere_signal, spherical_projection
 
     if not 0 <= args.atom < len(atoms):
         raise ValueError(f"--atom: {args.atom} is not an atom index (0 … {len(atoms) - 1})")
+    check_cutoff(args.r_max, "--r-max", atoms)
     cell = np.asarray(atoms.cell[:]) if atoms.pbc.any() else None
     src, dst, shift = neighbor_list(atoms.positions, cell, atoms.pbc, args.r_max)
     src, shift = src[dst == args.atom], shift[dst == args.atom]
@@ -115,7 +200,6 @@ def _plot_signal(atoms, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn symmetry``."""
-    import ase.io
     import numpy as np
 
     from euclidnn.symmetry import (
@@ -130,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
         symmetrize,
     )
 
+    if args.plot_signal is not None and not 0 <= args.lmax <= MAX_LMAX:
+        raise ValueError(f"--lmax {args.lmax}: give 0 … {MAX_LMAX}")
     atoms = _read(args.structure, args.index)
     periodic = bool(np.all(atoms.pbc))
     if periodic:
@@ -166,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_properties(allowed_properties(group)))
     if args.symmetrize is not None:
         result = symmetrize(atoms, group=group)
-        ase.io.write(args.symmetrize, result.structure.to_ase())
+        _write(args.symmetrize, result.structure.to_ase())
         print(
             f"\nsymmetrized to {group.name}: largest displacement {result.max_displacement:.2e} Å; wrote {args.symmetrize}"
         )

@@ -6,6 +6,7 @@ Flow: file → ``read`` → ``Structure`` (numpy, eV/Å) → ``neighbor_list`` �
 """
 
 from .datasets import list_datasets, load_dataset
+from .geometry_checks import check_cutoff, check_positions
 from .graph import Graph, collate
 from .loader import AtomsDataset, collate_batch, make_loader
 from .molecules import list_molecules, load_molecule
@@ -23,6 +24,8 @@ __all__ = [
     "Structure",
     "Targets",
     "avg_num_neighbors",
+    "check_cutoff",
+    "check_positions",
     "collate",
     "collate_batch",
     "list_datasets",

@@ -19,6 +19,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.geometry import cellpar_to_cell
 
+from euclidnn.data.geometry_checks import check_positions
 from euclidnn.data.neighbors import neighbor_list
 from euclidnn.md.normal_modes import NormalModes, model_hessian, normal_modes, reference_hessian
 
@@ -47,15 +48,22 @@ def run_kind(run_dir: str | os.PathLike) -> str:
 
 def read_frames(run_dir: str | os.PathLike, skip: float = 0.0) -> list[Atoms]:
     """The frames of a run folder (every bead of every frame for PIMD), leaving out the
-    leading fraction ``skip`` of each trajectory (equilibration)."""
+    leading fraction ``skip`` of each trajectory (equilibration).
+
+    Raises ``ValueError`` naming the file and frame for a frame that cannot be read (a run
+    killed while writing it) or has NaN coordinates or atoms on top of each other, and for a
+    trajectory without frames; ``FileNotFoundError`` for a folder that is not a run's.
+    """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
     if run_kind(run_dir) == "md":
         path = run_dir / "trajectory.xyz"
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir}: no trajectory.xyz (not a run folder?)")
-        trajectories = [ase.io.read(path, index=":", format="extxyz")]
+        trajectories = [_read_trajectory(path, "extxyz")]
     else:
-        structure = ase.io.read(run_dir / "structure.xyz")
+        structure = _read_trajectory(run_dir / "structure.xyz", "extxyz")[0]
         paths = sorted(run_dir.glob("simulation.pos_*.xyz"))
         trajectories = [_read_ipi_xyz(p, structure) for p in paths]
     frames = []
@@ -64,10 +72,37 @@ def read_frames(run_dir: str | os.PathLike, skip: float = 0.0) -> list[Atoms]:
     return frames
 
 
+def _read_trajectory(path: Path, format: str) -> list[Atoms]:
+    """Every frame of an (ext)xyz file, each checked (:func:`check_positions`); errors name
+    the file, the frame and its first line."""
+    frames, line = [], 1
+    reader = ase.io.iread(path, index=":", format=format)
+    while True:
+        try:
+            atoms = next(reader)
+        except StopIteration:
+            break
+        except Exception as error:  # ASE raises many kinds for a malformed frame
+            keep = f"; `head -n {line - 1} {path}` keeps the {len(frames)} before it" * bool(frames)
+            raise ValueError(
+                f"{path}: frame {len(frames)} (line {line}) cannot be read "
+                f"({' '.join(str(error).split())}): cut short by a killed run?{keep}"
+            ) from None
+        check_positions(atoms, f"{path} frame {len(frames)}")
+        frames.append(atoms)
+        line += len(atoms) + 2
+    if not frames:
+        raise ValueError(
+            f"{path}: holds no frames (a run with --trajectory-interval 0, or stopped before "
+            "its first frame?)"
+        )
+    return frames
+
+
 def _read_ipi_xyz(path: Path, structure: Atoms) -> list[Atoms]:
     """i-PI's xyz frames (Å), with the species, pbc and cell of ``structure``."""
     frames = []
-    for atoms in ase.io.read(path, index=":", format="xyz"):
+    for atoms in _read_trajectory(path, "xyz"):
         frame = structure.copy()
         frame.positions = atoms.positions
         comment = atoms.info.get("comment", "")

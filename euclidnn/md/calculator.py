@@ -19,11 +19,12 @@ from ase.calculators.calculator import all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch import nn
 
+from euclidnn.data.geometry_checks import check_positions
 from euclidnn.data.graph import Graph
 from euclidnn.data.neighbors import neighbor_list
 from euclidnn.models import load_model, predict
 
-__all__ = ["Calculator", "MIN_DISTANCE"]
+__all__ = ["Calculator", "MIN_DISTANCE", "check_device"]
 
 #: Atoms closer than this (Å) are reported as on top of each other.
 MIN_DISTANCE = 0.1
@@ -41,7 +42,8 @@ class Calculator(AseCalculator):
             ``config.species``) or the path of a file written by
             :func:`~euclidnn.models.save_model`.
         dtype: run a copy of the model in this dtype (default: the model's own).
-        device: run the model there (default: where its parameters are).
+        device: run the model there (default: where its parameters are); checked by
+            :func:`check_device`.
         skin: extra radius of the kept neighbour list, Å (0 rebuilds it every call).
 
     Attributes:
@@ -67,6 +69,8 @@ class Calculator(AseCalculator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if device is not None:
+            device = check_device(device)
         if isinstance(model, (str, os.PathLike)):
             model = load_model(Path(model))
         elif dtype is not None or device is not None:
@@ -127,8 +131,8 @@ class Calculator(AseCalculator):
     def graph(self, atoms) -> Graph:
         """The model input for ``atoms``: edges closer than ``r_max`` from the kept list.
 
-        Raises ``ValueError`` for elements the model does not know and for atoms on top of
-        each other (closer than :data:`MIN_DISTANCE`).
+        Raises ``ValueError`` for elements the model does not know, NaN or infinite positions
+        (a run that blew up) and atoms on top of each other (closer than :data:`MIN_DISTANCE`).
         """
         positions = np.asarray(atoms.positions, dtype=np.float64)
         numbers = np.asarray(atoms.numbers)
@@ -140,11 +144,8 @@ class Calculator(AseCalculator):
         vectors = positions[src] - positions[dst] + shift @ cell  # [n_listed, 3]
         lengths = np.sqrt((vectors * vectors).sum(-1))
         if len(lengths) and lengths.min() < MIN_DISTANCE:
-            k = int(lengths.argmin())
-            raise ValueError(
-                f"{atoms.get_chemical_formula()}: atoms {dst[k]} and {src[k]} are "
-                f"{lengths[k]:.3g} Å apart (on top of each other)"
-            )
+            check_positions(atoms, atoms.get_chemical_formula())  # raises, naming the atoms
+            raise ValueError(f"{atoms.get_chemical_formula()}: atoms on top of each other")
         mask = lengths < self.r_max
         positions = torch.tensor(positions, dtype=self.dtype, device=self.device)
         if self._graph is not None and np.array_equal(mask, self._mask):
@@ -179,7 +180,7 @@ class Calculator(AseCalculator):
         ):
             return True
         displacement = np.sqrt(((positions - old_positions) ** 2).sum(-1)).max(initial=0.0)
-        return bool(displacement > 0.5 * self.skin)
+        return not displacement <= 0.5 * self.skin  # NaN too: _build reports it
 
     def _build(self, atoms, positions, cell, pbc, numbers) -> None:
         unknown = sorted(set(numbers.tolist()) - set(self.species))
@@ -188,6 +189,7 @@ class Calculator(AseCalculator):
                 f"{atoms.get_chemical_formula()}: elements {unknown} (atomic numbers) are not "
                 f"known to the model, which knows {list(self.species)}"
             )
+        check_positions(atoms, atoms.get_chemical_formula())
         src, dst, shift = neighbor_list(positions, cell, pbc, self.r_max + self.skin)
         self._list = (positions.copy(), cell.copy(), pbc.copy(), numbers.copy(), src, dst, shift)
         n, device = len(numbers), self.device
@@ -202,3 +204,50 @@ class Calculator(AseCalculator):
         }
         self._graph = None
         self.rebuilds += 1
+
+
+def check_device(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device`` that this PyTorch can use; ``ValueError`` naming the
+    devices it has otherwise (a misspelt name, CUDA on a CPU-only build or machine, a GPU
+    index beyond those present).
+
+    >>> check_device("cpu")
+    device(type='cpu')
+    >>> check_device("banana")
+    Traceback (most recent call last):
+    ...
+    ValueError: device 'banana': not a device name; use cpu or cuda, cuda:0, … (for a GPU)
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device {device!r}: not a device name; use cpu or cuda, cuda:0, … (for a GPU)"
+        ) from None
+    if parsed.type == "cpu":
+        return parsed
+    available = _available_devices()
+    if parsed.type == "cuda" and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if parsed.index is None or parsed.index < count:
+            return parsed
+        raise ValueError(f"device {device!r}: this machine has {count} GPU(s): use {available}")
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return parsed
+    if parsed.type == "cuda":
+        why = "this PyTorch is built without CUDA" if torch.version.cuda is None else "no GPU found"
+    elif parsed.type == "mps":
+        why = "no Apple GPU (MPS) here"
+    else:
+        why = f"euclidnn does not run on {parsed.type} devices"
+    raise ValueError(f"device {device!r}: not available ({why}); use {available}")
+
+
+def _available_devices() -> str:
+    """The devices this PyTorch can use, as a user would name them."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{k}" for k in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return " or ".join(names)

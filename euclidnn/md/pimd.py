@@ -5,9 +5,10 @@ of their own) evaluate the beads.
 The run folder holds ``input.xml``, ``init.xyz`` (i-PI's input), ``structure.xyz``, i-PI's
 outputs (``simulation.out``: step, time, conserved energy, temperature, centroid-virial
 kinetic energy, potential; bead and centroid trajectories), the logs of i-PI and of each
-client, and ``summary.json``. The server and every client run in their own process group
-and are stopped, and a UNIX socket file removed, on every way out: success, error, Ctrl-C
-(KeyboardInterrupt), SIGTERM, or a client that dies.
+client, and ``summary.json`` (only for a finished run). The server and every client run in
+their own process group and are stopped, and a UNIX socket file removed, on every way out:
+success, error, Ctrl-C (KeyboardInterrupt, also when pressed again during the cleanup),
+SIGTERM, or a client that dies (:class:`~euclidnn.md.processes.Processes`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import math
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -28,11 +28,20 @@ import numpy as np
 from ase import Atoms, units
 from tqdm import tqdm
 
-from euclidnn.md.processes import Child, Processes, raise_on_sigterm
+from euclidnn.md.processes import Child, Processes
 from euclidnn.md.run import ns_per_day, write_summary
 from euclidnn.md.serve import Address, check_address_free
 
-__all__ = ["PIMDConfig", "PIMDResult", "run_pimd", "find_ipi", "block_average", "ipi_input"]
+__all__ = [
+    "PIMDConfig",
+    "PIMDResult",
+    "run_pimd",
+    "run_address",
+    "last_step",
+    "find_ipi",
+    "block_average",
+    "ipi_input",
+]
 
 CLIENTS_GONE_GRACE = 20.0  # s i-PI may take to exit after its clients did
 MOLECULE_BOX = 100.0  # Å: the cell i-PI is given for a molecule (never used: pbc='false')
@@ -58,7 +67,10 @@ class PIMDConfig:
             run folder, so a rerun after a crash finds (and reports) the stale socket.
         fix_com: remove the centre-of-mass motion of the centroid (i-PI's ``fixcom``).
         equilibration_fraction: leading fraction of the log left out of the averages.
-        connect_timeout: s to wait for i-PI to listen and for clients to connect.
+        connect_timeout: s to wait for i-PI to listen.
+        client_timeout: s to wait for the first force evaluation, that is for a client to
+            connect and serve: with ``clients=0`` the time you have to start ``euclidnn serve``
+            (10 minutes by default); after it the run stops with ``TimeoutError``.
     """
 
     beads: int = 8
@@ -75,9 +87,11 @@ class PIMDConfig:
     fix_com: bool = True
     equilibration_fraction: float = 0.2
     connect_timeout: float = 60.0
+    client_timeout: float = 600.0
 
     def __post_init__(self) -> None:
-        for name in ("temperature", "timestep", "relaxation_time", "pile_lambda"):
+        positive = ("temperature", "timestep", "relaxation_time", "pile_lambda")
+        for name in (*positive, "connect_timeout", "client_timeout"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}: must be a positive number, got {value!r}")
@@ -220,7 +234,7 @@ def run_pimd(
             clients).
         atoms: the starting structure (every bead starts there).
         config: what to run.
-        out_dir: the run folder.
+        out_dir: the run folder (created once i-PI and the address are found good).
         dtype, device: of the clients' model (``"float32"``/``"float64"``; ``"cpu"``, …).
         threads: PyTorch threads of each client (1: fastest for molecules, and robust on a
             busy machine, where spinning OpenMP threads slow down many-fold).
@@ -230,43 +244,55 @@ def run_pimd(
             further arguments.
 
     Raises ``ValueError`` for a stale or busy socket, a port in use; ``FileNotFoundError`` when
-    i-PI is missing; ``RuntimeError`` when i-PI or a client fails (naming its log).
+    i-PI is missing; ``ChildProcessError`` when i-PI or a client fails (naming its log);
+    ``TimeoutError`` when no client served within ``config.client_timeout``;
+    ``KeyboardInterrupt`` (saying at which step, and what the folder keeps) on Ctrl-C.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if config.address is not None:
-        address = Address.parse(config.address)
-    else:
-        digest = hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:12]
-        address = Address(name=f"euclidnn_{digest}")
+    address = run_address(config, out_dir)
     ipi = find_ipi()
     check_address_free(address)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if client_command is None:
         client_command = _client_command(model, out_dir, dtype, device, threads)
-    _write_inputs(atoms, config, address, out_dir)
-    for stale in ("simulation.out", "RESTART", "EXIT"):
+    for stale in ("simulation.out", "RESTART", "EXIT", "summary.json"):
         (out_dir / stale).unlink(missing_ok=True)
-    processes = Processes(address)
-    previous_handler = raise_on_sigterm()
+    _write_inputs(atoms, config, address, out_dir)
     start = time.perf_counter()
     try:
-        server = processes.start([ipi, "input.xml"], out_dir, "ipi.log")
-        processes.wait_for_socket(server, config.connect_timeout)
-        clients = [
-            processes.start(
-                [*client_command, "structure.xyz", "--address", str(address)],
-                out_dir,
-                f"client_{k}.log",
-            )
-            for k in range(config.clients)
-        ]
-        _follow(server, clients, out_dir, config, progress)
-    finally:
-        processes.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        with Processes(address) as processes:
+            server = processes.start([ipi, "input.xml"], out_dir, "ipi.log")
+            processes.wait_for_socket(server, config.connect_timeout)
+            clients = [
+                processes.start(
+                    [*client_command, "structure.xyz", "--address", str(address)],
+                    out_dir,
+                    f"client_{k}.log",
+                )
+                for k in range(config.clients)
+            ]
+            _follow(server, clients, out_dir, config, address, progress)
+    except KeyboardInterrupt:
+        step = max(last_step(out_dir / "simulation.out"), 0)
+        raise KeyboardInterrupt(
+            f"interrupted at step {step} of {config.steps}; i-PI and its clients are stopped, "
+            f"{out_dir} keeps i-PI's outputs so far (no summary.json)"
+        ) from None
     seconds = time.perf_counter() - start
     return _summarise(atoms, config, out_dir, seconds)
+
+
+def run_address(config: PIMDConfig, out_dir: str | os.PathLike) -> Address:
+    """Where i-PI listens for a run in ``out_dir``: ``config.address``, else a UNIX socket
+    named after the run folder (so a rerun after a crash finds, and reports, the stale one).
+
+    >>> run_address(PIMDConfig(address="localhost:31415"), "run")
+    Address(name=None, host='localhost', port=31415)
+    """
+    if config.address is not None:
+        return Address.parse(config.address)
+    digest = hashlib.sha1(str(Path(out_dir).resolve()).encode()).hexdigest()[:12]
+    return Address(name=f"euclidnn_{digest}")
 
 
 def _client_command(model, out_dir: Path, dtype, device, threads: int) -> list[str]:
@@ -299,49 +325,83 @@ def _write_inputs(atoms: Atoms, config: PIMDConfig, address: Address, out_dir: P
 
 
 def _follow(
-    server: Child, clients: list[Child], out_dir: Path, config: PIMDConfig, progress: bool
+    server: Child,
+    clients: list[Child],
+    out_dir: Path,
+    config: PIMDConfig,
+    address: Address,
+    progress: bool,
 ) -> None:
     """Wait for i-PI to finish, updating the progress bar from ``simulation.out``; a client
-    that exits while i-PI runs is an error."""
+    that exits while i-PI runs, and no force evaluation within ``config.client_timeout``, are
+    errors."""
     bar = tqdm(total=config.steps, disable=not progress, unit="step", smoothing=0.1)
-    start, done, all_gone = time.perf_counter(), 0, None
+    start, done, all_gone = time.perf_counter(), -1, None
     try:
         while server.poll() is None:
-            # a client leaves with 0 when i-PI tells it to (just before i-PI exits itself)
-            for k, client in enumerate(clients):
-                code = client.poll()
-                if code not in (None, 0):
-                    raise RuntimeError(
-                        f"force client {k} exited with code {code} while i-PI was "
-                        f"running: see {client.log_path}"
-                    )
+            _check_clients(clients)
             if clients and all(c.poll() is not None for c in clients):
                 all_gone = all_gone or time.monotonic()
                 if time.monotonic() - all_gone > CLIENTS_GONE_GRACE:
-                    raise RuntimeError(
+                    raise ChildProcessError(
                         f"every force client left and i-PI is still running: see {server.log_path}"
                     )
-            step = _last_step(out_dir / "simulation.out")
-            if step > done:
-                bar.update(step - done)
-                done = step
-                speed = ns_per_day(done, config.timestep, time.perf_counter() - start)
+            step = last_step(out_dir / "simulation.out")
+            if step < 0 and time.perf_counter() - start > config.client_timeout:
+                raise TimeoutError(
+                    f"no force client served i-PI at {address} within {config.client_timeout:g} s "
+                    "(--client-timeout); start them with `euclidnn serve MODEL "
+                    f"{out_dir / 'structure.xyz'} --address {address}`"
+                )
+            if step > max(done, 0):
+                bar.update(step - max(done, 0))
+                speed = ns_per_day(step, config.timestep, time.perf_counter() - start)
                 bar.set_postfix_str(f"{speed:.3g} ns/day", refresh=False)
+            done = max(done, step)
             time.sleep(0.05)
     finally:
         bar.close()
     if server.poll() != 0:
-        raise RuntimeError(f"i-PI exited with code {server.poll()}: see {server.log_path}")
+        raise ChildProcessError(f"i-PI exited with code {server.poll()}: see {server.log_path}")
 
 
-def _last_step(path: Path) -> int:
+def _check_clients(clients: list[Child]) -> None:
+    """Raise ``ChildProcessError`` for a client that failed (a client leaves with 0 when i-PI
+    tells it to, just before i-PI exits itself)."""
+    for k, client in enumerate(clients):
+        code = client.poll()
+        if code not in (None, 0):
+            raise ChildProcessError(
+                f"force client {k} exited with code {code} while i-PI was running: "
+                f"see {client.log_path}"
+            )
+
+
+#: columns of i-PI's simulation.out (ipi_input's <properties>)
+_COLUMNS = 6
+
+
+def last_step(path: str | os.PathLike) -> int:
+    """The step of the last complete row of i-PI's ``simulation.out`` at ``path``; −1 before
+    the first (i-PI writes a row's step before it has the forces for the rest of it) and when
+    there is no such file."""
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, os.path.getsize(path) - 200))
-            lines = [x for x in f.read().decode(errors="replace").splitlines() if x.strip()]
-        return int(float(lines[-1].split()[0])) if lines and lines[-1][0] != "#" else 0
-    except (OSError, ValueError, IndexError):
-        return 0
+            offset = max(0, os.path.getsize(path) - 400)
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").split("\n")
+    except OSError:
+        return -1
+    # the first line may be the tail of a row (we read from its middle), the last one is being
+    # written (it has no newline yet)
+    for line in reversed(lines[1 if offset else 0 : -1]):
+        fields = line.split()
+        if len(fields) == _COLUMNS and not line.lstrip().startswith("#"):
+            try:
+                return int(float(fields[0]))
+            except ValueError:
+                return -1
+    return -1
 
 
 def _summarise(atoms: Atoms, config: PIMDConfig, out_dir: Path, seconds: float) -> PIMDResult:

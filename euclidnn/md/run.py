@@ -3,11 +3,15 @@ stochastic velocity rescaling, :mod:`euclidnn.md.thermostat`).
 
 A run folder holds what the run did as it goes — ``md.log`` (one line per logged step,
 flushed), ``trajectory.xyz`` (extended XYZ with energy, forces and momenta, flushed per
-frame) — and ``summary.json`` (written atomically at the end).
+frame; each line and frame in one write, so Ctrl-C never leaves half of one) — and
+``summary.json`` (written atomically at the end, ``"status": "completed"``, or after Ctrl-C
+with ``"status": "interrupted"`` and the steps done). The folder is created only once the
+first forces are computed, so a structure or model the run cannot start with leaves none.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -161,7 +165,11 @@ def run_md(
     """Run MD of ``atoms`` (a copy; never modified) with an ASE ``calculator``.
 
     Writes ``out_dir/md.log``, ``out_dir/trajectory.xyz`` as the run goes and
-    ``out_dir/summary.json`` at the end; the progress bar shows ns/day.
+    ``out_dir/summary.json`` at the end; the progress bar shows ns/day. ``out_dir`` is created
+    after the first force evaluation: an error there (an element the model does not know,
+    atoms on top of each other) leaves no folder behind; a ``ValueError`` later (the run blew
+    up) says at which step. On Ctrl-C the summary says ``"interrupted"`` and
+    ``KeyboardInterrupt`` is raised again, saying at which step.
 
     >>> import tempfile
     >>> from ase.build import molecule
@@ -174,24 +182,42 @@ def run_md(
     20
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     atoms = _thermalised(atoms, calculator, config.temperature, rng)
+    atoms.get_forces()  # kept for the first step; a structure or model it cannot take fails here
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").unlink(missing_ok=True)  # an earlier run's: not this one's
     dof = degrees_of_freedom(atoms, config)
     dynamics = _integrator(atoms, config, rng, dof)
     start = time.perf_counter()
-    with _Recorder(atoms, config, dof, out_dir, progress) as recorder:
-        dynamics.attach(lambda: recorder.observe(dynamics.nsteps), interval=1)
-        dynamics.run(config.steps)
+    recorder, status = _Recorder(atoms, config, dof, out_dir, progress), "interrupted"
+    try:
+        with recorder:
+            dynamics.attach(lambda: recorder.observe(dynamics.nsteps), interval=1)
+            dynamics.run(config.steps)
+        status = "completed"
+    except KeyboardInterrupt:
+        pass
+    except ValueError as error:  # the calculator's: NaN positions, atoms on top of each other
+        raise ValueError(
+            f"step {dynamics.nsteps}: {error} (the run blew up: a smaller timestep?); {out_dir} "
+            "keeps md.log and trajectory.xyz up to here"
+        ) from error
     seconds = time.perf_counter() - start
     result = _result(atoms, config, dof, recorder.rows(), int(dynamics.nsteps), seconds)
-    write_summary(out_dir, result, config)
+    write_summary(out_dir, result, config, status)
+    if status == "interrupted":
+        raise KeyboardInterrupt(
+            f"interrupted at step {result.steps} of {config.steps}; {out_dir} keeps md.log, "
+            "trajectory.xyz and summary.json (status interrupted)"
+        )
     return result
 
 
-def write_summary(out_dir: Path, result, config) -> None:
-    """``out_dir/summary.json``: the result's fields and the config, written atomically."""
-    summary = {**asdict(result), "config": asdict(config)}
+def write_summary(out_dir: Path, result, config, status: str = "completed") -> None:
+    """``out_dir/summary.json``: ``status`` (``"completed"``, ``"interrupted"``), the result's
+    fields and the config, written atomically."""
+    summary = {"status": status, **asdict(result), "config": asdict(config)}
     write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
@@ -239,7 +265,9 @@ class _Recorder:
         if step % config.log_interval == 0:
             self._log(step)
         if config.trajectory_interval and step % config.trajectory_interval == 0:
-            ase.io.write(self.trajectory, self.atoms, format="extxyz")
+            frame = io.StringIO()
+            ase.io.write(frame, self.atoms, format="extxyz")
+            self.trajectory.write(frame.getvalue())  # one write: Ctrl-C leaves no half frame
             self.trajectory.flush()
         if step:
             self.bar.update(1)

@@ -107,11 +107,13 @@ def serve(
 
     ``atoms`` gives the species (i-PI sends only positions and cell); ``calculator`` is any ASE
     calculator, e.g. :class:`~euclidnn.md.Calculator`. Connection attempts are repeated for
-    ``connect_timeout`` s, so a client may start before the server. Returns the number of
-    force evaluations.
+    ``connect_timeout`` s (≥ 0), so a client may start before the server; then
+    ``ConnectionError`` says where nothing listened. Returns the number of force evaluations.
     """
     from ase.calculators.socketio import SocketClient, SocketClosed
 
+    if not connect_timeout >= 0:  # NaN too
+        raise ValueError(f"connect_timeout: must be ≥ 0 s, got {connect_timeout}")
     atoms = atoms.copy()
     atoms.calc = calculator
     deadline = time.monotonic() + connect_timeout
@@ -124,8 +126,12 @@ def serve(
             break
         except (ConnectionRefusedError, FileNotFoundError) as error:
             if time.monotonic() > deadline:
+                where = f"socket {address.path}" if address.is_unix else f"{address}"
+                why = error.strerror.lower() if error.strerror else type(error).__name__
                 raise ConnectionError(
-                    f"no i-PI server at {address} after {connect_timeout:g} s ({error})"
+                    f"no i-PI server listening at {where} after {connect_timeout:g} s of "
+                    f"trying ({why}): is the PIMD run (`euclidnn md … --ensemble pimd "
+                    "--no-local-clients`) running, with this --address?"
                 ) from None
             time.sleep(0.05)
     calls = 0
@@ -153,9 +159,12 @@ def serve_model(
     :func:`~euclidnn.data.molecules.load_molecule`) to i-PI at ``address``, through
     :class:`~euclidnn.md.Calculator` in ``dtype`` on ``device``; see :func:`serve`. Returns the
     number of force evaluations."""
+    from euclidnn.data.geometry_checks import check_positions
     from euclidnn.data.molecules import load_molecule
     from euclidnn.md.calculator import Calculator
 
     atoms = structure if isinstance(structure, Atoms) else load_molecule(structure)
+    where = atoms.get_chemical_formula() if isinstance(structure, Atoms) else str(structure)
+    check_positions(atoms, where)
     calculator = Calculator(model, dtype=dtype, device=device)
     return serve(atoms, calculator, address, connect_timeout=connect_timeout)

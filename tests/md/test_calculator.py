@@ -109,9 +109,17 @@ def test_float32_model_float64_positions_and_model_files(tmp_path, ethanol, schn
 def test_bad_inputs_are_named(tmp_path, schnet, ethanol):
     with pytest.raises(ValueError, match=r"elements \[14\].*not known to the model.*\[1, 6, 8\]"):
         Calculator(schnet).get_forces(Atoms("SiH4", positions=np.eye(5, 3) * 1.5))
-    ethanol.positions[3] = ethanol.positions[2] + [0.01, 0.0, 0.0]
-    with pytest.raises(ValueError, match="atoms 2 and 3 are 0.01 Å apart"):
-        Calculator(schnet).get_forces(ethanol)
+    close = ethanol.copy()
+    close.positions[3] = close.positions[2] + [0.01, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"C2H6O: atoms 2 \(O\) and 3 \(H\) are 0.01 Å apart"):
+        Calculator(schnet).get_forces(close)
+    calculator = Calculator(schnet, skin=1.0)
+    calculator.get_forces(ethanol)
+    ethanol.positions[4] = np.nan  # a run that blew up: the kept neighbour list must not hide it
+    with pytest.raises(ValueError, match=r"C2H6O: atom 4 \(H\) has NaN or infinite coordinates"):
+        calculator.get_forces(ethanol)
+    with pytest.raises(ValueError, match=r"device 'cuda:99'.*use cpu"):
+        Calculator(schnet, device="cuda:99")
     not_a_model = tmp_path / "model.safetensors"
     not_a_model.write_text("hello")
     with pytest.raises(ValueError, match="model.safetensors: not a safetensors file"):

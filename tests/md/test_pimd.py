@@ -108,7 +108,9 @@ def test_euclidnn_serve_is_a_force_client_too(schnet, tmp_path):
 def test_a_killed_client_stops_the_run_and_everything_is_cleaned_up(tmp_path):
     config = PIMDConfig(beads=2, steps=100000, timestep=1.0, trajectory_interval=0)
     command = [*HARMONIC_CLIENT, "--die-after", "40"]
-    with pytest.raises(RuntimeError, match=r"force client 0 exited with code -9.*client_0.log"):
+    with pytest.raises(
+        ChildProcessError, match=r"force client 0 exited with code -9.*client_0.log"
+    ):
         run_pimd(None, molecule("H2O"), config, tmp_path, progress=False, client_command=command)
     assert processes_in(tmp_path) == [] and not default_socket(tmp_path).exists()
 
@@ -121,22 +123,68 @@ def test_an_error_starting_clients_stops_i_pi(tmp_path):
     assert processes_in(tmp_path) == [] and not default_socket(tmp_path).exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_of_euclidnn_md_cleans_up(schnet, tmp_path, sig):
-    save_model(schnet, tmp_path / "model.safetensors")
-    run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "euclidnn.cli", "md", str(tmp_path / "model.safetensors"),
-               "H2O", "--ensemble", "pimd", "--beads", "2", "--steps", "100000", "--out",
-               str(run_dir), "--quiet"]  # fmt: skip
-    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def start_pimd(model_path: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+    """``euclidnn md … --ensemble pimd`` (2 beads, one client, many steps), returned once
+    i-PI logs and both processes run."""
+    command = [sys.executable, "-m", "euclidnn.cli", "md", str(model_path), "H2O", "--ensemble",
+               "pimd", "--beads", "2", "--steps", "100000", "--out", str(run_dir), "--quiet",
+               *extra]  # fmt: skip
+    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while not (run_dir / "simulation.out").exists() or len(processes_in(run_dir)) < 2:
         assert parent.poll() is None and time.monotonic() < deadline, parent.stdout.read()
         time.sleep(0.1)
+    return parent
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_of_euclidnn_md_cleans_up(schnet, tmp_path, sig):
+    save_model(schnet, tmp_path / "model.safetensors")
+    run_dir = tmp_path / "run"
+    parent = start_pimd(tmp_path / "model.safetensors", run_dir)
     parent.send_signal(sig)
     parent.wait(timeout=30)
     assert parent.returncode != 0
     assert processes_in(run_dir) == [] and not default_socket(run_dir).exists()
+
+
+def test_ctrl_c_pressed_again_during_the_cleanup_leaves_nothing_behind(schnet, tmp_path):
+    """Ctrl-C three times in quick succession: the first stops the run, the others arrive
+    while i-PI and the client are being stopped and must not cut that short."""
+    save_model(schnet, tmp_path / "model.safetensors")
+    run_dir = tmp_path / "run"
+    parent = start_pimd(tmp_path / "model.safetensors", run_dir)
+    for pause in (0.0, 0.05, 0.3):
+        time.sleep(pause)
+        parent.send_signal(signal.SIGINT)
+    parent.wait(timeout=60)
+    output = parent.stdout.read()
+    assert parent.returncode != 0
+    assert processes_in(run_dir) == [] and not default_socket(run_dir).exists()
+    assert "interrupted at step" in output and "no summary.json" in output, output
+    assert not (run_dir / "summary.json").exists()
+
+
+def test_no_local_clients_says_how_to_connect_them_and_gives_up(schnet, tmp_path):
+    """``--no-local-clients``: md prints i-PI's address and the `euclidnn serve` command,
+    and stops after --client-timeout when no client came; the folder of that run, which did
+    no step, does not stand in the way of the next try."""
+    save_model(schnet, tmp_path / "model.safetensors")
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "euclidnn", "md", str(tmp_path / "model.safetensors"),
+               "H2O", "--ensemble", "pimd", "--beads", "2", "--steps", "10", "--out",
+               str(run_dir), "--quiet", "--no-local-clients", "--client-timeout", "2"]  # fmt: skip
+    for _ in range(2):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        text = result.stdout + result.stderr
+        assert result.returncode != 0
+        serve = f"euclidnn serve {(tmp_path / 'model.safetensors').resolve()} "
+        serve += (
+            f"{(run_dir / 'structure.xyz').resolve()} --address {default_socket(run_dir).name[4:]}"
+        )
+        assert serve in result.stdout, text
+        assert "no force client served i-PI" in text and "within 2 s (--client-timeout)" in text
+        assert processes_in(run_dir) == [] and not default_socket(run_dir).exists()
 
 
 def test_stale_and_busy_sockets_and_ports_are_reported(tmp_path):

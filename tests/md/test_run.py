@@ -94,11 +94,13 @@ def test_cli_md_nve_and_bad_inputs(schnet, tmp_path, capsys):
         (["ethanol", "--temperature", "0"], "temperature: must be a positive number"),
         (["SiH4"], "elements [14]"),
     ]
-    for extra, message in cases:
+    for extra, message in cases:  # a run that cannot start creates no folder
         capsys.readouterr()
-        assert main(["md", str(tmp_path / "model.safetensors"), *extra, "--out", str(out)]) == 2
+        fresh = tmp_path / "not_started"
+        assert main(["md", str(tmp_path / "model.safetensors"), *extra, "--out", str(fresh)]) == 2
         assert message in capsys.readouterr().out or pytest.fail(message)
-    assert main(["md", str(not_a_structure), "ethanol", "--out", str(out)]) == 2
+        assert not fresh.exists()
+    assert main(["md", str(not_a_structure), "ethanol", "--out", str(tmp_path / "x")]) == 2
     assert "not a safetensors file" in capsys.readouterr().out
 
 
