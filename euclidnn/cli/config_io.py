@@ -18,7 +18,7 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from torch import nn
@@ -131,17 +131,22 @@ def new_model(config: TrainConfig, stats: DataStatistics) -> Potential:
 
 def add_read_arguments(parser: argparse.ArgumentParser) -> None:
     """The unit and key options of :func:`euclidnn.data.read`."""
-    group = parser.add_argument_group("reading the data (units are converted to eV and Å)")
+    group = parser.add_argument_group(
+        "reading the data",
+        "Units are converted to eV and Å. A file's own units (a database's metadata; extxyz "
+        "headers such as energy_unit=Hartree force_unit=Hartree/Bohr, as `euclidnn label` writes "
+        "them) are used unless an option overrides them; a unit must measure what it converts.",
+    )
     group.add_argument("--index", default=":", help="frames to use, e.g. ':1250' or '1500:'")
     group.add_argument("--format", default=None, help="ASE format when the extension is unclear")
     for name, example in (
-        ("energy-unit", "kcal/mol (MD17), Hartree, kJ/mol; default: file metadata, else eV"),
-        ("length-unit", "Bohr; default: file metadata, else Å"),
-        ("forces-unit", "default: energy-unit/length-unit"),
-        ("stress-unit", "default: energy-unit/length-unit³"),
-        ("energy-key", "label name in the file (default 'energy')"),
-        ("forces-key", "label name in the file (default 'forces')"),
-        ("stress-key", "label name in the file (default 'stress')"),
+        ("energy-unit", "kcal/mol (MD17), Hartree, kJ/mol; default: the file's, else eV"),
+        ("length-unit", "Bohr; default: the file's, else Å"),
+        ("forces-unit", "e.g. Hartree/Bohr; default: the file's, else energy-unit/length-unit"),
+        ("stress-unit", "default: the file's, else energy-unit/length-unit³"),
+        ("energy-key", "label name in the file (default 'energy'; given, it must be there)"),
+        ("forces-key", "label name in the file (default 'forces'; given, it must be there)"),
+        ("stress-key", "label name in the file (default 'stress'; given, it must be there)"),
     ):
         group.add_argument(f"--{name}", default=None, help=example)
 
@@ -229,13 +234,27 @@ def check_output(path: str | os.PathLike, option: str, *, folder: bool) -> Path:
     return path
 
 
-def new_output_folder(path: str | os.PathLike, option: str, overwrite: bool) -> set[str] | None:
+class Before(NamedTuple):
+    """What an output folder was before a command: its entries (``None``: it did not exist)
+    and the top-most folder the command creates for it (itself or a missing parent)."""
+
+    entries: set[str] | None
+    created: Path | None
+
+    @classmethod
+    def of(cls, path: Path) -> Before:
+        if path.is_dir():
+            return cls({p.name for p in path.iterdir()}, None)
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        return cls(None, missing[-1])
+
+
+def new_output_folder(path: str | os.PathLike, option: str, overwrite: bool) -> Before:
     """Check and create a command's output folder (a non-empty one only with ``--overwrite``)
-    and check that it can be written; what it held before (``None``: it did not exist), for
-    :func:`removed_on_failure`."""
+    and check that it can be written; what it was before, for :func:`removed_on_failure`."""
     path = check_output(path, option, folder=True)
-    before = {p.name for p in path.iterdir()} if path.is_dir() else None
-    if before and not overwrite:
+    before = Before.of(path)
+    if before.entries and not overwrite:
         raise FileExistsError(f"{option} {path}: folder is not empty; use --overwrite")
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -251,25 +270,30 @@ def new_output_folder(path: str | os.PathLike, option: str, overwrite: bool) -> 
 
 @contextmanager
 def removed_on_failure(
-    folder: Path, before: set[str] | None, keep: Callable[[], bool] = lambda: False
+    folder: Path, before: Before, keep: Callable[[], bool] = lambda: False
 ) -> Iterator[None]:
     """Run the block; when it raises (an error or Ctrl-C), remove what it added to ``folder``
-    — the entries not in ``before``, and the folder itself when ``before`` is ``None`` (it did
-    not exist) — unless ``keep()`` (e.g. a checkpoint to resume from was written), so that a
-    failed command leaves nothing that makes its rerun need ``--overwrite``."""
+    — the entries that were not there ``before``, and the folders it created — unless
+    ``keep()`` (e.g. a checkpoint to resume from was written), so that a failed command leaves
+    nothing that makes its rerun need ``--overwrite``."""
     try:
         yield
     except BaseException:
         if not keep() and folder.is_dir():
             for entry in folder.iterdir():
-                if before is not None and entry.name in before:
+                if before.entries is not None and entry.name in before.entries:
                     continue
                 if entry.is_dir():
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
-            if before is None and not any(folder.iterdir()):
-                folder.rmdir()
+            if before.created is not None:  # the folder and the parents made for it
+                for made in (folder, *folder.parents):
+                    if any(made.iterdir()):
+                        break
+                    made.rmdir()
+                    if made == before.created:
+                        break
         raise
 
 

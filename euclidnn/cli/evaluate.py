@@ -45,13 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from euclidnn.train.loss import labelled_pairs
     from euclidnn.train.metrics import compare, metrics
 
+    options = read_options(args)
     if args.json:
         check_output(args.json, "--json", folder=False)
     if args.plots:
         check_output(args.plots, "--plots", folder=True)
     model = load_model(args.model)
     model.eval()
-    structures, names = read_data(args.data, args.index, read_options(args))
+    structures, names = read_data(args.data, args.index, options)
     check_label_scales("evaluate", args.data, structures)
     loss = LossSection(property=args.property, property_per_atom=args.per_atom)
     _check(model, structures, names, loss, check_training_data)
@@ -70,12 +71,11 @@ def run(args: argparse.Namespace) -> int:
 def _write_report(args, comparison, values: dict, count: int) -> None:
     """The --plots folder: parity plots, the training curve (when the model sits in a run
     folder with its log.csv) and metrics.txt; what it added is removed again if it fails."""
-    from euclidnn.cli.config_io import removed_on_failure, write_text
+    from euclidnn.cli.config_io import Before, removed_on_failure, write_text
     from euclidnn.train.plots import parity_plots, training_curve
 
     folder = Path(args.plots)
-    before = {p.name for p in folder.iterdir()} if folder.is_dir() else None
-    with removed_on_failure(folder, before):
+    with removed_on_failure(folder, Before.of(folder)):
         title = f"{Path(args.model).name} on {Path(args.data).name} ({count} structures)"
         written = parity_plots(comparison, folder, title=title)
         log = Path(args.model).parent / "log.csv"

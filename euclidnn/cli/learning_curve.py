@@ -68,32 +68,39 @@ def run(args: argparse.Namespace) -> int:
     them all. What it wrote to --out is removed again when it fails or is interrupted."""
     import torch
 
-    from euclidnn.cli.config_io import load_config, new_output_folder, removed_on_failure
+    from euclidnn.cli.config_io import (
+        load_config,
+        new_output_folder,
+        read_options,
+        removed_on_failure,
+    )
 
     sizes = _sizes(args.sizes)
     base = load_config(args.config)
     configs = {
         name: _fit_config(base, _model_choice(name), args) for name in args.models.split(",")
     }
+    options = read_options(args, base)
     out = Path(args.out)
     before = new_output_folder(out, "--out", args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         with removed_on_failure(out, before):
-            _run(args, base, configs, sizes, out)
+            _run(args, base, configs, sizes, out, options)
     except KeyboardInterrupt:  # also fit's TrainingInterrupted: this command cannot resume
         raise KeyboardInterrupt(f"interrupted; what it wrote to {out} is removed") from None
     return 0
 
 
-def _run(args, base, configs: dict, sizes: list[int], out: Path) -> None:
-    """The split, the fits and the summary, in the checked folder ``out``."""
-    from euclidnn.cli.config_io import check_label_scales, read_data, read_options, write_text
+def _run(args, base, configs: dict, sizes: list[int], out: Path, options: dict) -> None:
+    """The split, the fits and the summary, in the checked folder ``out``; ``options``: how
+    to read the data."""
+    from euclidnn.cli.config_io import check_label_scales, read_data, write_text
     from euclidnn.data.splits import split_indices
     from euclidnn.train.plots import learning_curve_plot
 
-    structures, names = read_data(args.data, args.index, read_options(args, base))
+    structures, names = read_data(args.data, args.index, options)
     check_label_scales("learning-curve", args.data, structures, base.data.max_force_rms)
     needed = max(sizes) + args.n_valid + args.n_test
     if needed > len(structures):
@@ -110,7 +117,8 @@ def _run(args, base, configs: dict, sizes: list[int], out: Path) -> None:
     )
     print(
         f"{args.data}: {len(structures)} structures; sizes {sizes}, validation {len(split.valid)}, "
-        f"test {len(split.test)} (fixed, disjoint), seed {args.seed}"
+        f"test {len(split.test)} (fixed, disjoint), seed {args.seed}",
+        flush=True,
     )
     forces = all(s.forces is not None for s in split.test)
     key = "forces_mae_meV_per_A" if forces else "energy_mae_meV"
@@ -191,7 +199,7 @@ def _curve(name: str, config, split: _Split, sizes: list[int], key: str, args) -
         )
         comparison, _ = compare(load_model(folder / "model.safetensors"), test, config.loss)
         errors.append(metrics(comparison)[key])
-        print(f"  {name:10s} N = {size:5d}: test {key} = {errors[-1]:.3f}")
+        print(f"  {name:10s} N = {size:5d}: test {key} = {errors[-1]:.3f}", flush=True)
     law = power_law_fit(sizes, errors)
-    print(f"  {name}: β = {law.beta:.3f} ± {law.beta_error:.3f}")
+    print(f"  {name}: β = {law.beta:.3f} ± {law.beta_error:.3f}", flush=True)
     return {"sizes": sizes, "errors": errors, **law._asdict()}

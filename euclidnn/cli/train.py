@@ -81,10 +81,10 @@ def _config(args):
     )
 
 
-def _run_folder(args, lead: bool) -> tuple[Path, set[str] | None]:
-    """The run folder, checked (and created by the lead process), and what it held before
-    (``None``: nothing, it is new)."""
-    from euclidnn.cli.config_io import check_output
+def _run_folder(args, lead: bool):
+    """The run folder, checked (and created by the lead process), and what it was before
+    (:class:`~euclidnn.cli.config_io.Before`)."""
+    from euclidnn.cli.config_io import Before, check_output
 
     out = check_output(
         args.out or f"runs/train-{datetime.datetime.now():%Y%m%d-%H%M%S}", "--out", folder=True
@@ -92,9 +92,9 @@ def _run_folder(args, lead: bool) -> tuple[Path, set[str] | None]:
     if args.resume:
         if not (out / "last.ckpt").is_file():
             raise FileNotFoundError(f"{out / 'last.ckpt'}: nothing to resume (no checkpoint)")
-        return out, {p.name for p in out.iterdir()}
-    before = {p.name for p in out.iterdir()} if out.is_dir() else None
-    if before and not args.overwrite:
+        return out, Before.of(out)
+    before = Before.of(out)
+    if before.entries and not args.overwrite:
         raise FileExistsError(f"{out}: run folder is not empty; use --resume or --overwrite")
     if lead:
         try:
@@ -112,12 +112,13 @@ def run(args: argparse.Namespace) -> int:
     fails before its first checkpoint leaves the run folder as it found it."""
     import torch.distributed as dist
 
-    from euclidnn.cli.config_io import removed_on_failure
+    from euclidnn.cli.config_io import read_options, removed_on_failure
     from euclidnn.train import TrainingInterrupted
 
     config = _config(args)
     if args.print_config and not args.resume:
         return _print_config(config)
+    read_options(args, config)  # the unit options checked before the run folder is made
     distributed = _start_processes()
     lead = not distributed or dist.get_rank() == 0
     say = functools.partial(print, flush=True) if lead else (lambda *a, **k: None)
