@@ -252,6 +252,11 @@ def _read_split(args, config, say, lead: bool = True):
                 f"validation split of {n_valid}; give --valid or a smaller --n-valid"
             )
     n_train = config.data.n_train or len(structures) - n_valid
+    if n_train + n_valid > len(structures):
+        raise ValueError(
+            f"{args.train}: --n-train {n_train} and a validation split of {n_valid} need "
+            f"{n_train + n_valid} structures, the data have {len(structures)}"
+        )
     parts = split_indices(len(structures), n_train, n_valid, 0, seed=config.run.seed)
     train = [structures[i] for i in parts.train], [names[i] for i in parts.train]
     if args.valid:
@@ -270,8 +275,12 @@ def _check_same_split(out: Path, train_names: list[str], valid_names: list[str])
     recorded = out / "split.json"
     if not recorded.is_file():
         return
-    split = json.loads(recorded.read_text())
-    if (split["train"], split["valid"]) != (train_names, valid_names):
+    try:
+        split = json.loads(recorded.read_text())
+        recorded_names = (split["train"], split["valid"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{recorded}: not a split written by euclidnn train ({err!r})") from None
+    if recorded_names != (train_names, valid_names):
         raise ValueError(
             f"{recorded}: the run was trained on other structures; resume with the same data "
             "arguments (TRAIN, --valid, --index, --n-train, --n-valid)"
