@@ -113,7 +113,8 @@ def _report(error: BaseException) -> tuple[int, str]:
     if isinstance(error, (ValueError, OSError)):
         return 2, f"error: {_one_line(str(error)) or type(error).__name__}"
     if type(error).__name__ in _OUT_OF_MEMORY:
-        return 2, f"error: out of memory ({_one_line(str(error))[:200]}); use smaller inputs"
+        detail = _one_line(str(error))[:200]
+        return 2, f"error: out of memory{f' ({detail})' if detail else ''}; use smaller inputs"
     return 1, (
         f"internal error ({type(error).__name__}: {_one_line(str(error))[:300]}); this is a bug "
         "in euclidnn: rerun with `euclidnn --debug …` and report the traceback"

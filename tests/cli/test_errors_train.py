@@ -127,6 +127,7 @@ def failing(error: BaseException):
         (IsADirectoryError("--config d: is a folder"), 2, "error: --config d: is a folder"),
         (PermissionError(13, "Permission denied", "out"), 2, "error: out: Permission denied"),
         (ValueError("first line\n  second line"), 2, "error: first line second line"),
+        (MemoryError(), 2, "error: out of memory; use smaller inputs"),
         (KeyboardInterrupt(), 130, "interrupted"),
         (KeyboardInterrupt("interrupted at epoch 2; resume with: …"), 130, "resume with: …"),
         (IndexError("list index out of range"), 1, "internal error (IndexError"),
