@@ -7,7 +7,8 @@ taken from :mod:`ase.units` (CODATA 2014); none is retyped here.
 Unit names are parsed from strings such as ``"kcal/mol"``, ``"Hartree/Bohr"``, ``"eV/Å^3"``,
 ``"a0^3"`` or ``"cal/mol/K"``: factors separated by ``/`` or ``*``, each with an optional
 integer exponent ``^n`` (or ``**n``). Dimensions are checked, so converting an energy to a
-length is an error.
+length is an error, and so is reading a label in a unit of the wrong dimension
+(``unit_factor("Bohr", "energy")``).
 
 >>> round(convert(1.0, "kcal/mol", "eV"), 6)
 0.043364
@@ -23,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 from ase import units as _ase
 
-__all__ = ["eV", "Angstrom", "fs", "amu", "unit_factor", "convert", "UNITS"]
+__all__ = ["eV", "Angstrom", "fs", "amu", "unit_factor", "convert", "UNITS", "QUANTITIES"]
 
 eV = 1.0  #: energy unit
 Angstrom = 1.0  #: length unit
@@ -84,6 +85,29 @@ UNITS: dict[str, tuple[float, np.ndarray]] = {
     "": (1.0, _ONE),
 }
 
+#: the labels' units: what each measures (its internal unit) and examples for error messages
+QUANTITIES: dict[str, tuple[str, str]] = {
+    "energy": ("eV", "eV, meV, kcal/mol, kJ/mol, Hartree"),
+    "length": ("Å", "Å, Bohr, nm"),
+    "forces": ("eV/Å", "eV/Å, kcal/mol/Å, Hartree/Bohr"),
+    "stress": ("eV/Å^3", "eV/Å^3, kcal/mol/Å^3, Hartree/Bohr^3"),
+}
+
+# names of common dimensions, for messages (energy, length, time, mass, charge, temperature)
+_DIMENSION_NAMES = {
+    (1, 0, 0, 0, 0, 0): "an energy",
+    (0, 1, 0, 0, 0, 0): "a length",
+    (1, -1, 0, 0, 0, 0): "a force",
+    (1, -3, 0, 0, 0, 0): "a stress",
+    (0, 0, 0, 0, 0, 0): "dimensionless",
+    (0, 0, 1, 0, 0, 0): "a time",
+    (0, 0, -1, 0, 0, 0): "a frequency",
+    (0, 0, 0, 1, 0, 0): "a mass",
+    (0, 0, 0, 0, 1, 0): "a charge",
+    (0, 1, 0, 0, 1, 0): "a dipole",
+    (0, 0, 0, 0, 0, 1): "a temperature",
+}
+
 _TOKEN = re.compile(r"^\s*([^\s^*]+?)\s*(?:(?:\^|\*\*)\s*(-?\d+))?\s*$")
 
 
@@ -115,18 +139,41 @@ def _parse(unit: str) -> tuple[float, tuple[int, ...]]:
     return factor, tuple(int(d) for d in dimension)
 
 
-def unit_factor(unit: str) -> float:
+def unit_factor(unit: str, quantity: str | None = None) -> float:
     """Factor that turns a value in ``unit`` into euclidnn's internal units.
 
     Args:
         unit: unit name, e.g. ``"kcal/mol"``, ``"Bohr"``, ``"Ha/a0"``, ``"eV/Å^3"``.
+        quantity: what the unit must measure, a key of :data:`QUANTITIES` (``"energy"``,
+            ``"length"``, ``"forces"``, ``"stress"``); ``None`` accepts any dimension.
+
+    Raises:
+        ValueError: an unknown unit, or one of another dimension than ``quantity``'s (the
+            message says which dimension it has and gives valid examples).
 
     >>> unit_factor("nm")
     10.0
-    >>> unit_factor("eV/Å")
+    >>> unit_factor("eV/Å", "forces")
     1.0
+    >>> unit_factor("Bohr", "energy")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'Bohr' is not a unit of energy (it is a length); e.g. eV, meV, kcal/mol, kJ/mol, Hartree
     """
-    return _parse(unit)[0]
+    factor, dimension = _parse(unit)
+    if quantity is not None:
+        internal, examples = QUANTITIES[quantity]
+        if dimension != _parse(internal)[1]:
+            noun = {"forces": "force"}.get(quantity, quantity)
+            what = _DIMENSION_NAMES.get(dimension, f"of dimension {_dimension_text(dimension)}")
+            raise ValueError(f"{unit!r} is not a unit of {noun} (it is {what}); e.g. {examples}")
+    return factor
+
+
+def _dimension_text(dimension: tuple[int, ...]) -> str:
+    """``energy^1 length^-2``-style text of a dimension vector."""
+    names = ("energy", "length", "time", "mass", "charge", "temperature")
+    return " ".join(f"{n}^{d}" for n, d in zip(names, dimension) if d)
 
 
 def convert(value, from_unit: str, to_unit: str = ""):

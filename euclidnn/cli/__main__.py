@@ -1,15 +1,35 @@
 """``euclidnn <command>``: a small dispatcher over the subcommand modules of ``euclidnn.cli``.
 
 Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; add a new
-one to ``COMMANDS``. Errors a user can fix (``ValueError``, ``FileNotFoundError``) are printed
-as one line and exit with status 2, without a traceback.
+one to ``COMMANDS``.
+
+Errors: :func:`main` is the one place where what a command raises becomes what the user sees,
+one line on stderr and an exit status, never a traceback:
+
+- **user errors**, exit 2, ``euclidnn <command>: error: <message>``: ``ValueError`` (bad values,
+  files, configs, labels, units; its subclass :class:`UsageError` for misuse of the command
+  line, argparse's own complaints included), ``OSError`` (FileNotFoundError, IsADirectoryError,
+  NotADirectoryError, FileExistsError, PermissionError, a full disk, a refused connection: the
+  user's files, folders and machine) and running out of memory (``MemoryError``, PyTorch's
+  ``OutOfMemoryError``). The library writes these messages to name the file, frame, option or
+  field and what would be valid.
+- **Ctrl-C**, exit 130: ``euclidnn <command>: interrupted``, or the message of the
+  ``KeyboardInterrupt`` a command raises in its place (``train`` says how to resume).
+- **anything else** is a bug of euclidnn (``TypeError``, ``KeyError``, ``RuntimeError``, …),
+  exit 1: one line that says so and how to report it. ``IndexError`` is one of these: ``--index``
+  is checked where it is parsed (with the frame count in the message), so an IndexError that
+  reaches here is a bug, not a user's mistake.
+
+``euclidnn --debug <command> …`` or ``EUCLIDNN_DEBUG=1`` prints the traceback above the line.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 #: subcommand name -> (module under euclidnn.cli, one-line help)
 COMMANDS = {
@@ -25,9 +45,27 @@ COMMANDS = {
 }
 
 
+class UsageError(ValueError):
+    """A misused command line: a bad option value or combination (exit status 2)."""
+
+    def __init__(self, message: str, prog: str | None = None) -> None:
+        super().__init__(message)
+        self.prog = prog  # the (sub)command whose line it is, when the parser knows it
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose complaints go through :func:`main` as one line."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)", prog=self.prog)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command."""
-    parser = argparse.ArgumentParser(prog="euclidnn", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="euclidnn", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (or EUCLIDNN_DEBUG=1)"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(f"euclidnn.cli.{module_name}")
@@ -39,13 +77,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``) and run the chosen command; returns the exit
-    status (0 success, 2 a usage or input error, printed as ``euclidnn <command>: error: …``)."""
-    args = build_parser().parse_args(argv)
+    status: 0 success, 2 a user error, 130 Ctrl-C, 1 an internal error (see the module
+    docstring), each reported as one line on stderr."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get("EUCLIDNN_DEBUG", "") not in ("", "0") or "--debug" in argv[:1]
+    prog = "euclidnn"
     try:
+        args, unknown = build_parser().parse_known_args(argv)
+        prog = f"euclidnn {args.command}"
+        if unknown:
+            raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (see {prog} --help)")
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"euclidnn {args.command}: error: {error}", file=sys.stdout)
-        return 2
+    except BaseException as error:  # the one place where errors become exit statuses
+        if isinstance(error, SystemExit):  # --help, --version: argparse's own exits
+            raise
+        if debug:
+            traceback.print_exc()
+        status, line = _report(error)
+        prog = getattr(error, "prog", None) or prog
+        print(f"{prog}: {line}", file=sys.stderr, flush=True)
+        return status
+
+
+#: what running out of memory raises: Python's, and PyTorch's (a RuntimeError, found by name)
+_OUT_OF_MEMORY = ("MemoryError", "OutOfMemoryError")
+
+
+def _report(error: BaseException) -> tuple[int, str]:
+    """(exit status, the line after ``euclidnn <command>: ``) for what a command raised."""
+    if isinstance(error, KeyboardInterrupt):
+        return 130, _one_line(str(error)) or "interrupted"
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        where = " → ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
+        return 2, f"error: {where}: {error.strerror}"
+    if isinstance(error, (ValueError, OSError)):
+        return 2, f"error: {_one_line(str(error)) or type(error).__name__}"
+    if type(error).__name__ in _OUT_OF_MEMORY:
+        detail = _one_line(str(error))[:200]
+        return 2, f"error: out of memory{f' ({detail})' if detail else ''}; use smaller inputs"
+    return 1, (
+        f"internal error ({type(error).__name__}: {_one_line(str(error))[:300]}); this is a bug "
+        "in euclidnn: rerun with `euclidnn --debug …` and report the traceback"
+    )
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its line breaks (YAML errors, wrapped messages) folded into spaces."""
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ Examples:
   euclidnn evaluate runs/eth/model.safetensors test.xyz --json metrics.json --plots report/
   euclidnn evaluate model.safetensors ethanol --index 1500:       # a shipped set's last frames
   euclidnn evaluate qm9.safetensors qm9.db --property homo --per-atom
+
+Output paths are checked before the model runs; labels whose scale suggests a wrong unit are
+reported as warnings (see euclidnn/data/sanity.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``euclidnn evaluate``."""
-    from euclidnn.cli.config_io import add_read_arguments
+    from euclidnn.cli.config_io import add_read_arguments, positive_int
 
     parser.add_argument("model", help="a model file (model.safetensors of a run)")
     parser.add_argument("data", help="labelled structures: a file or a shipped set's name")
@@ -29,23 +32,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--property", help="the per-structure property the model was trained on")
     parser.add_argument("--per-atom", action="store_true", help="the property is intensive")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="default 32")
     add_read_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``euclidnn evaluate``."""
-    from euclidnn.cli.config_io import read_data, read_options, write_text
+    """Run ``euclidnn evaluate``: outputs checked, model, data, comparison, report."""
+    from euclidnn.cli.config_io import check_label_scales, check_output, read_data, read_options
     from euclidnn.models import load_model
     from euclidnn.train.config import LossSection
     from euclidnn.train.loop import check_training_data
     from euclidnn.train.loss import labelled_pairs
     from euclidnn.train.metrics import compare, metrics
-    from euclidnn.train.plots import parity_plots, training_curve
 
+    options = read_options(args)
+    if args.json:
+        check_output(args.json, "--json", folder=False)
+    if args.plots:
+        check_output(args.plots, "--plots", folder=True)
     model = load_model(args.model)
     model.eval()
-    structures, names = read_data(args.data, args.index, read_options(args))
+    structures, names = read_data(args.data, args.index, options)
+    check_label_scales("evaluate", args.data, structures)
     loss = LossSection(property=args.property, property_per_atom=args.per_atom)
     _check(model, structures, names, loss, check_training_data)
     items = labelled_pairs(structures, model.cutoff, model.dtype, loss)
@@ -56,19 +64,29 @@ def run(args: argparse.Namespace) -> int:
         _write_json(Path(args.json), values)
         print(f"metrics: {args.json}")
     if args.plots:
-        title = f"{Path(args.model).name} on {Path(args.data).name} ({len(structures)} structures)"
-        written = parity_plots(comparison, args.plots, title=title)
+        _write_report(args, comparison, values, len(structures))
+    return 0
+
+
+def _write_report(args, comparison, values: dict, count: int) -> None:
+    """The --plots folder: parity plots, the training curve (when the model sits in a run
+    folder with its log.csv) and metrics.txt; what it added is removed again if it fails."""
+    from euclidnn.cli.config_io import Before, removed_on_failure, write_text
+    from euclidnn.train.plots import parity_plots, training_curve
+
+    folder = Path(args.plots)
+    with removed_on_failure(folder, Before.of(folder)):
+        title = f"{Path(args.model).name} on {Path(args.data).name} ({count} structures)"
+        written = parity_plots(comparison, folder, title=title)
         log = Path(args.model).parent / "log.csv"
         if log.is_file():
             with open(log) as f:
-                written.append(
-                    training_curve(list(csv.DictReader(f)), Path(args.plots) / "training_curve.png")
-                )
-        write_text(Path(args.plots) / "metrics.txt", _table(values) + "\n")
-        for path in written:
-            print(f"plot: {path}")
-        print(f"report: {args.plots}")
-    return 0
+                rows = list(csv.DictReader(f))
+            written.append(training_curve(rows, folder / "training_curve.png"))
+        write_text(folder / "metrics.txt", _table(values) + "\n")
+    for path in written:
+        print(f"plot: {path}")
+    print(f"report: {args.plots}")
 
 
 def _check(model, structures, names, loss, check) -> None:

@@ -6,7 +6,9 @@ Example:
       --sizes 50,100,250,500,1000 --minutes-per-fit 3 --out runs/curve
 
 Writes OUT/learning_curve.png, OUT/learning_curve.json (sizes, test MAEs, β ± σ per model)
-and one run folder per fit (OUT/<model>-N<size>/).
+and one run folder per fit (OUT/<model>-N<size>/). OUT must be new or empty (or --overwrite);
+a run that fails or is interrupted removes what it wrote there. Training refuses data whose
+RMS force exceeds data.max_force_rms of --config (10 eV/Å: a wrong unit).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, NamedTuple
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``euclidnn learning-curve``."""
-    from euclidnn.cli.config_io import add_read_arguments
+    from euclidnn.cli.config_io import add_read_arguments, positive_int
 
     parser.add_argument("data", help="labelled structures: a file or a shipped set's name")
     parser.add_argument(
@@ -29,13 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sizes", default="50,100,250,500,1000", help="training-set sizes")
     parser.add_argument("--minutes-per-fit", type=float, default=3.0)
-    parser.add_argument("--max-epochs", type=int, default=None)
-    parser.add_argument("--n-valid", type=int, default=100)
-    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--max-epochs", type=positive_int, default=None)
+    parser.add_argument("--n-valid", type=positive_int, default=100)
+    parser.add_argument("--n-test", type=positive_int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch")
     parser.add_argument("--config", help="YAML config the fits start from")
     parser.add_argument("--out", default="runs/learning-curve")
+    parser.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_read_arguments(parser)
 
@@ -60,37 +63,67 @@ class _Split(NamedTuple):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``euclidnn learning-curve``: one fixed split, then for each model a fit per size,
-    a power law through the test errors, and the table and plot of them all."""
+    """Run ``euclidnn learning-curve``: arguments and --out checked, one fixed split, then for
+    each model a fit per size, a power law through the test errors, and the table and plot of
+    them all. What it wrote to --out is removed again when it fails or is interrupted."""
     import torch
 
-    from euclidnn.cli.config_io import load_config, read_data, read_options, write_text
+    from euclidnn.cli.config_io import (
+        load_config,
+        new_output_folder,
+        read_options,
+        removed_on_failure,
+    )
+
+    sizes = _sizes(args.sizes)
+    base = load_config(args.config)
+    configs = {
+        name: _fit_config(base, _model_choice(name), args) for name in args.models.split(",")
+    }
+    options = read_options(args, base)
+    out = Path(args.out)
+    before = new_output_folder(out, "--out", args.overwrite)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        with removed_on_failure(out, before):
+            _run(args, base, configs, sizes, out, options)
+    except KeyboardInterrupt:  # also fit's TrainingInterrupted: this command cannot resume
+        raise KeyboardInterrupt(f"interrupted; what it wrote to {out} is removed") from None
+    return 0
+
+
+def _run(args, base, configs: dict, sizes: list[int], out: Path, options: dict) -> None:
+    """The split, the fits and the summary, in the checked folder ``out``; ``options``: how
+    to read the data."""
+    from euclidnn.cli.config_io import check_label_scales, read_data, write_text
     from euclidnn.data.splits import split_indices
     from euclidnn.train.plots import learning_curve_plot
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sizes = sorted({int(s) for s in args.sizes.split(",")})
-    models = {name: _model_choice(name) for name in args.models.split(",")}
-    base = load_config(args.config)
-    structures, names = read_data(args.data, args.index, read_options(args, base))
+    structures, names = read_data(args.data, args.index, options)
+    check_label_scales("learning-curve", args.data, structures, base.data.max_force_rms)
+    needed = max(sizes) + args.n_valid + args.n_test
+    if needed > len(structures):
+        raise ValueError(
+            f"{args.data}: {len(structures)} structures (--index {args.index!r}), but the largest "
+            f"of --sizes ({max(sizes)}) + --n-valid ({args.n_valid}) + --n-test ({args.n_test}) "
+            f"need {needed}; give smaller sizes or more data"
+        )
     parts = split_indices(len(structures), max(sizes), args.n_valid, args.n_test, seed=args.seed)
     split = _Split(
         train=[(structures[i], names[i]) for i in parts.train],
         valid=[structures[i] for i in parts.valid],
         test=[structures[i] for i in parts.test],
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     print(
         f"{args.data}: {len(structures)} structures; sizes {sizes}, validation {len(split.valid)}, "
-        f"test {len(split.test)} (fixed, disjoint), seed {args.seed}"
+        f"test {len(split.test)} (fixed, disjoint), seed {args.seed}",
+        flush=True,
     )
     forces = all(s.forces is not None for s in split.test)
     key = "forces_mae_meV_per_A" if forces else "energy_mae_meV"
     table = {
-        name: _curve(name, _fit_config(base, choice, args), split, sizes, key, args)
-        for name, choice in models.items()
+        name: _curve(name, config, split, sizes, key, args) for name, config in configs.items()
     }
     summary = {"data": str(args.data), "metric": key, "n_test": len(split.test), "models": table}
     write_text(out / "learning_curve.json", json.dumps(summary, indent=2))
@@ -99,14 +132,30 @@ def run(args: argparse.Namespace) -> int:
         table, out / "learning_curve.png", f"test {key.split('_')[0]} MAE ({unit})"
     )
     print(f"table: {out / 'learning_curve.json'}\nplot: {plot}")
-    return 0
+
+
+def _sizes(text: str) -> list[int]:
+    """``--sizes``: distinct positive training-set sizes, ascending.
+
+    >>> _sizes("100,50,100")
+    [50, 100]
+    """
+    try:
+        sizes = sorted({int(s) for s in text.split(",")})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"--sizes {text!r}: expected positive integers, e.g. 50,100,250")
+    return sizes
 
 
 def _fit_config(base, choice: dict, args):
     """The config of one model's fits: the base config, whose model settings apply only to the
     model it names, with the model choice and this command's budget and seed."""
+    from euclidnn.cli.config_io import check_model_settings
+
     shared = base.model.settings if base.model.name == choice["name"] else {}
-    return base.replace(
+    config = base.replace(
         model={**choice, "settings": {**shared, **choice.get("settings", {})}},
         run={
             "minutes": args.minutes_per_fit,
@@ -114,6 +163,7 @@ def _fit_config(base, choice: dict, args):
             "seed": args.seed,
         },
     )
+    return check_model_settings(config)
 
 
 def _curve(name: str, config, split: _Split, sizes: list[int], key: str, args) -> dict:
@@ -136,7 +186,7 @@ def _curve(name: str, config, split: _Split, sizes: list[int], key: str, args) -
         torch.manual_seed(args.seed)
         model = new_model(config, stats).to(dtype)
         folder = Path(args.out) / f"{name}-N{size}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)  # inside the checked --out
         fit(
             model,
             structures,
@@ -149,7 +199,7 @@ def _curve(name: str, config, split: _Split, sizes: list[int], key: str, args) -
         )
         comparison, _ = compare(load_model(folder / "model.safetensors"), test, config.loss)
         errors.append(metrics(comparison)[key])
-        print(f"  {name:10s} N = {size:5d}: test {key} = {errors[-1]:.3f}")
+        print(f"  {name:10s} N = {size:5d}: test {key} = {errors[-1]:.3f}", flush=True)
     law = power_law_fit(sizes, errors)
-    print(f"  {name}: β = {law.beta:.3f} ± {law.beta_error:.3f}")
+    print(f"  {name}: β = {law.beta:.3f} ± {law.beta_error:.3f}", flush=True)
     return {"sizes": sizes, "errors": errors, **law._asdict()}

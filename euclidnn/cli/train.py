@@ -9,16 +9,24 @@ Examples:
 
 The run folder holds model.safetensors (best validation, EMA weights), last.ckpt (resume with
 --resume), log.csv, config.yaml (the resolved config) and split.json (which frames were used).
+A run that fails before its first checkpoint removes what it wrote, so it can be rerun as is;
+Ctrl-C writes a checkpoint and prints the command that resumes the run.
+
+Training refuses data whose RMS force exceeds data.max_force_rms (10 eV/Å: a wrong unit, e.g.
+kcal/mol/Å read as eV/Å) and warns of other signs of one (see euclidnn/data/sanity.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import json
 import os
+import shlex
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -73,14 +81,21 @@ def _config(args):
     )
 
 
-def _run_folder(args, lead: bool) -> Path:
-    out = Path(args.out or f"runs/train-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+def _run_folder(args, lead: bool):
+    """The run folder, checked (and created by the lead process), and what it was before
+    (:class:`~euclidnn.cli.config_io.Before`)."""
+    from euclidnn.cli.config_io import Before, check_output
+
+    out = check_output(
+        args.out or f"runs/train-{datetime.datetime.now():%Y%m%d-%H%M%S}", "--out", folder=True
+    )
     if args.resume:
         if not (out / "last.ckpt").is_file():
             raise FileNotFoundError(f"{out / 'last.ckpt'}: nothing to resume (no checkpoint)")
-        return out
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise ValueError(f"{out}: run folder is not empty; use --resume or --overwrite")
+        return out, Before.of(out)
+    before = Before.of(out)
+    if before.entries and not args.overwrite:
+        raise FileExistsError(f"{out}: run folder is not empty; use --resume or --overwrite")
     if lead:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -88,26 +103,50 @@ def _run_folder(args, lead: bool) -> Path:
             probe.write_text("")
             probe.unlink()
         except OSError as err:
-            raise ValueError(f"{out}: cannot write the run folder ({err.strerror})") from None
-    return out
+            raise PermissionError(f"{out}: cannot write the run folder ({err.strerror})") from None
+    return out, before
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``euclidnn train``: config → processes → run folder → data → model → fit."""
-    import torch
+    """Run ``euclidnn train``: config → processes → run folder → data → model → fit. A run that
+    fails before its first checkpoint leaves the run folder as it found it."""
     import torch.distributed as dist
 
-    from euclidnn.train import fit
+    from euclidnn.cli.config_io import read_options, removed_on_failure
+    from euclidnn.train import TrainingInterrupted
 
     config = _config(args)
     if args.print_config and not args.resume:
         return _print_config(config)
+    read_options(args, config)  # the unit options checked before the run folder is made
     distributed = _start_processes()
     lead = not distributed or dist.get_rank() == 0
     say = functools.partial(print, flush=True) if lead else (lambda *a, **k: None)
-    out = _run_folder(args, lead)
+    out, before = _run_folder(args, lead)
     if distributed:
         dist.barrier()
+    started = time.time_ns()
+
+    def resumable() -> bool:  # a resumed run, or one that wrote a checkpoint, is kept
+        checkpoint = out / "last.ckpt"
+        return args.resume or (checkpoint.is_file() and checkpoint.stat().st_mtime_ns >= started)
+
+    try:
+        with removed_on_failure(out, before, resumable) if lead else contextlib.nullcontext():
+            status = _train(args, config, out, lead, say)
+    except TrainingInterrupted as stop:
+        raise KeyboardInterrupt(f"{stop}; resume with: {_resume_command(args, out)}") from None
+    if distributed:
+        dist.destroy_process_group()
+    return status
+
+
+def _train(args, config, out: Path, lead: bool, say) -> int:
+    """Data → model → fit, in the checked run folder ``out``."""
+    import torch
+
+    from euclidnn.train import fit
+
     checkpoint = None
     if args.resume:
         checkpoint, config = _resumed(args, out)
@@ -115,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             return _print_config(config)
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
-    (train, train_names), (valid, valid_names) = _read_split(args, config, say)
+    (train, train_names), (valid, valid_names) = _read_split(args, config, say, lead)
     if checkpoint is not None:
         _check_same_split(out, train_names, valid_names)
         model = checkpoint.model
@@ -143,9 +182,29 @@ def run(args: argparse.Namespace) -> int:
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.best_metrics.items())
     say(f"best validation: {metrics}")
     say(f"run folder: {out} (model.safetensors, last.ckpt, log.csv, config.yaml)")
-    if distributed:
-        dist.destroy_process_group()
     return 0
+
+
+def _resume_command(args, out: Path) -> str:
+    """The command that resumes this run: its data arguments, the run folder, --resume."""
+    words = ["euclidnn", "train", args.train]
+    for option in (
+        "valid",
+        "index",
+        "format",
+        "energy_unit",
+        "length_unit",
+        "forces_unit",
+        "stress_unit",
+        "energy_key",
+        "forces_key",
+        "stress_key",
+    ):
+        value = getattr(args, option)
+        if value is not None and not (option == "index" and value == ":"):
+            words += [f"--{option.replace('_', '-')}", value]
+    words += ["--out", str(out), "--resume"] + (["--quiet"] if args.quiet else [])
+    return shlex.join(words)
 
 
 def _print_config(config) -> int:
@@ -175,13 +234,15 @@ def _resumed(args, out: Path):
     return checkpoint, saved.replace(run=budget) if budget else saved
 
 
-def _read_split(args, config, say):
-    """(structures, names) for training and for validation: --valid, or a split of TRAIN."""
-    from euclidnn.cli.config_io import read_data, read_options
+def _read_split(args, config, say, lead: bool = True):
+    """(structures, names) for training and for validation: --valid, or a split of TRAIN;
+    the labels' scale checked (:func:`euclidnn.data.sanity.label_scale_warnings`)."""
+    from euclidnn.cli.config_io import check_label_scales, read_data, read_options
     from euclidnn.data.splits import split_indices
 
     options = read_options(args, config)
     structures, names = read_data(args.train, args.index, options)
+    check_label_scales("train", args.train, structures, config.data.max_force_rms, lead)
     n_valid = 0
     if not args.valid:
         n_valid = config.data.n_valid or min(max(len(structures) // 10, 1), 1000)
@@ -191,10 +252,16 @@ def _read_split(args, config, say):
                 f"validation split of {n_valid}; give --valid or a smaller --n-valid"
             )
     n_train = config.data.n_train or len(structures) - n_valid
+    if n_train + n_valid > len(structures):
+        raise ValueError(
+            f"{args.train}: --n-train {n_train} and a validation split of {n_valid} need "
+            f"{n_train + n_valid} structures, the data have {len(structures)}"
+        )
     parts = split_indices(len(structures), n_train, n_valid, 0, seed=config.run.seed)
     train = [structures[i] for i in parts.train], [names[i] for i in parts.train]
     if args.valid:
         valid = read_data(args.valid, ":", options)
+        check_label_scales("train", args.valid, valid[0], config.data.max_force_rms, lead)
     else:
         valid = [structures[i] for i in parts.valid], [names[i] for i in parts.valid]
         seed = config.run.seed
@@ -208,8 +275,12 @@ def _check_same_split(out: Path, train_names: list[str], valid_names: list[str])
     recorded = out / "split.json"
     if not recorded.is_file():
         return
-    split = json.loads(recorded.read_text())
-    if (split["train"], split["valid"]) != (train_names, valid_names):
+    try:
+        split = json.loads(recorded.read_text())
+        recorded_names = (split["train"], split["valid"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{recorded}: not a split written by euclidnn train ({err!r})") from None
+    if recorded_names != (train_names, valid_names):
         raise ValueError(
             f"{recorded}: the run was trained on other structures; resume with the same data "
             "arguments (TRAIN, --valid, --index, --n-train, --n-valid)"

@@ -2,9 +2,12 @@
 
 Every reader returns ``list[Structure]`` in eV and Å. The units of the file are arguments
 (``energy_unit``, ``length_unit``, …), converted once here with factors from
-:mod:`ase.units` (see :mod:`euclidnn.units`); ASE databases may carry their units in the
-metadata (``_property_unit_dict``, ``_distance_unit``), which are used unless an argument
-overrides them. Errors name the file, the frame and the field.
+:mod:`ase.units` (see :mod:`euclidnn.units`), each checked to measure what it converts (an
+energy unit for energies, …). Files may carry their units, which are used unless an argument
+overrides them: ASE databases in their metadata (``_property_unit_dict``, ``_distance_unit``),
+extxyz files in their frame headers (``energy_unit=…``, ``length_unit=…``, ``force_unit=…``,
+``stress_unit=…``, and ``<key>_unit=…`` for any other key, as ``euclidnn label`` writes them).
+Errors name the file, the frame and the field.
 """
 
 from __future__ import annotations
@@ -68,9 +71,9 @@ def read(
     Args:
         path: the file.
         index: frames to read: ``":"``, ``"2:10:2"``, ``-1``, or a ``slice``.
-        energy_unit, length_unit: units in the file (default: db metadata, else eV and Å).
-        forces_unit, stress_unit: default ``energy_unit/length_unit`` and ``…/length_unit^3``.
-        energy_key, forces_key, stress_key: names of the labels in the file.
+        energy_unit, length_unit, forces_unit, stress_unit: units in the file (default: the
+            file's, else eV, Å, ``energy_unit/length_unit``, ``energy_unit/length_unit^3``).
+        energy_key, forces_key, stress_key: names of the labels in the file (must be found).
         property_units: unit of other properties, e.g. ``{"dipole": "D"}``.
         per_atom_keys: properties read per atom (one row per atom), overriding the rule.
         per_structure_keys: properties read per structure, overriding the rule.
@@ -80,8 +83,8 @@ def read(
         FileNotFoundError: no such file.
         ValueError: naming file, frame and field: unreadable or truncated file, invalid structure
             (NaN, atoms too close, …), labels in some frames only, |E|/atom above
-            ``MAX_ENERGY_PER_ATOM`` eV (a wrong unit), a key in both override lists, a per-atom
-            key without one row per atom.
+            ``MAX_ENERGY_PER_ATOM`` eV, a unit of the wrong dimension or headers disagreeing,
+            a label key in no frame, a key in both override lists, a per-atom key with rows ≠ n.
 
     >>> import tempfile, ase.io
     >>> from ase.build import molecule
@@ -105,10 +108,35 @@ def read(
             energy_key=energy_key,
             forces_key=forces_key,
         )
-    keys = {name: key or name for name, key in zip(_LABELS, (energy_key, forces_key, stress_key))}
+    given = dict(zip(_LABELS, (energy_key, forces_key, stress_key)))
     units = dict(energy=energy_unit, length=length_unit, forces=forces_unit, stress=stress_unit)
     overrides = _overrides(path, per_atom_keys, per_structure_keys)
-    return _read_labelled(path, index, format, keys, units, property_units or {}, overrides)
+    return _read_labelled(path, index, format, given, units, property_units or {}, overrides)
+
+
+def _check_keys_found(path: Path, index, format, structures, given) -> None:
+    """A label key given as argument (``given``: label → key or None) must be in some frame;
+    the error lists the numeric keys of the first frame."""
+    for name, key in given.items():
+        if key is not None and all(getattr(s, name) is None for s in structures):
+            raise ValueError(
+                f"{path}: {name}_key {key!r}: no frame has this label; "
+                f"{_known_keys(path, index, format)}"
+            )
+
+
+def _known_keys(path: Path, index, format) -> str:
+    """The numeric keys of the first frame, for the message about a missing one."""
+    frames, _, _ = _read_frames(path, index, format)
+    if not frames:
+        return "the file has no frames"
+    keys = sorted(
+        key
+        for _, source in frames[0].sources
+        for key, value in source.items()
+        if np.asarray(value).dtype.kind in "iuf"
+    )
+    return f"frame {frames[0].index} has {', '.join(keys) or 'no numeric keys'}"
 
 
 def _overrides(path: Path, per_atom_keys, per_structure_keys) -> dict[str, bool]:
@@ -123,13 +151,15 @@ def _read_labelled(
     path: Path,
     index,
     format: str | None,
-    keys: Mapping[str, str],
+    given: Mapping[str, str | None],
     units: Mapping[str, str | None],
     property_units: Mapping[str, str],
     overrides: Mapping[str, bool],
 ) -> list[Structure]:
     """The frames of an ASE-readable file or database as validated Structures in eV and Å
-    (:func:`read` after its arguments are settled); ``units``: the file's, where given."""
+    (:func:`read` after its arguments are settled); ``given``: the label keys given (label →
+    key or None), ``units``: the file's units, where given."""
+    keys = {name: key or name for name, key in given.items()}
     frames, metadata_units, distance_unit = _read_frames(path, index, format)
     energy_unit, factors = _unit_factors(
         path,
@@ -146,6 +176,7 @@ def _read_labelled(
         for frame in frames
     ]
     _check_consistent(path, structures)
+    _check_keys_found(path, index, format, structures, given)
     return structures
 
 
@@ -188,7 +219,35 @@ def _read_frames(path: Path, index, format) -> tuple[list[_Frame], dict[str, str
     declare (none for other files)."""
     if format == "db" or (format is None and path.suffix == ".db"):
         return _read_db(path, index)
-    return _read_ase(path, index, format), {}, None
+    frames = _read_ase(path, index, format)
+    units = _header_units(path, frames)
+    return frames, units, units.pop("length", None)
+
+
+#: header keys that name the unit of a label under another name than ``<label>_unit``
+_HEADER_UNIT_ALIASES = {"force_unit": "forces"}
+
+
+def _header_units(path: Path, frames: list[_Frame]) -> dict[str, str]:
+    """The units an extxyz file declares in its headers, by the key they describe:
+    ``<key>_unit=…`` (``energy_unit``, ``stress_unit``, ``dipole_unit``, …), ``force_unit`` for
+    ``forces``, ``length_unit`` under ``"length"``. Every frame must declare the same."""
+    units: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for frame in frames:
+        info = next(source for where, source in frame.sources if where == _PER_STRUCTURE)
+        for header, unit in info.items():
+            if not (isinstance(header, str) and header.endswith("_unit") and isinstance(unit, str)):
+                continue
+            key = _HEADER_UNIT_ALIASES.get(header, header[: -len("_unit")])
+            if units.setdefault(key, unit) != unit:
+                raise ValueError(
+                    f"{path}: frame {frame.index}: {header}={unit!r}, but frame {first[key]} "
+                    f"declares {units[key]!r}; a file has one unit per label (split the file, "
+                    "or convert it)"
+                )
+            first.setdefault(key, frame.index)
+    return units
 
 
 def _unit_factors(
@@ -216,10 +275,13 @@ def _unit_factors(
         or metadata_units.get(keys["stress"])
         or f"{energy_unit}/{length_unit}^3",
     }
-    try:
-        return energy_unit, {name: unit_factor(unit) for name, unit in units.items()}
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
+    factors = {}
+    for name, unit in units.items():
+        try:
+            factors[name] = unit_factor(unit, name)
+        except ValueError as error:
+            raise ValueError(f"{path}: {name}_unit: {error}") from error
+    return energy_unit, factors
 
 
 def _select(path, items: list, index) -> list[tuple[int, object]]:
@@ -437,15 +499,14 @@ def read_npz(
     for name, array in (("energy", energies), ("forces", forces)):
         if array is not None and len(array) != n_frames:
             raise ValueError(f"{path}: {name}: {len(array)} frames, positions have {n_frames}")
-    try:
-        factors = {
-            "energy": unit_factor(energy_unit),
-            "length": unit_factor(length_unit),
-            "forces": unit_factor(forces_unit or f"{energy_unit}/{length_unit}"),
-            "stress": 1.0,
-        }
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
+    units = {"energy": energy_unit, "length": length_unit}
+    units["forces"] = forces_unit or f"{energy_unit}/{length_unit}"
+    factors = {"stress": 1.0}
+    for name, unit in units.items():
+        try:
+            factors[name] = unit_factor(unit, name)
+        except ValueError as error:
+            raise ValueError(f"{path}: {name}_unit: {error}") from error
     keys = {name: name for name in _LABELS}
     structures = []
     for i, _ in _select(path, list(range(n_frames)), index):

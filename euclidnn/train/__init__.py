@@ -8,7 +8,7 @@
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .ema import EMA
-from .loop import FitResult, TrainingDiverged, epoch_order, fit
+from .loop import FitResult, TrainingDiverged, TrainingInterrupted, epoch_order, fit
 from .metrics import Comparison, compare, metrics
 from .stats import DataStatistics, data_statistics, fit_shifts
 
@@ -20,6 +20,7 @@ __all__ = [
     "TrainConfig",
     "TrainState",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "compare",
     "data_statistics",
     "epoch_order",

@@ -228,7 +228,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f"{FORMAT_VERSION!r}"
         )
     try:
-        model = build_model(metadata["model"], metadata["model_config"], where=str(path))
+        held = sum(v.numel() for k, v in tensors.items() if k.startswith("model."))
+        model = build_model(metadata["model"], metadata["model_config"], where=str(path), held=held)
         model = load_weights(model, _prefixed(tensors, "model."), where=str(path))
         return Checkpoint(
             model=model,

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from euclidnn.units import unit_factor
+
 __all__ = [
     "DEFAULT_LR",
     "ModelSection",
@@ -33,6 +35,7 @@ __all__ = [
     "ScheduleSection",
     "RunSection",
     "TrainConfig",
+    "check_type",
 ]
 
 
@@ -79,7 +82,11 @@ class DataSection:
         energy_unit, length_unit, forces_unit, stress_unit: units of the files (default: the
             file's metadata, else eV and Å; e.g. ``kcal/mol`` for MD17).
         energy_key, forces_key, stress_key: names of the labels in the files (default
-            ``energy``, ``forces``, ``stress``).
+            ``energy``, ``forces``, ``stress``); a key set here must be in the files.
+        max_force_rms: refuse to train on data whose RMS force component exceeds this, in
+            eV/Å (default 10; ``null`` = no limit). Sampled structures of real systems have
+            0.1–3 eV/Å; 10 and more is a wrong unit (kcal/mol/Å read as eV/Å gives 23× the
+            true value). Raise it only for data that really hold such forces.
     """
 
     n_train: int | None = None
@@ -91,6 +98,7 @@ class DataSection:
     energy_key: str | None = None
     forces_key: str | None = None
     stress_key: str | None = None
+    max_force_rms: float | None = 10.0
 
 
 @dataclass(frozen=True)
@@ -254,6 +262,11 @@ class TrainConfig:
             ("run.threads", self.run.threads is None or self.run.threads >= 1, "must be ≥ 1"),
             ("data.n_train", self.data.n_train is None or self.data.n_train >= 1, "must be ≥ 1"),
             ("data.n_valid", self.data.n_valid is None or self.data.n_valid >= 1, "must be ≥ 1"),
+            (
+                "data.max_force_rms",
+                self.data.max_force_rms is None or self.data.max_force_rms > 0,
+                "must be positive (eV/Å) or null",
+            ),
         ]
         checks += [
             (f"loss.{name}", getattr(self.loss, name) >= 0, "must be ≥ 0")
@@ -262,6 +275,14 @@ class TrainConfig:
         for key, ok, message in checks:
             if not ok:
                 raise ValueError(f"{key}: {message}, got {_get(self, key)!r}")
+        for quantity in ("energy", "length", "forces", "stress"):
+            unit = getattr(self.data, f"{quantity}_unit")
+            if unit is None:
+                continue
+            try:
+                unit_factor(unit, quantity)
+            except ValueError as error:
+                raise ValueError(f"data.{quantity}_unit: {error}") from None
         if self.model.head is not None and self.loss.property is None:
             raise ValueError("model.head: a tensor head needs loss.property (the label it fits)")
         if self.model.head is not None and self.model.name != "nequip":
@@ -320,7 +341,7 @@ def _build(cls, values, prefix: str):
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, key + ".")
         else:
-            kwargs[name] = _check_type(key, hint, value)
+            kwargs[name] = check_type(key, hint, value)
     try:
         return cls(**kwargs)
     except ValueError as error:
@@ -329,9 +350,19 @@ def _build(cls, values, prefix: str):
         raise
 
 
-def _check_type(key: str, hint, value):
-    """``value`` if it has type ``hint`` (ints accepted for floats), else a ValueError."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+def check_type(key: str, hint, value):
+    """``value`` if it has type ``hint`` (ints accepted for floats), else a ValueError naming
+    ``key`` and the expected type.
+
+    >>> check_type("model.settings.num_features", int | None, 32)
+    32
+    >>> check_type("model.settings.num_features", int, "32")
+    Traceback (most recent call last):
+    ...
+    ValueError: model.settings.num_features: expected an integer, got '32'
+    """
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = typing.get_args(hint) if union else (hint,)
     for option in options:
         if option is type(None) and value is None:
             return None

@@ -4,7 +4,8 @@
     _stop_rule, _checkpoint) → _finish
 
 A validation keeps the best weights, or, when the loss has diverged, goes back to them
-(:func:`_recover`). One process, or several under ``torchrun`` (``torch.distributed``
+(:func:`_recover`). Ctrl-C during the epochs stops the loop after the step in progress, writes
+the checkpoint and raises :class:`TrainingInterrupted` (a second Ctrl-C stops at once). One process, or several under ``torchrun`` (``torch.distributed``
 initialised by the caller): every process sees the same global batches — batch b of epoch e is
 the same list of structures whatever the number of processes — and takes its share of each; the
 loss is normalised by the counts of the whole batch, so N processes reach the weights one
@@ -17,8 +18,11 @@ import csv
 import io
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,7 @@ __all__ = [
     "fit",
     "FitResult",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "check_labels",
     "check_training_data",
     "epoch_order",
@@ -53,6 +58,26 @@ __all__ = [
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`fit` between two steps, after writing the checkpoint.
+
+    Attributes:
+        epoch: epochs done (as :class:`~euclidnn.train.checkpoint.TrainState` counts).
+        batch: batches of the next epoch done.
+        num_batches: batches per epoch.
+        checkpoint: ``last.ckpt``, which resumes the run from here (``None`` without ``out``).
+
+    >>> str(TrainingInterrupted(2, 3, 4, None)), str(TrainingInterrupted(2, 0, 4, None))
+    ('interrupted at epoch 3, batch 3 of 4', 'interrupted after epoch 2')
+    """
+
+    def __init__(self, epoch: int, batch: int, num_batches: int, checkpoint: Path | None):
+        where = f"at epoch {epoch + 1}, batch {batch} of {num_batches}"
+        super().__init__(f"interrupted {where if batch else f'after epoch {epoch}'}")
+        self.epoch, self.batch, self.num_batches = epoch, batch, num_batches
+        self.checkpoint = checkpoint
 
 
 @dataclass(frozen=True)
@@ -183,6 +208,8 @@ class _Run:
     last_checkpoint: float = 0.0  # perf_counter() of the last checkpoint
     train_loss_sum: float = 0.0  # training losses since the last validation
     train_loss_count: int = 0
+    ctrl_c: bool = False  # this process got Ctrl-C (set by the signal handler)
+    interrupted: bool = False  # some process got it: all stop after the same batch
 
     @property
     def writes(self) -> bool:
@@ -215,6 +242,9 @@ def fit(
     it stopped (same weights, optimizer, EMA, schedule, data order). The learning rate starts
     at ``config.learning_rate`` (``optimizer.lr``, or the default of ``model.name``).
 
+    Ctrl-C (SIGINT, in the main thread) stops the loop after the step in progress, writes
+    ``last.ckpt`` and raises :class:`TrainingInterrupted`; a second Ctrl-C stops at once.
+
     The run stops at ``run.max_epochs``, when ``run.minutes`` are spent (even mid-epoch), after
     ``schedule.early_stopping_patience`` validations without improvement, when the learning
     rate sits at ``schedule.min_lr`` without improvement, or when the validation loss is NaN.
@@ -237,6 +267,7 @@ def fit(
 
     Raises:
         TrainingDiverged: the loss became NaN/inf (naming the epoch and the batch's structures).
+        TrainingInterrupted: Ctrl-C, after the checkpoint of the point reached.
         ValueError: unusable data or checkpoint (naming the structure or file).
     """
     names = (
@@ -245,13 +276,42 @@ def fit(
     )
     run = _setup(model, train, valid, names, config or TrainConfig(), out, resume, log)
     stop_reason = ""
-    while run.state.epoch < run.cfg.run.max_epochs and not stop_reason:
-        stop_reason = _epoch(run, progress)
-    stop_reason = stop_reason or f"reached max_epochs = {run.cfg.run.max_epochs}"
-    if not run.state.history or run.state.history[-1]["step"] != run.state.step:
-        _validate(run)  # the weights the run ends with are validated (and logged) once
-        _checkpoint(run)
+    with _interruptible(run):
+        while run.state.epoch < run.cfg.run.max_epochs and not stop_reason:
+            stop_reason = _epoch(run, progress)
+            if run.interrupted:  # _epoch wrote the checkpoint
+                checkpoint = run.out / "last.ckpt" if run.writes else None
+                state = run.state
+                raise TrainingInterrupted(state.epoch, state.batch, run.num_batches, checkpoint)
+        stop_reason = stop_reason or f"reached max_epochs = {run.cfg.run.max_epochs}"
+        if not run.state.history or run.state.history[-1]["step"] != run.state.step:
+            _validate(run)  # the weights the run ends with are validated (and logged) once
+            _checkpoint(run)
     return _finish(run, stop_reason)
+
+
+@contextmanager
+def _interruptible(run: _Run) -> Iterator[None]:
+    """While the loop runs, the first Ctrl-C sets ``run.ctrl_c`` (the loop stops after the
+    step in progress, so no step is left half done) and a second raises KeyboardInterrupt at
+    once. Only in the main thread, where Python delivers signals; the previous handler is put
+    back after."""
+    previous = signal.getsignal(signal.SIGINT)
+    main = threading.current_thread() is threading.main_thread()
+    if not main or previous in (signal.SIG_IGN, None):
+        yield
+        return
+
+    def handler(signum, frame):
+        if run.ctrl_c:
+            raise KeyboardInterrupt
+        run.ctrl_c = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _setup(
@@ -322,7 +382,7 @@ def _epoch(run: _Run, progress: bool) -> str:
         dynamic_ncols=True,
     )
     stop_reason = ""
-    while state.batch < run.num_batches and not stop_reason:
+    while state.batch < run.num_batches and not stop_reason and not run.interrupted:
         _step(run, order[state.batch * batch_size : (state.batch + 1) * batch_size])
         validating = state.batch in run.validate_after
         if validating:
@@ -330,15 +390,17 @@ def _epoch(run: _Run, progress: bool) -> str:
         bar.update(1)
         if state.step % 10 == 0 or validating:
             bar.set_postfix_str(_postfix(run))
-        # every process takes part in the budget's all-reduce, on every batch
-        over_budget = run.group.sum(torch.tensor(float(run.elapsed() > run.budget))).item() > 0
+        # every process takes part in this all-reduce, on every batch, so that the budget and
+        # a Ctrl-C stop them all after the same batch
+        flags = torch.tensor([run.elapsed() > run.budget, run.ctrl_c], dtype=torch.float64)
+        over_budget, run.interrupted = (run.group.sum(flags) > 0).tolist()
         if over_budget and not stop_reason:
             stop_reason = f"time budget of {run.cfg.run.minutes:g} min spent"
         every = run.cfg.run.checkpoint_every
         due = (every and state.step % every == 0) or (
             time.perf_counter() - run.last_checkpoint > 60 * run.cfg.run.checkpoint_minutes
         )
-        if due and not stop_reason:
+        if due and not stop_reason and not run.interrupted:
             _checkpoint(run)
     bar.close()
     if state.batch == run.num_batches:
@@ -380,6 +442,8 @@ def _step(run: _Run, indices: list[int]) -> None:
 
 def _diverged(run: _Run, total: float, names: list[str]) -> TrainingDiverged:
     last = run.out / "last.ckpt" if run.out is not None else "not written (no out)"
+    if run.out is not None and not (run.out / "last.ckpt").is_file():
+        last = "not written yet (it diverged before the first)"
     return TrainingDiverged(
         f"the training loss became {total} at epoch {run.state.epoch + 1}, batch "
         f"{run.state.batch + 1} (structures: {', '.join(names[:8])}"

@@ -92,7 +92,7 @@ def test_evaluate_matches_an_independent_computation(trained, tmp_path, capsys):
 
 def run_error(argv, capsys) -> str:
     assert main(argv) == 2
-    return capsys.readouterr().out
+    return capsys.readouterr().err
 
 
 def test_train_refuses_a_non_empty_or_unwritable_out_and_bad_resumes(trained, tmp_path, capsys):
@@ -101,7 +101,7 @@ def test_train_refuses_a_non_empty_or_unwritable_out_and_bad_resumes(trained, tm
     blocker = tmp_path / "file"
     blocker.write_text("")
     message = run_error(["train", "ethanol", "--out", str(blocker / "run")], capsys)
-    assert "cannot write the run folder" in message
+    assert f"{blocker} is a file, not a folder" in message
     message = run_error(["train", "ethanol", "--out", str(tmp_path / "none"), "--resume"], capsys)
     assert "nothing to resume" in message
 
