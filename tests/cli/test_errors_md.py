@@ -3,12 +3,8 @@ each bad input is refused with one line that names the file, frame, option or at
 would be valid, a non-zero exit and no traceback; a run that cannot start leaves no folder;
 an earlier run is not replaced without ``--overwrite``; Ctrl-C keeps what was done.
 
-The commands run as ``python -m euclidnn`` in a subprocess. Messages are looked for in stdout
-and stderr together: the central error path (``euclidnn/cli/__main__.py``) decides where they
-go and prints them on stderr once it reports every ``OSError`` (FileExistsError,
-ConnectionError, TimeoutError, IsADirectoryError) as one line; until then the errors of those
-types (``central=True``) carry a traceback, which :func:`test_os_errors_are_one_line` expects
-to be gone.
+The commands run as ``python -m euclidnn`` in a subprocess; an error is one line on stderr
+(the central error path, ``euclidnn/cli/__main__.py``), exit status 2, no traceback.
 """
 
 from __future__ import annotations
@@ -37,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class Result:
     code: int
     text: str  # stdout and stderr
+    err: str  # stderr
 
 
 def command(*args) -> list[str]:
@@ -54,17 +51,15 @@ def euclidnn(*args, cwd: Path, timeout: float = 300) -> Result:
     result = subprocess.run(
         command(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment()
     )
-    return Result(result.returncode, result.stdout + result.stderr)
+    return Result(result.returncode, result.stdout + result.stderr, result.stderr)
 
 
-def assert_refused(result: Result, *messages: str, central: bool = False) -> None:
-    """A non-zero exit with each of ``messages``, and (unless the error's one line is up to
-    the central error path, ``central``) no traceback."""
-    assert result.code != 0, result.text
+def assert_refused(result: Result, *messages: str) -> None:
+    """Exit status 2, each of ``messages`` on stderr, no traceback."""
+    assert result.code == 2, result.text
     for message in messages:
-        assert message in result.text, f"{message!r} not in:\n{result.text}"
-    if not central:
-        assert "Traceback" not in result.text, result.text
+        assert message in result.err, f"{message!r} not in:\n{result.text}"
+    assert "Traceback" not in result.text, result.text
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +108,7 @@ def test_md_on_cuda_without_cuda_names_the_option_and_what_there_is(folder):
 
 def test_md_out_that_is_a_file(folder):
     result = euclidnn("md", "model.safetensors", "H2O", "--out", "a_file", cwd=folder)
-    assert_refused(result, "--out a_file: a file is there; give a folder", central=True)
+    assert_refused(result, "--out a_file: a file is there; give a folder")
     assert (folder / "a_file").read_text() == "not a folder\n"
 
 
@@ -124,7 +119,7 @@ def test_md_does_not_replace_an_earlier_run_without_overwrite(folder, tmp_path):
     before = (out / "md.log").read_text()
     (out / "simulation.pos_0.xyz").write_text("a bead trajectory of an earlier PIMD run\n")
     refused = euclidnn(*args, "--temperature", "100", cwd=tmp_path)
-    assert_refused(refused, f"--out {out}: holds an earlier run", "--overwrite", central=True)
+    assert_refused(refused, f"--out {out}: holds an earlier run", "--overwrite")
     assert (out / "md.log").read_text() == before
     assert euclidnn(*args, "--temperature", "100", "--overwrite", cwd=tmp_path).code == 0
     assert json.loads((out / "summary.json").read_text())["config"]["temperature"] == 100
@@ -134,9 +129,7 @@ def test_md_does_not_replace_an_earlier_run_without_overwrite(folder, tmp_path):
 def test_serve_with_no_server_says_where_it_looked(folder):
     result = euclidnn("serve", "model.safetensors", "H2O", "--address", "localhost:1",
                       "--connect-timeout", "0.5", cwd=folder)  # fmt: skip
-    assert_refused(
-        result, "no i-PI server listening at localhost:1", "--no-local-clients", central=True
-    )
+    assert_refused(result, "no i-PI server listening at localhost:1", "--no-local-clients")
     result = euclidnn("serve", "model.safetensors", "H2O", "--address", "x", "--connect-timeout",
                       "-1", cwd=folder)  # fmt: skip
     assert_refused(result, "argument --connect-timeout: '-1': give a number of seconds ≥ 0")
@@ -214,22 +207,18 @@ def test_analyze_refuses_and_leaves_no_folder(runs, case):
     extra, messages = ANALYZE_CASES[case]
     out = runs / f"plots {case}"
     result = euclidnn("analyze", *extra, "--out", out, cwd=runs)
-    assert_refused(result, *messages, central=case == "no such run")
+    assert_refused(result, *messages)
     assert not out.exists()
 
 
 def test_analyze_out_that_is_a_file(runs):
     result = euclidnn("analyze", "good_run", "--out", "a_file", cwd=runs)
-    assert_refused(result, "--out a_file: a file is there", central=True)
+    assert_refused(result, "--out a_file: a file is there")
 
 
-# --- what the central error path is to make of the OSErrors above ---------------------------
+# --- the OSErrors above, one line each ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="until euclidnn/cli/__main__.py reports OSError as one line (issue 19, the other half)",
-    strict=False,
-)
 def test_os_errors_are_one_line(folder):
     for args in [
         ["md", "model.safetensors", "H2O", "--out", "a_file"],
@@ -237,7 +226,7 @@ def test_os_errors_are_one_line(folder):
     ]:
         result = euclidnn(*args, cwd=folder)
         assert result.code == 2 and "Traceback" not in result.text, result.text
-        assert len(result.text.strip().splitlines()) == 1, result.text
+        assert len(result.err.strip().splitlines()) == 1, result.text
 
 
 def test_a_run_folder_fixture_is_not_needed_for_molecule_names(folder):

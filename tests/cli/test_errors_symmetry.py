@@ -2,7 +2,7 @@
 empty file, a folder, a frame cut short, an ``--index`` beyond the file, NaN coordinates,
 atoms on top of each other, a cutoff of 10⁶ Å, an ``--out`` that is a file — each refused with
 one line naming the file, frame, option or atoms, a non-zero exit, no traceback (see
-``test_errors_md`` for how the messages are looked for, and for ``central``)."""
+``test_errors_md`` for how the messages are looked for)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_symmetry_refuses_with_one_line(folder, case):
 
 def test_symmetry_on_a_folder(folder):
     result = euclidnn("symmetry", "a_folder", cwd=folder)
-    assert_refused(result, "a_folder: is a folder; give a structure file", central=True)
+    assert_refused(result, "a_folder: is a folder; give a structure file")
 
 
 def test_symmetry_reads_the_frame_asked_for(folder):
@@ -73,20 +73,28 @@ def test_symmetry_reads_the_frame_asked_for(folder):
 
 
 INTERPRET_CASES = {
-    "embeddings --out file": (["embeddings", "model.safetensors", "--out", "a_file"], True),
-    "potential --out file": (
-        ["potential", "model.safetensors", "H2O", "--probe", "C", "--out", "a_file"],
-        True,
-    ),
-    "threads 0": (
-        ["potential", "model.safetensors", "H2O", "--probe", "C", "--threads", "0"],
-        False,
-    ),  # fmt: skip
-    "NaN": (["potential", "model.safetensors", "nan.xyz", "--probe", "C"], False),
-    "spacing 0": (
-        ["potential", "model.safetensors", "H2O", "--probe", "C", "--plane", "--spacing", "0"],
-        False,
-    ),  # fmt: skip
+    "embeddings --out file": ["embeddings", "model.safetensors", "--out", "a_file"],
+    "potential --out file": [
+        "potential",
+        "model.safetensors",
+        "H2O",
+        "--probe",
+        "C",
+        "--out",
+        "a_file",
+    ],
+    "threads 0": ["potential", "model.safetensors", "H2O", "--probe", "C", "--threads", "0"],
+    "NaN": ["potential", "model.safetensors", "nan.xyz", "--probe", "C"],
+    "spacing 0": [
+        "potential",
+        "model.safetensors",
+        "H2O",
+        "--probe",
+        "C",
+        "--plane",
+        "--spacing",
+        "0",
+    ],
 }
 INTERPRET_MESSAGES = {
     "embeddings --out file": "--out a_file: a file is there",
@@ -99,8 +107,8 @@ INTERPRET_MESSAGES = {
 
 @pytest.mark.parametrize("case", INTERPRET_CASES)
 def test_interpret_refuses_with_one_line(folder, case):
-    extra, central = INTERPRET_CASES[case]
+    extra = INTERPRET_CASES[case]
     result = euclidnn("interpret", *extra, cwd=folder)
-    assert_refused(result, INTERPRET_MESSAGES[case], central=central)
+    assert_refused(result, INTERPRET_MESSAGES[case])
     assert not (folder / "interpret").exists()
     assert (folder / "a_file").read_text() == "not a folder\n"

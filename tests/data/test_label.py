@@ -117,7 +117,7 @@ def test_unknown_molecule_and_method_are_clear_errors(tmp_path, capsys):
         Level("pbe").check()
     code = main(["label", "water", "-o", str(tmp_path / "y.xyz"), "-n", "1", "--method", "xyz"])
     assert code == 2
-    assert "euclidnn label: error: unknown method 'xyz'" in capsys.readouterr().out
+    assert "euclidnn label: error: unknown method 'xyz'" in capsys.readouterr().err
     assert not (tmp_path / "y.xyz").exists()  # nothing is written before the check
 
 

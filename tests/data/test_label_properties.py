@@ -99,7 +99,7 @@ def test_bad_property_requests_are_refused(tmp_path, capsys):
         make_labeller(Level("gfn2-xtb"), properties=("quadrupole",))
     out = str(tmp_path / "x.xyz")
     assert main(["label", "NH3", "-o", out, "-n", "1", "--properties", "spin"]) == 2
-    assert "unknown ['spin']" in capsys.readouterr().out
+    assert "unknown ['spin']" in capsys.readouterr().err
     # xTB dipoles are available
     _, _, extra = make_labeller(Level("gfn2-xtb"), properties=("dipole",))(molecule("NH3"))
     assert extra["dipole"].shape == (3,) and np.linalg.norm(extra["dipole"]) > 0.05

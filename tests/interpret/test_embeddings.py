@@ -116,5 +116,5 @@ def test_cli_interpret(tmp_path, capsys):
         assert (tmp_path / "p" / f"potential-CH4-C.{suffix}").is_file()
     capsys.readouterr()
     assert main([*command[:4], "--probe", "O", "--out", str(tmp_path / "q")]) == 2
-    assert "knows only atomic numbers" in capsys.readouterr().out
+    assert "knows only atomic numbers" in capsys.readouterr().err
     assert main([*command[:4], "--probe", "Qx", "--out", str(tmp_path / "q")]) == 2

@@ -98,10 +98,10 @@ def test_cli_md_nve_and_bad_inputs(schnet, tmp_path, capsys):
         capsys.readouterr()
         fresh = tmp_path / "not_started"
         assert main(["md", str(tmp_path / "model.safetensors"), *extra, "--out", str(fresh)]) == 2
-        assert message in capsys.readouterr().out or pytest.fail(message)
+        assert message in capsys.readouterr().err or pytest.fail(message)
         assert not fresh.exists()
     assert main(["md", str(not_a_structure), "ethanol", "--out", str(tmp_path / "x")]) == 2
-    assert "not a safetensors file" in capsys.readouterr().out
+    assert "not a safetensors file" in capsys.readouterr().err
 
 
 def test_bussi_thermalises_the_vibrations_of_a_molecule(morse_network, ethanol, tmp_path):

@@ -43,6 +43,6 @@ def test_crystal_and_molecule_name(tmp_path, capsys):
 
 def test_errors_exit_2(capsys):
     assert main(["symmetry", "no-such-file.xyz"]) == 2
-    assert "error: structure" in capsys.readouterr().out
+    assert "error: structure" in capsys.readouterr().err
     assert main(["symmetry", "CH4", "--plot-signal", "x.png", "--atom", "9"]) == 2
-    assert "--atom" in capsys.readouterr().out
+    assert "--atom" in capsys.readouterr().err
