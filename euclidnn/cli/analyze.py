@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--bins", type=int, default=150, help="histogram bins (150)")
     parser.add_argument("--skip", type=float, default=0.2, help="equilibration fraction (0.2)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files an earlier analysis wrote to --out (its other files are kept)",
+    )
     modes = parser.add_argument_group("normal modes")
     modes.add_argument("--model", help="model file: normal modes from its Hessian")
     modes.add_argument("--structure", help="structure file or molecule name")
@@ -49,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn analyze``."""
     import json
 
+    from euclidnn.cli.config_io import refuse_existing
     from euclidnn.files import write_text
 
     if not args.runs and not args.model:
@@ -61,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--skip {args.skip}: give a fraction of each run in [0, 1)")
     out = Path(args.out)
     check_out_folder(out, "--out")
+    refuse_existing([out / name for name in _outputs(args)], "--out", args.overwrite)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -76,6 +83,16 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(f"{out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     return 0
+
+
+def _outputs(args: argparse.Namespace) -> list[str]:
+    """The names ``run`` may write into ``--out`` for these arguments."""
+    names = ["analysis.json"]
+    if args.runs:
+        names += ["distributions.png", "energy.png", "dynamics.png"]
+    if args.model:
+        names += ["normal_modes.csv", "normal_modes.png"]
+    return names
 
 
 class _RunPlots:

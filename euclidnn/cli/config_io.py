@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -232,6 +232,20 @@ def check_output(path: str | os.PathLike, option: str, *, folder: bool) -> Path:
         if parent.exists() and not parent.is_dir():
             raise NotADirectoryError(f"{option} {path}: {parent} is a file, not a folder")
     return path
+
+
+def refuse_existing(paths: Iterable[str | os.PathLike], option: str, overwrite: bool) -> None:
+    """Refuse (``FileExistsError``) before any work when a file the command is about to write
+    under ``option`` is already there, unless ``overwrite``: nothing a command wrote earlier is
+    replaced silently (SPEC §8). Folders are left to :func:`check_output`'s kind checks.
+
+    >>> refuse_existing(["/"], "--out", overwrite=False)  # a folder: not this check's business
+    """
+    existing = [Path(p) for p in paths if Path(p).exists() and not Path(p).is_dir()]
+    if existing and not overwrite:
+        listed = ", ".join(map(str, existing[:3])) + (", …" if len(existing) > 3 else "")
+        verb, it = ("exists", "it") if len(existing) == 1 else ("exist", "them")
+        raise FileExistsError(f"{option}: {listed} already {verb}; add --overwrite to replace {it}")
 
 
 class Before(NamedTuple):

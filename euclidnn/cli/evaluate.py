@@ -17,6 +17,9 @@ import csv
 import json
 from pathlib import Path
 
+#: what --plots writes (parity_plots, training_curve, _write_report): refused without --overwrite
+REPORT_FILES = ("parity.png", "force_errors.png", "training_curve.png", "metrics.txt")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``euclidnn evaluate``."""
@@ -30,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="report folder: parity plots, force-error histogram, metrics.txt, and the training "
         "curve when the model sits in a run folder (with its log.csv)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the --json file and the report files in --plots that an earlier run wrote",
+    )
     parser.add_argument("--property", help="the per-structure property the model was trained on")
     parser.add_argument("--per-atom", action="store_true", help="the property is intensive")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="default 32")
@@ -38,7 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn evaluate``: outputs checked, model, data, comparison, report."""
-    from euclidnn.cli.config_io import check_label_scales, check_output, read_data, read_options
+    from euclidnn.cli.config_io import (
+        check_label_scales,
+        check_output,
+        read_data,
+        read_options,
+        refuse_existing,
+    )
     from euclidnn.models import load_model
     from euclidnn.train.config import LossSection
     from euclidnn.train.loop import check_training_data
@@ -48,8 +62,12 @@ def run(args: argparse.Namespace) -> int:
     options = read_options(args)
     if args.json:
         check_output(args.json, "--json", folder=False)
+        refuse_existing([args.json], "--json", args.overwrite)
     if args.plots:
         check_output(args.plots, "--plots", folder=True)
+        refuse_existing(
+            [Path(args.plots) / name for name in REPORT_FILES], "--plots", args.overwrite
+        )
     model = load_model(args.model)
     model.eval()
     structures, names = read_data(args.data, args.index, options)

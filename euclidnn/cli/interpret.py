@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     embeddings.add_argument("model", help="a model file (model.safetensors of euclidnn train)")
     embeddings.add_argument("--out", default="interpret", help="folder for the outputs")
     embeddings.add_argument("--title", default="", help="title of the plot")
+    embeddings.add_argument(
+        "--overwrite", action="store_true", help="replace embeddings_pca.* in --out"
+    )
 
     potential = commands.add_parser(
         "potential", help="local chemical potential Ω_Z(r) of a probe atom around a molecule"
@@ -56,18 +59,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     potential.add_argument("--batch-size", type=int, default=2048, help="probes per evaluation")
     potential.add_argument("--out", default="interpret", help="folder for the outputs")
     potential.add_argument("--name", help="file stem (default potential-<molecule>-<probe>)")
+    potential.add_argument(
+        "--overwrite", action="store_true", help="replace this map's files (<name>.*) in --out"
+    )
     potential.add_argument("--threads", type=threads_argument, help="CPU threads for PyTorch")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn interpret``."""
+    from euclidnn.cli.config_io import refuse_existing
     from euclidnn.models import load_model
 
-    check_out_folder(Path(args.out), "--out")
+    out = Path(args.out)
+    check_out_folder(out, "--out")
+    stem = "embeddings_pca" if args.what == "embeddings" else _stem(args)
+    paths = [out / f"{stem}.{suffix}" for suffix in ("png", "csv", "json")]
+    refuse_existing(paths, "--out", args.overwrite)
     model = load_model(args.model).eval()
     if args.what == "embeddings":
         return _embeddings(model, args)
     return _potential(model, args)
+
+
+def _stem(args: argparse.Namespace) -> str:
+    """The file stem of ``interpret potential``'s outputs."""
+    return args.name or f"potential-{Path(args.structure).stem}-{args.probe}"
 
 
 def _embeddings(model, args) -> int:
@@ -123,8 +139,9 @@ def _potential(model, args) -> int:
         batch_size=args.batch_size,
     )
     result.notes.update(model=str(args.model), structure=str(args.structure))
-    stem = args.name or f"potential-{Path(args.structure).stem}-{args.probe}"
-    paths = write_potential_map(result, args.out, stem, f"Ω_{args.probe} around {args.structure}")
+    paths = write_potential_map(
+        result, args.out, _stem(args), f"Ω_{args.probe} around {args.structure}"
+    )
     print(
         f"{args.structure}: Ω_{args.probe} on {len(result.omega)} points ({result.kind}): "
         f"{result.omega.min():.3f} … {result.omega.max():.3f} eV"

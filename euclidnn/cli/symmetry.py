@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot-signal", metavar="PNG", type=Path, help="plot Σ_j Y(r̂_ij) of one atom's neighbours"
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of --symmetrize and --plot-signal when they exist",
+    )
+    parser.add_argument(
         "--atom", type=int, default=0, help="centre atom of --plot-signal (default 0)"
     )
     parser.add_argument(
@@ -202,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``euclidnn symmetry``."""
     import numpy as np
 
+    from euclidnn.cli.config_io import refuse_existing
     from euclidnn.symmetry import (
         DEFAULT_SYMPREC,
         DEFAULT_TOLERANCE,
@@ -216,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plot_signal is not None and not 0 <= args.lmax <= MAX_LMAX:
         raise ValueError(f"--lmax {args.lmax}: give 0 … {MAX_LMAX}")
+    for option, path in (("--symmetrize", args.symmetrize), ("--plot-signal", args.plot_signal)):
+        refuse_existing([path] if path is not None else [], option, args.overwrite)
     atoms = _read(args.structure, args.index)
     periodic = bool(np.all(atoms.pbc))
     if periodic:
