@@ -257,7 +257,7 @@ def test_bad_structures_are_refused_naming_them(tmp_path, capsys, case):
     with pytest.raises(ValueError, match=f"^{path}: .*{message}"):
         label(str(path), out, Sampling(1, **TINY), GFN1, progress=False)
     assert main(["label", str(path), "-o", str(out), "-n", "1", "--quiet"]) == 2
-    (line,) = capsys.readouterr().out.splitlines()
+    (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"euclidnn label: error: {path}: ")
     assert not out.exists() and not (tmp_path / "out.xyz.sampled.xyz").exists()
 
@@ -265,7 +265,7 @@ def test_bad_structures_are_refused_naming_them(tmp_path, capsys, case):
 def test_output_directory_is_refused(tmp_path, capsys, nacl_file):
     args = ["label", str(nacl_file), "-o", str(tmp_path), "-n", "1", "--method", "gfn1-xtb"]
     assert main(args) == 2
-    (line,) = capsys.readouterr().out.splitlines()
+    (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"euclidnn label: error: {tmp_path}: is a directory")
 
 
@@ -273,7 +273,7 @@ def test_dft_on_a_cell_is_refused(tmp_path, capsys, nacl_file):
     pytest.importorskip("pyscf")
     args = ["label", str(nacl_file), "-o", str(tmp_path / "x.xyz"), "-n", "1", "--method", "pbe"]
     assert main([*args, "--basis", "sto-3g"]) == 2
-    (line,) = capsys.readouterr().out.splitlines()
+    (line,) = capsys.readouterr().err.splitlines()
     assert "a periodic cell cannot be labelled with PBE/sto-3g" in line
     assert not (tmp_path / "x.xyz").exists()
 
