@@ -3,13 +3,19 @@
 Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; add a new
 one to ``COMMANDS``. Errors a user can fix (``ValueError``, ``FileNotFoundError``) are printed
 as one line and exit with status 2, without a traceback.
+
+Before anything loads torch, :func:`main` makes OpenMP's waiting threads sleep instead of
+spin (:func:`set_openmp_defaults`): the one process-wide setting the command makes, and the
+reason this module and ``euclidnn/__init__.py`` import torch only on demand.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from collections.abc import MutableMapping
 
 #: subcommand name -> (module under euclidnn.cli, one-line help)
 COMMANDS = {
@@ -23,6 +29,36 @@ COMMANDS = {
     "symmetry": ("symmetry", "point/space group, its elements, allowed tensor properties"),
     "interpret": ("interpret", "element-embedding PCA, local chemical potential of a probe atom"),
 }
+
+
+#: environment variables through which a user chooses how idle OpenMP threads wait: GNU
+#: libgomp's (PyTorch's runtime on Linux) and LLVM/Intel libomp's (macOS)
+OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def set_openmp_defaults(environ: MutableMapping[str, str]) -> None:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` in ``environ`` unless it names any of
+    :data:`OPENMP_WAIT_VARIABLES` (a user's own choice wins, whole).
+
+    Why: libgomp's threads spin for about 3 ms at every barrier before they sleep. Beside a
+    second busy process on the same cores, a spinning thread holds a core its partner needs,
+    and a training of small tensors (thousands of parallel regions a second) ran 10-60× slower
+    with PyTorch's default two threads (bench/contention.py, bench/RESULTS.md "Contention").
+    With the passive policy it runs about 2× slower, as two fair jobs should, and about as
+    fast alone. OpenMP reads the variables once, when its runtime is loaded (at
+    ``import torch``), so this must run before that; child processes inherit it.
+
+    >>> environ = {}
+    >>> set_openmp_defaults(environ)
+    >>> environ
+    {'OMP_WAIT_POLICY': 'PASSIVE'}
+    >>> environ = {"GOMP_SPINCOUNT": "10000"}
+    >>> set_openmp_defaults(environ)
+    >>> environ
+    {'GOMP_SPINCOUNT': '10000'}
+    """
+    if not any(name in environ for name in OPENMP_WAIT_VARIABLES):
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``) and run the chosen command; returns the exit
-    status (0 success, 2 a usage or input error, printed as ``euclidnn <command>: error: …``)."""
+    status (0 success, 2 a usage or input error, printed as ``euclidnn <command>: error: …``).
+
+    OpenMP's defaults go into ``os.environ`` first (:func:`set_openmp_defaults`), before
+    building the parser imports torch through the subcommand modules."""
+    set_openmp_defaults(os.environ)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
