@@ -21,6 +21,10 @@ one line on stderr and an exit status, never a traceback:
   reaches here is a bug, not a user's mistake.
 
 ``euclidnn --debug <command> …`` or ``EUCLIDNN_DEBUG=1`` prints the traceback above the line.
+
+Before anything loads torch, :func:`main` makes OpenMP's waiting threads sleep instead of
+spin (:func:`set_openmp_defaults`): the one process-wide setting the command makes, and the
+reason this module and ``euclidnn/__init__.py`` import torch only on demand.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import MutableMapping
 
 #: subcommand name -> (module under euclidnn.cli, one-line help)
 COMMANDS = {
@@ -43,6 +48,36 @@ COMMANDS = {
     "symmetry": ("symmetry", "point/space group, its elements, allowed tensor properties"),
     "interpret": ("interpret", "element-embedding PCA, local chemical potential of a probe atom"),
 }
+
+
+#: environment variables through which a user chooses how idle OpenMP threads wait: GNU
+#: libgomp's (PyTorch's runtime on Linux) and LLVM/Intel libomp's (macOS)
+OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def set_openmp_defaults(environ: MutableMapping[str, str]) -> None:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` in ``environ`` unless it names any of
+    :data:`OPENMP_WAIT_VARIABLES` (a user's own choice wins, whole).
+
+    Why: libgomp's threads spin for about 3 ms at every barrier before they sleep. Beside a
+    second busy process on the same cores, a spinning thread holds a core its partner needs,
+    and a training of small tensors (thousands of parallel regions a second) ran 10-60× slower
+    with PyTorch's default two threads (bench/contention.py, bench/RESULTS.md "Contention").
+    With the passive policy it runs about 2× slower, as two fair jobs should, and about as
+    fast alone. OpenMP reads the variables once, when its runtime is loaded (at
+    ``import torch``), so this must run before that; child processes inherit it.
+
+    >>> environ = {}
+    >>> set_openmp_defaults(environ)
+    >>> environ
+    {'OMP_WAIT_POLICY': 'PASSIVE'}
+    >>> environ = {"GOMP_SPINCOUNT": "10000"}
+    >>> set_openmp_defaults(environ)
+    >>> environ
+    {'GOMP_SPINCOUNT': '10000'}
+    """
+    if not any(name in environ for name in OPENMP_WAIT_VARIABLES):
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 class UsageError(ValueError):
@@ -79,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``) and run the chosen command; returns the exit
     status: 0 success, 2 a user error, 130 Ctrl-C, 1 an internal error (see the module
     docstring), each reported as one line on stderr."""
+    set_openmp_defaults(os.environ)  # before the subcommand modules import torch
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = os.environ.get("EUCLIDNN_DEBUG", "") not in ("", "0") or "--debug" in argv[:1]
     prog = "euclidnn"

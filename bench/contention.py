@@ -1,0 +1,310 @@
+"""Training speed alone and beside a second CPU job, for several OpenMP thread settings.
+
+The workload is a short ``euclidnn train`` run (shipped ethanol, frames :300, 50 for
+validation, default NequIP, ``--max-epochs EPOCHS``) started as a subprocess; its time is the
+median epoch of ``log.csv`` without the first (so imports, data reading and the first
+epoch's warm-up are left out). It runs
+
+- alone,
+- beside a busy PyTorch job (``a @ a`` on a 384×384 matrix in a loop, default threads and
+  libgomp's default wait policy: another user's job), and
+- beside a second ``euclidnn train`` of the same workload with the same setting (two users
+  of euclidnn, each with the same defaults),
+
+for each setting below. The neighbour is started first and killed afterwards, always. Its own
+speed is reported too (a fair share of two cores is about half its speed alone): the matmul
+loop's rate while our job trains, and the other training's median epoch.
+
+Settings (each names the environment of the training processes, before torch is imported):
+
+- ``2 threads, libgomp default``: ``GOMP_SPINCOUNT=300000`` — the count libgomp uses when
+  ``OMP_WAIT_POLICY`` is unset (about 3 ms of spinning at a barrier), i.e. euclidnn's
+  behaviour before the CLI chose a policy; setting it explicitly makes the CLI leave it be;
+- ``2 threads, PASSIVE``: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once);
+- ``2 threads, GOMP_SPINCOUNT=N``: a short spin before sleeping (``--spincount``);
+- ``1 thread``: ``--threads 1`` (no OpenMP barriers at all).
+
+"2 threads" is PyTorch's default here (one per core). Timings on a machine shared with other
+jobs are noisy: repeats are interleaved (every setting and condition once, then again) and
+medians reported, with the load average before each run.
+
+    python bench/contention.py --epochs 10 --repeats 3 [--timeout 60] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+#: setting name -> (environment of the training processes, --threads or None for the default)
+OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+#: the busy neighbour; it prints (time, matmuls so far) every 0.2 s
+MATMUL = """
+import time, torch
+a = torch.randn(384, 384)
+count, last = 0, 0.0
+while True:
+    a @ a
+    count += 1
+    if time.time() > last + 0.2:
+        last = time.time()
+        print(last, count, flush=True)
+"""
+
+
+def settings(spincount: int) -> dict[str, tuple[dict[str, str], int | None]]:
+    return {
+        "2 threads, libgomp default": ({"GOMP_SPINCOUNT": "300000"}, None),
+        "2 threads, OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
+        f"2 threads, GOMP_SPINCOUNT={spincount}": ({"GOMP_SPINCOUNT": str(spincount)}, None),
+        "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1),
+    }
+
+
+def environment(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES}
+    return env | extra
+
+
+def train_command(out: Path, epochs: int, threads: int | None) -> list[str]:
+    command = [sys.executable, "-m", "euclidnn", "train", "ethanol", "--index", ":300"]
+    command += ["--n-valid", "50", "--max-epochs", str(epochs), "--out", str(out)]
+    command += ["--overwrite", "--quiet"]
+    return command + (["--threads", str(threads)] if threads else [])
+
+
+def epoch_seconds(log: Path) -> list[float]:
+    """Seconds of each epoch after the first, from a run's log.csv (empty if none yet)."""
+    if not log.is_file():
+        return []
+    with log.open() as f:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
+    return [b - a for a, b in zip(seconds, seconds[1:])]
+
+
+def start(command: list[str], env: dict[str, str], stdout=subprocess.DEVNULL, stderr=None):
+    # a session of its own, so that stop() reaches the process and anything it started
+    return subprocess.Popen(
+        command, env=env, stdout=stdout, stderr=stderr or subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def stop(process: subprocess.Popen) -> str:
+    """Terminate ``process`` (and its session) and return its output."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        out, _ = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, _ = process.communicate()
+    return out or ""
+
+
+def matmul_rate(output: str, since: float, until: float) -> float | None:
+    """Matmuls per second between the reports nearest ``since`` and ``until``."""
+    reports = [tuple(map(float, line.split())) for line in output.splitlines() if line.strip()]
+    inside = [(t, n) for t, n in reports if since - 0.5 <= t <= until + 0.5]
+    if len(inside) < 2 or inside[-1][0] - inside[0][0] < 0.5:
+        return None
+    return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of all CPUs busy over the next ``seconds`` (Linux; else the load average)."""
+    try:
+        before = [int(x) for x in Path("/proc/stat").read_text().split()[1:9]]
+        time.sleep(seconds)
+        after = [int(x) for x in Path("/proc/stat").read_text().split()[1:9]]
+    except (OSError, ValueError):
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    delta = [b - a for a, b in zip(before, after)]
+    return 1 - (delta[3] + delta[4]) / max(sum(delta), 1)  # idle + iowait
+
+
+def wait_for_quiet(below: float, at_most: float) -> float:
+    """Wait (at most ``at_most`` s) until other jobs keep less than ``below`` of the CPUs busy;
+    returns the last busy fraction seen."""
+    deadline = time.time() + at_most
+    busy = cpu_busy()
+    while busy >= below and time.time() < deadline:
+        busy = cpu_busy()
+    return busy
+
+
+def measure(setting, condition: str, args, work: Path) -> dict:
+    """One timed training (median epoch, seconds) in ``condition``, with its neighbour's speed."""
+    env, threads = setting
+    env = environment(env)
+    neighbour = began = ended = None
+    result = {"busy": wait_for_quiet(args.quiet, args.wait)}
+    try:
+        for folder in ("run", "neighbour"):  # no stale log from the run before
+            (work / folder / "log.csv").unlink(missing_ok=True)
+        if condition == "matmul":
+            neighbour = start([sys.executable, "-c", MATMUL], environment({}), subprocess.PIPE)
+        elif condition == "train":
+            command = train_command(work / "neighbour", 100_000, threads)
+            neighbour = start(command, env)
+        if neighbour is not None:
+            time.sleep(args.head_start)
+        errors = (work / "stderr.txt").open("w+")
+        process = start(train_command(work / "run", args.epochs, threads), env, stderr=errors)
+        began, deadline = None, time.time() + args.timeout
+        try:
+            while process.poll() is None and time.time() < deadline:
+                if began is None and (work / "run" / "log.csv").is_file():
+                    began = time.time()  # the first epoch is over: the timed part begins
+                time.sleep(0.1)
+        finally:
+            ended = time.time()
+            stop(process)
+            errors.seek(0)
+            if process.returncode not in (0, -signal.SIGTERM):
+                raise RuntimeError(f"training failed: {errors.read()[-2000:]}")
+            errors.close()
+        times = epoch_seconds(work / "run" / "log.csv")
+        result["seconds"] = statistics.median(times) if times else None
+        result["epochs"] = len(times)
+        if not times and began is not None:  # the second epoch took longer than this
+            result["at_least"] = ended - began
+    finally:
+        if neighbour is not None:
+            output = stop(neighbour)
+            if condition == "matmul" and ended is not None:
+                result["neighbour"] = matmul_rate(output, began or ended, ended)
+            else:
+                times = epoch_seconds(work / "neighbour" / "log.csv")
+                result["neighbour"] = statistics.median(times) if times else None
+    return result
+
+
+def matmul_alone(seconds: float = 4.0) -> float | None:
+    process = start([sys.executable, "-c", MATMUL], environment({}), subprocess.PIPE)
+    try:
+        time.sleep(2.0)  # imports
+        began = time.time()
+        time.sleep(seconds)
+    finally:
+        output = stop(process)
+    return matmul_rate(output, began, began + seconds)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def epoch_time(runs: list[dict]) -> tuple[float | None, bool]:
+    """The median epoch of ``runs`` and whether it is only a lower bound: a run in which not
+    one epoch after the first finished counts with the time it waited for one."""
+    values = [r["seconds"] if r["seconds"] is not None else r.get("at_least") for r in runs]
+    bound = any(r["seconds"] is None and "at_least" in r for r in runs)
+    return median(values), bound
+
+
+def fmt(value: float | None, bound: bool = False) -> str:
+    return "–" if value is None else f"{'>' if bound else ''}{value:.3g}"
+
+
+def table(results: dict, settings: list[str], conditions: list[str], matmul: float | None):
+    """The Markdown table: epoch alone, beside each neighbour, the ratio, the neighbour's
+    speed as a share of its speed alone."""
+    header = "| setting | alone (s/epoch) |"
+    rule = "| --- | ---: |"
+    for c in conditions[1:]:
+        header += f" beside {c} (s/epoch) | ratio | {c}'s own speed |"
+        rule += " ---: | ---: | ---: |"
+    lines = [header, rule]
+    for name in settings:
+        alone, alone_bound = epoch_time(results[name, "alone"])
+        row = f"| {name} | {fmt(alone, alone_bound)} |"
+        for c in conditions[1:]:
+            beside, bound = epoch_time(results[name, c])
+            ratio = "–"
+            if alone and beside and not alone_bound:
+                ratio = f"{'>' if bound else ''}{beside / alone:.1f}×"
+            neighbour = median(r.get("neighbour") for r in results[name, c])
+            share = None
+            if neighbour and c == "matmul" and matmul:
+                share = neighbour / matmul
+            elif neighbour and c == "train" and alone and not alone_bound:
+                share = alone / neighbour  # its epoch against this setting's epoch alone
+            row += f" {fmt(beside, bound)} | {ratio} | {f'{share:.0%}' if share else '–'} |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per run (first not timed)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=60, help="seconds per run at most")
+    parser.add_argument("--head-start", type=float, default=3, help="s the neighbour runs first")
+    parser.add_argument("--spincount", type=int, default=10000, help="the short GOMP_SPINCOUNT")
+    parser.add_argument("--conditions", default="alone,matmul,train", help="alone first")
+    parser.add_argument("--settings", help="comma-separated indices into the settings (0-3)")
+    parser.add_argument("--quiet", type=float, default=0.25, help="wait for other jobs < this")
+    parser.add_argument("--wait", type=float, default=10, help="seconds to wait for --quiet")
+    parser.add_argument("--json", type=Path, help="also write every measurement here")
+    args = parser.parse_args()
+    conditions = args.conditions.split(",")
+    chosen = settings(args.spincount)
+    if args.settings:
+        names = list(chosen)
+        chosen = {names[int(i)]: chosen[names[int(i)]] for i in args.settings.split(",")}
+
+    import torch  # only for the header: the version and the default thread count
+
+    print(f"# CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
+          f"default threads {torch.get_num_threads()}; CPUs busy now: {cpu_busy():.0%}")  # fmt: skip
+    print(f"# workload: {' '.join(train_command(Path('RUN'), args.epochs, None)[1:])}")
+    results = {(name, c): [] for name in chosen for c in conditions}
+    rates = []
+    with tempfile.TemporaryDirectory(prefix="contention-") as tmp:
+        for repeat in range(args.repeats):  # interleaved: drifting load hits every setting
+            if "matmul" in conditions:
+                rates.append(matmul_alone())
+            for name, setting in chosen.items():
+                for condition in conditions:
+                    r = measure(setting, condition, args, Path(tmp))
+                    results[name, condition].append(r)
+                    print(f"# [{repeat + 1}/{args.repeats}] {name:36s} {condition:6s} epoch "
+                          f"{fmt(*epoch_time([r]))} s ({r['epochs']} timed; CPUs busy before: "
+                          f"{r['busy']:.0%})", flush=True)  # fmt: skip
+    busy = median(r["busy"] for runs in results.values() for r in runs)
+    print(f"\nCPUs busy with other jobs just before a run (median): {busy:.0%}; matmul alone: "
+          f"{fmt(median(rates))}/s; {args.epochs - 1} timed epochs per run, median of "
+          f"{args.repeats} runs; '>': no epoch after the first within {args.timeout:.0f} s\n")  # fmt: skip
+    print(table(results, list(chosen), conditions, median(rates)))
+    if args.json:
+        rows = [
+            {"setting": n, "condition": c, **r} for (n, c), runs in results.items() for r in runs
+        ]
+        args.json.write_text(json.dumps({"matmul_alone": rates, "runs": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
