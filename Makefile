@@ -22,7 +22,7 @@ DEMO := runs/demo
 demo: $(STAMP)
 	$(BIN)/euclidnn train ethanol --index :1250 --n-valid 250 --minutes 5 --out $(DEMO)/train --overwrite
 	$(BIN)/euclidnn evaluate $(DEMO)/train/model.safetensors ethanol --index 1500: \
-		--json $(DEMO)/report/metrics.json --plots $(DEMO)/report
+		--json $(DEMO)/report/metrics.json --plots $(DEMO)/report --overwrite
 	$(BIN)/python examples/o3_demo.py
 	@echo "report: $(DEMO)/report (metrics.txt, metrics.json, parity.png, force_errors.png, training_curve.png)"
 
