@@ -45,7 +45,7 @@ def import_baseline(root: Path, into: Path):
 
 def build(package, make, seed: int = 0):
     """``make()`` (a function of bench/models.py) with ``package`` standing in for euclidnn."""
-    real = sys.modules["euclidnn.models"]
+    real = importlib.import_module("euclidnn.models")
     sys.modules["euclidnn.models"] = importlib.import_module(f"{package.__name__}.models")
     try:
         torch.manual_seed(seed)
