@@ -61,10 +61,9 @@ def set_openmp_defaults(environ: MutableMapping[str, str]) -> None:
 
     Why: libgomp's threads spin for about 3 ms at every barrier before they sleep. Beside a
     second busy process on the same cores, a spinning thread holds a core its partner needs,
-    and a training of small tensors (thousands of parallel regions a second) ran 10-60× slower
-    with PyTorch's default two threads (bench/contention.py, bench/RESULTS.md "Contention").
-    With the passive policy it runs about 2× slower, as two fair jobs should, and about as
-    fast alone. OpenMP reads the variables once, when its runtime is loaded (at
+    and a training of small tensors (thousands of parallel regions a second) ran 5-6× slower
+    beside one other job with PyTorch's default two threads, 1.4-1.6× with the passive policy
+    (bench/contention.py, bench/RESULTS.md "Contention"). OpenMP reads the variables once, when its runtime is loaded (at
     ``import torch``), so this must run before that; child processes inherit it.
 
     >>> environ = {}
