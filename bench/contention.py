@@ -21,14 +21,18 @@ Settings (each names the environment of the training processes, before torch is 
   ``OMP_WAIT_POLICY`` is unset (about 3 ms of spinning at a barrier), i.e. euclidnn's
   behaviour before the CLI chose a policy; setting it explicitly makes the CLI leave it be;
 - ``2 threads, PASSIVE``: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once);
-- ``2 threads, GOMP_SPINCOUNT=N``: a short spin before sleeping (``--spincount``);
+- ``2 threads, GOMP_SPINCOUNT=N``: a short spin before sleeping (``--spincounts``; libgomp
+  counts about 100 000 spins a millisecond, so 1000 is ~10 µs, 10 000 ~0.1 ms);
 - ``1 thread``: ``--threads 1`` (no OpenMP barriers at all).
 
 "2 threads" is PyTorch's default here (one per core). Timings on a machine shared with other
 jobs are noisy: repeats are interleaved (every setting and condition once, then again) and
-medians reported, with the load average before each run.
+medians reported. Before each run the script waits (``--wait`` s at most) until other jobs use
+less than ``--quiet`` of the CPUs, measures the share they used during the run (all CPU time
+less this script's children's), and can repeat a run they disturbed (``--retries``; the least
+disturbed attempt counts). The table shows that share.
 
-    python bench/contention.py --epochs 10 --repeats 3 [--timeout 60] [--json out.json]
+    python bench/contention.py --epochs 8 --repeats 3 --timeout 45 [--json out.json]
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import csv
 import json
 import os
 import platform
+import resource
 import signal
 import statistics
 import subprocess
@@ -63,13 +68,15 @@ while True:
 """
 
 
-def settings(spincount: int) -> dict[str, tuple[dict[str, str], int | None]]:
-    return {
+def settings(spincounts: list[int]) -> dict[str, tuple[dict[str, str], int | None]]:
+    chosen = {
         "2 threads, libgomp default": ({"GOMP_SPINCOUNT": "300000"}, None),
         "2 threads, OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
-        f"2 threads, GOMP_SPINCOUNT={spincount}": ({"GOMP_SPINCOUNT": str(spincount)}, None),
-        "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1),
     }
+    for n in spincounts:
+        chosen[f"2 threads, GOMP_SPINCOUNT={n}"] = ({"GOMP_SPINCOUNT": str(n)}, None)
+    chosen["1 thread"] = ({"OMP_WAIT_POLICY": "PASSIVE"}, 1)
+    return chosen
 
 
 def environment(extra: dict[str, str]) -> dict[str, str]:
@@ -122,16 +129,29 @@ def matmul_rate(output: str, since: float, until: float) -> float | None:
     return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
 
-def cpu_busy(seconds: float = 1.0) -> float:
-    """Fraction of all CPUs busy over the next ``seconds`` (Linux; else the load average)."""
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds that all processes have used since boot (Linux's /proc/stat), or None."""
     try:
-        before = [int(x) for x in Path("/proc/stat").read_text().split()[1:9]]
-        time.sleep(seconds)
-        after = [int(x) for x in Path("/proc/stat").read_text().split()[1:9]]
+        fields = [int(x) for x in Path("/proc/stat").read_text().split()[1:9]]
     except (OSError, ValueError):
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # not idle, iowait
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds used by this process's finished (waited-for) children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of all CPUs busy over the next ``seconds`` (else the load average)."""
+    before = busy_cpu_seconds()
+    time.sleep(seconds)
+    after = busy_cpu_seconds()
+    if before is None or after is None:
         return os.getloadavg()[0] / (os.cpu_count() or 1)
-    delta = [b - a for a, b in zip(before, after)]
-    return 1 - (delta[3] + delta[4]) / max(sum(delta), 1)  # idle + iowait
+    return (after - before) / (seconds * (os.cpu_count() or 1))
 
 
 def wait_for_quiet(below: float, at_most: float) -> float:
@@ -145,11 +165,24 @@ def wait_for_quiet(below: float, at_most: float) -> float:
 
 
 def measure(setting, condition: str, args, work: Path) -> dict:
+    """One timed training in ``condition`` (:func:`run_once`), after waiting for a quiet
+    machine, with the share of the CPUs that other jobs kept busy before and during it."""
+    busy = wait_for_quiet(args.quiet, args.wait)
+    wall, total, ours = time.time(), busy_cpu_seconds(), children_cpu_seconds()
+    result = run_once(setting, condition, args, work)
+    result["busy"] = busy
+    if total is not None:
+        others = busy_cpu_seconds() - total - (children_cpu_seconds() - ours)
+        result["others"] = max(others, 0) / ((time.time() - wall) * (os.cpu_count() or 1))
+    return result
+
+
+def run_once(setting, condition: str, args, work: Path) -> dict:
     """One timed training (median epoch, seconds) in ``condition``, with its neighbour's speed."""
     env, threads = setting
     env = environment(env)
     neighbour = began = ended = None
-    result = {"busy": wait_for_quiet(args.quiet, args.wait)}
+    result = {}
     try:
         for folder in ("run", "neighbour"):  # no stale log from the run before
             (work / folder / "log.csv").unlink(missing_ok=True)
@@ -212,6 +245,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def disturbance(result: dict) -> float:
+    return result.get("others", 0.0)
+
+
 def median(values) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -230,17 +267,20 @@ def fmt(value: float | None, bound: bool = False) -> str:
 
 
 def table(results: dict, settings: list[str], conditions: list[str], matmul: float | None):
-    """The Markdown table: epoch alone, beside each neighbour, the ratio, the neighbour's
-    speed as a share of its speed alone."""
-    header = "| setting | alone (s/epoch) |"
-    rule = "| --- | ---: |"
+    """The Markdown table: the share of the CPUs that other jobs used during the runs
+    (median), epoch alone, beside each neighbour, the ratio, the neighbour's speed as a share
+    of its speed alone."""
+    header = "| setting | other jobs' CPU share | alone (s/epoch) |"
+    rule = "| --- | ---: | ---: |"
     for c in conditions[1:]:
         header += f" beside {c} (s/epoch) | ratio | {c}'s own speed |"
         rule += " ---: | ---: | ---: |"
     lines = [header, rule]
     for name in settings:
         alone, alone_bound = epoch_time(results[name, "alone"])
-        row = f"| {name} | {fmt(alone, alone_bound)} |"
+        others = median(r.get("others") for c in conditions for r in results[name, c])
+        row = f"| {name} | {f'{others:.0%}' if others is not None else '–'} |"
+        row += f" {fmt(alone, alone_bound)} |"
         for c in conditions[1:]:
             beside, bound = epoch_time(results[name, c])
             ratio = "–"
@@ -263,15 +303,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=60, help="seconds per run at most")
     parser.add_argument("--head-start", type=float, default=3, help="s the neighbour runs first")
-    parser.add_argument("--spincount", type=int, default=10000, help="the short GOMP_SPINCOUNT")
+    parser.add_argument("--spincounts", default="1000,10000", help="short GOMP_SPINCOUNTs")
     parser.add_argument("--conditions", default="alone,matmul,train", help="alone first")
-    parser.add_argument("--settings", help="comma-separated indices into the settings (0-3)")
+    parser.add_argument("--settings", help="indices into the settings, e.g. 0,1")
     parser.add_argument("--quiet", type=float, default=0.25, help="wait for other jobs < this")
     parser.add_argument("--wait", type=float, default=10, help="seconds to wait for --quiet")
+    parser.add_argument("--disturbed", type=float, default=0.1, help="other jobs' share above")
+    parser.add_argument("--retries", type=int, default=0, help="of a disturbed run (0: none)")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args()
     conditions = args.conditions.split(",")
-    chosen = settings(args.spincount)
+    chosen = settings([int(n) for n in args.spincounts.split(",") if n])
     if args.settings:
         names = list(chosen)
         chosen = {names[int(i)]: chosen[names[int(i)]] for i in args.settings.split(",")}
@@ -286,16 +328,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="contention-") as tmp:
         for repeat in range(args.repeats):  # interleaved: drifting load hits every setting
             if "matmul" in conditions:
+                wait_for_quiet(args.quiet, args.wait)
                 rates.append(matmul_alone())
             for name, setting in chosen.items():
                 for condition in conditions:
                     r = measure(setting, condition, args, Path(tmp))
+                    for _ in range(args.retries):  # disturbed by other jobs: once more
+                        if r.get("others", 0) <= args.disturbed:
+                            break
+                        print(f"# disturbed ({r['others']:.0%} other jobs), again", flush=True)
+                        r = min(r, measure(setting, condition, args, Path(tmp)), key=disturbance)
                     results[name, condition].append(r)
                     print(f"# [{repeat + 1}/{args.repeats}] {name:36s} {condition:6s} epoch "
-                          f"{fmt(*epoch_time([r]))} s ({r['epochs']} timed; CPUs busy before: "
-                          f"{r['busy']:.0%})", flush=True)  # fmt: skip
-    busy = median(r["busy"] for runs in results.values() for r in runs)
-    print(f"\nCPUs busy with other jobs just before a run (median): {busy:.0%}; matmul alone: "
+                          f"{fmt(*epoch_time([r]))} s ({r['epochs']} timed; other jobs' share "
+                          f"of the CPUs before {r['busy']:.0%}, during "
+                          f"{r.get('others', float('nan')):.0%})", flush=True)  # fmt: skip
+    others = median(r.get("others") for runs in results.values() for r in runs) or 0
+    print(f"\nShare of the CPUs used by other jobs during a run (median): {others:.0%}; matmul alone: "
           f"{fmt(median(rates))}/s; {args.epochs - 1} timed epochs per run, median of "
           f"{args.repeats} runs; '>': no epoch after the first within {args.timeout:.0f} s\n")  # fmt: skip
     print(table(results, list(chosen), conditions, median(rates)))
