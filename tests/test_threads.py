@@ -43,7 +43,7 @@ assert dict(os.environ) == before, "importing the library changed the environmen
     assert result.returncode == 0, result.stderr
 
 
-def test_cli_sets_the_passive_policy_before_torch_is_imported():
+def test_cli_sets_its_wait_policy_before_torch_is_imported():
     code = """
 import os, runpy, sys
 import euclidnn.cli.__main__
@@ -54,19 +54,19 @@ try:
 except SystemExit:
     pass
 assert "torch" in sys.modules
-print(os.environ.get("OMP_WAIT_POLICY"))
+print(os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT"))
 """
     result = python(["-c", code])
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "PASSIVE"
+    assert result.stdout.splitlines()[-1] == "PASSIVE 1000"
     kept = python(["-c", code], OMP_WAIT_POLICY="ACTIVE")
-    assert kept.stdout.splitlines()[-1] == "ACTIVE"
+    assert kept.stdout.splitlines()[-1] == "ACTIVE None"
 
 
 @pytest.mark.parametrize(
     "environ, expected",
     [
-        ({}, ["OMP_WAIT_POLICY = 'PASSIVE'", "GOMP_SPINCOUNT = '0'"]),  # the command's default
+        ({}, ["OMP_WAIT_POLICY = 'PASSIVE'", "GOMP_SPINCOUNT = '1000'"]),  # the default
         ({"OMP_WAIT_POLICY": "ACTIVE"}, ["OMP_WAIT_POLICY = 'ACTIVE'"]),  # the user's wins
         ({"GOMP_SPINCOUNT": "1234"}, ["GOMP_SPINCOUNT = '1234'"]),
     ],

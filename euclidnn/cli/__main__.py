@@ -22,9 +22,9 @@ one line on stderr and an exit status, never a traceback:
 
 ``euclidnn --debug <command> …`` or ``EUCLIDNN_DEBUG=1`` prints the traceback above the line.
 
-Before anything loads torch, :func:`main` makes OpenMP's waiting threads sleep instead of
-spin (:func:`set_openmp_defaults`): the one process-wide setting the command makes, and the
-reason this module and ``euclidnn/__init__.py`` import torch only on demand.
+Before anything loads torch, :func:`main` makes OpenMP's waiting threads spin briefly and
+then sleep (:func:`set_openmp_defaults`): the one process-wide setting the command makes, and
+the reason this module and ``euclidnn/__init__.py`` import torch only on demand.
 """
 
 from __future__ import annotations
@@ -55,28 +55,37 @@ COMMANDS = {
 OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
+#: what every command sets when the user set none of :data:`OPENMP_WAIT_VARIABLES`
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}
+
+
 def set_openmp_defaults(environ: MutableMapping[str, str]) -> None:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` in ``environ`` unless it names any of
+    """Put :data:`OPENMP_DEFAULTS` into ``environ`` unless it names any of
     :data:`OPENMP_WAIT_VARIABLES` (a user's own choice wins, whole).
 
-    Why: libgomp's threads spin for about 3 ms at every barrier before they sleep. Beside a
-    second busy process on the same cores, a spinning thread holds a core its partner needs,
-    and a training of small tensors (thousands of parallel regions a second) ran 5-6× slower
-    beside one other job with PyTorch's default two threads, 1.4-1.6× with the passive policy
-    (bench/contention.py, bench/RESULTS.md "Contention"). OpenMP reads the variables once, when its runtime is loaded (at
-    ``import torch``), so this must run before that; child processes inherit it.
+    Why: libgomp's idle threads spin for about 3 ms (300 000 spins) before they sleep. Beside
+    a second busy process on the same cores, a spinning thread holds a core its partner needs,
+    and a training of small tensors (thousands of parallel regions a second) stalled or ran
+    5× slower and more beside one other job with PyTorch's default two threads. With 1000
+    spins (some 10 µs) and then sleep it ran 2.2× slower beside one, and 1.2× slower alone;
+    sleeping at once (passive, 0 spins) ran 0.6× beside one but 2.5× slower alone, because
+    every parallel region then wakes a sleeping thread (bench/RESULTS.md, "Contention").
+    ``GOMP_SPINCOUNT`` is libgomp's (PyTorch's runtime on Linux) and overrides the policy
+    there; other OpenMP runtimes read the standard ``OMP_WAIT_POLICY``. OpenMP reads both
+    once, when its runtime is loaded (at ``import torch``), so this must run before that;
+    child processes inherit them.
 
     >>> environ = {}
     >>> set_openmp_defaults(environ)
     >>> environ
-    {'OMP_WAIT_POLICY': 'PASSIVE'}
-    >>> environ = {"GOMP_SPINCOUNT": "10000"}
+    {'OMP_WAIT_POLICY': 'PASSIVE', 'GOMP_SPINCOUNT': '1000'}
+    >>> environ = {"OMP_WAIT_POLICY": "ACTIVE"}
     >>> set_openmp_defaults(environ)
     >>> environ
-    {'GOMP_SPINCOUNT': '10000'}
+    {'OMP_WAIT_POLICY': 'ACTIVE'}
     """
     if not any(name in environ for name in OPENMP_WAIT_VARIABLES):
-        environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        environ.update(OPENMP_DEFAULTS)
 
 
 class UsageError(ValueError):
