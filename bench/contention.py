@@ -23,7 +23,9 @@ Settings (each names the environment of the training processes, before torch is 
 - ``2 threads, PASSIVE``: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once);
 - ``2 threads, GOMP_SPINCOUNT=N``: a short spin before sleeping (``--spincounts``; libgomp
   counts about 100 000 spins a millisecond, so 1000 is ~10 µs, 10 000 ~0.1 ms);
-- ``1 thread``: ``--threads 1`` (no OpenMP barriers at all).
+- ``1 thread``: ``--threads 1`` (no OpenMP barriers at all);
+- ``2 threads, as the CLI sets them``: none of the variables set, so the command's own
+  default (``euclidnn.cli.__main__.OPENMP_DEFAULTS``) applies.
 
 "2 threads" is PyTorch's default here (one per core). Timings on a machine shared with other
 jobs are noisy: repeats are interleaved (every setting and condition once, then again) and
@@ -76,6 +78,7 @@ def settings(spincounts: list[int]) -> dict[str, tuple[dict[str, str], int | Non
     for n in spincounts:
         chosen[f"2 threads, GOMP_SPINCOUNT={n}"] = ({"GOMP_SPINCOUNT": str(n)}, None)
     chosen["1 thread"] = ({"OMP_WAIT_POLICY": "PASSIVE"}, 1)
+    chosen["2 threads, as the CLI sets them"] = ({}, None)  # whatever this tree's main() sets
     return chosen
 
 
@@ -213,6 +216,7 @@ def run_once(setting, condition: str, args, work: Path) -> dict:
         result["epochs"] = len(times)
         if not times and began is not None:  # the second epoch took longer than this
             result["at_least"] = ended - began
+        result["stalled"] = began is None  # not even the first epoch within the timeout
     finally:
         if neighbour is not None:
             output = stop(neighbour)
@@ -258,12 +262,15 @@ def epoch_time(runs: list[dict]) -> tuple[float | None, bool]:
     """The median epoch of ``runs`` and whether it is only a lower bound: a run in which not
     one epoch after the first finished counts with the time it waited for one."""
     values = [r["seconds"] if r["seconds"] is not None else r.get("at_least") for r in runs]
-    bound = any(r["seconds"] is None and "at_least" in r for r in runs)
+    bound = any(r["seconds"] is None and ("at_least" in r or r.get("stalled")) for r in runs)
     return median(values), bound
 
 
 def fmt(value: float | None, bound: bool = False) -> str:
-    return "–" if value is None else f"{'>' if bound else ''}{value:.3g}"
+    """Seconds; ``>x`` a lower bound; ``stalled`` where no run timed a single epoch."""
+    if value is None:
+        return "stalled" if bound else "–"
+    return f"{'>' if bound else ''}{value:.3g}"
 
 
 def table(results: dict, settings: list[str], conditions: list[str], matmul: float | None):
@@ -283,7 +290,7 @@ def table(results: dict, settings: list[str], conditions: list[str], matmul: flo
         row += f" {fmt(alone, alone_bound)} |"
         for c in conditions[1:]:
             beside, bound = epoch_time(results[name, c])
-            ratio = "–"
+            ratio = "stalled" if beside is None and bound else "–"
             if alone and beside and not alone_bound:
                 ratio = f"{'>' if bound else ''}{beside / alone:.1f}×"
             neighbour = median(r.get("neighbour") for r in results[name, c])
@@ -316,7 +323,10 @@ def main() -> None:
     chosen = settings([int(n) for n in args.spincounts.split(",") if n])
     if args.settings:
         names = list(chosen)
-        chosen = {names[int(i)]: chosen[names[int(i)]] for i in args.settings.split(",")}
+        indices = [int(i) for i in args.settings.split(",")]
+        if not all(0 <= i < len(names) for i in indices):
+            parser.error(f"--settings: indices into {dict(enumerate(names))}")
+        chosen = {names[i]: chosen[names[i]] for i in indices}
 
     import torch  # only for the header: the version and the default thread count
 
@@ -346,7 +356,7 @@ def main() -> None:
     others = median(r.get("others") for runs in results.values() for r in runs) or 0
     print(f"\nShare of the CPUs used by other jobs during a run (median): {others:.0%}; matmul alone: "
           f"{fmt(median(rates))}/s; {args.epochs - 1} timed epochs per run, median of "
-          f"{args.repeats} runs; '>': no epoch after the first within {args.timeout:.0f} s\n")  # fmt: skip
+          f"{args.repeats} runs; '>': a lower bound, 'stalled': not even the first epoch, within {args.timeout:.0f} s\n")  # fmt: skip
     print(table(results, list(chosen), conditions, median(rates)))
     if args.json:
         rows = [
