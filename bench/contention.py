@@ -349,8 +349,8 @@ def main() -> None:
                         print(f"# disturbed ({r['others']:.0%} other jobs), again", flush=True)
                         r = min(r, measure(setting, condition, args, Path(tmp)), key=disturbance)
                     results[name, condition].append(r)
-                    print(f"# [{repeat + 1}/{args.repeats}] {name:36s} {condition:6s} epoch "
-                          f"{fmt(*epoch_time([r]))} s ({r['epochs']} timed; other jobs' share "
+                    print(f"# [{repeat + 1}/{args.repeats}] {name:36s} {condition:6s} s/epoch "
+                          f"{fmt(*epoch_time([r]))} ({r['epochs']} timed; other jobs' share "
                           f"of the CPUs before {r['busy']:.0%}, during "
                           f"{r.get('others', float('nan')):.0%})", flush=True)  # fmt: skip
     others = median(r.get("others") for runs in results.values() for r in runs) or 0
