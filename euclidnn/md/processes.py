@@ -97,13 +97,21 @@ class Processes:
             if self._held is not None:
                 self._on_signal(self._held, None)
 
-    def start(self, command: list[str], cwd: Path, log_name: str) -> Child:
-        """Start ``command`` in ``cwd``, in a new process group, output to ``cwd/log_name``."""
+    def start(
+        self, command: list[str], cwd: Path, log_name: str, env: dict[str, str] | None = None
+    ) -> Child:
+        """Start ``command`` in ``cwd``, in a new process group, output to ``cwd/log_name``
+        (``env``: its environment, default ours)."""
         with self._signals_held():  # between fork and our list, a child is nobody's to stop
             log = open(cwd / log_name, "w")
             try:
                 process = subprocess.Popen(
-                    command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    command,
+                    cwd=cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
                 )
             except OSError:
                 log.close()

