@@ -66,8 +66,8 @@ def edge_pairs(edge_src: Tensor, edge_dst: Tensor, edge_shift: Tensor) -> tuple[
     pair_key, edge_pair = torch.unique(torch.minimum(key, key_of_reverse), return_inverse=True)
     n_pairs = pair_key.shape[0]
     edge_index = torch.arange(n_edges, dtype=torch.int64, device=device)
-    # every pair has an edge, so the fill value is never read (include_self=False): a traced
-    # graph records n_edges here as a constant of the traced size
+    # every pair has an edge, so the fill value is never read (include_self=False): a trace
+    # may keep n_edges here as a constant of the traced size
     pair_edge = torch.full((n_pairs,), n_edges, dtype=torch.int64, device=device)
     pair_edge = pair_edge.scatter_reduce(
         0, edge_pair, edge_index, reduce="amin", include_self=False
