@@ -48,6 +48,10 @@ COMMANDS = {
     "analyze": ("analyze", "plots of MD runs: g(r), distances, MSD, VDOS; normal modes"),
     "symmetry": ("symmetry", "point/space group, its elements, allowed tensor properties"),
     "interpret": ("interpret", "element-embedding PCA, local chemical potential of a probe atom"),
+    "export": (
+        "export",
+        "write a model as a TorchScript file for C++ (LAMMPS pair_style euclidnn)",
+    ),
 }
 
 

@@ -44,14 +44,15 @@ def edge_pairs(edge_src: Tensor, edge_dst: Tensor, edge_shift: Tensor) -> tuple[
     n_edges = edge_src.shape[0]
     device = edge_src.device
     edge_src, edge_dst = edge_src.to(torch.int64), edge_dst.to(torch.int64)
-    if n_edges == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return empty, empty
     shift = edge_shift.round().to(torch.int64)  # [n_edges, 3]
-    n_atoms = torch.maximum(edge_src.max(), edge_dst.max()) + 1  # 0-d, stays on the device
-    s_max = shift.abs().max()
+    # one branch-free path for every n_edges, 0 included (a 0 joins the maxima), so that a
+    # graph traced by torch.jit.trace (the TorchScript export) runs on any edge list
+    zero = edge_src.new_zeros(1)
+    n_atoms = torch.cat([edge_src, edge_dst, zero]).max() + 1  # 0-d, stays on the device
+    s_max = torch.cat([shift.abs().flatten(), zero]).max()
     base = 2 * s_max + 1
-    if not torch.compiler.is_compiling() and int(n_atoms) ** 2 * int(base) ** 3 >= 2**63:
+    checking = not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+    if checking and int(n_atoms) ** 2 * int(base) ** 3 >= 2**63:
         raise ValueError(
             f"edge_pairs: {int(n_atoms)} atoms with shifts up to {int(s_max)} overflow "
             "the int64 edge keys (need n_atoms² · (2·max|shift| + 1)³ < 2⁶³)"
@@ -65,6 +66,10 @@ def edge_pairs(edge_src: Tensor, edge_dst: Tensor, edge_shift: Tensor) -> tuple[
     pair_key, edge_pair = torch.unique(torch.minimum(key, key_of_reverse), return_inverse=True)
     n_pairs = pair_key.shape[0]
     edge_index = torch.arange(n_edges, dtype=torch.int64, device=device)
+    # every pair has an edge, so the fill value is never read (include_self=False): a trace
+    # may keep n_edges here as a constant of the traced size
     pair_edge = torch.full((n_pairs,), n_edges, dtype=torch.int64, device=device)
-    pair_edge = pair_edge.scatter_reduce(0, edge_pair, edge_index, reduce="amin")
+    pair_edge = pair_edge.scatter_reduce(
+        0, edge_pair, edge_index, reduce="amin", include_self=False
+    )
     return pair_edge, edge_pair

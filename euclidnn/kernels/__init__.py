@@ -3,11 +3,12 @@ choice between a fused kernel and the PyTorch reference.
 
 ``o3``, ``nn`` and ``models`` own the mathematics and its plain PyTorch form (the reference);
 they call the functions here, passing that reference, and get the fused result where the
-kernel can run (:func:`fused_library`: CPU, float32/float64, not under ``torch.compile``,
-``EUCLIDNN_NATIVE`` not ``"0"``, a C compiler present) and the reference's elsewhere. Every
-argument is checked before a pointer is taken: dtype, device, shape, contiguity (a contiguous
-copy is kept alive until the call returns), index dtype (int32 converted, others a
-``TypeError``) and index ranges (``IndexError``), so that no input can crash the process.
+kernel can run (:func:`fused_library`: CPU, float32/float64, not under ``torch.compile`` or
+``torch.jit.trace``, ``EUCLIDNN_NATIVE`` not ``"0"``, a C compiler present) and the
+reference's elsewhere. Every argument is checked before a pointer is taken: dtype, device,
+shape, contiguity (a contiguous copy is kept alive until the call returns), index dtype (int32
+converted, others a ``TypeError``) and index ranges (``IndexError``), so that no input can
+crash the process.
 
 Kernels:
 

@@ -29,11 +29,16 @@ def fused_library(library: Library, *tensors: Tensor | None) -> ctypes.CDLL | No
     else ``None`` (the caller runs its PyTorch reference).
 
     The one place where the choice is made. The fused path runs when ``EUCLIDNN_NATIVE`` is
-    not ``"0"``, nothing is being traced by ``torch.compile`` (a ctypes call does not trace;
-    the compiler fuses the reference anyway), every given tensor is on the CPU with one dtype,
+    not ``"0"``, nothing is being traced by ``torch.compile`` or ``torch.jit.trace`` (a ctypes
+    call does not trace: the compiler fuses the reference anyway, and a TorchScript export must
+    record the reference's operations), every given tensor is on the CPU with one dtype,
     float32 or float64, and the library builds and loads.
     """
-    if os.environ.get("EUCLIDNN_NATIVE", "1") == "0" or torch.compiler.is_compiling():
+    if (
+        os.environ.get("EUCLIDNN_NATIVE", "1") == "0"
+        or torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+    ):
         return None
     present = [t for t in tensors if t is not None]
     dtype = present[0].dtype

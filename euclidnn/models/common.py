@@ -43,7 +43,9 @@ class SpeciesIndex(nn.Module):
     """Atomic numbers → rows of the model's species tables, by a buffer lookup.
 
     Data stay model-agnostic (a graph carries atomic numbers); an atomic number the model was
-    not built for is an error naming it.
+    not built for is an error naming it (not checked while ``torch.compile`` or
+    ``torch.jit.trace`` records the lookup: a traced check would be a constant; the
+    TorchScript export checks the numbers before they reach the traced model).
 
     Shapes: numbers: [n_atoms] int64 → [n_atoms] int64 in 0 … len(species) − 1
 
@@ -68,7 +70,8 @@ class SpeciesIndex(nn.Module):
 
     def forward(self, numbers: Tensor) -> Tensor:
         index = self.table[numbers]
-        if not torch.compiler.is_compiling() and bool((index < 0).any()):
+        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        if not tracing and bool((index < 0).any()):
             unknown = sorted(set(numbers[index < 0].tolist()))
             raise ValueError(
                 f"atomic numbers {unknown} are not among the model's species {self.species}"

@@ -20,11 +20,13 @@ __all__ = ["Potential"]
 class Potential:
     r"""Mixin of every model: ``class SchNet(Potential, nn.Module)``.
 
-    A model implements :attr:`config`, :attr:`cutoff`, :attr:`num_hops` and :attr:`species`;
-    it may implement :meth:`species_embeddings`; it inherits :attr:`receptive_field`, :attr:`dtype`, :attr:`device` and
+    A model implements :attr:`config`, :attr:`cutoff`, :attr:`num_hops` and :attr:`species`,
+    and an energy model :meth:`atomic_energies`; it may implement :meth:`species_embeddings`;
+    it inherits :attr:`receptive_field`, :attr:`dtype`, :attr:`device` and
     :meth:`energy_and_forces` (autograd), and overrides the last where it has a faster exact
     path (SchNet's C kernel). Its ``forward(graph)`` returns the energy per structure
-    [n_graphs] eV, or, for an output head, the property per structure.
+    [n_graphs] eV — the sum of :meth:`atomic_energies` over each structure's atoms — or, for
+    an output head, the property per structure.
 
     Attributes:
         config: the frozen dataclass that rebuilds the model (with random weights).
@@ -55,6 +57,19 @@ class Potential:
     @property
     def species(self) -> tuple[int, ...]:
         raise NotImplementedError
+
+    def atomic_energies(self, graph: Graph) -> Tensor:
+        """Energy E_i of every atom (eV), per-species scale and shift included, such that
+        ``forward(graph)`` is the sum of E_i over each structure's atoms (the same numbers,
+        bit for bit). E_i is differentiable in ``graph.positions`` (first derivatives in
+        inference; the exporter's C++ caller takes forces by autograd of a sum of E_i), and
+        depends only on atoms within :attr:`receptive_field` of atom i.
+
+        An energy model implements it; a property head (``predicts_energy`` False) has none.
+
+        Shapes: graph (n_atoms, n_edges) → [n_atoms] eV
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no atomic energies")
 
     def species_embeddings(self) -> Tensor | None:
         """The learned table of species features [len(species), F] (one row per element, in

@@ -332,7 +332,14 @@ class NequIP(Potential, nn.Module):
             h = layer(h, edge_sh, edge_radial, src, dst, species, edges=edges)
         return h, species
 
-    def forward(self, graph: Graph) -> Tensor:
+    def atomic_energies(self, graph: Graph) -> Tensor:
+        """Energy E_i of every atom (eV), the per-species scale and shift included; the sum of
+        a structure's E_i is its energy (:meth:`forward`).
+
+        Shapes: graph (n_atoms, n_edges) → [n_atoms] eV
+        """
         h, species = self.features(graph, num_layers=len(self.layers))
-        atom_energy = self.scale_shift(self.readout(h).squeeze(-1), species)  # [n_atoms] eV
-        return scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
+        return self.scale_shift(self.readout(h).squeeze(-1), species)  # [n_atoms] eV
+
+    def forward(self, graph: Graph) -> Tensor:
+        return scatter_sum(self.atomic_energies(graph), graph.batch, dim_size=graph.num_graphs)

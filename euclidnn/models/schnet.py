@@ -177,7 +177,12 @@ class SchNet(Potential, nn.Module):
             len(config.species), config.energy_scales, config.energy_shifts
         )
 
-    def forward(self, graph: Graph) -> Tensor:
+    def atomic_energies(self, graph: Graph) -> Tensor:
+        """Energy E_i of every atom (eV), the per-species scale and shift included; the sum of
+        a structure's E_i is its energy (:meth:`forward`).
+
+        Shapes: graph (n_atoms, n_edges) → [n_atoms] eV
+        """
         cfg = self.config
         # an edge and its reverse have the same length, hence the same filters: compute them
         # once per undirected pair (half the filter GEMMs), each edge reading its pair's row
@@ -193,8 +198,10 @@ class SchNet(Potential, nn.Module):
             pair_filter = interaction.filter(pair_radial, pair_cutoff)  # [n_pairs, F]
             h = h + interaction(h, pair_filter, src, dst, edge_pair, edges=edges)
         atom_energy = self.readout2(shifted_softplus(self.readout1(h))).squeeze(-1)  # [n_atoms]
-        atom_energy = self.scale_shift(atom_energy, species)
-        return scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
+        return self.scale_shift(atom_energy, species)
+
+    def forward(self, graph: Graph) -> Tensor:
+        return scatter_sum(self.atomic_energies(graph), graph.batch, dim_size=graph.num_graphs)
 
     @property
     def cutoff(self) -> float:

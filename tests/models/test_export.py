@@ -1,0 +1,223 @@
+"""The TorchScript export (euclidnn/export/torchscript.py): what the LAMMPS pair style reads.
+
+Every model (SchNet, NequIP with lmax 1 and 2, Allegro; random weights; float64 and float32)
+is exported — traced on a small cluster of its own species — and the loaded file's per-atom
+energies, summed, and their autograd forces are compared with :func:`euclidnn.models.predict`
+on ethanol and on a 60-atom water cluster (sizes the trace never saw): float64 to 1e-10 and
+float32 to 1e-5 of the largest value. Also: no atoms, no edges, the metadata, errors for files
+that are not exports, unknown atomic numbers and malformed inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+
+from euclidnn.data import Graph
+from euclidnn.export import FORMAT, export, load_exported
+from euclidnn.models import (
+    Allegro,
+    AllegroConfig,
+    NequIP,
+    NequIPConfig,
+    SchNet,
+    SchNetConfig,
+    TensorHead,
+    TensorHeadConfig,
+    predict,
+)
+
+SPECIES = (1, 6, 8)
+MODELS = {
+    "schnet": lambda: SchNet(SchNetConfig(species=SPECIES, num_features=16, num_basis=8)),
+    "nequip-l1": lambda: NequIP(NequIPConfig(species=SPECIES, num_features=8, num_layers=2)),
+    "nequip-l2": lambda: NequIP(
+        NequIPConfig(species=SPECIES, lmax=2, num_features=4, num_layers=2, energy_shifts=-1.5)
+    ),
+    "allegro": lambda: Allegro(
+        AllegroConfig(species=SPECIES, num_tensor_features=4, latent_dim=8, energy_scales=2.0)
+    ),
+}
+RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+EMPTY = torch.zeros(0, dtype=torch.int64)
+
+
+def water_cluster(num_molecules: int = 20, spacing: float = 3.0) -> Atoms:
+    """``num_molecules`` randomly rotated waters on a cubic grid ``spacing`` Å apart."""
+    rng = np.random.default_rng(0)
+    cluster = Atoms()
+    side = int(np.ceil(num_molecules ** (1 / 3)))
+    for k in range(num_molecules):
+        water = molecule("H2O")
+        water.rotate(rng.uniform(0, 360), rng.normal(size=3))
+        water.translate(spacing * np.array(np.unravel_index(k, (side,) * 3), dtype=float))
+        cluster += water
+    return cluster
+
+
+STRUCTURES = {"ethanol": lambda: molecule("CH3CH2OH"), "water-60": water_cluster}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(model name, dtype) → (model in that dtype, path of its export); made once each."""
+    made = {}
+
+    def get(name: str, dtype: torch.dtype):
+        if (name, dtype) not in made:
+            torch.manual_seed(0)
+            model = MODELS[name]().double()
+            path = tmp_path_factory.mktemp("export") / f"{name}.pt"
+            export(model, path, dtype=dtype)  # the float64 model, exported in dtype
+            made[name, dtype] = (model.to(dtype), path)
+        return made[name, dtype]
+
+    return get
+
+
+def energies_and_forces(module, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+    """As the C++ caller: per-atom energies, their sum's autograd forces."""
+    positions = graph.positions.detach().requires_grad_(True)
+    atom_energy = module(positions, graph.numbers, graph.edge_src, graph.edge_dst)
+    (grad,) = torch.autograd.grad(atom_energy.sum(), positions)
+    return atom_energy.detach(), -grad
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> None:
+    scale = float(expected.abs().max()) if expected.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=0, atol=rtol * max(scale, 1.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("structure", list(STRUCTURES))
+@pytest.mark.parametrize("name", list(MODELS))
+def test_energies_and_forces_match_predict(exported, name, structure, dtype):
+    model, path = exported(name, dtype)
+    module, metadata = load_exported(path)
+    graph = Graph.from_ase(STRUCTURES[structure](), model.cutoff, dtype)
+    reference = predict(model, graph)
+    atom_energy, forces = energies_and_forces(module, graph)
+    assert atom_energy.shape == (graph.positions.shape[0],) and atom_energy.dtype == dtype
+    assert_close(atom_energy.sum().reshape(1), reference.energy, RTOL[dtype])
+    assert_close(forces, reference.forces, RTOL[dtype])
+    assert_close(atom_energy, model.atomic_energies(graph).detach(), RTOL[dtype])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_atomic_energies_sum_to_the_energy(name):
+    """forward is the scatter_sum of atomic_energies: the same numbers, bit for bit."""
+    torch.manual_seed(0)
+    model = MODELS[name]().double()
+    graph = Graph.from_ase([molecule("CH3CH2OH"), molecule("H2O")], model.cutoff, torch.float64)
+    atom_energy = model.atomic_energies(graph)
+    by_structure = torch.zeros(2, dtype=torch.float64).index_add(0, graph.batch, atom_energy)
+    assert torch.equal(model(graph), by_structure)
+    water = Graph.from_ase(molecule("H2O"), model.cutoff, torch.float64)
+    assert torch.equal(model(water), model.atomic_energies(water).sum(0, keepdim=True))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_no_atoms_and_no_edges(exported, name):
+    model, path = exported(name, torch.float64)
+    module, _ = load_exported(path)
+    positions = torch.zeros(0, 3, dtype=torch.float64, requires_grad=True)
+    atom_energy = module(positions, EMPTY, EMPTY, EMPTY)
+    assert atom_energy.shape == (0,)
+    (grad,) = torch.autograd.grad(atom_energy.sum(), positions)
+    assert grad.shape == (0, 3)
+    # one isolated oxygen: no edges; its energy is the model's, its force zero
+    graph = Graph.from_ase(Atoms("O", positions=[[1.0, 2.0, 3.0]]), model.cutoff, torch.float64)
+    atom_energy, forces = energies_and_forces(module, graph)
+    torch.testing.assert_close(atom_energy, model.atomic_energies(graph).detach())
+    assert torch.equal(forces, torch.zeros(1, 3, dtype=torch.float64))
+
+
+def test_metadata(exported):
+    _, path = exported("nequip-l1", torch.float32)
+    _, metadata = load_exported(path)
+    assert metadata == {
+        "format": FORMAT,
+        "format_version": 1,
+        "model": "nequip",
+        "species": [1, 6, 8],
+        "symbols": ["H", "C", "O"],
+        "cutoff": 5.0,
+        "num_hops": 2,
+        "receptive_field": 10.0,
+        "dtype": "float32",
+        "units": {"energy": "eV", "length": "Å", "forces": "eV/Å"},
+        "euclidnn_version": metadata["euclidnn_version"],
+    }
+    _, path = exported("allegro", torch.float64)
+    _, metadata = load_exported(path)
+    assert (metadata["model"], metadata["num_hops"], metadata["receptive_field"]) == (
+        "allegro",
+        1,
+        5.0,
+    )
+    assert metadata["dtype"] == "float64"
+
+
+def test_files_that_are_not_exports(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("not a model\n")
+    with pytest.raises(ValueError, match="notes.pt: not a TorchScript file"):
+        load_exported(text)
+    plain = tmp_path / "plain.pt"  # TorchScript, but not ours
+    with warnings.catch_warnings():  # PyTorch 2.13 marks torch.jit deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
+    with pytest.raises(ValueError, match="plain.pt: not a euclidnn export"):
+        load_exported(plain)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_exported(tmp_path / "missing.pt")
+
+
+def test_bad_inputs_raise(exported):
+    _, path = exported("schnet", torch.float64)
+    module, _ = load_exported(path)
+    positions = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    src, dst = torch.tensor([0, 1]), torch.tensor([1, 0])
+    with pytest.raises(Exception, match="atomic number 92 is not among the model's species"):
+        module(positions, torch.tensor([1, 92]), src, dst)
+    with pytest.raises(Exception, match="atomic number 300 is not among"):
+        module(positions, torch.tensor([300, 1]), src, dst)
+    with pytest.raises(Exception, match="edge index 2 out of range for 2 atoms"):
+        module(positions, torch.tensor([1, 8]), src, torch.tensor([2, 0]))
+    with pytest.raises(Exception, match="positions must be float64"):
+        module(positions.float(), torch.tensor([1, 8]), src, dst)
+    with pytest.raises(Exception, match="numbers must be int64"):
+        module(positions, torch.tensor([1, 8], dtype=torch.int32), src, dst)
+
+
+def test_export_refuses_a_property_head(tmp_path):
+    trunk = NequIPConfig(species=SPECIES, num_features=4, num_layers=2)
+    head = TensorHead.from_config(TensorHeadConfig(trunk=trunk, irreps_out="1o"))
+    with pytest.raises(ValueError, match="not an energy"):
+        export(head, tmp_path / "head.pt")
+    assert not (tmp_path / "head.pt").exists()
+
+
+def test_export_leaves_the_model_alone(tmp_path):
+    torch.manual_seed(0)
+    model = MODELS["schnet"]().double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export(model, tmp_path / "m.pt", dtype=torch.float32)
+    assert model.dtype == torch.float64 and model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_int32_edges_are_refused_not_misread(exported):
+    _, path = exported("allegro", torch.float64)
+    module, _ = load_exported(path)
+    graph = Graph.from_ase(molecule("H2O"), 5.0, torch.float64)
+    narrow = dataclasses.replace(graph, edge_src=graph.edge_src.int())
+    with pytest.raises(Exception, match="int64"):
+        module(narrow.positions, narrow.numbers, narrow.edge_src, narrow.edge_dst)
