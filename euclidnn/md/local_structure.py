@@ -129,7 +129,8 @@ def bond_angle_distribution(
 
     with each neighbour in its nearest (or any other) periodic image, as the neighbour list
     finds it: a bond across the cell boundary counts like any other. Each pair of distinct
-    neighbours makes one angle; for A = C with one cutoff every unordered pair is counted once.
+    neighbours (two images of one atom are distinct) makes one angle; for A = C each unordered
+    pair once.
 
     Shapes: → AngleDistribution(angle [bins] °, density [bins] 1/°, count, mean °)
 
@@ -142,7 +143,6 @@ def bond_angle_distribution(
     a, b, c = triplet
     what = f"{a}-{b}-{c}"
     cut_a, cut_c = (cutoffs, cutoffs) if np.isscalar(cutoffs) else cutoffs
-    unordered = a == c and cut_a == cut_c
     angles = []
     for atoms in frames:
         in_a, in_b, in_c = (species_mask(atoms, s, what) for s in (a, b, c))
@@ -151,8 +151,10 @@ def bond_angle_distribution(
         edge_a = np.flatnonzero(in_b[dst] & in_a[src] & (length < cut_a))
         edge_c = np.flatnonzero(in_b[dst] & in_c[src] & (length < cut_c))
         first, second = _pairs_at_same_centre(edge_a, edge_c, dst, len(atoms))
-        keep = first < second if unordered else first != second
-        first, second = first[keep], second[keep]
+        first, second = first[first != second], second[first != second]
+        if a == c:  # one angle per unordered pair of neighbours
+            pairs = np.unique(np.sort(np.stack([first, second], 1), axis=1), axis=0)
+            first, second = pairs[:, 0], pairs[:, 1]
         cosine = (vectors[first] * vectors[second]).sum(1) / (length[first] * length[second])
         angles.append(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
     angles = np.concatenate(angles)
