@@ -71,29 +71,51 @@ def species_options(text: str) -> list[str]:
     return [_symbols(item.strip(), 1, item, "Li")[0] for item in text.split(",")]
 
 
+def fit_window_option(text: str) -> tuple[float, float]:
+    """An argparse type: ``2,10`` → (2.0, 10.0) ps, first < last."""
+    try:
+        first, last = (float(x) for x in text.split(","))
+    except ValueError:
+        first = last = math.nan
+    if not (math.isfinite(first) and math.isfinite(last) and 0 <= first < last):
+        raise argparse.ArgumentTypeError(f"{text!r}: give FIRST,LAST lag in ps, 0 ≤ FIRST < LAST")
+    return first, last
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``euclidnn analyze`` by species."""
     group = parser.add_argument_group("by species (periodic cells and molecules)")
     group.add_argument(
         "--angles",
         type=angle_options,
+        metavar="TRIPLETS",
         help=f"bond-angle distributions at B, comma-separated {_ANGLE_FORMAT}",
     )
     group.add_argument(
         "--pairs",
         type=pair_options,
+        metavar="PAIRS",
         help="partial g(r), e.g. Li-O,P-O (up to --r-max, or half the cell's shortest height)",
     )
     group.add_argument(
         "--diffusion",
         type=species_options,
+        metavar="SPECIES",
         help="MSD and diffusion coefficient of these species, e.g. Li (classical runs)",
     )
     group.add_argument(
         "--blocks",
         type=positive_int,
+        metavar="M",
         default=5,
         help="blocks of the trajectory for D's error bar (5, at least 2)",
+    )
+    group.add_argument(
+        "--fit-window",
+        type=fit_window_option,
+        metavar="FIRST,LAST",
+        help="lags of the MSD fit, FIRST,LAST ps, within a block (default: 20 %% to 50 %% of "
+        "the block; its error bar does not shrink with longer runs, a fixed window's does)",
     )
 
 
@@ -193,7 +215,9 @@ def _diffusion(frames, args, run: dict, label: str, axes) -> dict:
     numbers = {}
     for symbol, axis in zip(args.diffusion, axes):
         try:
-            found = diffusion_coefficient(frames, symbol, interval_fs, blocks=args.blocks)
+            found = diffusion_coefficient(
+                frames, symbol, interval_fs, blocks=args.blocks, fit_window=args.fit_window
+            )
         except ValueError as error:
             raise ValueError(f"--diffusion {symbol}: {label}: {error}") from None
         text = f"{label}: D = {found.coefficient:.3g} ± {found.stderr:.2g} Å²/ps"
@@ -208,7 +232,8 @@ def _diffusion(frames, args, run: dict, label: str, axes) -> dict:
             "D_cm2_per_s": found.coefficient_cm2_per_s,
             "D_stderr_cm2_per_s": found.stderr_cm2_per_s,
             "block_D_A2_per_ps": list(found.block_coefficients),
-            "fit_window_ps": list(found.fit_window),
+            "whole_run_D_A2_per_ps": found.fit_slope / 6,
+            "whole_run_fit_window_ps": list(found.fit_window),
             "frame_interval_fs": interval_fs,
             "centre_of_mass_removed": True,
         }

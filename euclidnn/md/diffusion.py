@@ -131,12 +131,34 @@ class Diffusion:
         return self.stderr * CM2_PER_S_PER_A2_PER_PS
 
 
-def _fit(msd: np.ndarray, lag: np.ndarray, skip: float) -> tuple[float, float, int]:
-    """(slope, intercept, first index) of a line through MSD(τ) over the lags after the
-    leading fraction ``skip`` of them (the ballistic regime)."""
-    first = max(1, math.ceil(skip * (len(msd) - 1)))
+def _window(
+    frames: int, interval_ps: float, fit_window: tuple[float, float] | None, skip: float
+) -> tuple[int, int]:
+    """(first, last) lag in frames of the fit in a stretch of ``frames`` frames: ``fit_window``
+    in ps, or the lags up to half the stretch after their leading fraction ``skip``."""
+    if fit_window is None:
+        last = (frames - 1) // 2
+        first = max(1, math.ceil(skip * last))
+    else:
+        first, last = (max(1, round(t / interval_ps)) for t in fit_window)
+        if last > frames - 1:
+            raise ValueError(
+                f"fit window {fit_window[0]:g}–{fit_window[1]:g} ps: ends after the "
+                f"{(frames - 1) * interval_ps:g} ps of a block; give more frames or fewer blocks"
+            )
+    if last - first < 2:
+        raise ValueError(
+            f"a block of {frames} frames ({interval_ps * 1000:g} fs apart) leaves lags "
+            f"{first}–{last} to fit a line to the MSD; give more frames, fewer blocks or a "
+            "wider fit window"
+        )
+    return first, last
+
+
+def _fit(msd: np.ndarray, lag: np.ndarray, first: int) -> tuple[float, float]:
+    """(slope, intercept) of a line through MSD(τ) from lag ``first`` on."""
     slope, intercept = np.polyfit(lag[first:], msd[first:], 1)
-    return float(slope), float(intercept), first
+    return float(slope), float(intercept)
 
 
 def diffusion_coefficient(
@@ -145,22 +167,27 @@ def diffusion_coefficient(
     frame_interval_fs: float,
     *,
     blocks: int = 5,
+    fit_window: tuple[float, float] | None = None,
     skip: float = 0.2,
-    max_lag: float = 0.5,
 ) -> Diffusion:
     """D of element ``symbol`` from MSD = 6 D τ + c, with a block-average error bar.
 
     The trajectory (unwrapped, centre of mass held fixed) is split into ``blocks`` consecutive
-    blocks; in each the MSD is averaged over every time origin for τ up to the fraction
-    ``max_lag`` of the block, a line is fitted over those lags after the leading fraction
-    ``skip`` (the ballistic regime), and D_b = slope / 6. D is the mean of the D_b and its error
-    the standard error std(D_b) / √M, which holds for blocks longer than the time over which the
-    motion is correlated. The same fit on the whole trajectory is kept for plots.
+    blocks; in each the MSD is averaged over atoms and every time origin, a line is fitted to
+    it over the lags of ``fit_window`` (ps), and D_b = slope / 6. D is the mean of the D_b and
+    its error the standard error std(D_b) / √M, which holds for blocks longer than the time over
+    which the motion is correlated. The same fit on the whole trajectory is kept for plots.
+
+    The default window, the lags up to half the block after the leading fraction ``skip``
+    (the ballistic regime), grows with the block: the error bar then shrinks with more atoms
+    but not with longer runs (the MSD at a lag of half the run rests on about two independent
+    stretches of it). A fixed ``fit_window`` in ps makes it shrink as 1 / √(run length).
 
     Args:
         frames: the trajectory, ``frame_interval_fs`` fs apart.
         blocks: M ≥ 2.
-        skip, max_lag: fractions, of the lags and of the block.
+        fit_window: (first, last) lag of the fit, ps; at most the length of a block.
+        skip: the fraction of lags left out of the default window.
 
     >>> import numpy as np
     >>> from ase import Atoms
@@ -172,27 +199,24 @@ def diffusion_coefficient(
     """
     if not (isinstance(blocks, int) and blocks >= 2):
         raise ValueError(f"blocks: give at least 2 for an error bar, got {blocks!r}")
-    if not (0 <= skip < 1 and 0 < max_lag <= 1 and frame_interval_fs > 0):
-        raise ValueError(
-            f"skip ({skip}) must be in [0, 1), max_lag ({max_lag}) in (0, 1], "
-            f"frame_interval_fs ({frame_interval_fs}) positive"
-        )
-    length = len(frames) // blocks
-    if int(max_lag * (length - 1)) < 3:
-        raise ValueError(
-            f"diffusion of {symbol}: {len(frames)} frames make {blocks} blocks of {length}, too "
-            "short to fit a line to the MSD; give more frames or fewer blocks"
-        )
-    positions = unwrap_positions(frames)[:, species_mask(frames[0], symbol, symbol)]
+    if not (0 <= skip < 1 and frame_interval_fs > 0):
+        raise ValueError(f"skip ({skip}) must be in [0, 1), frame_interval_fs positive")
+    if fit_window is not None and not 0 <= fit_window[0] < fit_window[1]:
+        raise ValueError(f"fit window {fit_window}: give 0 ≤ first < last, in ps")
     interval_ps = frame_interval_fs / 1000.0
+    length = len(frames) // blocks
+    first, last = _window(length, interval_ps, fit_window, skip)
+    positions = unwrap_positions(frames)[:, species_mask(frames[0], symbol, symbol)]
+    lag = np.arange(last + 1) * interval_ps
     block_coefficients = []
     for b in range(blocks):
-        block = positions[b * length : (b + 1) * length]
-        msd = _msd(block, int(max_lag * (length - 1)))
-        block_coefficients.append(_fit(msd, np.arange(len(msd)) * interval_ps, skip)[0] / 6)
-    msd = _msd(positions, int(max_lag * (len(positions) - 1)))
+        msd = _msd(positions[b * length : (b + 1) * length], last)
+        block_coefficients.append(_fit(msd, lag, first)[0] / 6)
+    if fit_window is None:  # the whole run's own window
+        first, last = _window(len(positions), interval_ps, None, skip)
+    msd = _msd(positions, max(last, (len(positions) - 1) // 2))
     lag = np.arange(len(msd)) * interval_ps
-    slope, intercept, first = _fit(msd, lag, skip)
+    slope, intercept = _fit(msd[: last + 1], lag[: last + 1], first)
     return Diffusion(
         symbol=symbol,
         coefficient=float(np.mean(block_coefficients)),
@@ -200,7 +224,7 @@ def diffusion_coefficient(
         block_coefficients=tuple(block_coefficients),
         lag=lag,
         msd=msd,
-        fit_window=(float(lag[first]), float(lag[-1])),
+        fit_window=(float(lag[first]), float(lag[last])),
         fit_slope=slope,
         fit_intercept=intercept,
     )
