@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--bins {args.bins}: give a number of histogram bins ≥ 1")
     if not (math.isfinite(args.skip) and 0 <= args.skip < 1):
         raise ValueError(f"--skip {args.skip}: give a fraction of each run in [0, 1)")
+    if args.diffusion and args.blocks < 2:
+        raise ValueError(f"--blocks {args.blocks}: give at least 2 blocks for an error bar")
     out = Path(args.out)
     check_out_folder(out, "--out")
     refuse_existing([out / name for name in _outputs(args)], "--out", args.overwrite)
@@ -162,7 +164,7 @@ def _runs(args, out: Path) -> dict:
         entry = {"kind": kind, "frames": len(frames)}
         entry.update(_plot_distributions(frames, args, label, plots.distribution_axes))
         entry.update(analysis.read_summary(run_dir))
-        entry.update(analyze_species.analyze(frames, args, entry, label, species_plots))
+        entry.update(analyze_species.analyze(frames, args, run_dir, entry, label, species_plots))
         summary[str(run_dir)] = entry
         if kind == "md" and (run_dir / "md.log").is_file():
             _plot_energy(run_dir / "md.log", label, plots.energy_axis)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -148,18 +150,31 @@ class SpeciesPlots:
             figure.savefig(out / f"{name}.png", dpi=120)
 
 
-def analyze(frames, args, run: dict, label: str, plots: SpeciesPlots) -> dict:
-    """The numbers of one run (``run``: what analyze knows of it, ``kind``, ``config``, …) for
-    the options given, its curves drawn on ``plots``."""
+def analyze(frames, args, run_dir: Path, run: dict, label: str, plots: SpeciesPlots) -> dict:
+    """The numbers of the run in ``run_dir`` (``run``: what analyze knows of it, ``kind``,
+    ``config``, …) for the options given, its curves drawn on ``plots`` as ``label``."""
     numbers = {}
     if args.angles:
-        numbers["angles"] = _angles(frames, args.angles, label, plots.axes["angles"])
+        with _naming("--angles", run_dir):
+            numbers["angles"] = _angles(frames, args.angles, label, plots.axes["angles"])
     if args.pairs:
-        numbers["partial_rdf"] = _pairs(frames, args, label, plots.axes["partial_rdf"])
+        with _naming("--pairs", run_dir):
+            numbers["partial_rdf"] = _pairs(frames, args, label, plots.axes["partial_rdf"])
     if args.diffusion:
-        axes = plots.axes["msd_species"]
-        numbers["diffusion"] = _diffusion(frames, args, run, label, axes)
+        with _naming("--diffusion", run_dir):
+            axes = plots.axes["msd_species"]
+            numbers["diffusion"] = _diffusion(frames, args, run, label, axes)
     return numbers
+
+
+@contextmanager
+def _naming(option: str, run_dir: Path) -> Iterator[None]:
+    """A ``ValueError`` of the library (which names the species) also names the option and
+    the run."""
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"{option}: {run_dir}: {error}") from None
 
 
 def _angles(frames, options: list[AngleOption], label: str, axes) -> dict:
@@ -208,18 +223,13 @@ def _diffusion(frames, args, run: dict, label: str, axes) -> dict:
         why = (
             "a PIMD run" if run["kind"] != "md" else "no summary.json: time between frames unknown"
         )
-        raise ValueError(f"--diffusion: {label}: {why}; give classical runs of `euclidnn md`")
-    if args.blocks < 2:
-        raise ValueError(f"--blocks {args.blocks}: give at least 2 blocks for an error bar")
+        raise ValueError(f"{why}; give classical runs of `euclidnn md`")
     interval_fs = run["config"]["trajectory_interval"] * run["timestep_fs"]
     numbers = {}
     for symbol, axis in zip(args.diffusion, axes):
-        try:
-            found = diffusion_coefficient(
-                frames, symbol, interval_fs, blocks=args.blocks, fit_window=args.fit_window
-            )
-        except ValueError as error:
-            raise ValueError(f"--diffusion {symbol}: {label}: {error}") from None
+        found = diffusion_coefficient(
+            frames, symbol, interval_fs, blocks=args.blocks, fit_window=args.fit_window
+        )
         text = f"{label}: D = {found.coefficient:.3g} ± {found.stderr:.2g} Å²/ps"
         axis.plot(found.lag, found.msd, label=text)
         start, end = found.fit_window
