@@ -45,7 +45,7 @@ COMMANDS = {
     "md": ("md", "molecular dynamics with a model: NVE, NVT, path-integral MD (i-PI)"),
     "lammps": ("lammps", "build pair_style euclidnn, the LAMMPS plugin, and show its use"),
     "serve": ("serve", "serve a model's forces to an i-PI server (beads on this machine)"),
-    "analyze": ("analyze", "plots of MD runs: g(r), distances, MSD, VDOS; normal modes"),
+    "analyze": ("analyze", "MD runs: g(r), distances, angles, MSD, diffusion, VDOS; normal modes"),
     "symmetry": ("symmetry", "point/space group, its elements, allowed tensor properties"),
     "interpret": ("interpret", "element-embedding PCA, local chemical potential of a probe atom"),
     "export": (

@@ -3,8 +3,11 @@ distribution, nearest-neighbour and diameter distributions (``distributions.png`
 conservation (``energy.png``), mean-square displacement and vibrational density of states
 (``dynamics.png``), ``analysis.json``. With ``--model`` and ``--structure``: the model's normal
 modes (Hessian by autograd) against a reference's (``normal_modes.csv``, ``normal_modes.png``).
+By species (:mod:`euclidnn.cli.analyze_species`): bond angles, partial g(r), diffusion.
 
 Example: euclidnn analyze runs/classical runs/pimd --out runs/plots
+         euclidnn analyze runs/li4p2o7_* --angles P-O-P:1.9,O-P-O:1.9 --pairs Li-O,P-O \
+             --diffusion Li
          euclidnn analyze --model model.safetensors --structure c20.xyz --reference gfn2-xtb
 """
 
@@ -15,6 +18,7 @@ import math
 import shutil
 from pathlib import Path
 
+from euclidnn.cli import analyze_species
 from euclidnn.cli.md import check_out_folder, where
 
 
@@ -35,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace the files an earlier analysis wrote to --out (its other files are kept)",
     )
+    analyze_species.add_arguments(parser)
     modes = parser.add_argument_group("normal modes")
     modes.add_argument("--model", help="model file: normal modes from its Hessian")
     modes.add_argument("--structure", help="structure file or molecule name")
@@ -65,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--bins {args.bins}: give a number of histogram bins ≥ 1")
     if not (math.isfinite(args.skip) and 0 <= args.skip < 1):
         raise ValueError(f"--skip {args.skip}: give a fraction of each run in [0, 1)")
+    if args.diffusion and args.blocks < 2:
+        raise ValueError(f"--blocks {args.blocks}: give at least 2 blocks for an error bar")
     out = Path(args.out)
     check_out_folder(out, "--out")
     refuse_existing([out / name for name in _outputs(args)], "--out", args.overwrite)
@@ -74,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         report = {}
         if args.runs:
             report["runs"] = _runs(args, out)
+            if args.diffusion:
+                report["arrhenius"] = analyze_species.arrhenius_report(
+                    report["runs"], args.diffusion
+                )
         if args.model:
             report["normal_modes"] = _normal_modes(args, out)
         write_text(out / "analysis.json", json.dumps(report, indent=2) + "\n")
@@ -90,6 +101,7 @@ def _outputs(args: argparse.Namespace) -> list[str]:
     names = ["analysis.json"]
     if args.runs:
         names += ["distributions.png", "energy.png", "dynamics.png"]
+        names += analyze_species.outputs(args)
     if args.model:
         names += ["normal_modes.csv", "normal_modes.png"]
     return names
@@ -139,6 +151,7 @@ def _runs(args, out: Path) -> dict:
     from euclidnn.md import analysis
 
     plots, summary = _RunPlots(), {}
+    species_plots = analyze_species.SpeciesPlots(args)
     for run_dir in map(Path, args.runs):
         kind = analysis.run_kind(run_dir)
         frames = analysis.read_frames(run_dir, skip=args.skip)
@@ -151,6 +164,7 @@ def _runs(args, out: Path) -> dict:
         entry = {"kind": kind, "frames": len(frames)}
         entry.update(_plot_distributions(frames, args, label, plots.distribution_axes))
         entry.update(analysis.read_summary(run_dir))
+        entry.update(analyze_species.analyze(frames, args, run_dir, entry, label, species_plots))
         summary[str(run_dir)] = entry
         if kind == "md" and (run_dir / "md.log").is_file():
             _plot_energy(run_dir / "md.log", label, plots.energy_axis)
@@ -159,6 +173,7 @@ def _runs(args, out: Path) -> dict:
             interval = config.get("trajectory_interval", 1) * entry.get("timestep_fs", 1.0)
             _plot_dynamics(frames, interval, label, plots.dynamics_axes)
     plots.save(out)
+    species_plots.save(out)
     return summary
 
 

@@ -1,6 +1,8 @@
 """Analysis of MD and PIMD runs: pair distributions, nearest-neighbour and diameter
 distributions, mean-square displacement, velocity autocorrelation and vibrational density of
-states, energy drift; normal modes are in :mod:`euclidnn.md.normal_modes` (re-exported).
+states, energy drift; normal modes are in :mod:`euclidnn.md.normal_modes`, partial pair
+distributions and bond angles by species in :mod:`euclidnn.md.local_structure`, per-species
+diffusion and the Arrhenius fit in :mod:`euclidnn.md.diffusion` (all re-exported here).
 
 A run folder of :func:`~euclidnn.md.run_md` holds ``trajectory.xyz``; one of
 :func:`~euclidnn.md.run_pimd` holds a trajectory per bead (``simulation.pos_*.xyz``): every
@@ -21,6 +23,15 @@ from ase.geometry import cellpar_to_cell
 
 from euclidnn.data.geometry_checks import check_positions
 from euclidnn.data.neighbors import neighbor_list
+from euclidnn.md.diffusion import (
+    Arrhenius,
+    Diffusion,
+    arrhenius,
+    diffusion_coefficient,
+    species_msd,
+    unwrap_positions,
+)
+from euclidnn.md.local_structure import AngleDistribution, bond_angle_distribution, partial_rdf
 from euclidnn.md.normal_modes import NormalModes, model_hessian, normal_modes, reference_hessian
 
 __all__ = [
@@ -30,6 +41,15 @@ __all__ = [
     "nearest_neighbor_distances",
     "diameters",
     "mean_square_displacement",
+    "partial_rdf",
+    "bond_angle_distribution",
+    "AngleDistribution",
+    "unwrap_positions",
+    "species_msd",
+    "diffusion_coefficient",
+    "Diffusion",
+    "arrhenius",
+    "Arrhenius",
     "velocity_autocorrelation",
     "vibrational_density_of_states",
     "NormalModes",

@@ -1,0 +1,142 @@
+"""`euclidnn analyze --angles --pairs --diffusion` on fabricated periodic run folders, written
+the way `euclidnn md` writes them (``trajectory.xyz`` frame by frame with ASE's extxyz writer,
+``summary.json`` by :func:`~euclidnn.md.run.write_summary`): a pyrophosphate P2O7 unit split
+over the faces of a cubic cell, with Li atoms on random walks whose D follows an Arrhenius law.
+"""
+
+import io
+import json
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from euclidnn.cli.__main__ import main
+from euclidnn.md import MDConfig, MDResult
+from euclidnn.md.run import write_summary
+
+LENGTH, TIMESTEP_FS, INTERVAL = 10.0, 1.0, 10  # Å, fs, steps between frames
+EA, D0 = 0.3, 20.0  # eV, Å²/ps
+TETRAHEDRON = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3)
+
+
+def pyrophosphate(angle_deg=140.0, bond=1.6) -> Atoms:
+    """O3P–O–PO3: two regular PO4 tetrahedra sharing the O at the origin, P–O–P = angle."""
+    half = np.radians(angle_deg) / 2
+    atoms = Atoms("O", [[0.0, 0.0, 0.0]])
+    for sign in (-1, 1):
+        direction = np.array([sign * np.sin(half), np.cos(half), 0.0])
+        tetrahedron = Atoms("PO4", np.vstack([[0, 0, 0], bond * TETRAHEDRON]))
+        tetrahedron.rotate(TETRAHEDRON[0], -direction)  # first O onto the bridging one
+        tetrahedron.translate(bond * direction)
+        atoms += tetrahedron[[0, 2, 3, 4]]
+    return atoms
+
+
+def write_run(folder, temperature: float, frames: int = 400, li=16, seed=0):
+    """A run folder of a P2O7 unit (rattled by 0.02 Å) and ``li`` Li walking with
+    D(T) = D0 exp(−EA / k_B T), wrapped into the cell."""
+    rng = np.random.default_rng(seed)
+    d = D0 * np.exp(-EA / (units.kB * temperature))
+    sigma = np.sqrt(2 * d * INTERVAL * TIMESTEP_FS / 1000)  # Å per component per frame
+    unit = pyrophosphate()
+    symbols = unit.get_chemical_symbols() + ["Li"] * li
+    lithium = rng.random((li, 3)) * LENGTH
+    folder.mkdir()
+    with open(folder / "trajectory.xyz", "w") as trajectory:
+        for _ in range(frames):
+            while True:  # a step that puts no two atoms on top of each other (ideal gas else)
+                positions = np.vstack([unit.positions + rng.normal(0, 0.02, (9, 3)),
+                                       lithium + rng.normal(0, sigma, (li, 3))])  # fmt: skip
+                atoms = Atoms(symbols, positions, cell=np.eye(3) * LENGTH, pbc=True)
+                if (atoms.get_all_distances(mic=True) + 9 * np.eye(len(atoms))).min() > 0.3:
+                    break
+            lithium = atoms.positions[9:]
+            atoms.wrap()
+            atoms.set_momenta(rng.normal(0, 0.1, (len(atoms), 3)))
+            atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((len(atoms), 3)))
+            frame = io.StringIO()
+            ase.io.write(frame, atoms, format="extxyz")
+            trajectory.write(frame.getvalue())
+    config = MDConfig(ensemble="nvt", temperature=temperature, timestep=TIMESTEP_FS,
+                      steps=frames * INTERVAL, trajectory_interval=INTERVAL)  # fmt: skip
+    result = MDResult(ensemble="nvt", steps=config.steps, timestep_fs=TIMESTEP_FS,
+                      num_atoms=9 + li, degrees_of_freedom=3 * (9 + li), ns_per_day=1.0,
+                      mean_temperature_K=temperature, energy_drift_meV_per_atom_per_ps=None,
+                      wall_seconds=1.0)  # fmt: skip
+    write_summary(folder, result, config)
+
+
+def test_pyrophosphate_is_what_the_tests_assume():
+    unit = pyrophosphate()
+    assert unit.get_angle(1, 0, 5) == pytest.approx(140.0)
+    for p in (1, 5):
+        terminal = [p + 1, p + 2, p + 3]
+        assert unit.get_distances(p, [0, *terminal]) == pytest.approx([1.6] * 4)
+        assert unit.get_angle(terminal[0], p, terminal[1]) == pytest.approx(109.4712, abs=1e-4)
+
+
+OPTIONS = ["--angles", "P-O-P:1.9,O-P-O:1.9", "--pairs", "Li-O,P-O", "--diffusion", "Li"]
+
+
+def test_analyze_glass_run_writes_plots_and_numbers(tmp_path):
+    write_run(tmp_path / "run_800K", 800.0)
+    out = tmp_path / "plots"
+    assert main(["analyze", str(tmp_path / "run_800K"), "--out", str(out), *OPTIONS]) == 0
+    for name in ("angles.png", "partial_rdf.png", "msd_species.png", "distributions.png"):
+        assert (out / name).stat().st_size > 1000, name
+    report = json.loads((out / "analysis.json").read_text())
+    run = report["runs"][str(tmp_path / "run_800K")]
+    assert run["angles"]["P-O-P"]["angles_per_frame"] == 1  # across the cell's faces
+    assert run["angles"]["P-O-P"]["mean_deg"] == pytest.approx(140.0, abs=2.0)
+    assert run["angles"]["O-P-O"]["angles_per_frame"] == 12  # 6 at each P
+    assert run["angles"]["O-P-O"]["mean_deg"] == pytest.approx(109.47, abs=1.0)
+    assert run["partial_rdf"]["P-O"]["first_peak_A"] == pytest.approx(1.6, abs=0.05)
+    assert run["partial_rdf"]["Li-O"]["r_max_A"] == pytest.approx(5.0)  # half the 10 Å cell
+    li = run["diffusion"]["Li"]
+    d = D0 * np.exp(-EA / (units.kB * 800.0))
+    assert li["D_A2_per_ps"] == pytest.approx(d, rel=0.3)
+    assert li["D_cm2_per_s"] == pytest.approx(li["D_A2_per_ps"] * 1e-4)
+    assert li["D_stderr_cm2_per_s"] == pytest.approx(li["D_stderr_A2_per_ps"] * 1e-4)
+    assert len(li["block_D_A2_per_ps"]) == 5 and li["centre_of_mass_removed"] is True
+    assert report["arrhenius"] == {}  # one temperature
+
+
+def test_analyze_fits_arrhenius_over_three_temperatures(tmp_path):
+    runs = []
+    for k, temperature in enumerate([600.0, 800.0, 1000.0]):
+        runs.append(str(tmp_path / f"run_{temperature:.0f}K"))
+        write_run(tmp_path / f"run_{temperature:.0f}K", temperature, frames=500, seed=k)
+    out = tmp_path / "plots"
+    assert main(["analyze", *runs, "--out", str(out), "--diffusion", "Li", "--blocks", "4"]) == 0
+    fit = json.loads((out / "analysis.json").read_text())["arrhenius"]["Li"]
+    assert fit["temperatures_K"] == [600.0, 800.0, 1000.0] and fit["weighted_by_block_errors"]
+    error = fit["activation_energy_stderr_eV"]
+    assert 0 < error < 0.05 and abs(fit["activation_energy_eV"] - EA) < 4 * error
+    assert not (out / "angles.png").exists()
+
+
+BAD = {
+    "triplet of two": (["--angles", "P-O:1.9"], "argument --angles: 'P-O:1.9': give 3 chemical"),
+    "no cutoff": (["--angles", "P-O-P"], "argument --angles: 'P-O-P': give A-B-C:CUTOFF"),
+    "cutoff 0": (["--angles", "P-O-P:0"], "cutoffs in (0, 10]"),
+    "unknown element": (["--pairs", "Li-Qq"], "argument --pairs: 'Li-Qq': give 2 chemical"),
+    "missing species": (["--angles", "Si-O-Si:1.9"], "--angles: run_800K: Si-O-Si: the structure holds no Si"),
+    "fit window": (["--diffusion", "Li", "--fit-window", "3,1"], "argument --fit-window: '3,1'"),
+    "one block": (["--diffusion", "Li", "--blocks", "1"], "--blocks 1: give at least 2"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_options_are_one_line_naming_the_option(tmp_path, capsys, monkeypatch, case):
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "run_800K", 800.0, frames=30)
+    extra, message = BAD[case]
+    out = tmp_path / "plots"
+    capsys.readouterr()
+    assert main(["analyze", "run_800K", "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not out.exists()
