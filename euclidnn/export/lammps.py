@@ -23,9 +23,19 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from euclidnn.kernels.build import cache_directory, check_private
 
-__all__ = ["LammpsInstall", "build_plugin", "find_lammps", "version_string"]
+__all__ = [
+    "LammpsInstall",
+    "LammpsMissing",
+    "build_plugin",
+    "find_lammps",
+    "single_point",
+    "version_string",
+    "write_data",
+]
 
 SOURCE = Path(__file__).with_name("pair_euclidnn.cpp")
 
@@ -181,23 +191,72 @@ def write_data(atoms, path: Path, symbols: list[str]):
     return prism
 
 
-def single_point_input(plugin: Path, model: Path, symbols: list[str], pbc) -> str:
-    """A LAMMPS input that evaluates energy, forces, per-atom energies and the virial of
-    ``data.lmp`` once, writing ``forces.dump`` and the thermo line."""
-    boundary = " ".join("p" if p else "f" for p in pbc)
-    return f"""units metal
+def single_point(
+    exported: Path, structures: list, symbols: list[str], ranks: int = 1, workdir: Path = None
+) -> list[dict]:
+    """Energy, forces, per-atom energies and stress of each of ``structures`` (ASE atoms, a box
+    for each; non-periodic directions get LAMMPS's fixed boundary) from LAMMPS with
+    ``pair_style euclidnn`` on ``ranks`` MPI ranks, all in one LAMMPS run (``clear`` between
+    structures). Vectors and tensors come back in each structure's own frame.
+
+    Returns one dict per structure: ``energy`` (eV), ``forces`` [n, 3] eV/Å, ``energies`` [n]
+    eV, ``stress`` [3, 3] eV/Å³ (ASE's sign: −virial/volume).
+
+    Raises:
+        ChildProcessError: LAMMPS stopped with an error (its ``ERROR`` line).
+    """
+    import ase.units
+
+    install = find_lammps()
+    plugin = build_plugin(install, progress=lambda line: None)
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="euclidnn_lammps_"))
+    blocks, prisms = [f"plugin load {plugin}"], []
+    for k, atoms in enumerate(structures):
+        prisms.append(write_data(atoms, workdir / f"data_{k}.lmp", symbols))
+        boundary = " ".join("p" if p else "f" for p in atoms.pbc)
+        blocks.append(f"""clear
+units metal
 atom_style atomic
-atom_modify map yes
 boundary {boundary}
-read_data data.lmp
-plugin load {plugin}
+read_data data_{k}.lmp
 pair_style euclidnn
-pair_coeff * * {model} {" ".join(symbols)}
+pair_coeff * * {Path(exported).resolve()} {" ".join(symbols)}
 compute atom_pe all pe/atom
 compute vir all pressure NULL virial
 thermo_style custom step pe c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6] vol
 thermo_modify format float %.17g
-dump forces all custom 1 forces.dump id fx fy fz c_atom_pe
+dump forces all custom 1 forces_{k}.dump id fx fy fz c_atom_pe
 dump_modify forces sort id format float %.17g
-run 0
-"""
+run 0""")
+    (workdir / "in.lammps").write_text("\n".join(blocks) + "\n")
+    command = [str(install.mpirun), "-np", str(ranks), str(install.lmp), "-in", "in.lammps"]
+    run = subprocess.run(
+        [*command, "-log", "log.lammps"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=install.environment(threads=1),
+    )
+    if run.returncode != 0:
+        errors = [line for line in run.stdout.splitlines() if "ERROR" in line]
+        raise ChildProcessError(errors[-1] if errors else run.stderr.strip()[-500:])
+    log = (workdir / "log.lammps").read_text().splitlines()
+    thermo = [
+        log[k + 1].split() for k, line in enumerate(log) if line.split()[:2] == ["Step", "PotEng"]
+    ]
+    results = []
+    for k, (prism, row) in enumerate(zip(prisms, thermo)):
+        values = [float(v) for v in row]
+        xx, yy, zz, xy, xz, yz = values[2:8]
+        pressure = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]]) * ase.units.bar
+        table = np.loadtxt(workdir / f"forces_{k}.dump", skiprows=9, ndmin=2)
+        table = table[np.argsort(table[:, 0])]
+        results.append(
+            dict(
+                energy=values[1],
+                forces=prism.vector_to_ase(table[:, 1:4]),
+                energies=table[:, 4],
+                stress=-prism.tensor2_to_ase(pressure),
+            )
+        )
+    return results

