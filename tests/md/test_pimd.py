@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from ase import Atoms, units
 from ase.build import molecule
+from process_checks import processes_in
 
 from euclidnn.md import PIMDConfig, run_pimd
 from euclidnn.md.pimd import find_ipi
@@ -22,19 +23,6 @@ from euclidnn.md.serve import Address
 from euclidnn.models import save_model
 
 HARMONIC_CLIENT = [sys.executable, str(Path(__file__).with_name("harmonic_client.py"))]
-
-
-def processes_in(folder: Path) -> list[int]:
-    """Processes whose working directory is ``folder`` (i-PI and the clients run there)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if Path(os.readlink(entry / "cwd")) == folder.resolve():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def default_socket(run_dir: Path) -> Path:

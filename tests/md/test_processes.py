@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from test_pimd import processes_in
+from process_checks import processes_in
 
 ROOT = Path(__file__).resolve().parents[2]
 
