@@ -13,8 +13,10 @@
 // that can change its own atoms' energies: within num_hops * r_max (the receptive field, the
 // whole ghost shell of a message-passing model; r_max for a strictly local one). The pair style
 // sets that communication cutoff itself and, for num_hops > 1, asks for the neighbours of ghosts.
-// Global virial: sum over owned and ghost atoms of r (x) F (virial_fdotr_compute), exact for an
-// energy that depends on positions only through differences.
+// A ghost that is a periodic image of an atom this rank owns is not passed: its edges point to
+// the owned atom with a lattice shift (edge_shift, cell), so one rank holds no ghost shell at
+// all (the `atom_modify map yes` the inputs of `euclidnn md` write makes images findable).
+// Global virial: W = sum over the atoms passed of r (x) F - cell^T dE/dcell.
 
 #include "atom.h"
 #include "comm.h"
@@ -64,6 +66,16 @@ typedef void (*lammpsplugin_regfunc)(lammpsplugin_t *, void *);
 #error "build with -DEUCLIDNN_LAMMPS_VERSION=\"<the LAMMPS version string>\""
 #endif
 
+// The graph this rank passes: its owned atoms first (node k = local atom k), then the ghosts that
+// are not periodic images of its own atoms (atoms of other ranks), each once. An edge to an
+// image of an owned atom points to that atom with its lattice shift, and an image is never a
+// centre (its owner has the same neighbourhood), so one rank alone holds no ghost as a node.
+struct EdgeGraph {
+  std::vector<int> atom;    // node -> LAMMPS index
+  std::vector<int64_t> src, dst;
+  std::vector<double> shift;    // [E, 3] lattice translations
+};
+
 class PairEuclidnn : public Pair {
  public:
   explicit PairEuclidnn(LAMMPS *lmp) : Pair(lmp)
@@ -73,6 +85,7 @@ class PairEuclidnn : public Pair {
     one_coeff = 1;
     manybody_flag = 1;
     centroidstressflag = CENTROID_NOTAVAIL;
+    no_virial_fdotr_compute = 1;    // the virial is computed from the model's gradients
   }
 
   ~PairEuclidnn() override
@@ -103,6 +116,8 @@ class PairEuclidnn : public Pair {
 
   void allocate();
   void load(const std::string &path, const std::vector<std::string> &elements);
+  int owner(int j) const;
+  void build_graph(EdgeGraph &g);
 };
 
 void PairEuclidnn::allocate()
@@ -152,8 +167,8 @@ void PairEuclidnn::load(const std::string &path, const std::vector<std::string> 
     error->all(FLERR, "euclidnn: {} has no euclidnn.json: not written by `euclidnn export`",
                path);
   }
-  if (meta.value("format", "") != "euclidnn-export" || meta.value("format_version", 0) != 1)
-    error->all(FLERR, "euclidnn: {} is not a euclidnn export of format version 1", path);
+  if (meta.value("format", "") != "euclidnn-export" || meta.value("format_version", 0) != 2)
+    error->all(FLERR, "euclidnn: {} is not a euclidnn export of format version 2 (export it again with this euclidnn)", path);
   cutoff_ = meta.at("cutoff").get<double>();
   num_hops_ = meta.at("num_hops").get<int>();
   std::string dtype = meta.at("dtype").get<std::string>();
@@ -186,12 +201,20 @@ void PairEuclidnn::init_style()
 {
   if (force->newton_pair == 0) error->all(FLERR, "pair_style euclidnn requires newton pair on");
   if (type_number_.empty()) error->all(FLERR, "pair_style euclidnn: no pair_coeff * * MODEL given");
-  // a message-passing model: the neighbours of ghosts too, and ghosts out to the receptive field
-  ghostneigh = num_hops_ > 1 ? 1 : 0;
+  // a message-passing model on several ranks: the neighbours of ghosts too, and ghosts out to
+  // the receptive field. On one rank (with an atom map) every ghost is an image of an owned
+  // atom, which the graph replaces by that atom and a lattice shift: no shell is needed.
+  bool alone = comm->nprocs == 1 && atom->map_style != Atom::MAP_NONE;
+  ghostneigh = (num_hops_ > 1 && !alone) ? 1 : 0;
+  if (comm->me == 0 && num_hops_ > 1 && comm->nprocs == 1 && !alone)
+    error->warning(FLERR, "euclidnn: add `atom_modify map yes` before the box is made: without "
+                          "an atom map, one rank holds a ghost shell of {} A", num_hops_ * cutoff_);
   int flags = NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0);
   neighbor->add_request(this, flags);
-  double shell = num_hops_ * cutoff_ + neighbor->skin;
-  if (comm->get_comm_cutoff() < shell) comm->cutghostuser = shell;
+  if (ghostneigh) {
+    double shell = num_hops_ * cutoff_ + neighbor->skin;
+    if (comm->get_comm_cutoff() < shell) comm->cutghostuser = shell;
+  }
 }
 
 double PairEuclidnn::init_one(int i, int j)
@@ -200,71 +223,122 @@ double PairEuclidnn::init_one(int i, int j)
   return cutoff_;
 }
 
+int PairEuclidnn::owner(int j) const
+{
+  if (j < atom->nlocal || atom->map_style == Atom::MAP_NONE) return j;
+  int k = atom->map(atom->tag[j]);
+  return (k >= 0 && k < atom->nlocal) ? k : j;
+}
+
+void PairEuclidnn::build_graph(EdgeGraph &g)
+{
+  double **x = atom->x;
+  int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  std::vector<int> node(nall, -1);
+  g.atom.resize(nlocal);
+  for (int i = 0; i < nlocal; i++) g.atom[i] = node[i] = i;
+  auto node_of = [&](int j) {
+    if (node[j] < 0) {
+      node[j] = (int) g.atom.size();
+      g.atom.push_back(j);
+    }
+    return node[j];
+  };
+  const double *h_inv = domain->h_inv;
+  int ncentre = list->inum + (ghostneigh ? list->gnum : 0);
+  double cut2 = cutoff_ * cutoff_;
+  for (int ii = 0; ii < ncentre; ii++) {
+    int i = list->ilist[ii];
+    if (i >= nlocal && owner(i) != i) continue;    // an image of an owned atom: not a centre
+    int dst = node_of(i);
+    int *jlist = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      int j = jlist[jj] & NEIGHMASK;
+      double d[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
+      if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2] >= cut2) continue;
+      int k = owner(j);
+      double t[3] = {x[j][0] - x[k][0], x[j][1] - x[k][1], x[j][2] - x[k][2]};
+      // lattice coordinates of the translation (LAMMPS's x2lamda without the origin)
+      g.shift.push_back(std::round(h_inv[0] * t[0] + h_inv[5] * t[1] + h_inv[4] * t[2]));
+      g.shift.push_back(std::round(h_inv[1] * t[1] + h_inv[3] * t[2]));
+      g.shift.push_back(std::round(h_inv[2] * t[2]));
+      g.src.push_back(node_of(k));
+      g.dst.push_back(dst);
+    }
+  }
+}
+
 void PairEuclidnn::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
   if (vflag_atom) error->all(FLERR, "pair_style euclidnn: per-atom virial is not available");
   int nlocal = atom->nlocal;
-  int nall = nlocal + atom->nghost;
   if (nlocal == 0) return;    // a rank that owns no atoms: nothing to add
 
+  EdgeGraph g;
+  build_graph(g);
+  int64_t n = (int64_t) g.atom.size(), e = (int64_t) g.src.size();
   double **x = atom->x;
-  double **f = atom->f;
-  int *type = atom->type;
-  // centres: the owned atoms; for message passing also the ghosts (their messages reach us)
-  int ncentre = list->inum + (ghostneigh ? list->gnum : 0);
-  double cutsq_model = cutoff_ * cutoff_;
-  std::vector<int64_t> src, dst;
-  src.reserve(64 * (size_t) ncentre);
-  dst.reserve(64 * (size_t) ncentre);
-  for (int ii = 0; ii < ncentre; ii++) {
-    int i = list->ilist[ii];
-    int *jlist = list->firstneigh[i];
-    for (int jj = 0; jj < list->numneigh[i]; jj++) {
-      int j = jlist[jj] & NEIGHMASK;
-      double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-      if (dx * dx + dy * dy + dz * dz < cutsq_model) {
-        src.push_back(j);
-        dst.push_back(i);
-      }
-    }
-  }
   // positions relative to this rank's corner: float32 keeps its digits in a large box
-  std::vector<double> pos(3 * (size_t) nall);
-  std::vector<int64_t> numbers(nall);
-  for (int i = 0; i < nall; i++) {
-    for (int d = 0; d < 3; d++) pos[3 * i + d] = x[i][d] - domain->sublo[d];
-    numbers[i] = type_number_[type[i]];
+  std::vector<double> pos(3 * n);
+  std::vector<int64_t> numbers(n);
+  for (int64_t a = 0; a < n; a++) {
+    int i = g.atom[a];
+    for (int d = 0; d < 3; d++) pos[3 * a + d] = x[i][d] - domain->sublo[d];
+    numbers[a] = type_number_[atom->type[i]];
   }
-  auto positions = torch::from_blob(pos.data(), {nall, 3}, torch::kFloat64)
-                       .to(dtype_)
-                       .clone()
-                       .set_requires_grad(true);
-  auto numbers_t = torch::from_blob(numbers.data(), {nall}, torch::kInt64);
-  auto src_t = torch::from_blob(src.data(), {(int64_t) src.size()}, torch::kInt64);
-  auto dst_t = torch::from_blob(dst.data(), {(int64_t) dst.size()}, torch::kInt64);
+  const double *h = domain->h;    // rows a = (h0, 0, 0), b = (h5, h1, 0), c = (h4, h3, h2)
+  double cell_rows[9] = {h[0], 0, 0, h[5], h[1], 0, h[4], h[3], h[2]};
+  auto f64 = torch::kFloat64;
+  auto positions = torch::from_blob(pos.data(), {n, 3}, f64).to(dtype_).clone().requires_grad_();
+  auto cell = torch::from_blob(cell_rows, {3, 3}, f64).to(dtype_).clone().requires_grad_();
+  auto shift = torch::from_blob(g.shift.data(), {e, 3}, f64).to(dtype_);
+  auto numbers_t = torch::from_blob(numbers.data(), {n}, torch::kInt64);
+  auto src = torch::from_blob(g.src.data(), {e}, torch::kInt64);
+  auto dst = torch::from_blob(g.dst.data(), {e}, torch::kInt64);
 
-  torch::Tensor atom_energy, grad;
+  torch::Tensor atom_energy, grad_positions, grad_cell;
   try {
-    atom_energy = module_.forward({positions, numbers_t, src_t, dst_t}).toTensor();
+    atom_energy = module_.forward({positions, numbers_t, src, dst, shift, cell}).toTensor();
     auto energy = atom_energy.narrow(0, 0, nlocal).sum();
-    grad = torch::autograd::grad({energy}, {positions}, {}, false, false, true)[0];
+    auto grads = torch::autograd::grad({energy}, {positions, cell}, {}, false, false, true);
+    grad_positions = grads[0];
+    grad_cell = grads[1];
   } catch (const std::exception &err) {
     error->one(FLERR, "euclidnn: the model failed: {}", std::string(err.what()).substr(0, 300));
   }
-  auto e = atom_energy.detach().to(torch::kFloat64).contiguous();
-  auto e_acc = e.accessor<double, 1>();
-  if (grad.defined()) {
-    auto g = grad.to(torch::kFloat64).contiguous();
-    auto g_acc = g.accessor<double, 2>();
-    for (int i = 0; i < nall; i++)
-      for (int d = 0; d < 3; d++) f[i][d] -= g_acc[i][d];
-  }
+  auto energies = atom_energy.detach().to(f64).contiguous();
+  auto e_acc = energies.accessor<double, 1>();
   if (eflag_global)
     for (int i = 0; i < nlocal; i++) eng_vdwl += e_acc[i];
   if (eflag_atom)
     for (int i = 0; i < nlocal; i++) eatom[i] += e_acc[i];
-  if (vflag_fdotr) virial_fdotr_compute();
+  double w[3][3] = {{0}};
+  if (grad_positions.defined()) {
+    auto g_acc_t = grad_positions.to(f64).contiguous();
+    auto g_acc = g_acc_t.accessor<double, 2>();
+    double **f = atom->f;
+    for (int64_t a = 0; a < n; a++)
+      for (int d = 0; d < 3; d++) {
+        f[g.atom[a]][d] -= g_acc[a][d];
+        for (int c = 0; c < 3; c++) w[c][d] -= pos[3 * a + c] * g_acc[a][d];    // r (x) F
+      }
+  }
+  if (grad_cell.defined()) {    // W -= cell^T dE/dcell: the shifted edges' share
+    auto gc_t = grad_cell.to(f64).contiguous();
+    auto gc = gc_t.accessor<double, 2>();
+    for (int c = 0; c < 3; c++)
+      for (int d = 0; d < 3; d++)
+        for (int k = 0; k < 3; k++) w[c][d] -= cell_rows[3 * k + c] * gc[k][d];
+  }
+  if (vflag_global) {
+    virial[0] += w[0][0];
+    virial[1] += w[1][1];
+    virial[2] += w[2][2];
+    virial[3] += w[0][1];
+    virial[4] += w[0][2];
+    virial[5] += w[1][2];
+  }
 }
 
 Pair *create_pair(LAMMPS *lmp)

@@ -9,7 +9,7 @@ device, extra_files)`` and in Python with :func:`load_exported`.
 
 **Metadata** (``euclidnn.json``, a JSON object)::
 
-    {"format": "euclidnn-export", "format_version": 1,
+    {"format": "euclidnn-export", "format_version": 2,
      "model": "schnet" | "nequip" | "allegro",
      "species": [atomic numbers, in the model's order], "symbols": ["H", "C", "O"],
      "cutoff": r_max in Å (float), "num_hops": int, "receptive_field": Å (float),
@@ -21,21 +21,26 @@ device, extra_files)`` and in Python with :func:`load_exported`.
 change E_i, i.e. the ghost shell a rank needs (Allegro: one cutoff; NequIP and SchNet: one per
 layer).
 
-**Call.** ``module.forward(positions, numbers, edge_src, edge_dst) -> atom_energy``:
+**Call.** ``module.forward(positions, numbers, edge_src, edge_dst, edge_shift=None, cell=None)
+-> atom_energy``:
 
 - ``positions``: [N, 3] in the model's dtype (``metadata["dtype"]``), Å, on the CPU;
 - ``numbers``: [N] int64 atomic numbers, each one of ``species`` (any other is an error
   naming it, never mapped silently);
 - ``edge_src``, ``edge_dst``: [E] int64 atom indices in 0 … N − 1; the edge vector is
-  ``positions[edge_src] − positions[edge_dst]`` (no periodic shifts: periodic images are
-  passed as extra atoms, LAMMPS ghosts); the list is full (both directions of every pair),
-  and holds every pair closer than ``cutoff`` (pairs farther apart may be left out, and are
-  ignored by the model's smooth cutoff if present);
+  ``positions[edge_src] − positions[edge_dst] + edge_shift @ cell``; the list is full (both
+  directions of every pair), and holds every pair closer than ``cutoff`` (pairs farther apart
+  may be left out, and are ignored by the model's smooth cutoff if present);
+- ``edge_shift``: [E, 3] in the model's dtype, integer values: the lattice translations of
+  ``edge_src`` (an edge to a periodic image of an atom the caller holds), default zeros;
+- ``cell``: [3, 3] in the model's dtype, rows the lattice vectors (Å), default zeros. Periodic
+  images may also be passed as extra atoms (LAMMPS ghosts of other ranks) with zero shifts;
 - returns ``atom_energy``: [N] eV in the model's dtype, E_i of every atom, ghosts included.
 
 The caller sums E_i over the atoms it owns and takes forces as −∂(Σ E_i)/∂positions by
-autograd (first derivatives; the module is differentiable in ``positions``, and the result
-requires grad whenever ``positions`` does). The energy of a ghost atom is wrong (its
+autograd (first derivatives; the module is differentiable in ``positions`` and ``cell``, and
+the result requires grad whenever ``positions`` does). The virial is
+W = Σ_i r_i ⊗ F_i − cellᵀ ∂E/∂cell (over the atoms passed). The energy of a ghost atom is wrong (its
 neighbourhood is cut off) and must not be summed; its positions still receive forces, which
 LAMMPS sends back to the owner (``newton on``). N = 0 and E = 0 work (a rank that owns no
 atoms, an isolated atom). Inputs of the wrong shape, dtype or range raise an error with a
@@ -91,7 +96,7 @@ from euclidnn.models.io import describe_model
 __all__ = ["FORMAT", "FORMAT_VERSION", "METADATA_FILE", "export", "load_exported"]
 
 FORMAT = "euclidnn-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_FILE = "euclidnn.json"
 _MAX_Z = 118
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -100,38 +105,52 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _CHECK_RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
-def isolated_graph(positions: Tensor, numbers: Tensor, edge_src: Tensor, edge_dst: Tensor) -> Graph:
-    """The :class:`~euclidnn.data.Graph` of the exported call: one structure, no cell, no
-    periodic shifts (edge vectors are ``positions[edge_src] − positions[edge_dst]``).
+def exported_graph(
+    positions: Tensor,
+    numbers: Tensor,
+    edge_src: Tensor,
+    edge_dst: Tensor,
+    edge_shift: Tensor,
+    cell: Tensor,
+) -> Graph:
+    """The :class:`~euclidnn.data.Graph` of the exported call: one structure, edge vectors
+    ``positions[edge_src] − positions[edge_dst] + edge_shift @ cell``.
 
     Every size comes from a tensor's shape, so a trace of it stays valid for other N and E.
 
-    Shapes: positions: [N, 3], numbers: [N], edge_src, edge_dst: [E] → Graph
+    Shapes: positions: [N, 3], numbers: [N], edge_src, edge_dst: [E], edge_shift: [E, 3],
+    cell: [3, 3] → Graph
     """
     return Graph(
         positions=positions,
         numbers=numbers,
-        cell=positions.new_zeros(1, 3, 3),
-        pbc=positions.new_zeros(1, 3, dtype=torch.bool),
+        cell=cell.unsqueeze(0),
+        pbc=(cell.abs().sum(-1) > 0).unsqueeze(0),
         batch=torch.zeros_like(numbers),
         edge_src=edge_src,
         edge_dst=edge_dst,
-        edge_shift=positions.new_zeros(edge_src.shape[0], 3),
+        edge_shift=edge_shift,
         num_atoms=torch.ones_like(numbers).sum().reshape(1),
     )
 
 
 class _AtomicEnergies(nn.Module):
-    """What is traced: the four tensors → :func:`isolated_graph` → ``model.atomic_energies``."""
+    """What is traced: the six tensors → :func:`exported_graph` → ``model.atomic_energies``."""
 
     def __init__(self, model: Potential) -> None:
         super().__init__()
         self.model = model
 
     def forward(
-        self, positions: Tensor, numbers: Tensor, edge_src: Tensor, edge_dst: Tensor
+        self,
+        positions: Tensor,
+        numbers: Tensor,
+        edge_src: Tensor,
+        edge_dst: Tensor,
+        edge_shift: Tensor,
+        cell: Tensor,
     ) -> Tensor:
-        graph = isolated_graph(positions, numbers, edge_src, edge_dst)
+        graph = exported_graph(positions, numbers, edge_src, edge_dst, edge_shift, cell)
         return self.model.atomic_energies(graph)  # type: ignore[operator]
 
 
@@ -141,7 +160,8 @@ class ExportedPotential(nn.Module):
     The checks are what a trace cannot keep (a branch on tensor values): shapes, dtypes, index
     ranges, and atomic numbers the model knows. They cost a few reductions over N and E.
 
-    Shapes: positions: [N, 3], numbers: [N], edge_src, edge_dst: [E] → [N] eV
+    Shapes: positions: [N, 3], numbers: [N], edge_src, edge_dst: [E], edge_shift: [E, 3],
+    cell: [3, 3] → [N] eV
     """
 
     def __init__(self, traced: nn.Module, species: tuple[int, ...], dtype: torch.dtype) -> None:
@@ -155,7 +175,13 @@ class ExportedPotential(nn.Module):
         self.dtype_text = str(dtype).removeprefix("torch.")
 
     def forward(
-        self, positions: Tensor, numbers: Tensor, edge_src: Tensor, edge_dst: Tensor
+        self,
+        positions: Tensor,
+        numbers: Tensor,
+        edge_src: Tensor,
+        edge_dst: Tensor,
+        edge_shift: Tensor | None = None,
+        cell: Tensor | None = None,
     ) -> Tensor:
         n = positions.shape[0]
         if positions.dim() != 2 or positions.shape[1] != 3:
@@ -185,17 +211,26 @@ class ExportedPotential(nn.Module):
                 raise ValueError(
                     f"euclidnn export: atomic number {bad} is not among the model's species {species}"
                 )
-        return self.atomic_energies(positions, numbers, edge_src, edge_dst)
+        if edge_shift is None:
+            edge_shift = positions.new_zeros(edge_src.shape[0], 3)
+        if cell is None:
+            cell = positions.new_zeros(3, 3)
+        if edge_shift.shape != (edge_src.shape[0], 3) or edge_shift.dtype != positions.dtype:
+            raise ValueError("euclidnn export: edge_shift must have shape [E, 3], positions' dtype")
+        if cell.shape != (3, 3) or cell.dtype != positions.dtype:
+            raise ValueError("euclidnn export: cell must have shape [3, 3], positions' dtype")
+        return self.atomic_energies(positions, numbers, edge_src, edge_dst, edge_shift, cell)
 
 
 def example_inputs(
     species: tuple[int, ...], cutoff: float, num_atoms: int, dtype: torch.dtype, seed: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, ...]:
     """A cluster of ``num_atoms`` atoms of the model's species (in turn) on a jittered cubic
     grid 0.4 · cutoff apart, and its full edge list within ``cutoff``: what :func:`export`
     traces and checks on (any species, no data set needed).
 
-    Shapes: → positions [num_atoms, 3], numbers [num_atoms], edge_src, edge_dst [E]
+    Shapes: → positions [num_atoms, 3], numbers [num_atoms], edge_src, edge_dst [E],
+    edge_shift [E, 3] (zeros), cell [3, 3] (the identity)
     """
     generator = torch.Generator().manual_seed(seed)
     side = max(1, math.ceil(num_atoms ** (1 / 3)))
@@ -206,7 +241,8 @@ def example_inputs(
     distance = torch.cdist(positions, positions)
     close = (distance < cutoff) & ~torch.eye(num_atoms, dtype=torch.bool)
     edge_dst, edge_src = close.nonzero(as_tuple=True)
-    return positions.to(dtype), numbers, edge_src, edge_dst
+    edge_shift = torch.zeros(edge_src.shape[0], 3, dtype=dtype)
+    return positions.to(dtype), numbers, edge_src, edge_dst, edge_shift, torch.eye(3, dtype=dtype)
 
 
 def _energies_and_forces(function, inputs: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:

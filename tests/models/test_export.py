@@ -143,7 +143,7 @@ def test_metadata(exported):
     _, metadata = load_exported(path)
     assert metadata == {
         "format": FORMAT,
-        "format_version": 1,
+        "format_version": 2,  # 2: edge_shift and cell (periodic images of held atoms)
         "model": "nequip",
         "species": [1, 6, 8],
         "symbols": ["H", "C", "O"],
