@@ -1,6 +1,7 @@
-"""Molecular dynamics with a trained model: NVE, NVT (Langevin or Bussi) through ASE, or
-path-integral MD through i-PI (``--ensemble pimd --beads 8``). The run folder gets the
-trajectory and a per-step log as the run goes, and ``summary.json`` at the end.
+"""Molecular dynamics with a trained model: NVE, NVT (Langevin or Bussi) through ASE or through
+LAMMPS on MPI ranks (``--engine lammps --ranks 4``: pair_style euclidnn; the input is kept as
+in.lammps), or path-integral MD through i-PI (``--ensemble pimd --beads 8``). The run folder
+gets the trajectory and a per-step log as the run goes, and ``summary.json`` at the end.
 
 A folder that holds an earlier run's results (or files md does not write) is not touched
 without ``--overwrite``, which replaces md's own files there and keeps the others. A run that

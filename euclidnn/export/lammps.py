@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from euclidnn.kernels.build import cache_directory, check_private
+from euclidnn.kernels import cache_directory, check_private
 
 __all__ = [
     "LammpsInstall",

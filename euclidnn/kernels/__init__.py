@@ -23,7 +23,7 @@ prepare one per graph (:meth:`euclidnn.data.Graph.derived`) and pass it to every
 ``EUCLIDNN_CACHE`` sets where the built libraries go (default ``~/.cache/euclidnn``).
 """
 
-from euclidnn.kernels.build import Library, cache_directory
+from euclidnn.kernels.build import Library, cache_directory, check_private
 from euclidnn.kernels.checks import fused_library
 from euclidnn.kernels.conv import ConvSpec, convolve, filter_conv
 from euclidnn.kernels.edges import Edges
@@ -35,6 +35,7 @@ __all__ = [
     "Library",
     "SchNetWeights",
     "cache_directory",
+    "check_private",
     "convolve",
     "filter_conv",
     "fused_library",
