@@ -69,21 +69,17 @@ def reference_name(reference) -> str:
 
 
 def check_reference(reference, structures: Sequence[Atoms], names: Sequence[str]) -> None:
-    """Refuse, naming the structure, an element the reference cannot treat: xTB has H–Rn;
-    HF/DFT needs the basis for the element; an ASE calculator is asked for the first
-    structure's energy and forces (its own error, as a ValueError naming the structure)."""
-    if isinstance(reference, Level):
-        reference.check()
-        for atoms, name in zip(structures, names):
-            _check_elements(reference, atoms, name)
+    """Refuse, naming the structure, an element a level of theory cannot treat: xTB has H–Rn,
+    HF/DFT needs the basis for the element. An ASE calculator is not asked here (that would
+    cost a calculation): its error on the first frame is reported by :func:`label_frames`,
+    naming the structure."""
+    if not isinstance(reference, Level):
+        if not callable(reference):
+            raise ValueError(f"reference {reference!r}: not a Level nor a calculator factory")
         return
+    reference.check()
     for atoms, name in zip(structures, names):
-        try:
-            _labeller(reference)(atoms)
-        except Exception as error:  # the calculator's own error types
-            raise ValueError(
-                f"{name}: the reference {reference_name(reference)} cannot label it ({error})"
-            ) from error
+        _check_elements(reference, atoms, name)
 
 
 def _check_elements(level: Level, atoms: Atoms, name: str) -> None:
@@ -123,8 +119,18 @@ def _labeller(reference) -> Callable[[Atoms], tuple]:
 
 
 def _label_one(reference, atoms: Atoms) -> tuple[float, np.ndarray]:
-    """Label one frame (what a worker process runs)."""
-    energy, forces, *_ = _labeller(reference)(atoms)
+    """Label one frame (what a worker process runs). An ASE calculator's own error (an element
+    it has no parameters for, …) becomes a ValueError naming the frame's structure."""
+    try:
+        energy, forces, *_ = _labeller(reference)(atoms)
+    except Exception as error:  # the calculator's own error types
+        if isinstance(reference, Level):
+            raise
+        where = atoms.info.get("learn_structure", atoms.get_chemical_formula())
+        raise ValueError(
+            f"{where}: the reference {reference_name(reference)} cannot label it "
+            f"({type(error).__name__}: {error})"
+        ) from error
     return float(energy), np.asarray(forces, dtype=float)
 
 

@@ -289,6 +289,7 @@ def _seed(run: _Run) -> None:
             frame = Atoms(numbers=atoms.numbers, cell=atoms.cell, pbc=atoms.pbc)
             shift = rng.normal(0.0, config.rattle, atoms.positions.shape) if copy else 0.0
             frame.positions = np.round(atoms.positions + shift, 6)
+            frame.info["learn_structure"] = run.names[k]
             frames.append(frame)
     new, _ = label_frames(
         frames,
@@ -316,10 +317,12 @@ def _seed_md(run: _Run, k: int, atoms: Atoms, count: int) -> list[Atoms]:
             seed=run.config.seed + k,
         )
         sampled = sample(atoms, sampling, path)
-    return [
-        Atoms(numbers=f.numbers, positions=np.round(f.positions, 6), cell=f.cell, pbc=f.pbc)
-        for f in sampled
-    ]
+    frames = []
+    for f in sampled:
+        frame = Atoms(numbers=f.numbers, positions=np.round(f.positions, 6), cell=f.cell, pbc=f.pbc)
+        frame.info["learn_structure"] = run.names[k]
+        frames.append(frame)
+    return frames
 
 
 def _train(run: _Run) -> None:
@@ -366,7 +369,10 @@ def _trajectories(run: _Run, models: list[nn.Module], steps: int) -> list[tuple]
                 record_interval=config.record_interval,
                 seed=config.seed + 1_000_003 * i + 1009 * k + t,
             )
-            found.append((k, temperature, explore(atoms, models, settings)))
+            trajectory = explore(atoms, models, settings)
+            for frame in trajectory.frames:
+                frame.info["learn_structure"] = run.names[k]
+            found.append((k, temperature, trajectory))
     return found
 
 
