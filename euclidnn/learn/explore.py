@@ -95,19 +95,19 @@ def _thermalise(atoms: Atoms, temperature: float, rng: np.random.Generator) -> N
 def _snapshot(atoms: Atoms, results: dict, step: int, temperature: float) -> Atoms:
     """The frame to keep: numbers, positions (rounded to 1e-6 Å, what extxyz keeps exactly),
     cell, pbc, and the committee's σ."""
-    frame = Atoms(
-        numbers=atoms.numbers,
-        positions=np.round(atoms.positions, 6),
-        cell=atoms.cell,
-        pbc=atoms.pbc,
-    )
-    frame.info = {
+    info = {
         "sigma_forces": float(results["sigma_forces"]),
         "energy_std": float(results["energy_std"]),
         "md_step": int(step),
         "temperature_K": float(temperature),
     }
-    return frame
+    return Atoms(
+        numbers=atoms.numbers,
+        positions=np.round(atoms.positions, 6),
+        cell=atoms.cell,
+        pbc=atoms.pbc,
+        info=info,
+    )
 
 
 def explore(start: Atoms, models: Sequence[nn.Module], settings: ExploreSettings) -> Trajectory:

@@ -163,7 +163,7 @@ def _labelled_frame(frame: Atoms, energy: float, forces: np.ndarray, info: dict)
     from ase.calculators.singlepoint import SinglePointCalculator
 
     labelled = frame.copy()
-    labelled.info = {**frame.info, **info, KEY: frame_key(frame)}
+    labelled.info.update({**info, KEY: frame_key(frame)})
     labelled.calc = SinglePointCalculator(labelled, energy=energy, forces=forces)
     return labelled
 
