@@ -162,6 +162,10 @@ def train_committee(
         previous: a folder of an earlier committee (``member-k/model.safetensors``): member k
             starts from its weights (a warm start) instead of ``make_model``.
         log: where one line per member goes.
+
+    A member whose folder holds ``trained.json`` (written when its fit returned) is kept as
+    it is; one whose folder holds a ``last.ckpt`` without it (a killed run) is resumed from
+    that checkpoint exactly (``fit(..., resume=True)``).
     """
     out = Path(out)
     for k in range(size):
