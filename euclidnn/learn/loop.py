@@ -45,6 +45,7 @@ from euclidnn.files import write_text
 from euclidnn.learn.committee import load_committee, train_committee
 from euclidnn.learn.explore import ExploreSettings, explore
 from euclidnn.learn.labelling import check_reference, label_frames, read_labelled
+from euclidnn.learn.report import write_log, write_report
 from euclidnn.learn.select import candidates, select_frames
 from euclidnn.train import TrainConfig
 
@@ -261,8 +262,6 @@ def learn(
     steps = {"seeded": _train, "labelled": _train, "trained": _explore, "explored": _label}
     while run.state.step != "done":
         steps[run.state.step](run)
-    from euclidnn.learn.report import write_log, write_report
-
     rows = write_log(out)
     write_report(out)
     committee = sorted(
@@ -464,6 +463,7 @@ def _write_exploration(path: Path, run: _Run, found: list[tuple]) -> None:
 def _write_summary(run: _Run, iteration: int, values: dict) -> None:
     path = _iteration_folder(run.out, iteration) / "summary.json"
     write_text(path, json.dumps({"iteration": iteration, **values}, indent=1) + "\n")
+    write_log(run.out)  # log.csv, rebuilt from every summary.json
 
 
 def _label(run: _Run) -> None:

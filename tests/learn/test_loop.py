@@ -69,6 +69,7 @@ def test_a_run_killed_between_labelling_and_training_resumes_without_relabelling
         _run(tmp_path, first)
     state = json.loads((tmp_path / "state.json").read_text())["state"]
     assert (state["iteration"], state["step"]) == (1, "labelled")
+    assert (tmp_path / "log.csv").read_text().splitlines()[1].startswith("0,6,40,")
     labelled = len(_labels(tmp_path))
     assert first.calls == labelled > 6
 
