@@ -9,7 +9,10 @@ file, each written whole, flushed and fsync'd, so a killed run loses at most the
 computed and :func:`label_frames` never computes a key that the file already holds.
 
 Frames are labelled in a pool of local processes (``workers`` > 1; started with ``spawn``,
-which does not inherit PyTorch's OpenMP threads) or one by one in this process.
+which does not inherit PyTorch's OpenMP threads) or one by one in this process. Each worker
+imports euclidnn (and so PyTorch) once: seconds, worth it for DFT labels, not for xTB labels of
+a small molecule (a fraction of a second each). A script that labels with ``workers`` > 1 needs
+the ``if __name__ == "__main__":`` guard that ``spawn`` asks for (the CLI has it).
 """
 
 from __future__ import annotations
