@@ -259,6 +259,8 @@ def learn(
     if state.step == "":
         check_reference(reference, run.structures, names)
         _seed(run)
+    if state.step == "done" and _budget_left(run):  # resumed with a larger budget
+        run.state.step, run.state.stop_reason = "trained", ""
     steps = {"seeded": _train, "labelled": _train, "trained": _explore, "explored": _label}
     while run.state.step != "done":
         steps[run.state.step](run)
@@ -268,6 +270,19 @@ def learn(
         run.committee_folder(_last_committee(run)).glob("member-*/model.safetensors")
     )
     return LearnResult(run.state.stop_reason, len(read_labelled(run.labels_path)), committee, rows)
+
+
+def _budget_left(run: _Run) -> bool:
+    """Whether the budget that stopped the run (``state.stop_reason``) allows more now: a run
+    resumed with a larger --max-labels, --minutes or --max-iterations goes on exploring."""
+    reason, config = run.state.stop_reason, run.config
+    if reason == "max_labels":
+        return len(read_labelled(run.labels_path)) < config.max_labels
+    if reason == "minutes":
+        return config.minutes is None or run.elapsed() < 60 * config.minutes
+    if reason == "max_iterations":
+        return run.state.iteration + 1 < config.max_iterations
+    return False
 
 
 def _last_committee(run: _Run) -> int:

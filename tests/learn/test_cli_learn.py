@@ -57,8 +57,13 @@ def test_learn_runs_two_iterations_and_evaluate_reads_its_committee(files, capsy
     assert len(values["frames"]["sigma_forces"]) == len(ase.io.read(out / "labels.xyz", ":"))
     assert (report / "calibration.png").is_file()
 
+    labels = len(ase.io.read(out / "labels.xyz", ":"))
     assert _learn(files, "--resume") == 0  # a finished run: nothing more to do
     assert "stopped: max_iterations" in capsys.readouterr().out
+    assert len(ase.io.read(out / "labels.xyz", ":")) == labels
+    assert _learn(files, "--resume", "--max-iterations", "3") == 0  # a larger budget: goes on
+    assert "iteration 2: training" in capsys.readouterr().out
+    assert (out / "iteration-002/committee/member-1/model.safetensors").is_file()
 
 
 @pytest.mark.parametrize(
