@@ -48,6 +48,10 @@ COMMANDS = {
     "analyze": ("analyze", "MD runs: g(r), distances, angles, MSD, diffusion, VDOS; normal modes"),
     "symmetry": ("symmetry", "point/space group, its elements, allowed tensor properties"),
     "interpret": ("interpret", "element-embedding PCA, local chemical potential of a probe atom"),
+    "learn": (
+        "learn",
+        "active learning: a committee, committee-mean MD and a reference labeller, in a loop",
+    ),
     "export": (
         "export",
         "write a model as a TorchScript file for C++ (LAMMPS pair_style euclidnn)",

@@ -5,6 +5,14 @@ Examples:
   euclidnn evaluate runs/eth/model.safetensors test.xyz --json metrics.json --plots report/
   euclidnn evaluate model.safetensors ethanol --index 1500:       # a shipped set's last frames
   euclidnn evaluate qm9.safetensors qm9.db --property homo --per-atom
+  euclidnn evaluate --committee m0.safetensors m1.safetensors m2.safetensors test.xyz --plots r/
+  euclidnn evaluate --committee runs/al/iteration-004/committee test.xyz --json committee.json
+
+With --committee, the models (or one folder of member folders, */model.safetensors) are a
+committee: its mean is evaluated, and its uncertainty σ_F (per frame, the largest per-atom norm
+of the members' force standard deviations, eV/Å) is compared with the true error of the mean
+(per frame, the largest per-atom norm of the force error): Spearman ρ over the frames, and with
+--plots a calibration scatter (calibration.png); --json adds the per-frame values.
 
 Output paths are checked before the model runs; labels whose scale suggests a wrong unit are
 reported as warnings (see euclidnn/data/sanity.py).
@@ -18,16 +26,31 @@ import json
 from pathlib import Path
 
 #: what --plots writes (parity_plots, training_curve, _write_report): refused without --overwrite
-REPORT_FILES = ("parity.png", "force_errors.png", "training_curve.png", "metrics.txt")
+REPORT_FILES = (
+    "parity.png",
+    "force_errors.png",
+    "training_curve.png",
+    "metrics.txt",
+    "calibration.png",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``euclidnn evaluate``."""
     from euclidnn.cli.config_io import add_read_arguments, positive_int
 
-    parser.add_argument("model", help="a model file (model.safetensors of a run)")
+    parser.add_argument(
+        "model",
+        nargs="+",
+        help="a model file (model.safetensors of a run); with --committee several, or a folder",
+    )
     parser.add_argument("data", help="labelled structures: a file or a shipped set's name")
     parser.add_argument("--json", help="write the metrics to this JSON file")
+    parser.add_argument(
+        "--committee",
+        action="store_true",
+        help="the models are a committee: evaluate its mean and its σ_F against the true error",
+    )
     parser.add_argument(
         "--plots",
         help="report folder: parity plots, force-error histogram, metrics.txt, and the training "
@@ -60,6 +83,15 @@ def run(args: argparse.Namespace) -> int:
     from euclidnn.train.metrics import compare, metrics
 
     options = read_options(args)
+    if args.committee:
+        from euclidnn.cli.evaluate_committee import run_committee
+
+        return run_committee(args, options)
+    if len(args.model) > 1:
+        raise ValueError(
+            f"{len(args.model)} models given: evaluate one, or give --committee for a committee"
+        )
+    args.model = args.model[0]
     if args.json:
         check_output(args.json, "--json", folder=False)
         refuse_existing([args.json], "--json", args.overwrite)
