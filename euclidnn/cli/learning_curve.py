@@ -10,7 +10,7 @@ and one run folder per fit (OUT/<model>-N<size>/). OUT must be new or empty (or 
 a run that fails or is interrupted removes what it wrote there. Training refuses data whose
 RMS force exceeds data.max_force_rms of --config (10 eV/Å: a wrong unit). --minutes-per-fit is
 a cap: the fits use the plateau schedule with early stopping, so that each converges, unless
---config names schedule.kind.
+--config asks for cosine or linear.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def _fit_config(base, choice: dict, args):
     """The config of one model's fits: the base config, whose model settings apply only to the
     model it names, with the model choice and this command's budget and seed. The budget is a
     cap here, not a target (each fit should converge), so ``schedule.kind: auto`` means the
-    plateau schedule with early stopping; a config's explicit kind is kept."""
+    plateau schedule with early stopping; a config's cosine or linear is kept."""
     from euclidnn.cli.config_io import check_model_settings
 
     shared = base.model.settings if base.model.name == choice["name"] else {}

@@ -6,8 +6,10 @@
 A validation keeps the best weights, or, when the loss has diverged, goes back to them
 (:func:`_recover`). The learning rate follows a plateau schedule (stepped by each validation)
 or, with a time budget, a curve of the elapsed time that ends at the deadline (set before each
-step; :mod:`euclidnn.train.schedule`). Ctrl-C during the epochs stops the loop after the step in progress, writes
-the checkpoint and raises :class:`TrainingInterrupted` (a second Ctrl-C stops at once). One process, or several under ``torchrun`` (``torch.distributed``
+step from the time all processes agree on; :mod:`euclidnn.train.schedule`). Ctrl-C during the
+epochs stops the loop after the step in progress, writes the checkpoint and raises
+:class:`TrainingInterrupted` (a second Ctrl-C stops at once). One process, or several under
+``torchrun`` (``torch.distributed``
 initialised by the caller): every process sees the same global batches — batch b of epoch e is
 the same list of structures whatever the number of processes — and takes its share of each; the
 loss is normalised by the counts of the whole batch, so N processes reach the weights one
@@ -209,6 +211,7 @@ class _Run:
     num_batches: int = 0  # per epoch
     validate_after: set[int] = field(default_factory=set)  # batches of an epoch
     budget: float = math.inf  # seconds
+    now: float = 0.0  # elapsed seconds when the last batch ended, the same in every process
     started: float = 0.0  # clock() at which the run's elapsed time was 0
     last_checkpoint: float = 0.0  # clock() of the last checkpoint
     train_loss_sum: float = 0.0  # training losses since the last validation
@@ -247,8 +250,8 @@ def fit(
     is installed. With ``resume=True`` the run continues from ``out/last.ckpt`` exactly where
     it stopped (same weights, optimizer, EMA, schedule, data order). The learning rate starts
     at ``config.learning_rate`` (``optimizer.lr``, or the default of ``model.name``) and follows
-    ``config.lr_schedule``: on plateau it drops when the validation loss stops improving; with
-    cosine or linear (the default with ``run.minutes``) it warms up, then decays to
+    ``config.lr_schedule``: on plateau (the default) it drops when the validation loss stops
+    improving; with cosine or linear (which need ``run.minutes``) it warms up, then decays to
     ``schedule.min_lr`` at the deadline, as a function of the elapsed time of the run.
 
     Ctrl-C (SIGINT, in the main thread) stops the loop after the step in progress, writes
@@ -377,7 +380,7 @@ def _setup(
     per_epoch = min(cfg.schedule.validations_per_epoch, run.num_batches)
     run.validate_after = {round(run.num_batches * (k + 1) / per_epoch) for k in range(per_epoch)}
     run.budget = math.inf if cfg.run.minutes is None else 60 * cfg.run.minutes
-    run.deadline = _deadline(cfg, run.state.lr_scale)
+    run.now, run.deadline = run.state.elapsed, _deadline(cfg, run.state.lr_scale)
     if run.deadline is not None:
         run.say(run.deadline.describe())
     run.started = clock() - run.state.elapsed
@@ -434,11 +437,12 @@ def _epoch(run: _Run, progress: bool) -> str:
         bar.update(1)
         if state.step % 10 == 0 or validating:
             bar.set_postfix_str(_postfix(run))
-        # every process takes part in this all-reduce, on every batch, so that the budget and
-        # a Ctrl-C stop them all after the same batch
-        flags = torch.tensor([run.elapsed() > run.budget, run.ctrl_c], dtype=torch.float64)
-        over_budget, run.interrupted = (run.group.sum(flags) > 0).tolist()
-        if over_budget and not stop_reason:
+        # every process takes part in this all-reduce, on every batch, so that they agree on
+        # the time (a deadline's learning rate, the budget) and a Ctrl-C stops them all after
+        # the same batch
+        shared = run.group.sum(torch.tensor([run.elapsed(), run.ctrl_c], dtype=torch.float64))
+        run.now, run.interrupted = shared[0].item() / run.group.size, shared[1].item() > 0
+        if run.now > run.budget and not stop_reason:
             stop_reason = f"time budget of {run.cfg.run.minutes:g} min spent"
         every = run.cfg.run.checkpoint_every
         due = (every and state.step % every == 0) or (
@@ -476,8 +480,8 @@ def _step(run: _Run, indices: list[int]) -> None:
     loss.backward()
     if cfg.optimizer.grad_clip > 0:
         nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optimizer.grad_clip)
-    if run.deadline is not None:
-        _set_lr(run.optimizer, run.deadline(run.elapsed()))
+    if run.deadline is not None:  # the rate at the step's start (the last batch's end)
+        _set_lr(run.optimizer, run.deadline(run.now))
     run.optimizer.step()
     run.ema.update(run.model)
     run.state.step += 1
@@ -569,7 +573,7 @@ def _recover(run: _Run, loss: float, best: float) -> str:
     if run.deadline is not None:
         state.lr_scale *= schedule.plateau_factor
         run.deadline = _deadline(run.cfg, state.lr_scale)
-        lr = run.deadline(run.elapsed())
+        lr = run.deadline(run.now)
     _set_lr(run.optimizer, lr)
     run.say(
         f"{what}: learning rate lowered to {lr:.2g}, {restored} "

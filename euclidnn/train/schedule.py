@@ -30,9 +30,9 @@ class DeadlineSchedule:
 
     With p the peak rate, m the minimum and w the warm-up (seconds):
 
-        warm-up   lr(t) = m + (p − m) · t / w                                      0 ≤ t < w
-        cosine    lr(t) = m + (p − m) · ½ (1 + cos(π (t − w) / (T − w)))           w ≤ t ≤ T
-        linear    lr(t) = m + (p − m) · (T − t) / (T − w)                          w ≤ t ≤ T
+        warm-up   lr(t) = m + (p − m) · t / w                                0 ≤ t < w
+        cosine    lr(t) = m + (p − m) · ½ (1 + cos(π (t − w) / (T − w)))     w ≤ t ≤ T
+        linear    lr(t) = m + (p − m) · (T − t) / (T − w)                    w ≤ t ≤ T
 
     and lr(t) = m for t ≥ T. The curve is continuous, rises during the warm-up, falls
     monotonically after it, and is m at the deadline.
@@ -71,8 +71,10 @@ class DeadlineSchedule:
     def describe(self) -> str:
         """One line for the log.
 
-        >>> DeadlineSchedule(5e-3, 1e-5, 300.0, 15.0).describe()
-        'learning rate: warm-up to 0.005 in 0.25 min, then cosine decay to 1e-05 at the 5 min deadline'
+        >>> for part in DeadlineSchedule(5e-3, 1e-5, 300.0, 15.0).describe().split(", "):
+        ...     print(part)
+        learning rate: warm-up to 0.005 in 0.25 min
+        then cosine decay to 1e-05 at the 5 min deadline
         """
         return (
             f"learning rate: warm-up to {self.peak_lr:.3g} in {self.warmup / 60:.3g} min, then "

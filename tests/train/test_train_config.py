@@ -36,7 +36,7 @@ def test_defaults_round_trip_through_dict():
         ({"schedule": {"warmup_fraction": 1}}, r"schedule.warmup_fraction: must be in \[0, 1\)"),
         ({"schedule": {"warmup_fraction": -0.1}}, r"schedule.warmup_fraction: must be in \[0, 1\)"),
         (
-            {"run": {"minutes": 5}, "schedule": {"min_lr": 0.01}},
+            {"run": {"minutes": 5}, "schedule": {"kind": "auto", "min_lr": 0.01}},
             r"schedule.min_lr: must be below the learning rate 0.005 it decays from, got 0.01",
         ),
     ],
