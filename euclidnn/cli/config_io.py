@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -60,11 +60,18 @@ MODELS: dict[str, tuple[type[nn.Module], type, dict[str, Any]]] = {
 FITTED = ("species", "energy_shifts", "energy_scales", "avg_num_neighbors")
 
 
-def load_config(path: str | os.PathLike | None) -> TrainConfig:
+def load_config(
+    path: str | os.PathLike | None, changes: Mapping[str, Mapping[str, Any]] | None = None
+) -> TrainConfig:
     """A :class:`TrainConfig` from a YAML file (safe loader; ``None`` → defaults), with the
-    model's settings checked against its config class. Errors name the file and the key."""
+    model's settings checked against its config class. Errors name the file and the key.
+
+    ``changes`` (section → key → value, e.g. the command line's flags) replace the file's
+    values before the whole is validated, so that a file may rely on them (a file with
+    ``schedule.kind: cosine`` and ``--minutes`` given on the command line)."""
+    changes = {section: dict(values) for section, values in (changes or {}).items() if values}
     if path is None:
-        return check_model_settings(TrainConfig())
+        return check_model_settings(TrainConfig().replace(**changes))
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"--config {path}: is a folder; give a YAML file")
@@ -76,6 +83,13 @@ def load_config(path: str | os.PathLike | None) -> TrainConfig:
         raise ValueError(f"--config {path}: not a text file; give a YAML file") from None
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({err})") from None
+    if isinstance(values, Mapping):
+        values = dict(values)
+        for section, keys in changes.items():
+            if isinstance(values.get(section), Mapping):
+                values[section] = {**values[section], **keys}
+            elif values.get(section) is None:
+                values[section] = keys
     try:
         return check_model_settings(TrainConfig.from_dict(values))
     except ValueError as err:

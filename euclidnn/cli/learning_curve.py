@@ -8,7 +8,9 @@ Example:
 Writes OUT/learning_curve.png, OUT/learning_curve.json (sizes, test MAEs, β ± σ per model)
 and one run folder per fit (OUT/<model>-N<size>/). OUT must be new or empty (or --overwrite);
 a run that fails or is interrupted removes what it wrote there. Training refuses data whose
-RMS force exceeds data.max_force_rms of --config (10 eV/Å: a wrong unit).
+RMS force exceeds data.max_force_rms of --config (10 eV/Å: a wrong unit). --minutes-per-fit is
+a cap: the fits use the plateau schedule with early stopping, so that each converges, unless
+--config asks for cosine or linear.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     sizes = _sizes(args.sizes)
-    base = load_config(args.config)
+    base = load_config(args.config, {"run": {"minutes": args.minutes_per_fit}})
     configs = {
         name: _fit_config(base, _model_choice(name), args) for name in args.models.split(",")
     }
@@ -151,12 +153,16 @@ def _sizes(text: str) -> list[int]:
 
 def _fit_config(base, choice: dict, args):
     """The config of one model's fits: the base config, whose model settings apply only to the
-    model it names, with the model choice and this command's budget and seed."""
+    model it names, with the model choice and this command's budget and seed. The budget is a
+    cap here, not a target (each fit should converge), so ``schedule.kind: auto`` means the
+    plateau schedule with early stopping; a config's cosine or linear is kept."""
     from euclidnn.cli.config_io import check_model_settings
 
     shared = base.model.settings if base.model.name == choice["name"] else {}
+    kind = "plateau" if base.schedule.kind == "auto" else base.schedule.kind
     config = base.replace(
         model={**choice, "settings": {**shared, **choice.get("settings", {})}},
+        schedule={"kind": kind},
         run={
             "minutes": args.minutes_per_fit,
             "max_epochs": args.max_epochs or base.run.max_epochs,

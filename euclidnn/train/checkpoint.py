@@ -4,10 +4,12 @@ Tensors: ``model.*`` (the raw weights, as in ``state_dict``), ``ema.*`` (the ave
 weights), ``optimizer.<i>.<key>`` (the optimizer's per-parameter state), ``rng.torch`` (the
 CPU random-number state). Metadata (JSON strings): the model's class and config, the training
 config, the loop's state (epoch, batch, step, elapsed time, best validation loss, history), the
-optimizer's parameter groups, the scheduler's state. The point a divergence recovery returns
-to (:class:`Snapshot`: weights, averaged weights and optimizer at the best validation) is kept
+optimizer's parameter groups, the plateau scheduler's state (null under a deadline schedule,
+whose rate follows from the elapsed time). The point a divergence recovery returns to
+(:class:`Snapshot`: weights, averaged weights and optimizer at the best validation) is kept
 under ``best.`` (``best.model.*``, ``best.ema.*``, ``best.optimizer.<i>.<key>``, metadata
-``best``); checkpoints written before it existed load with ``best = None``. Nothing is
+``best``); checkpoints written before it existed load with ``best = None``, and their training
+config without ``schedule.kind`` is read as ``plateau`` (the only schedule then). Nothing is
 unpickled on load, so a checkpoint from a stranger cannot run code. Written whole
 (:func:`euclidnn.files.replacing`).
 """
@@ -49,6 +51,8 @@ class TrainState:
         best_epoch: the (fractional) epoch at which it was reached.
         bad_validations: validations since the last improvement.
         recoveries: times the run went back to its best point after a divergence.
+        lr_scale: the factor by which the recoveries lowered a cosine or linear schedule's
+            peak (1 before any; a plateau schedule's rate is in the optimizer's state).
         history: one dict per validation (what the CSV log holds).
     """
 
@@ -60,6 +64,7 @@ class TrainState:
     best_epoch: float = 0.0
     bad_validations: int = 0
     recoveries: int = 0
+    lr_scale: float = 1.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -117,7 +122,7 @@ class Checkpoint:
     ema: dict[str, Tensor]
     ema_updates: int
     optimizer: dict[str, Any]
-    scheduler: dict[str, Any]
+    scheduler: dict[str, Any] | None  # None: the run follows a deadline, which keeps no state
     rng: Tensor
     best: Snapshot | None = None
 
@@ -133,8 +138,9 @@ def save_checkpoint(
     scheduler: Any,
     best: Snapshot | None = None,
 ) -> None:
-    """Write the run's state to ``path`` atomically (see the module docstring); ``best`` is
-    the point a divergence recovery returns to."""
+    """Write the run's state to ``path`` atomically (see the module docstring); ``scheduler``
+    is the plateau schedule (``None`` for a deadline schedule, whose rate follows from
+    ``state``); ``best`` is the point a divergence recovery returns to."""
     name, model_config = describe_model(model)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema_tensors.items()})
@@ -151,7 +157,7 @@ def save_checkpoint(
         "ema_updates": str(ema_updates),
         "optimizer_groups": json.dumps(optim["param_groups"]),
         "optimizer_plain": json.dumps(plain_state),
-        "scheduler": json.dumps(scheduler.state_dict()),
+        "scheduler": json.dumps(scheduler.state_dict() if scheduler is not None else None),
     }
     if best is not None:
         tensors.update({f"best.model.{k}": v for k, v in best.model.items()})
@@ -233,7 +239,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         model = load_weights(model, _prefixed(tensors, "model."), where=str(path))
         return Checkpoint(
             model=model,
-            config=json.loads(metadata["train_config"]),
+            config=_migrated(json.loads(metadata["train_config"])),
             state=TrainState(**json.loads(metadata["state"])),
             ema=_prefixed(tensors, "ema."),
             ema_updates=int(metadata["ema_updates"]),
@@ -249,6 +255,15 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: checkpoint is incomplete or inconsistent ({err!r})") from err
+
+
+def _migrated(config: dict[str, Any]) -> dict[str, Any]:
+    """A training config as this version reads it: runs from before ``schedule.kind`` existed
+    followed the plateau schedule, and a resumed run keeps its schedule."""
+    schedule = config.get("schedule")
+    if isinstance(schedule, dict):
+        schedule.setdefault("kind", "plateau")
+    return config
 
 
 def _load_best(tensors: dict[str, Tensor], metadata: dict[str, str]) -> Snapshot | None:

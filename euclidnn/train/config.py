@@ -155,16 +155,36 @@ class OptimizerSection:
 
 @dataclass(frozen=True)
 class ScheduleSection:
-    """Learning rate on plateau, and when to stop.
+    """How the learning rate changes, and when to stop.
+
+    Two schedules. *plateau*: the rate stays at ``optimizer.lr`` and drops by ``plateau_factor``
+    whenever the validation loss stops improving; early stopping ends the run. *cosine* or
+    *linear* (a deadline, needs ``run.minutes``): the rate rises from ``min_lr`` to
+    ``optimizer.lr`` in the first ``warmup_fraction`` of the budget, then decays to ``min_lr``
+    exactly when the budget is spent, as a function of the elapsed training time (see
+    :class:`~euclidnn.train.schedule.DeadlineSchedule`); the run uses its whole budget: early
+    stopping and the plateau keys do not apply, and only a divergence (below) or
+    ``run.max_epochs`` ends it sooner. A resumed run keeps the schedule it started with; resumed
+    with a new ``run.minutes``, it follows the curve of the new budget from its elapsed time on.
 
     Attributes:
+        kind: ``"plateau"`` (default), ``"cosine"``, ``"linear"`` or ``"auto"`` (cosine when
+            ``run.minutes`` is set, plateau otherwise). Plateau stays the default because it
+            won where measured: NequIP on the shipped ethanol set (1000/250, test frames
+            1500–1999, 5 minutes on a shared 2-core CPU) reached a test force MAE of 41.8 meV/Å
+            on plateau (whose rate never dropped in 5 minutes) against 50.9 meV/Å with cosine
+            (a fast-changing load: single runs, noisy). At budgets this short the model is far
+            from converged and a rate kept high learns more than one that anneals.
+        warmup_fraction: the share of the budget spent warming up, for cosine and linear
+            (default 0.05; 0 = none).
         plateau_factor: multiply the learning rate by this when the validation loss has not
             improved for ``plateau_patience`` validations (default 0.5).
         plateau_patience: validations without improvement before the rate drops (default 5).
-        min_lr: the rate never drops below this; reaching it with no improvement for
-            ``plateau_patience`` more validations ends the run (default 1e-5).
-        early_stopping_patience: end the run after this many validations without improvement
-            (default 30; 0 = never).
+        min_lr: the rate never drops below this; on plateau, reaching it with no improvement
+            for ``plateau_patience`` more validations ends the run; cosine and linear end there
+            (default 1e-5).
+        early_stopping_patience: on plateau, end the run after this many validations without
+            improvement (default 30; 0 = never).
         validations_per_epoch: validate (and log, and maybe reduce the rate) this many times
             per epoch (default 1; raise it for big training sets and short budgets).
         divergence_factor: a validation loss above this many times the best one so far is a
@@ -172,12 +192,15 @@ class ScheduleSection:
             which the NaN check does not catch. The run goes back to the best point — raw and
             averaged weights and the optimizer's state as they were at the best validation —
             and multiplies the learning rate in effect by ``plateau_factor`` (not below
-            ``min_lr``), logging one line that says so. A NaN or infinite validation loss
-            still ends the run at once.
+            ``min_lr``; cosine and linear multiply the peak of their curve by it, so the rate
+            stays on a lowered curve to the deadline), logging one line that says so. A NaN or
+            infinite validation loss still ends the run at once.
         divergence_recoveries: recoveries allowed (default 3); the next divergence goes back
             to the best point and ends the run, with a reason that says so.
     """
 
+    kind: Literal["auto", "plateau", "cosine", "linear"] = "plateau"
+    warmup_fraction: float = 0.05
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     min_lr: float = 1e-5
@@ -233,8 +256,36 @@ class TrainConfig:
         """
         return self.optimizer.lr if self.optimizer.lr is not None else DEFAULT_LR[self.model.name]
 
+    @property
+    def lr_schedule(self) -> Literal["plateau", "cosine", "linear"]:
+        """``schedule.kind`` with ``"auto"`` resolved: cosine with a budget, plateau without.
+
+        >>> auto = TrainConfig.from_dict({"schedule": {"kind": "auto"}})
+        >>> auto.lr_schedule, auto.replace(run={"minutes": 5}).lr_schedule
+        ('plateau', 'cosine')
+        """
+        if self.schedule.kind != "auto":
+            return self.schedule.kind
+        return "plateau" if self.run.minutes is None else "cosine"
+
     def __post_init__(self) -> None:
+        deadline = self.schedule.kind in ("cosine", "linear")
         checks = [
+            (
+                "schedule.kind",
+                not deadline or self.run.minutes is not None,
+                "cosine and linear decay to the deadline run.minutes; set run.minutes, or use 'plateau' or 'auto'",
+            ),
+            (
+                "schedule.warmup_fraction",
+                0 <= self.schedule.warmup_fraction < 1,
+                "must be in [0, 1)",
+            ),
+            (
+                "schedule.min_lr",
+                self.lr_schedule == "plateau" or self.schedule.min_lr < self.learning_rate,
+                f"must be below the learning rate {self.learning_rate:g} it decays from",
+            ),
             (
                 "optimizer.lr",
                 self.optimizer.lr is None or self.optimizer.lr > 0,

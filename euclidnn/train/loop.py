@@ -4,8 +4,12 @@
     _stop_rule, _checkpoint) → _finish
 
 A validation keeps the best weights, or, when the loss has diverged, goes back to them
-(:func:`_recover`). Ctrl-C during the epochs stops the loop after the step in progress, writes
-the checkpoint and raises :class:`TrainingInterrupted` (a second Ctrl-C stops at once). One process, or several under ``torchrun`` (``torch.distributed``
+(:func:`_recover`). The learning rate follows a plateau schedule (stepped by each validation)
+or, with a time budget, a curve of the elapsed time that ends at the deadline (set before each
+step from the time all processes agree on; :mod:`euclidnn.train.schedule`). Ctrl-C during the
+epochs stops the loop after the step in progress, writes the checkpoint and raises
+:class:`TrainingInterrupted` (a second Ctrl-C stops at once). One process, or several under
+``torchrun`` (``torch.distributed``
 initialised by the caller): every process sees the same global batches — batch b of epoch e is
 the same list of structures whatever the number of processes — and takes its share of each; the
 loss is normalised by the counts of the whole batch, so N processes reach the weights one
@@ -44,6 +48,7 @@ from euclidnn.train.config import TrainConfig
 from euclidnn.train.ema import EMA
 from euclidnn.train.loss import LossTerms, labelled_pairs, loss_terms, model_outputs
 from euclidnn.train.metrics import Comparison, compare, metrics
+from euclidnn.train.schedule import DeadlineSchedule
 
 __all__ = [
     "fit",
@@ -190,7 +195,7 @@ class _Run:
     model: nn.Module
     trained: nn.Module  # the model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None  # None under a deadline
     ema: EMA
     group: _Group
     train_items: list[tuple[Graph, Targets]]
@@ -198,14 +203,17 @@ class _Run:
     train_names: list[str]
     out: Path | None
     say: Callable[[str], None]  # log on rank 0, silent elsewhere
+    clock: Callable[[], float] = time.perf_counter  # seconds, from any origin
+    deadline: DeadlineSchedule | None = None  # the learning rate when it follows a deadline
     state: TrainState = field(default_factory=TrainState)
     best: Snapshot | None = None  # weights and optimizer at the best validation
     board: Any = None  # TensorBoard SummaryWriter (rank 0, when installed)
     num_batches: int = 0  # per epoch
     validate_after: set[int] = field(default_factory=set)  # batches of an epoch
     budget: float = math.inf  # seconds
-    started: float = 0.0  # perf_counter() at which the run's elapsed time was 0
-    last_checkpoint: float = 0.0  # perf_counter() of the last checkpoint
+    now: float = 0.0  # elapsed seconds when the last batch ended, the same in every process
+    started: float = 0.0  # clock() at which the run's elapsed time was 0
+    last_checkpoint: float = 0.0  # clock() of the last checkpoint
     train_loss_sum: float = 0.0  # training losses since the last validation
     train_loss_count: int = 0
     ctrl_c: bool = False  # this process got Ctrl-C (set by the signal handler)
@@ -217,7 +225,7 @@ class _Run:
         return self.group.rank == 0 and self.out is not None
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        return self.clock() - self.started
 
 
 def fit(
@@ -232,6 +240,7 @@ def fit(
     valid_names: Sequence[str] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> FitResult:
     """Train ``model`` on ``train``, validating on ``valid``; write the run to ``out``.
 
@@ -240,19 +249,28 @@ def fit(
     resume), ``log.csv`` (one row per validation) and TensorBoard events when ``tensorboard``
     is installed. With ``resume=True`` the run continues from ``out/last.ckpt`` exactly where
     it stopped (same weights, optimizer, EMA, schedule, data order). The learning rate starts
-    at ``config.learning_rate`` (``optimizer.lr``, or the default of ``model.name``).
+    at ``config.learning_rate`` (``optimizer.lr``, or the default of ``model.name``) and follows
+    ``config.lr_schedule``: on plateau (the default) it drops when the validation loss stops
+    improving; with cosine or linear (which need ``run.minutes``) it warms up, then decays to
+    ``schedule.min_lr`` at the deadline, as a function of the elapsed time of the run.
 
     Ctrl-C (SIGINT, in the main thread) stops the loop after the step in progress, writes
     ``last.ckpt`` and raises :class:`TrainingInterrupted`; a second Ctrl-C stops at once.
 
-    The run stops at ``run.max_epochs``, when ``run.minutes`` are spent (even mid-epoch), after
-    ``schedule.early_stopping_patience`` validations without improvement, when the learning
-    rate sits at ``schedule.min_lr`` without improvement, or when the validation loss is NaN.
+    The run stops at ``run.max_epochs``, when ``run.minutes`` are spent (even mid-epoch), or
+    when the validation loss is NaN; on plateau also after
+    ``schedule.early_stopping_patience`` validations without improvement, or when the learning
+    rate sits at ``schedule.min_lr`` without improvement.
     A validation loss above ``schedule.divergence_factor`` × the best one so far is a
     divergence: the weights (raw and EMA) and the optimizer go back to the best validation,
     the learning rate is multiplied by ``schedule.plateau_factor``, and one line is logged;
     after ``schedule.divergence_recoveries`` recoveries the next divergence ends the run (at
     the best point).
+
+    A resumed run continues its schedule: the plateau scheduler's state is in the checkpoint,
+    and a deadline's rate is computed from the recorded elapsed time, so with the same budget
+    the curve lr(t) goes on where it stopped (continuous across the resume; the weights are not
+    bitwise those of an uninterrupted run, since which step falls at which time varies).
 
     Args:
         model: a :class:`~euclidnn.models.Potential` (SchNet, NequIP, TensorHead); its
@@ -264,6 +282,8 @@ def fit(
         train_names, valid_names: how errors name each structure (e.g. "file.xyz frame 3").
         progress: show a progress bar per epoch.
         log: where progress lines go (rank 0 only).
+        clock: seconds from any origin, for the budget, the deadline schedule and the
+            checkpoint interval (default :func:`time.perf_counter`; tests pass a fake one).
 
     Raises:
         TrainingDiverged: the loss became NaN/inf (naming the epoch and the batch's structures).
@@ -274,7 +294,7 @@ def fit(
         list(train_names or [f"training structure {i}" for i in range(len(train))]),
         list(valid_names or [f"validation structure {i}" for i in range(len(valid))]),
     )
-    run = _setup(model, train, valid, names, config or TrainConfig(), out, resume, log)
+    run = _setup(model, train, valid, names, config or TrainConfig(), out, resume, log, clock)
     stop_reason = ""
     with _interruptible(run):
         while run.state.epoch < run.cfg.run.max_epochs and not stop_reason:
@@ -323,8 +343,9 @@ def _setup(
     out: str | os.PathLike | None,
     resume: bool,
     log: Callable[[str], None],
+    clock: Callable[[], float],
 ) -> _Run:
-    """Check the data, build the optimizer, scheduler and EMA, restore them on ``resume``,
+    """Check the data, build the optimizer, schedule and EMA, restore them on ``resume``,
     and work out the epoch's validation points and the time budget."""
     group = _Group()
     check_training_data(model, train, names[0], cfg, "training")
@@ -340,12 +361,7 @@ def _setup(
         model=model,
         trained=nn.parallel.DistributedDataParallel(model) if group.size > 1 else model,
         optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            factor=cfg.schedule.plateau_factor,
-            patience=cfg.schedule.plateau_patience,
-            min_lr=cfg.schedule.min_lr,
-        ),
+        scheduler=_plateau(optimizer, cfg),
         ema=EMA(model, cfg.optimizer.ema_decay),
         group=group,
         train_items=train_items,
@@ -353,6 +369,7 @@ def _setup(
         train_names=names[0],
         out=Path(out) if out is not None else None,
         say=log if group.rank == 0 else _silent,
+        clock=clock,
     )
     if resume:
         _restore(run)
@@ -363,9 +380,39 @@ def _setup(
     per_epoch = min(cfg.schedule.validations_per_epoch, run.num_batches)
     run.validate_after = {round(run.num_batches * (k + 1) / per_epoch) for k in range(per_epoch)}
     run.budget = math.inf if cfg.run.minutes is None else 60 * cfg.run.minutes
-    run.started = time.perf_counter() - run.state.elapsed
-    run.last_checkpoint = time.perf_counter()
+    run.now, run.deadline = run.state.elapsed, _deadline(cfg, run.state.lr_scale)
+    if run.deadline is not None:
+        run.say(run.deadline.describe())
+    run.started = clock() - run.state.elapsed
+    run.last_checkpoint = clock()
     return run
+
+
+def _plateau(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """The plateau scheduler of a run that uses one, else ``None``."""
+    if cfg.lr_schedule != "plateau":
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        factor=cfg.schedule.plateau_factor,
+        patience=cfg.schedule.plateau_patience,
+        min_lr=cfg.schedule.min_lr,
+    )
+
+
+def _deadline(cfg: TrainConfig, lr_scale: float) -> DeadlineSchedule | None:
+    """The learning-rate curve of a run that follows a deadline (peak lowered by the
+    divergence recoveries' ``lr_scale``), else ``None``."""
+    if cfg.lr_schedule == "plateau":
+        return None
+    budget = 60 * cfg.run.minutes
+    return DeadlineSchedule(
+        peak_lr=cfg.learning_rate * lr_scale,
+        min_lr=cfg.schedule.min_lr,
+        budget=budget,
+        warmup=cfg.schedule.warmup_fraction * budget,
+        shape=cfg.lr_schedule,
+    )
 
 
 def _epoch(run: _Run, progress: bool) -> str:
@@ -390,15 +437,16 @@ def _epoch(run: _Run, progress: bool) -> str:
         bar.update(1)
         if state.step % 10 == 0 or validating:
             bar.set_postfix_str(_postfix(run))
-        # every process takes part in this all-reduce, on every batch, so that the budget and
-        # a Ctrl-C stop them all after the same batch
-        flags = torch.tensor([run.elapsed() > run.budget, run.ctrl_c], dtype=torch.float64)
-        over_budget, run.interrupted = (run.group.sum(flags) > 0).tolist()
-        if over_budget and not stop_reason:
+        # every process takes part in this all-reduce, on every batch, so that they agree on
+        # the time (a deadline's learning rate, the budget) and a Ctrl-C stops them all after
+        # the same batch
+        shared = run.group.sum(torch.tensor([run.elapsed(), run.ctrl_c], dtype=torch.float64))
+        run.now, run.interrupted = shared[0].item() / run.group.size, shared[1].item() > 0
+        if run.now > run.budget and not stop_reason:
             stop_reason = f"time budget of {run.cfg.run.minutes:g} min spent"
         every = run.cfg.run.checkpoint_every
         due = (every and state.step % every == 0) or (
-            time.perf_counter() - run.last_checkpoint > 60 * run.cfg.run.checkpoint_minutes
+            run.clock() - run.last_checkpoint > 60 * run.cfg.run.checkpoint_minutes
         )
         if due and not stop_reason and not run.interrupted:
             _checkpoint(run)
@@ -432,6 +480,8 @@ def _step(run: _Run, indices: list[int]) -> None:
     loss.backward()
     if cfg.optimizer.grad_clip > 0:
         nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optimizer.grad_clip)
+    if run.deadline is not None:  # the rate at the step's start (the last batch's end)
+        _set_lr(run.optimizer, run.deadline(run.now))
     run.optimizer.step()
     run.ema.update(run.model)
     run.state.step += 1
@@ -468,7 +518,7 @@ def _validate(run: _Run) -> str:
         state.bad_validations += 1
     diverged = factor > 0 and math.isfinite(loss) and loss > factor * best
     stop_reason = _recover(run, loss, best) if diverged else ""
-    if not diverged:  # a diverged loss says nothing about a plateau
+    if not diverged and run.scheduler is not None:  # a diverged loss says nothing of a plateau
         run.scheduler.step(loss)
     if run.writes:
         _write_csv(run.out / "log.csv", state.history)
@@ -505,8 +555,8 @@ def _measure(run: _Run) -> tuple[float, dict[str, Any]]:
 
 
 def _recover(run: _Run, loss: float, best: float) -> str:
-    """Go back to the best point after a divergence and lower the learning rate; once the
-    recoveries are spent, go back and stop. A reason to stop, or ''."""
+    """Go back to the best point after a divergence and lower the learning rate (a deadline's
+    whole curve); once the recoveries are spent, go back and stop. A reason to stop, or ''."""
     state, schedule = run.state, run.cfg.schedule
     lr = max(run.optimizer.param_groups[0]["lr"] * schedule.plateau_factor, schedule.min_lr)
     if run.best is not None:  # None only when resumed from a checkpoint that lacks it
@@ -520,8 +570,11 @@ def _recover(run: _Run, loss: float, best: float) -> str:
             "lower optimizer.lr"
         )
     state.recoveries += 1
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
+    if run.deadline is not None:
+        state.lr_scale *= schedule.plateau_factor
+        run.deadline = _deadline(run.cfg, state.lr_scale)
+        lr = run.deadline(run.now)
+    _set_lr(run.optimizer, lr)
     run.say(
         f"{what}: learning rate lowered to {lr:.2g}, {restored} "
         f"(recovery {state.recoveries} of {schedule.divergence_recoveries})"
@@ -529,11 +582,19 @@ def _recover(run: _Run, loss: float, best: float) -> str:
     return ""
 
 
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def _stop_rule(run: _Run, loss: float, lr: float) -> str:
-    """A reason to stop after a validation at learning rate ``lr``, or ''."""
+    """A reason to stop after a validation at learning rate ``lr``, or ''. A deadline
+    schedule stops only at the deadline (or on a NaN loss)."""
     state, schedule = run.state, run.cfg.schedule
     if not math.isfinite(loss):
         return f"validation loss is {loss}"
+    if run.deadline is not None:
+        return ""
     patience = schedule.early_stopping_patience
     if patience and state.bad_validations >= patience:
         return f"no improvement in {patience} validations (early stopping)"
@@ -557,7 +618,7 @@ def _checkpoint(run: _Run) -> None:
             run.scheduler,
             best=run.best,
         )
-    run.last_checkpoint = time.perf_counter()
+    run.last_checkpoint = run.clock()
 
 
 def _finish(run: _Run, stop_reason: str) -> FitResult:
@@ -596,7 +657,9 @@ _LOGGED = (
 
 
 def _restore(run: _Run) -> None:
-    """Load ``out/last.ckpt`` into the run: weights, optimizer, schedule, EMA, best point, RNG."""
+    """Load ``out/last.ckpt`` into the run: weights, optimizer, schedule, EMA, best point, RNG.
+    A plateau schedule resumed from a run that followed a deadline starts afresh at the rate
+    the optimizer holds."""
     if run.out is None:
         raise ValueError("resume: give the run folder (out)")
     path = run.out / "last.ckpt"
@@ -609,7 +672,8 @@ def _restore(run: _Run) -> None:
     run.model.load_state_dict(ck.model.state_dict())
     try:
         run.optimizer.load_state_dict(ck.optimizer)
-        run.scheduler.load_state_dict(ck.scheduler)
+        if run.scheduler is not None and ck.scheduler is not None:
+            run.scheduler.load_state_dict(ck.scheduler)
         run.ema.load(ck.ema, ck.ema_updates)
     except (KeyError, ValueError, RuntimeError) as err:
         raise ValueError(f"{path}: cannot restore the training state ({err})") from err

@@ -28,6 +28,17 @@ def test_defaults_round_trip_through_dict():
         ({"schedule": {"plateau_factor": 2}}, r"schedule.plateau_factor: must be in \(0, 1\)"),
         ({"loss": 3}, r"loss: expected a mapping"),
         ({"model": {"head": "1o"}}, r"model.head: a tensor head needs loss.property"),
+        ({"schedule": {"kind": "step"}}, r"schedule.kind: expected one of 'auto', 'plateau'"),
+        (
+            {"schedule": {"kind": "cosine"}},
+            r"schedule.kind: cosine and linear decay to the deadline run.minutes; set run.minutes",
+        ),
+        ({"schedule": {"warmup_fraction": 1}}, r"schedule.warmup_fraction: must be in \[0, 1\)"),
+        ({"schedule": {"warmup_fraction": -0.1}}, r"schedule.warmup_fraction: must be in \[0, 1\)"),
+        (
+            {"run": {"minutes": 5}, "schedule": {"kind": "auto", "min_lr": 0.01}},
+            r"schedule.min_lr: must be below the learning rate 0.005 it decays from, got 0.01",
+        ),
     ],
 )
 def test_bad_keys_and_values_name_the_key_and_what_is_allowed(values, message):
@@ -85,3 +96,21 @@ def test_degenerate_shift_fit_shares_the_mean_and_still_fits_the_totals():
     total = sum(shifts[int(z)] for z in ethanol)
     assert abs(total - np.mean(energies)) < 1e-9
     assert max(shifts.values()) - min(shifts.values()) < 1e-9  # shared equally
+
+
+def test_a_config_file_may_leave_the_deadline_to_the_command_line(tmp_path, capsys):
+    from euclidnn.cli.__main__ import main
+
+    path = tmp_path / "linear.yaml"
+    path.write_text("schedule: {kind: linear, warmup_fraction: 0.1}\n")
+    assert load_config(path, {"run": {"minutes": 2.0}}).lr_schedule == "linear"
+    with pytest.raises(ValueError, match=r"linear.yaml: schedule.kind: cosine and linear decay"):
+        load_config(path)
+    assert (
+        main(["train", "ethanol", "--config", str(path), "--minutes", "2", "--print-config"]) == 0
+    )
+    assert "kind: linear" in capsys.readouterr().out
+    assert (
+        main(["train", "ethanol", "--minutes", "2", "--schedule", "plateau", "--print-config"]) == 0
+    )
+    assert "kind: plateau" in capsys.readouterr().out
