@@ -217,7 +217,6 @@ def single_point(
         blocks.append(f"""clear
 units metal
 atom_style atomic
-atom_modify map yes
 boundary {boundary}
 read_data data_{k}.lmp
 pair_style euclidnn

@@ -13,9 +13,8 @@
 // that can change its own atoms' energies: within num_hops * r_max (the receptive field, the
 // whole ghost shell of a message-passing model; r_max for a strictly local one). The pair style
 // sets that communication cutoff itself and, for num_hops > 1, asks for the neighbours of ghosts.
-// A ghost that is a periodic image of an atom this rank owns is not passed: its edges point to
-// the owned atom with a lattice shift (edge_shift, cell), so one rank holds no ghost shell at
-// all (the `atom_modify map yes` the inputs of `euclidnn md` write makes images findable).
+// A ghost that is a periodic image of an atom this rank holds is not passed: its edges point to
+// that atom with a lattice shift (edge_shift, cell), so one rank holds no ghost shell at all.
 // Global virial: W = sum over the atoms passed of r (x) F - cell^T dE/dcell.
 
 #include "atom.h"
@@ -33,7 +32,9 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/script.h>
 
+#include <climits>
 #include <cmath>
+#include <unordered_map>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -66,10 +67,11 @@ typedef void (*lammpsplugin_regfunc)(lammpsplugin_t *, void *);
 #error "build with -DEUCLIDNN_LAMMPS_VERSION=\"<the LAMMPS version string>\""
 #endif
 
-// The graph this rank passes: its owned atoms first (node k = local atom k), then the ghosts that
-// are not periodic images of its own atoms (atoms of other ranks), each once. An edge to an
-// image of an owned atom points to that atom with its lattice shift, and an image is never a
-// centre (its owner has the same neighbourhood), so one rank alone holds no ghost as a node.
+// The graph this rank passes: its owned atoms first (node k = local atom k), then one copy of
+// each other rank's atom it needs. All copies (periodic images) of an atom have the same state,
+// so an edge to any copy points to the one that stands for them all (the owned atom, else the
+// copy fewest hops away, whose neighbourhood LAMMPS holds whole) with a lattice shift; only
+// that copy is a centre, and only within num_hops - 1 hops. One rank alone passes no ghost.
 struct EdgeGraph {
   std::vector<int> atom;    // node -> LAMMPS index
   std::vector<int64_t> src, dst;
@@ -116,7 +118,7 @@ class PairEuclidnn : public Pair {
 
   void allocate();
   void load(const std::string &path, const std::vector<std::string> &elements);
-  int owner(int j) const;
+  std::vector<int> hops() const;
   void build_graph(EdgeGraph &g);
 };
 
@@ -202,13 +204,9 @@ void PairEuclidnn::init_style()
   if (force->newton_pair == 0) error->all(FLERR, "pair_style euclidnn requires newton pair on");
   if (type_number_.empty()) error->all(FLERR, "pair_style euclidnn: no pair_coeff * * MODEL given");
   // a message-passing model on several ranks: the neighbours of ghosts too, and ghosts out to
-  // the receptive field. On one rank (with an atom map) every ghost is an image of an owned
-  // atom, which the graph replaces by that atom and a lattice shift: no shell is needed.
-  bool alone = comm->nprocs == 1 && atom->map_style != Atom::MAP_NONE;
-  ghostneigh = (num_hops_ > 1 && !alone) ? 1 : 0;
-  if (comm->me == 0 && num_hops_ > 1 && comm->nprocs == 1 && !alone)
-    error->warning(FLERR, "euclidnn: add `atom_modify map yes` before the box is made: without "
-                          "an atom map, one rank holds a ghost shell of {} A", num_hops_ * cutoff_);
+  // the receptive field. On one rank every ghost is an image of an owned atom, which the graph
+  // replaces by that atom and a lattice shift: no shell is needed.
+  ghostneigh = (num_hops_ > 1 && comm->nprocs > 1) ? 1 : 0;
   int flags = NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0);
   neighbor->add_request(this, flags);
   if (ghostneigh) {
@@ -223,17 +221,49 @@ double PairEuclidnn::init_one(int i, int j)
   return cutoff_;
 }
 
-int PairEuclidnn::owner(int j) const
+// Hops from this rank's atoms through edges shorter than r_max: 0 for an owned atom; a ghost
+// of hop h can change an owned atom's energy only through h messages. Without neighbour lists
+// of ghosts (one rank, or a strictly local model) every ghost is one hop away.
+std::vector<int> PairEuclidnn::hops() const
 {
-  if (j < atom->nlocal || atom->map_style == Atom::MAP_NONE) return j;
-  int k = atom->map(atom->tag[j]);
-  return (k >= 0 && k < atom->nlocal) ? k : j;
+  double **x = atom->x;
+  int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  std::vector<int> hop(nall, ghostneigh ? INT_MAX : 1);
+  std::vector<int> queue(nlocal);
+  for (int i = 0; i < nlocal; i++) hop[queue[i] = i] = 0;
+  if (!ghostneigh) return hop;
+  double cut2 = cutoff_ * cutoff_;
+  for (size_t q = 0; q < queue.size(); q++) {    // breadth first
+    int i = queue[q];
+    if (hop[i] >= num_hops_) continue;
+    int *jlist = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      int j = jlist[jj] & NEIGHMASK;
+      double d[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
+      if (hop[j] > hop[i] + 1 && d[0] * d[0] + d[1] * d[1] + d[2] * d[2] < cut2) {
+        hop[j] = hop[i] + 1;
+        queue.push_back(j);
+      }
+    }
+  }
+  return hop;
 }
 
 void PairEuclidnn::build_graph(EdgeGraph &g)
 {
   double **x = atom->x;
+  tagint *tag = atom->tag;
   int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  std::vector<int> hop = hops();
+  // the copy of each atom that stands for all its copies: the owned one, else the fewest hops
+  std::unordered_map<tagint, int> copy;
+  for (int i = 0; i < nall; i++) {
+    auto found = copy.find(tag[i]);
+    if (found == copy.end())
+      copy.emplace(tag[i], i);
+    else if (hop[i] < hop[found->second])
+      found->second = i;
+  }
   std::vector<int> node(nall, -1);
   g.atom.resize(nlocal);
   for (int i = 0; i < nlocal; i++) g.atom[i] = node[i] = i;
@@ -249,14 +279,15 @@ void PairEuclidnn::build_graph(EdgeGraph &g)
   double cut2 = cutoff_ * cutoff_;
   for (int ii = 0; ii < ncentre; ii++) {
     int i = list->ilist[ii];
-    if (i >= nlocal && owner(i) != i) continue;    // an image of an owned atom: not a centre
+    // a centre: an owned atom, or the copy of a ghost whose state reaches an owned atom
+    if (hop[i] >= num_hops_ || copy[tag[i]] != i) continue;
     int dst = node_of(i);
     int *jlist = list->firstneigh[i];
     for (int jj = 0; jj < list->numneigh[i]; jj++) {
       int j = jlist[jj] & NEIGHMASK;
       double d[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
       if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2] >= cut2) continue;
-      int k = owner(j);
+      int k = copy[tag[j]];
       double t[3] = {x[j][0] - x[k][0], x[j][1] - x[k][1], x[j][2] - x[k][2]};
       // lattice coordinates of the translation (LAMMPS's x2lamda without the origin)
       g.shift.push_back(std::round(h_inv[0] * t[0] + h_inv[5] * t[1] + h_inv[4] * t[2]));

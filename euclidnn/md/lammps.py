@@ -45,7 +45,6 @@ def lammps_input(
         "# written by `euclidnn md --engine lammps`; rerun with: mpirun -np N lmp -in in.lammps",
         "units metal",
         "atom_style atomic",
-        "atom_modify map yes  # one rank: periodic images need no ghost shell",
         f"boundary {boundary}",
         "read_data data.lmp",
         f"plugin load {plugin}",
