@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from euclidnn.files import replacing, write_text
+from euclidnn.files import write_text
+from euclidnn.train.plots import new_figure, save_figure
 
 __all__ = ["spearman", "calibration_plot", "write_log", "write_report", "LOG_COLUMNS"]
 
@@ -63,24 +64,12 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
 
 
-def _figure(**kwargs):
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
-
-
-def _save(fig, path: Path) -> Path:
-    with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    return path
-
-
 def calibration_plot(
     sigmas: np.ndarray, errors: np.ndarray, path: str | os.PathLike, title: str = ""
 ) -> Path:
     """Scatter of the committee's σ_F against the true per-frame force error (both eV/Å,
     log–log), with the line error = σ_F and Spearman ρ in the title."""
-    fig = _figure(figsize=(4.8, 4.4), layout="constrained")
+    fig = new_figure(figsize=(4.8, 4.4), layout="constrained")
     ax = fig.add_subplot()
     ax.scatter(sigmas, errors, s=6, alpha=0.5, lw=0)
     positive = np.concatenate([sigmas[sigmas > 0], errors[errors > 0]])
@@ -92,7 +81,7 @@ def calibration_plot(
     ax.set(xlabel="committee σ_F (eV/Å)", ylabel="true max-atom force error (eV/Å)")
     rho = spearman(sigmas, errors)
     ax.set_title(f"{title}\nSpearman ρ = {rho:.3f} ({len(sigmas)} frames)".strip(), fontsize=9)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def _summaries(out: Path) -> list[dict]:
@@ -139,15 +128,15 @@ def write_report(out: str | os.PathLike) -> list[Path]:
 
 
 def _labels_plot(rows: list[dict], path: Path) -> Path:
-    fig = _figure(figsize=(4.5, 3.2), layout="constrained")
+    fig = new_figure(figsize=(4.5, 3.2), layout="constrained")
     ax = fig.add_subplot()
     ax.plot([r["iteration"] for r in rows], [r["labels"] for r in rows], "o-")
     ax.set(xlabel="iteration", ylabel="labelled frames (training the committee)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _sigma_plot(explorations: list[tuple[int, list[dict]]], path: Path) -> Path:
-    fig = _figure(figsize=(5.0, 3.4), layout="constrained")
+    fig = new_figure(figsize=(5.0, 3.4), layout="constrained")
     ax = fig.add_subplot()
     for iteration, trajectories in explorations:
         sigmas = np.concatenate([t["sigmas"] for t in trajectories] or [[]])
@@ -160,14 +149,14 @@ def _sigma_plot(explorations: list[tuple[int, list[dict]]], path: Path) -> Path:
     ax.set(xscale="log", xlabel="σ_F per MD step (eV/Å)", ylabel="density")
     if explorations:
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _stability_plot(explorations: list[tuple[int, list[dict]]], path: Path) -> Path:
-    fig = _figure(figsize=(4.5, 3.2), layout="constrained")
+    fig = new_figure(figsize=(4.5, 3.2), layout="constrained")
     ax = fig.add_subplot()
     for iteration, trajectories in explorations:
         stable = [t["stable_fs"] / 1000 for t in trajectories]
         ax.scatter([iteration] * len(stable), stable, s=12)
     ax.set(xlabel="iteration", ylabel="MD time before σ_F > upper bound (ps)")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -17,16 +17,17 @@ import numpy as np
 from euclidnn.files import replacing
 from euclidnn.train.metrics import Comparison
 
-__all__ = ["parity_plots", "training_curve", "learning_curve_plot"]
+__all__ = ["parity_plots", "training_curve", "learning_curve_plot", "new_figure", "save_figure"]
 
 
-def _figure(**kwargs):
+def new_figure(**kwargs):
+    """A matplotlib Figure not tied to pyplot or a backend (safe in threads and servers)."""
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     """Write the figure to ``path`` whole (:func:`euclidnn.files.replacing`)."""
     with replacing(path) as tmp:
         fig.savefig(tmp, dpi=120)
@@ -68,17 +69,17 @@ def parity_plots(c: Comparison, folder: str | os.PathLike, title: str = "") -> l
         panels.append((c.property_ref.ravel(), c.property.ravel(), "property", "data units", mae))
     written = []
     if panels:
-        fig = _figure(figsize=(4.2 * len(panels), 4.2))
+        fig = new_figure(figsize=(4.2 * len(panels), 4.2))
         axes = fig.subplots(1, len(panels), squeeze=False)
         for ax, panel in zip(axes[0], panels):
             _parity(ax, *panel)
         if title:
             fig.suptitle(title, fontsize=11)
         fig.tight_layout()
-        written.append(_save(fig, folder / "parity.png"))
+        written.append(save_figure(fig, folder / "parity.png"))
     if c.forces is not None:
         error = 1000 * (c.forces - c.forces_ref).ravel()
-        fig = _figure(figsize=(5, 3.6))
+        fig = new_figure(figsize=(5, 3.6))
         ax = fig.subplots()
         ax.hist(error, bins=80, log=True, color="C1")
         ax.set(xlabel="force component error (meV/Å)", ylabel="count")
@@ -86,7 +87,7 @@ def parity_plots(c: Comparison, folder: str | os.PathLike, title: str = "") -> l
             f"{error.size} components; RMSE {np.sqrt((error**2).mean()):.1f} meV/Å", fontsize=10
         )
         fig.tight_layout()
-        written.append(_save(fig, folder / "force_errors.png"))
+        written.append(save_figure(fig, folder / "force_errors.png"))
     return written
 
 
@@ -94,7 +95,7 @@ def training_curve(history: Sequence[Mapping[str, Any]], path: str | os.PathLike
     """Training and validation loss, validation force/energy MAE and learning rate against
     epoch (log scale), from a run's history (``log.csv`` rows)."""
     epochs = [float(r["epoch"]) for r in history]
-    fig = _figure(figsize=(10, 3.8))
+    fig = new_figure(figsize=(10, 3.8))
     axes = fig.subplots(1, 2)
     axes[0].semilogy(epochs, [float(r["train_loss"]) for r in history], label="train loss")
     axes[0].semilogy(epochs, [float(r["valid_loss"]) for r in history], label="validation loss")
@@ -114,7 +115,7 @@ def training_curve(history: Sequence[Mapping[str, Any]], path: str | os.PathLike
     axes[1].set(xlabel="epoch", ylabel="validation error")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def learning_curve_plot(
@@ -125,7 +126,7 @@ def learning_curve_plot(
 
     ``curves[name]`` holds ``sizes``, ``errors``, ``beta``, ``beta_error``, ``prefactor``.
     """
-    fig = _figure(figsize=(5.6, 4.4))
+    fig = new_figure(figsize=(5.6, 4.4))
     ax = fig.subplots()
     for k, (name, curve) in enumerate(curves.items()):
         sizes, errors = np.asarray(curve["sizes"], float), np.asarray(curve["errors"], float)
@@ -138,4 +139,4 @@ def learning_curve_plot(
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
