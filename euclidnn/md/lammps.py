@@ -53,7 +53,7 @@ def lammps_input(
         f"neighbor {skin} bin",
         "neigh_modify every 1 delay 0 check yes",
         f"timestep {dt!r}",
-        f"compute_modify thermo_temp extra/dof {3 * len(atoms) - 3 - dof}",
+        f"compute_modify thermo_temp extra/dof {3 * len(atoms) - dof}",  # 3N − dof
         f"velocity all create {config.temperature!r} {seed} mom yes "
         f"rot {'no' if atoms.pbc.any() else 'yes'} dist gaussian temp thermo_temp",
         "fix integrate all nve",

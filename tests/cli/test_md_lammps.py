@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ase import units
 from process_checks import processes_in
 from test_errors_md import assert_refused, command, environment, euclidnn
 
@@ -49,6 +50,9 @@ def test_run_folder_like_the_ase_engine(model, tmp_path):
     assert summaries[1]["degrees_of_freedom"] == summaries[0]["degrees_of_freedom"] == 21
     logs = [(tmp_path / f / "md.log").read_text().splitlines() for f in ("ase", "lmp")]
     assert logs[0][0] == logs[1][0] and len(logs[1]) == 22  # header + steps 0..20
+    # LAMMPS's temperature counts the same degrees of freedom: T = 2 K / (f k_B)
+    _, _, _, kinetic, _, temperature = map(float, logs[1][-1].split())
+    assert 2 * kinetic / (units.kB * temperature) == pytest.approx(21, rel=1e-4)
     # step 0: the same structure and model, so the same potential energy
     assert float(logs[1][1].split()[2]) == pytest.approx(float(logs[0][1].split()[2]), rel=1e-5)
 
