@@ -26,7 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", type=device_argument, default=None, help="cpu, cuda, … (default: the model's)"
     )
-    parser.add_argument("--threads", type=threads_argument, default=None, help="PyTorch threads")
+    parser.add_argument(
+        "--threads",
+        type=threads_argument,
+        default=1,
+        help="PyTorch threads (default 1, as `euclidnn md`: fastest for molecules, and no "
+        "spinning threads on a machine other jobs share; raise it for large cells)",
+    )
     parser.add_argument(
         "--connect-timeout",
         type=seconds_argument,
