@@ -239,7 +239,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     r_max = train_config.model.settings["r_max"]
 
-    def make_model(training):
+    def make_model(training, seed: int):
+        torch.manual_seed(seed)  # the member's initial weights (this process is the CLI's)
         return new_model(train_config, data_statistics(training, r_max))
 
     print(

@@ -142,7 +142,7 @@ def _member_split(n: int, seed: int) -> tuple[list[int], list[int]]:
 def train_committee(
     structures: Sequence[Structure],
     config: TrainConfig,
-    make_model: Callable[[Sequence[Structure]], nn.Module],
+    make_model: Callable[[Sequence[Structure], int], nn.Module],
     out: str | os.PathLike,
     size: int = 4,
     *,
@@ -155,9 +155,9 @@ def train_committee(
     Args:
         structures: labelled structures (eV, Å).
         config: the training settings of every member (its seed is shifted per member).
-        make_model: a new model for a training set (species and energy shifts fitted on it);
-            called inside a :func:`torch.random.fork_rng` seeded with the member's seed, so
-            members start from different weights and the caller's random state is untouched.
+        make_model: ``make_model(training_set, seed)``, a new model for a training set
+            (species and energy shifts fitted on it) whose weights are drawn from ``seed``
+            (the member's), so that members start from different weights.
         out: folder of the member run folders.
         previous: a folder of an earlier committee (``member-k/model.safetensors``): member k
             starts from its weights (a warm start) instead of ``make_model``.
@@ -191,9 +191,7 @@ def _train_member(structures, config, make_model, folder: Path, k: int, warm, lo
     if start == "warm":
         model = load_model(warm)
     else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = make_model([structures[i] for i in train])
+        model = make_model([structures[i] for i in train], seed)
     model = model.to(dtype=getattr(torch, member.run.dtype))
     resume = (folder / "last.ckpt").is_file()
     result = fit(

@@ -189,7 +189,7 @@ class _Run:
     reference: object
     config: LearnConfig
     train_config: TrainConfig
-    make_model: Callable[[Sequence[Structure]], nn.Module]
+    make_model: Callable[[Sequence[Structure], int], nn.Module]
     out: Path
     log: Callable[[str], None]
     state: _State
@@ -220,7 +220,7 @@ def learn(
     reference,
     config: LearnConfig,
     train_config: TrainConfig,
-    make_model: Callable[[Sequence[Structure]], nn.Module],
+    make_model: Callable[[Sequence[Structure], int], nn.Module],
     out: str | os.PathLike,
     *,
     names: Sequence[str] | None = None,
@@ -234,8 +234,8 @@ def learn(
             (:mod:`euclidnn.learn.labelling`).
         config: the loop's settings.
         train_config: the settings of every committee member's fit (model, budget, seed).
-        make_model: a new model for a training set (the CLI's ``new_model`` with the set's
-            statistics).
+        make_model: ``make_model(training_set, seed)``, a new model for a training set with
+            weights drawn from ``seed`` (the CLI's ``new_model`` with the set's statistics).
         out: the run folder; a folder with a ``state.json`` is resumed.
         names: how errors name the structures.
         log: where the progress lines go.

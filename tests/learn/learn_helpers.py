@@ -46,7 +46,8 @@ def train_config() -> TrainConfig:
     return TrainConfig.from_dict(TINY)
 
 
-def make_model(structures):
+def make_model(structures, seed):
+    torch.manual_seed(seed)
     stats = data_statistics(structures, 4.0)
     config = SchNetConfig(
         species=stats.species,
