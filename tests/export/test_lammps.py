@@ -136,17 +136,18 @@ def test_unknown_element_and_not_an_export(plugin, tmp_path):
 
 @pytest.mark.slow
 def test_trajectories_on_one_and_two_ranks_agree(plugin, tmp_path):
-    """NVE in float64, 400 steps of NequIP (message passing: the ghost shell of 2 × r_max) on
+    """NVE in float64, 400 steps of 0.1 fs of NequIP (message passing: the ghost shell of 2 × r_max) on
     a periodic cell: atoms cross between the two ranks' sub-domains, the trajectories stay
     within 1e-8 Å, and LAMMPS conserves energy as well as the ASE engine on the same run.
-    (Not 1000 steps: the random model lets atoms fall onto each other after ~500.)"""
+    (Not 1000 steps of 0.5 fs: the random model pulls atoms onto each other, heating the cell
+    to thousands of K within 100 fs, where no timestep conserves energy.)"""
     from euclidnn.md import Calculator, MDConfig, read_log, run_md
     from euclidnn.md.lammps import run_lammps_md
 
     model = _models()["nequip"]
     export(model, tmp_path / "model.pt")
     atoms = _structures()["orthorhombic"]
-    config = MDConfig(ensemble="nve", steps=400, timestep=0.25, trajectory_interval=400)
+    config = MDConfig(ensemble="nve", steps=400, timestep=0.1, trajectory_interval=400)
     finals, drifts = [], []
     for ranks in (1, 2):
         out = tmp_path / f"ranks{ranks}"
