@@ -16,11 +16,10 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ __all__ = [
     "LammpsMissing",
     "build_plugin",
     "find_lammps",
+    "model_lines",
     "single_point",
     "version_string",
     "write_data",
@@ -95,12 +95,13 @@ def find_lammps() -> LammpsInstall:
     out = subprocess.run(
         [str(install.lmp), "-h"], capture_output=True, text=True, env=install.environment()
     )
-    date = next((w for w in out.stdout.split(" - ")[1:2]), "").strip()
+    parts = out.stdout.split(" - ")  # "Large-scale … Simulator - 22 Jul 2025 - Update 4"
+    date = parts[1].strip() if len(parts) > 1 else ""
     try:
         version = int(datetime.datetime.strptime(date, "%d %b %Y").strftime("%Y%m%d"))
     except ValueError:
         raise LammpsMissing(f"{install.lmp} -h did not print a LAMMPS version") from None
-    return LammpsInstall(install.lmp, install.include, mpi_lib, mpicxx, mpirun, version)
+    return replace(install, version=version)
 
 
 def version_string(version: int) -> str:
@@ -171,11 +172,6 @@ def build_plugin(install: LammpsInstall | None = None, progress=print) -> Path:
     return path
 
 
-def which_mpirun(install: LammpsInstall) -> str:
-    """MPICH's ``mpirun`` from the wheel (another MPI's would not match ``libmpi.so.12``)."""
-    return str(install.mpirun) if install.mpirun.exists() else shutil.which("mpirun") or "mpirun"
-
-
 def write_data(atoms, path: Path, symbols: list[str]):
     """Write ``atoms`` as a LAMMPS data file (types in the order of ``symbols``, positions in
     LAMMPS's rotated frame for a skewed cell) and return the :class:`ase.calculators.lammps.Prism`
@@ -189,6 +185,20 @@ def write_data(atoms, path: Path, symbols: list[str]):
             file, atoms, format="lammps-data", specorder=symbols, prismobj=prism, masses=True
         )
     return prism
+
+
+def model_lines(data: str, model: str, symbols: list[str], pbc, open_boundary: str) -> list[str]:
+    """The input lines that read ``data`` and put ``model`` (an export) on it with
+    ``pair_style euclidnn``, LAMMPS type k being ``symbols[k-1]``; a non-periodic direction gets
+    ``open_boundary`` (``f`` fixed, ``s`` shrink-wrapped)."""
+    return [
+        "units metal",
+        "atom_style atomic",
+        "boundary " + " ".join("p" if p else open_boundary for p in pbc),
+        f"read_data {data}",
+        "pair_style euclidnn",
+        f"pair_coeff * * {model} {' '.join(symbols)}",
+    ]
 
 
 def single_point(
@@ -213,21 +223,19 @@ def single_point(
     blocks, prisms = [f"plugin load {plugin}"], []
     for k, atoms in enumerate(structures):
         prisms.append(write_data(atoms, workdir / f"data_{k}.lmp", symbols))
-        boundary = " ".join("p" if p else "f" for p in atoms.pbc)
-        blocks.append(f"""clear
-units metal
-atom_style atomic
-boundary {boundary}
-read_data data_{k}.lmp
-pair_style euclidnn
-pair_coeff * * {Path(exported).resolve()} {" ".join(symbols)}
+        setup = model_lines(f"data_{k}.lmp", Path(exported).resolve(), symbols, atoms.pbc, "f")
+        blocks.append(
+            "clear\n"
+            + "\n".join(setup)
+            + f"""
 compute atom_pe all pe/atom
 compute vir all pressure NULL virial
 thermo_style custom step pe c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6] vol
 thermo_modify format float %.17g
 dump forces all custom 1 forces_{k}.dump id fx fy fz c_atom_pe
 dump_modify forces sort id format float %.17g
-run 0""")
+run 0"""
+        )
     (workdir / "in.lammps").write_text("\n".join(blocks) + "\n")
     command = [str(install.mpirun), "-np", str(ranks), str(install.lmp), "-in", "in.lammps"]
     run = subprocess.run(

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 
+from euclidnn.export.lammps import model_lines
 from euclidnn.md.run import LOG_COLUMNS, MDConfig, MDResult, _result, read_log, write_summary
 
 __all__ = ["run_lammps_md", "lammps_input"]
@@ -38,18 +39,12 @@ def lammps_input(
 ) -> str:
     """The LAMMPS input of a run: ``data.lmp`` and ``model.pt`` beside it, ``md.log`` and the
     dump written as it goes."""
-    boundary = " ".join("p" if p else "s" for p in atoms.pbc)
     dt = config.timestep * 1e-3  # ps (metal units)
     seed = config.seed % 900_000_000 + 1  # LAMMPS wants a positive seed
     lines = [
         "# written by `euclidnn md --engine lammps`; rerun with: mpirun -np N lmp -in in.lammps",
-        "units metal",
-        "atom_style atomic",
-        f"boundary {boundary}",
-        "read_data data.lmp",
         f"plugin load {plugin}",
-        "pair_style euclidnn",
-        f"pair_coeff * * model.pt {' '.join(symbols)}",
+        *model_lines("data.lmp", "model.pt", symbols, atoms.pbc, "s"),
         f"neighbor {skin} bin",
         "neigh_modify every 1 delay 0 check yes",
         f"timestep {dt!r}",
