@@ -32,15 +32,20 @@ RUN_OUTPUTS = ("md.log", "trajectory.xyz", "summary.json", "input.xml", "init.xy
 # --- option types shared by the commands that run a model or write a folder -------------------
 
 
-def threads_argument(text: str) -> int:
+def threads_argument(text: str, what: str = "threads") -> int:
     """``--threads``: an integer ≥ 1 (an argparse ``type``)."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of threads ≥ 1")
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of {what} ≥ 1")
     return value
+
+
+def ranks_argument(text: str) -> int:
+    """``--ranks``: an integer ≥ 1 (an argparse ``type``)."""
+    return threads_argument(text, "MPI ranks")
 
 
 def device_argument(text: str) -> str:
@@ -129,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ranks MPI ranks (NVE and NVT), the input kept in --out as in.lammps",
     )
     lammps.add_argument(
-        "--ranks", type=threads_argument, default=1, help="MPI ranks of LAMMPS (default 1)"
+        "--ranks", type=ranks_argument, default=1, help="MPI ranks of LAMMPS (default 1)"
     )
     pimd = parser.add_argument_group("path-integral MD (i-PI)")
     pimd.add_argument("--beads", type=int, default=8, help="replicas P (default 8)")
