@@ -5,7 +5,7 @@ Examples:
   euclidnn train md17_ethanol.npz --energy-unit kcal/mol --model schnet --out runs/eth
   euclidnn train ethanol --index :1250 --minutes 5      # a shipped data set, by name
   euclidnn train data.xyz --config run.yaml --print-config
-  torchrun --nproc-per-node 2 -m euclidnn train data.xyz   # data-parallel, 2 processes
+  torchrun --standalone --nproc-per-node 2 -m euclidnn train data.xyz   # data-parallel, 2 processes
 
 The run folder holds model.safetensors (best validation, EMA weights), last.ckpt (resume with
 --resume), log.csv, config.yaml (the resolved config) and split.json (which frames were used).

@@ -310,12 +310,15 @@ void PairEuclidnn::compute(int eflag, int vflag)
   build_graph(g);
   int64_t n = (int64_t) g.atom.size(), e = (int64_t) g.src.size();
   double **x = atom->x;
-  // positions relative to this rank's corner: float32 keeps its digits in a large box
+  // positions relative to this rank's corner: float32 keeps its digits in a large box (a
+  // triclinic box keeps the corner in lattice coordinates only; its sublo is undefined)
+  double origin[3] = {domain->sublo[0], domain->sublo[1], domain->sublo[2]};
+  if (domain->triclinic) domain->lamda2x(domain->sublo_lamda, origin);
   std::vector<double> pos(3 * n);
   std::vector<int64_t> numbers(n);
   for (int64_t a = 0; a < n; a++) {
     int i = g.atom[a];
-    for (int d = 0; d < 3; d++) pos[3 * a + d] = x[i][d] - domain->sublo[d];
+    for (int d = 0; d < 3; d++) pos[3 * a + d] = x[i][d] - origin[d];
     numbers[a] = type_number_[atom->type[i]];
   }
   const double *h = domain->h;    // rows a = (h0, 0, 0), b = (h5, h1, 0), c = (h4, h3, h2)

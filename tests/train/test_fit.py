@@ -160,11 +160,20 @@ def test_two_processes_reach_the_weights_of_one(tmp_path):
     command = _train_command(one, ":30")
     command[command.index("schnet")] = "nequip"
     subprocess.run(command, check=True, capture_output=True)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    # --standalone: a free port of its own (the default 29500 may be held by another job)
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+    ]
     command = _train_command(two, ":30")
     command[command.index("schnet")] = "nequip"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(launcher + command[1:], check=True, capture_output=True, env=env)
+    run = subprocess.run(launcher + command[1:], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
     a, b = load_checkpoint(one / "last.ckpt"), load_checkpoint(two / "last.ckpt")
     worst = max(
         (a.model.state_dict()[k] - b.model.state_dict()[k]).abs().max().item()
