@@ -24,7 +24,12 @@ from euclidnn.cli.md import check_out_folder, where
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``euclidnn analyze``."""
-    parser.add_argument("runs", nargs="*", help="run folders of `euclidnn md`")
+    parser.add_argument(
+        "runs",
+        nargs="*",
+        help="run folders of `euclidnn md`, or files of `euclidnn label` (each reference MD in "
+        "the file is a run)",
+    )
     parser.add_argument("--out", default="analysis", help="folder for plots (default analysis)")
     parser.add_argument(
         "--r-max",
@@ -153,6 +158,14 @@ def _runs(args, out: Path) -> dict:
     plots, summary = _RunPlots(), {}
     species_plots = analyze_species.SpeciesPlots(args)
     for run_dir in map(Path, args.runs):
+        if run_dir.is_file():  # labelled frames: the reference method's own MD runs
+            for key, label, frames, entry in _reference_runs(run_dir, args.skip):
+                entry.update(_plot_distributions(frames, args, label, plots.distribution_axes))
+                entry.update(
+                    analyze_species.analyze(frames, args, run_dir, entry, label, species_plots)
+                )
+                summary[key] = entry
+            continue
         kind = analysis.run_kind(run_dir)
         frames = analysis.read_frames(run_dir, skip=args.skip)
         if not frames:
@@ -175,6 +188,29 @@ def _runs(args, out: Path) -> dict:
     plots.save(out)
     species_plots.save(out)
     return summary
+
+
+def _reference_runs(path: Path, skip: float) -> list[tuple[str, str, list, dict]]:
+    """(key, label, frames, entry) of each reference MD run in a file of labelled frames; the
+    entry has what the species analysis reads of a run folder's ``summary.json``."""
+    from euclidnn.md import analysis
+
+    runs = analysis.read_reference(path, skip=skip)
+    found = []
+    for run in runs:
+        if not run.frames:
+            raise ValueError(f"{path}: frames {run.first_frame}…: none left after --skip {skip}")
+        where = f"frames {run.first_frame}–{run.first_frame + len(run.frames) - 1}"
+        temperature = f"{run.temperature_K:g} K" if run.temperature_K is not None else where
+        label = f"{path.name} ({temperature})" if len(runs) > 1 else path.name
+        entry = {"kind": "reference", "frames": len(run.frames), "first_frame": run.first_frame}
+        if run.timestep_fs is not None:
+            entry["timestep_fs"] = run.timestep_fs
+            entry["config"] = {"trajectory_interval": run.interval}
+        if run.temperature_K is not None:
+            entry["thermostat_temperature_K"] = run.temperature_K
+        found.append((f"{path}#{run.first_frame}", label, run.frames, entry))
+    return found
 
 
 def _plot_distributions(frames, args, label: str, axes) -> dict:

@@ -219,11 +219,14 @@ def _pairs(frames, args, label: str, axes) -> dict:
 def _diffusion(frames, args, run: dict, label: str, axes) -> dict:
     from euclidnn.md.analysis import diffusion_coefficient
 
-    if run["kind"] != "md" or "timestep_fs" not in run:
-        why = (
-            "a PIMD run" if run["kind"] != "md" else "no summary.json: time between frames unknown"
-        )
-        raise ValueError(f"{why}; give classical runs of `euclidnn md`")
+    if run["kind"] == "pimd" or "timestep_fs" not in run:
+        why = {
+            "pimd": "a PIMD run",
+            "md": "no summary.json: time between frames unknown",
+            "reference": "frames not from one MD run of `euclidnn label` (no md_step; for "
+            "`euclidnn md`, give the run folder, not its trajectory)",
+        }[run["kind"]]
+        raise ValueError(f"{why}; give classical runs of `euclidnn md` or `euclidnn label`")
     interval_fs = run["config"]["trajectory_interval"] * run["timestep_fs"]
     numbers = {}
     for symbol, axis in zip(args.diffusion, axes):
@@ -253,16 +256,16 @@ def _diffusion(frames, args, run: dict, label: str, axes) -> dict:
 
 
 def arrhenius_report(runs: dict, species: list[str]) -> dict:
-    """E_a of each species from the runs' D and mean temperatures (``summary.json``), where
-    three or more runs at different temperatures have a positive D (weighted by D's block error
-    bars); species without them are left out."""
+    """E_a of each species from the runs' D and mean temperatures (``summary.json``; for the
+    reference's own MD, its thermostat's), where three or more runs at different temperatures
+    have a positive D (weighted by D's block error bars); species without them are left out."""
     from euclidnn.md.analysis import arrhenius
     from euclidnn.md.diffusion import CM2_PER_S_PER_A2_PER_PS
 
     report = {}
     for symbol in species:
-        points = [(run["mean_temperature_K"], run["diffusion"][symbol]) for run in runs.values()
-                  if "mean_temperature_K" in run and run["diffusion"][symbol]["D_A2_per_ps"] > 0]  # fmt: skip
+        points = [(_temperature(run), run["diffusion"][symbol]) for run in runs.values()
+                  if _temperature(run) and run["diffusion"][symbol]["D_A2_per_ps"] > 0]  # fmt: skip
         if len({round(t, 6) for t, _ in points}) < 3:
             continue
         temperatures = [t for t, _ in points]
@@ -278,3 +281,8 @@ def arrhenius_report(runs: dict, species: list[str]) -> dict:
             "weighted_by_block_errors": weighted,
         }
     return report
+
+
+def _temperature(run: dict) -> float | None:
+    """A run's temperature (K): the mean of a run of `euclidnn md`, else the thermostat's."""
+    return run.get("mean_temperature_K", run.get("thermostat_temperature_K"))

@@ -7,6 +7,9 @@ diffusion and the Arrhenius fit in :mod:`euclidnn.md.diffusion` (all re-exported
 A run folder of :func:`~euclidnn.md.run_md` holds ``trajectory.xyz``; one of
 :func:`~euclidnn.md.run_pimd` holds a trajectory per bead (``simulation.pos_*.xyz``): every
 bead is a sample of the quantum position distribution, so :func:`read_frames` pools them.
+Frames labelled by ``euclidnn label`` from the reference method's own MD are trajectories too:
+:func:`read_reference` splits such a file into its MD runs, so that the model's MD and the
+reference's are analysed alike.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import ase.io
 import numpy as np
@@ -36,6 +40,8 @@ from euclidnn.md.normal_modes import NormalModes, model_hessian, normal_modes, r
 
 __all__ = [
     "read_frames",
+    "read_reference",
+    "ReferenceRun",
     "run_kind",
     "pair_distribution",
     "nearest_neighbor_distances",
@@ -90,6 +96,62 @@ def read_frames(run_dir: str | os.PathLike, skip: float = 0.0) -> list[Atoms]:
     for trajectory in trajectories:
         frames += trajectory[int(skip * len(trajectory)) :]
     return frames
+
+
+class ReferenceRun(NamedTuple):
+    """One MD run of the reference method inside a labelled file (:func:`read_reference`).
+
+    ``timestep_fs`` and ``interval`` (MD steps between frames) are ``None`` for frames that
+    are not an MD trajectory (rattled copies, a data set of unknown origin): no time axis.
+    """
+
+    frames: list[Atoms]
+    temperature_K: float | None  # the thermostat's (Langevin) temperature
+    timestep_fs: float | None
+    interval: int | None
+    first_frame: int  # index of frames[0] in the file (before skip)
+
+
+def read_reference(path: str | os.PathLike, skip: float = 0.0) -> list[ReferenceRun]:
+    """The MD runs in a file of labelled frames written by ``euclidnn label``: consecutive
+    frames with the same sampler, seed and temperature whose ``md_step`` grows by
+    ``sampling_interval`` belong to one run; the leading fraction ``skip`` of each is left out.
+    Frames without that metadata form one run without a time axis.
+
+    Raises ``ValueError`` naming the file and frame for a frame that cannot be read or has NaN
+    coordinates or atoms on top of each other, and for a file without frames.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    frames = _read_trajectory(path, "extxyz")
+    runs, start = [], 0
+    for k in range(1, len(frames) + 1):
+        if k == len(frames) or not _same_md(frames[k - 1].info, frames[k].info):
+            segment = frames[start:k]
+            info = segment[0].info
+            timed = "md_step" in info and "MD" in str(info.get("sampler", ""))
+            runs.append(
+                ReferenceRun(
+                    segment[int(skip * len(segment)) :],
+                    info.get("sampling_temperature_K"),
+                    float(info["sampling_timestep_fs"]) if timed else None,
+                    int(info["sampling_interval"]) if timed else None,
+                    start,
+                )
+            )
+            start = k
+    return runs
+
+
+def _same_md(before: dict, after: dict) -> bool:
+    """Whether the frame with ``after``'s info follows the one with ``before``'s in one MD run."""
+    keys = ("sampler", "sampling_seed", "sampling_temperature_K", "sampling_timestep_fs")
+    if any(before.get(key) != after.get(key) for key in keys):
+        return False
+    if "md_step" not in before or "md_step" not in after:
+        return "md_step" not in before and "md_step" not in after
+    return after["md_step"] - before["md_step"] == before.get("sampling_interval")
 
 
 def _read_trajectory(path: Path, format: str) -> list[Atoms]:

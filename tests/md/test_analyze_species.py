@@ -35,28 +35,36 @@ def pyrophosphate(angle_deg=140.0, bond=1.6) -> Atoms:
     return atoms
 
 
-def write_run(folder, temperature: float, frames: int = 400, li=16, seed=0):
-    """A run folder of a P2O7 unit (rattled by 0.02 Å) and ``li`` Li walking with
-    D(T) = D0 exp(−EA / k_B T), wrapped into the cell."""
+def walk(temperature: float, frames: int = 400, li=16, seed=0) -> list[Atoms]:
+    """Frames of a P2O7 unit (rattled by 0.02 Å) and ``li`` Li walking with
+    D(T) = D0 exp(−EA / k_B T), wrapped into the cell, ``INTERVAL`` steps apart."""
     rng = np.random.default_rng(seed)
     d = D0 * np.exp(-EA / (units.kB * temperature))
     sigma = np.sqrt(2 * d * INTERVAL * TIMESTEP_FS / 1000)  # Å per component per frame
     unit = pyrophosphate()
     symbols = unit.get_chemical_symbols() + ["Li"] * li
     lithium = rng.random((li, 3)) * LENGTH
+    walked = []
+    for _ in range(frames):
+        while True:  # a step that puts no two atoms on top of each other (ideal gas else)
+            positions = np.vstack([unit.positions + rng.normal(0, 0.02, (9, 3)),
+                                   lithium + rng.normal(0, sigma, (li, 3))])  # fmt: skip
+            atoms = Atoms(symbols, positions, cell=np.eye(3) * LENGTH, pbc=True)
+            if (atoms.get_all_distances(mic=True) + 9 * np.eye(len(atoms))).min() > 0.3:
+                break
+        lithium = atoms.positions[9:]
+        atoms.wrap()
+        atoms.set_momenta(rng.normal(0, 0.1, (len(atoms), 3)))
+        atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((len(atoms), 3)))
+        walked.append(atoms)
+    return walked
+
+
+def write_run(folder, temperature: float, frames: int = 400, li=16, seed=0):
+    """A run folder of :func:`walk`'s frames, as `euclidnn md` writes one."""
     folder.mkdir()
     with open(folder / "trajectory.xyz", "w") as trajectory:
-        for _ in range(frames):
-            while True:  # a step that puts no two atoms on top of each other (ideal gas else)
-                positions = np.vstack([unit.positions + rng.normal(0, 0.02, (9, 3)),
-                                       lithium + rng.normal(0, sigma, (li, 3))])  # fmt: skip
-                atoms = Atoms(symbols, positions, cell=np.eye(3) * LENGTH, pbc=True)
-                if (atoms.get_all_distances(mic=True) + 9 * np.eye(len(atoms))).min() > 0.3:
-                    break
-            lithium = atoms.positions[9:]
-            atoms.wrap()
-            atoms.set_momenta(rng.normal(0, 0.1, (len(atoms), 3)))
-            atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((len(atoms), 3)))
+        for atoms in walk(temperature, frames, li, seed):
             frame = io.StringIO()
             ase.io.write(frame, atoms, format="extxyz")
             trajectory.write(frame.getvalue())
@@ -67,6 +75,25 @@ def write_run(folder, temperature: float, frames: int = 400, li=16, seed=0):
                       mean_temperature_K=temperature, energy_drift_meV_per_atom_per_ps=None,
                       wall_seconds=1.0)  # fmt: skip
     write_summary(folder, result, config)
+
+
+def write_labelled(path, runs: list[tuple[float, list[Atoms]]], md: bool = True):
+    """Frames as `euclidnn label` writes them: each run one reference MD (its sampling keys,
+    ``md_step`` growing by the interval), or (``md=False``) rattled copies without a time."""
+    frames = []
+    for seed, (temperature, walked) in enumerate(runs):
+        for k, atoms in enumerate(walked):
+            atoms = atoms.copy()
+            atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((len(atoms), 3)))
+            if md:
+                atoms.info.update(sampler="Langevin MD, GFN1-xTB (tblite)", sampling_seed=seed,
+                                  sampling_temperature_K=temperature, sampling_interval=INTERVAL,
+                                  sampling_timestep_fs=TIMESTEP_FS, sampling_frame=k,
+                                  md_step=200 + INTERVAL * (k + 1))  # fmt: skip
+            else:
+                atoms.info.update(sampler="rattle 0.05 A", sampling_frame=k)
+            frames.append(atoms)
+    ase.io.write(path, frames, format="extxyz")
 
 
 def test_pyrophosphate_is_what_the_tests_assume():
@@ -116,6 +143,43 @@ def test_analyze_fits_arrhenius_over_three_temperatures(tmp_path):
     error = fit["activation_energy_stderr_eV"]
     assert 0 < error < 0.05 and abs(fit["activation_energy_eV"] - EA) < 4 * error
     assert not (out / "angles.png").exists()
+
+
+def test_analyze_reads_the_reference_methods_own_md_from_a_labelled_file(tmp_path):
+    temperatures = [600.0, 800.0, 1000.0]
+    walks = [walk(t, frames=500, seed=k) for k, t in enumerate(temperatures)]
+    folders = []
+    for k, temperature in enumerate(temperatures):
+        folders.append(str(tmp_path / f"run_{temperature:.0f}K"))
+        write_run(tmp_path / f"run_{temperature:.0f}K", temperature, frames=500, seed=k)
+    write_labelled(tmp_path / "reference.xyz", list(zip(temperatures, walks)))
+    options = ["--diffusion", "Li", "--blocks", "4", "--angles", "P-O-P:1.9"]
+    assert main(["analyze", *folders, "--out", str(tmp_path / "a"), *options]) == 0
+    assert main(["analyze", str(tmp_path / "reference.xyz"), "--out", str(tmp_path / "b"),
+                 *options]) == 0  # fmt: skip
+    folder_report = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    file_report = json.loads((tmp_path / "b" / "analysis.json").read_text())
+    runs = list(file_report["runs"].values())
+    assert [run["thermostat_temperature_K"] for run in runs] == temperatures  # three MD runs
+    assert [run["first_frame"] for run in runs] == [0, 500, 1000]
+    for run, folder in zip(runs, folder_report["runs"].values()):  # the same frames: the same D
+        assert run["diffusion"]["Li"] == folder["diffusion"]["Li"]
+        assert run["angles"] == folder["angles"]
+    assert file_report["arrhenius"]["Li"] == folder_report["arrhenius"]["Li"]
+
+
+def test_frames_without_a_time_axis_have_structure_but_no_diffusion(tmp_path, capsys):
+    write_labelled(tmp_path / "rattled.xyz", [(800.0, walk(800.0, frames=30))], md=False)
+    out = tmp_path / "plots"
+    assert main(["analyze", str(tmp_path / "rattled.xyz"), "--out", str(out),
+                 "--angles", "P-O-P:1.9"]) == 0  # fmt: skip
+    run = json.loads((out / "analysis.json").read_text())["runs"][f"{tmp_path / 'rattled.xyz'}#0"]
+    assert run["angles"]["P-O-P"]["angles_per_frame"] == 1 and "thermostat_temperature_K" not in run
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "rattled.xyz"), "--out", str(tmp_path / "d"),
+                 "--diffusion", "Li"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "rattled.xyz: frames not from one MD" in err, err
 
 
 BAD = {
