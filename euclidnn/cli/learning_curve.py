@@ -6,7 +6,8 @@ Example:
       --sizes 50,100,250,500,1000 --minutes-per-fit 3 --out runs/curve
 
 Writes OUT/learning_curve.png, OUT/learning_curve.json (sizes, test MAEs, β ± σ per model)
-and one run folder per fit (OUT/<model>-N<size>/). OUT must be new or empty (or --overwrite);
+and one run folder per fit (OUT/<model>-N<size>/). ``--test FILE,…`` evaluates every fit on
+other sets too (trained on a melt, tested on the quenched glass): a curve per model and set. OUT must be new or empty (or --overwrite);
 a run that fails or is interrupted removes what it wrote there. Training refuses data whose
 RMS force exceeds data.max_force_rms of --config (10 eV/Å: a wrong unit). --minutes-per-fit is
 a cap: the fits use the plateau schedule with early stopping, so that each converges, unless
@@ -29,13 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models",
         default="nequip-l0,nequip-l1,nequip-l2,schnet",
-        help="comma-separated: nequip-l<lmax> or schnet (default: all four)",
+        help="comma-separated: nequip-l<lmax>, nequip, allegro or schnet (default: "
+        "nequip-l0,nequip-l1,nequip-l2,schnet)",
     )
     parser.add_argument("--sizes", default="50,100,250,500,1000", help="training-set sizes")
     parser.add_argument("--minutes-per-fit", type=float, default=3.0)
     parser.add_argument("--max-epochs", type=positive_int, default=None)
     parser.add_argument("--n-valid", type=positive_int, default=100)
     parser.add_argument("--n-test", type=positive_int, default=500)
+    parser.add_argument(
+        "--test",
+        default="",
+        help="comma-separated files of further test sets, read like DATA (e.g. quench.xyz)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch")
     parser.add_argument("--config", help="YAML config the fits start from")
@@ -46,22 +53,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_choice(name: str) -> dict:
-    if name == "schnet":
-        return {"name": "schnet"}
+    if name in ("schnet", "allegro"):
+        return {"name": name}
     if name.startswith("nequip-l") and name[8:].isdigit():
         return {"name": "nequip", "settings": {"lmax": int(name[8:])}}
     if name == "nequip":
         return {"name": "nequip"}
-    raise ValueError(f"--models: unknown model {name!r}; use nequip-l0…l3 or schnet")
+    raise ValueError(
+        f"--models: unknown model {name!r}; use nequip-l0…l3, nequip, allegro or schnet"
+    )
 
 
 class _Split(NamedTuple):
     """The one split every fit shares: training pool (structure, name) pairs, in the order
-    nested subsets take them, and the fixed validation and test structures."""
+    nested subsets take them, and the fixed validation and test structures; ``others``: the
+    further test sets of ``--test`` by file."""
 
     train: list[tuple[Any, str]]
     valid: list[Any]
     test: list[Any]
+    others: dict[str, list[Any]]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,17 +123,22 @@ def _run(args, base, configs: dict, sizes: list[int], out: Path, options: dict) 
             f"need {needed}; give smaller sizes or more data"
         )
     parts = split_indices(len(structures), max(sizes), args.n_valid, args.n_test, seed=args.seed)
+    others = {}
+    for path in filter(None, args.test.split(",")):
+        others[path], _ = read_data(path, ":", options)
+        check_label_scales("learning-curve", path, others[path], base.data.max_force_rms)
     split = _Split(
         train=[(structures[i], names[i]) for i in parts.train],
         valid=[structures[i] for i in parts.valid],
         test=[structures[i] for i in parts.test],
+        others=others,
     )
     print(
         f"{args.data}: {len(structures)} structures; sizes {sizes}, validation {len(split.valid)}, "
         f"test {len(split.test)} (fixed, disjoint), seed {args.seed}",
         flush=True,
     )
-    forces = all(s.forces is not None for s in split.test)
+    forces = all(s.forces is not None for s in [*split.test, *sum(others.values(), [])])
     key = "forces_mae_meV_per_A" if forces else "energy_mae_meV"
     table = {
         name: _curve(name, config, split, sizes, key, args) for name, config in configs.items()
@@ -130,8 +146,13 @@ def _run(args, base, configs: dict, sizes: list[int], out: Path, options: dict) 
     summary = {"data": str(args.data), "metric": key, "n_test": len(split.test), "models": table}
     write_text(out / "learning_curve.json", json.dumps(summary, indent=2))
     unit = "meV/Å" if key.startswith("forces") else "meV"
+    curves = {}  # one line per model and test set
+    for name, curve in table.items():
+        curves[name if not others else f"{name}: test split"] = curve
+        for path, other in curve.get("tests", {}).items():
+            curves[f"{name}: {Path(path).name}"] = {"sizes": curve["sizes"], **other}
     plot = learning_curve_plot(
-        table, out / "learning_curve.png", f"test {key.split('_')[0]} MAE ({unit})"
+        curves, out / "learning_curve.png", f"test {key.split('_')[0]} MAE ({unit})"
     )
     print(f"table: {out / 'learning_curve.json'}\nplot: {plot}")
 
@@ -185,7 +206,10 @@ def _curve(name: str, config, split: _Split, sizes: list[int], key: str, args) -
 
     r_max, dtype = model_settings(config)["r_max"], getattr(torch, config.run.dtype)
     test = labelled_pairs(split.test, r_max, dtype, config.loss)
-    errors = []
+    others = {
+        path: labelled_pairs(s, r_max, dtype, config.loss) for path, s in split.others.items()
+    }
+    errors, other_errors = [], {path: [] for path in others}
     for size in sizes:
         structures, names = (list(column) for column in zip(*split.train[:size]))
         stats = data_statistics(structures, r_max, names=names)
@@ -203,9 +227,20 @@ def _curve(name: str, config, split: _Split, sizes: list[int], key: str, args) -
             progress=not args.quiet,
             log=lambda message: None,
         )
-        comparison, _ = compare(load_model(folder / "model.safetensors"), test, config.loss)
+        best = load_model(folder / "model.safetensors")
+        comparison, _ = compare(best, test, config.loss)
         errors.append(metrics(comparison)[key])
-        print(f"  {name:10s} N = {size:5d}: test {key} = {errors[-1]:.3f}", flush=True)
+        line = f"  {name:10s} N = {size:5d}: test {key} = {errors[-1]:.3f}"
+        for path, pairs in others.items():
+            other_errors[path].append(metrics(compare(best, pairs, config.loss)[0])[key])
+            line += f", {Path(path).name} {other_errors[path][-1]:.3f}"
+        print(line, flush=True)
     law = power_law_fit(sizes, errors)
     print(f"  {name}: β = {law.beta:.3f} ± {law.beta_error:.3f}", flush=True)
-    return {"sizes": sizes, "errors": errors, **law._asdict()}
+    curve = {"sizes": sizes, "errors": errors, **law._asdict()}
+    if others:
+        curve["tests"] = {
+            path: {"errors": e, **power_law_fit(sizes, e)._asdict()}
+            for path, e in other_errors.items()
+        }
+    return curve

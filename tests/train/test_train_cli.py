@@ -283,6 +283,38 @@ def test_learning_curve_fits_each_size_and_reports_beta(tmp_path):
     assert (out / "learning_curve.png").stat().st_size > 10_000
 
 
+def test_learning_curve_evaluates_every_fit_on_further_test_sets(tmp_path):
+    import ase.io
+
+    from euclidnn.data.datasets import SHIPPED_DIR
+
+    frames = ase.io.read(SHIPPED_DIR / "ethanol-gfn2xtb.xyz.gz", "1500:1510")
+    ase.io.write(tmp_path / "later.xyz", frames)
+    (tmp_path / "tiny.yaml").write_text(
+        "model: {name: allegro, settings: {num_layers: 1, num_tensor_features: 4}}\n"
+        "optimizer: {batch_size: 4}\n"
+    )
+    out = tmp_path / "curve"
+    argv = ["learning-curve", "ethanol", "--index", ":40", "--models", "allegro",
+            "--sizes", "8,16", "--max-epochs", "2", "--n-valid", "4", "--n-test", "8",
+            "--test", str(tmp_path / "later.xyz"), "--config", str(tmp_path / "tiny.yaml"),
+            "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    curve = json.loads((out / "learning_curve.json").read_text())["models"]["allegro"]
+    later = curve["tests"][str(tmp_path / "later.xyz")]
+    assert len(later["errors"]) == 2 and np.isfinite(later["beta"])
+    # the further set's errors are those of the fit's own model on those frames
+    from euclidnn.data.readers import read
+    from euclidnn.train import TrainConfig, compare, metrics
+    from euclidnn.train.loss import labelled_pairs
+
+    best, loss = load_model(out / "allegro-N16" / "model.safetensors"), TrainConfig().loss
+    pairs = labelled_pairs(read(tmp_path / "later.xyz"), best.cutoff, best.dtype, loss)
+    found = metrics(compare(best, pairs, loss)[0])["forces_mae_meV_per_A"]
+    assert later["errors"][1] == pytest.approx(found, rel=1e-9)
+    assert later["errors"] != curve["errors"]
+
+
 def test_the_python_api_example_runs(tmp_path):
     import subprocess
     import sys
