@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The lithium phosphate study of issue 20 in one command, on the reference data of
+# make_data.sh (default: the shipped 85 frames). Every step is a euclidnn command:
+#   1. force MAE vs training-set size, trained on melt frames only, tested on held-out melt
+#      frames and on every quench stage (learning-curve --test);
+#   2. the model's own melt → quench MD on the reference's protocol (NVT 2000 K, then 1000,
+#      600, 300 K, each stage from the last frame of the one before), and its P–O–P / O–P–O
+#      angles and Li–O / P–O g(r) beside the reference method's frames (analyze);
+#   3. Li diffusion: the model's NVT at each of TEMPS (MSD, D with block error bars, Arrhenius
+#      E_a), beside the reference method's own MD at 2000 K.
+# Settings (environment): DATA (labelled frames, one file), OUT (study), SIZES (training-set
+# sizes, at most the melt frames less N_TEST + N_VALID), MINUTES (per fit), MODEL (nequip,
+# allegro, schnet), STAGE_STEPS and DIFFUSION_STEPS (MD steps of 1 fs), TEMPS, ENGINE (ase or
+# lammps), RANKS (lammps). Results: OUT/curve/learning_curve.png, OUT/structure/*.png,
+# OUT/diffusion/msd_species.png and each folder's JSON. A step whose output exists is skipped,
+# so a stopped study resumes at the step it was in (rm -r that step's folder first).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+DATA=${DATA:-$here/li4p2o7-gfn1xtb.xyz.gz}
+OUT=${OUT:-study}
+SIZES=${SIZES:-7,14,28}
+N_TEST=${N_TEST:-8}
+N_VALID=${N_VALID:-4}
+MINUTES=${MINUTES:-3}
+MODEL=${MODEL:-nequip}
+STAGE_STEPS=${STAGE_STEPS:-2000}
+DIFFUSION_STEPS=${DIFFUSION_STEPS:-10000}
+TEMPS=${TEMPS:-1200 1600 2000}
+ENGINE=${ENGINE:-ase}
+RANKS=${RANKS:-1}
+mkdir -p "$OUT/data" "$OUT/md"
+
+# 0. the reference's MD runs in DATA: the hottest is the melt, the others the quench stages
+python - "$DATA" "$OUT/data" <<'PY'
+import sys
+from pathlib import Path
+
+import ase.io
+
+from euclidnn.md.analysis import read_reference
+
+runs = read_reference(sys.argv[1])
+melt = max(runs, key=lambda run: run.temperature_K)
+out = Path(sys.argv[2])
+ase.io.write(out / "melt.xyz", melt.frames)
+start = melt.frames[0].copy()
+start.calc, start.info = None, {}
+ase.io.write(out / "start.xyz", start)
+for run in runs:
+    if run is not melt:
+        ase.io.write(out / f"quench_{run.temperature_K:g}K.xyz", run.frames)
+print(f"{sys.argv[1]}: melt {len(melt.frames)} frames at {melt.temperature_K:g} K; quench "
+      + ", ".join(f"{len(r.frames)} at {r.temperature_K:g} K" for r in runs if r is not melt))
+PY
+quench=$(ls "$OUT"/data/quench_*K.xyz | sort -t_ -k2 -rn | paste -sd, -)
+
+# 1. force MAE vs N on melt frames; tested on held-out melt frames and on each quench stage
+largest=${SIZES##*,}
+if [ ! -f "$OUT/curve/learning_curve.json" ]; then
+    euclidnn learning-curve "$OUT/data/melt.xyz" --models "$MODEL" --sizes "$SIZES" \
+        --n-test "$N_TEST" --n-valid "$N_VALID" --test "$quench" --minutes-per-fit "$MINUTES" \
+        --out "$OUT/curve" --overwrite
+fi
+model="$OUT/curve/$MODEL-N$largest/model.safetensors"
+
+md() {  # md OUT_NAME STRUCTURE TEMPERATURE STEPS: NVT with the model, skipped when done
+    [ -f "$OUT/md/$1/summary.json" ] && return 0
+    euclidnn md "$model" "$2" --ensemble nvt --thermostat bussi --temperature "$3" \
+        --timestep 1.0 --steps "$4" --trajectory-interval 20 --log-interval 100 --seed 0 \
+        --engine "$ENGINE" --ranks "$RANKS" --out "$OUT/md/$1" --overwrite --quiet
+}
+last_frame() {  # the last frame of run $1 as a structure file $2 (positions and cell only)
+    python -c "import ase.io, sys; a = ase.io.read(sys.argv[1], -1); \
+ase.io.write(sys.argv[2], ase.Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc))" \
+        "$OUT/md/$1/trajectory.xyz" "$2"
+}
+
+# 2. melt → quench with the model, on the reference's protocol
+md melt_2000K "$OUT/data/start.xyz" 2000 "$STAGE_STEPS"
+previous=melt_2000K
+for T in 1000 600 300; do
+    last_frame "$previous" "$OUT/data/start_${T}K.xyz"
+    md "quench_${T}K" "$OUT/data/start_${T}K.xyz" "$T" "$STAGE_STEPS"
+    previous="quench_${T}K"
+done
+euclidnn analyze "$OUT/md/melt_2000K" "$OUT/md/quench_1000K" "$OUT/md/quench_600K" \
+    "$OUT/md/quench_300K" "$DATA" --angles P-O-P:1.9,O-P-O:1.9 --pairs Li-O,P-O --skip 0.2 \
+    --out "$OUT/structure" --overwrite
+
+# 3. Li diffusion: the model at each temperature (Arrhenius), the reference at the melt's
+for T in $TEMPS; do
+    md "diffusion_${T}K" "$OUT/data/start.xyz" "$T" "$DIFFUSION_STEPS"
+done
+euclidnn analyze $(for T in $TEMPS; do echo "$OUT/md/diffusion_${T}K"; done) \
+    "$OUT/data/melt.xyz" --diffusion Li --blocks 5 --skip 0.1 --out "$OUT/diffusion" --overwrite
+echo "study: $OUT/curve/learning_curve.png $OUT/structure $OUT/diffusion"
