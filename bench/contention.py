@@ -43,7 +43,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import resource
 import signal
 import statistics
@@ -52,6 +51,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import header
 
 #: setting name -> (environment of the training processes, --threads or None for the default)
 OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -239,16 +240,6 @@ def matmul_alone(seconds: float = 4.0) -> float | None:
     return matmul_rate(output, began, began + seconds)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def disturbance(result: dict) -> float:
     return result.get("others", 0.0)
 
@@ -328,10 +319,7 @@ def main() -> None:
             parser.error(f"--settings: indices into {dict(enumerate(names))}")
         chosen = {names[i]: chosen[names[i]] for i in indices}
 
-    import torch  # only for the header: the version and the default thread count
-
-    print(f"# CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
-          f"default threads {torch.get_num_threads()}; CPUs busy now: {cpu_busy():.0%}")  # fmt: skip
+    print(f"{header()}; CPUs busy now: {cpu_busy():.0%}", flush=True)
     print(f"# workload: {' '.join(train_command(Path('RUN'), args.epochs, None)[1:])}")
     results = {(name, c): [] for name in chosen for c in conditions}
     rates = []

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import statistics
@@ -39,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import header
 
 HERE = Path(__file__).resolve().parent
 
@@ -124,13 +124,6 @@ def _ghost_factor(path: Path) -> float:
     return (float(owned.group(1)) + float(ghost.group(1))) / float(owned.group(1))
 
 
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000")
@@ -146,7 +139,7 @@ def main() -> None:
         engine, model, size, ranks, steps = args.one.split(":")
         print(json.dumps(one(engine, model, int(size), int(ranks), int(steps))))
         return
-    print(f"# {_cpu()}; python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"{header()}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     rows: dict[tuple, list[dict]] = {}
     for _ in range(args.repeats):
         for model in args.models.split(","):

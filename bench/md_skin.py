@@ -26,6 +26,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
 sys.path.insert(0, str(Path(__file__).parent))
+from machine import header  # noqa: E402
 from models import ASPIRIN_POSITIONS, ASPIRIN_SYMBOLS  # noqa: E402
 
 from euclidnn.data import Graph  # noqa: E402
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["ethanol", "aspirin"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(header(), flush=True)
     torch.manual_seed(0)
     if args.model:
         model = load_model(args.model)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.build import molecule
+from machine import header
 
 warnings.filterwarnings("ignore")
 R_MAX = 5.0
@@ -325,6 +326,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write the rows as JSON to this path")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(header(), flush=True)
     torch.manual_seed(0)
 
     import e3nn

@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+from machine import header
 
 from euclidnn.o3 import spherical_harmonics, wigner_3j
 from euclidnn.o3 import wigner as our_wigner
@@ -105,6 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 10:
         parser.error("--repeats must be >= 10")
+    print(header(), flush=True)
 
     import e3nn.o3 as e3nn_o3
 

@@ -17,6 +17,7 @@ import numpy as np
 from ase import Atoms
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "symmetry"))
+from machine import header  # noqa: E402
 from symmetry_molecules import table  # noqa: E402
 
 from euclidnn.symmetry import point_group  # noqa: E402
@@ -35,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    print(header(), flush=True)
     try:
         from pymatgen.core import Molecule
         from pymatgen.symmetry.analyzer import PointGroupAnalyzer

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from machine import header
 from models import compare, ours_input, ours_schnet, systems
 
 from euclidnn import kernels
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(2)
+    print(header(), flush=True)
     torch.manual_seed(0)
     model = ours_schnet()
     real = kernels.schnet.LIBRARY

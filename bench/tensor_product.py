@@ -18,6 +18,7 @@ import e3nn.nn as enn
 import e3nn.o3 as eo
 import torch
 from e3nn.math import normalize2mom as e3nn_normalize2mom
+from machine import header
 
 from euclidnn import kernels
 from euclidnn.nn import EquivariantConv, normalize2mom
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--json", type=str, default=None)
     args = parser.parse_args()
     torch.set_num_threads(2)
+    print(header(), flush=True)
     torch.manual_seed(0)
     rows = []
     for name, make in CASES.items():

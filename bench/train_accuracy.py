@@ -63,6 +63,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import header
 
 BIN = Path(sys.executable).parent  # the bench venv's scripts: euclidnn, nequip-*, spktrain
 MODELS = ("ours-nequip", "ours-schnet", "nequip-pkg", "schnetpack")
@@ -387,6 +388,7 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                         help="run only these (earlier results in results.json are kept)")  # fmt: skip
     args = parser.parse_args()
+    print(header(), flush=True)
     args.limit = 60 * args.minutes + 1200  # setup (statistics, data) + a stop at an epoch's end
     work = Path(args.work).resolve()
     data = write_data(work, args.quick)

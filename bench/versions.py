@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from machine import header
 from models import R_MAX, compare, ours_nequip, ours_schnet, systems
 
 import euclidnn
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="nequip-l1,nequip-l2,schnet")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    print(header(), flush=True)
     torch.set_default_dtype(torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         baseline = import_baseline(args.baseline.resolve(), Path(tmp))
