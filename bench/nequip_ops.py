@@ -1,0 +1,89 @@
+"""Where a NequIP energy + forces call spends its operations: ATen operators counted per module
+(forward) and in the backward pass, then PyTorch's profiler table of self CPU time (issue 24:
+the gap to nequip on small molecules is per-call overhead, not arithmetic).
+
+    python bench/nequip_ops.py [--system ethanol] [--lmax 1] [--threads 1]
+
+The model is bench/models.py's NequIP (4 layers, 32 features, r_max 5 Å), float32, random
+weights, called through :func:`euclidnn.models.predict` as MD calls it. The counts do not
+depend on the machine's load; the profiler's times do (read them as shares).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+
+import torch
+from machine import header
+from models import ours_input, ours_nequip, systems
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from euclidnn.models import predict
+
+
+class _Counter(TorchDispatchMode):
+    """Counts every ATen call under the innermost module (indices of layers folded: layers.*)
+    that is running its forward; calls outside any forward (autograd's backward, the graph's
+    geometry) go to "backward and geometry"."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.stack = ["backward and geometry"]
+        self.counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.handles = []
+        for name, module in model.named_modules():
+            if name and name.count(".") <= 3:
+                name = re.sub(r"\.\d+", ".*", name)
+                self.handles.append(module.register_forward_pre_hook(self._enter(name)))
+                self.handles.append(module.register_forward_hook(self._leave))
+
+    def _enter(self, name: str):
+        return lambda module, inputs: self.stack.append(name)
+
+    def _leave(self, module, inputs, output) -> None:
+        self.stack.pop()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[self.stack[-1]][str(func.overloadpacket.__name__)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", default="ethanol", choices=list(systems()))
+    parser.add_argument("--lmax", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(header(), flush=True)
+    torch.manual_seed(0)
+    model, graph = ours_nequip(args.lmax), ours_input(systems()[args.system])
+    predict(model, graph)  # warm-up: kernels built, caches filled
+    counter = _Counter(model)
+    with counter:
+        predict(model, graph)
+    for handle in counter.handles:
+        handle.remove()
+    total = sum(sum(c.values()) for c in counter.counts.values())
+    print(f"# NequIP l{args.lmax}, {args.system}: {total} ATen calls per energy + forces call")
+    print("| where | calls | most frequent |\n| --- | ---: | --- |")
+    for where, counts in sorted(counter.counts.items(), key=lambda kv: -sum(kv[1].values())):
+        common = ", ".join(f"{op} {n}" for op, n in counts.most_common(6))
+        print(f"| {where} | {sum(counts.values())} | {common} |")
+
+    from torch.profiler import ProfilerActivity, profile
+
+    calls = 20
+    with profile(activities=[ProfilerActivity.CPU]) as profiled:
+        for _ in range(calls):
+            predict(model, graph)
+    events = profiled.key_averages()
+    print(f"\n# profiler: {sum(e.count for e in events) / calls:.0f} events per call "
+          "(operators and their sub-operators), self CPU time")  # fmt: skip
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
