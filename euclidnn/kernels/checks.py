@@ -38,9 +38,10 @@ def fused_library(library: Library, *tensors: Tensor | None) -> ctypes.CDLL | No
 
     The one place where the choice is made. The fused path runs when ``EUCLIDNN_NATIVE`` is
     not ``"0"``, nothing is being traced by ``torch.compile`` or ``torch.jit.trace`` (a ctypes
-    call does not trace: the compiler fuses the reference anyway, and a TorchScript export must
-    record the reference's operations), every given tensor is on the CPU with one dtype,
-    float32 or float64, and the library builds and loads.
+    call does not trace: the compiler fuses the reference anyway, and a TorchScript export
+    records the reference's operations or, with :func:`op_library`, the kernel's custom op),
+    every given tensor is on the CPU with one dtype, float32 or float64, and the library
+    builds and loads.
     """
     if (
         os.environ.get("EUCLIDNN_NATIVE", "1") == "0"
