@@ -112,6 +112,12 @@ Tensor uvu_conv_cpu(int64_t slot, const OptTensor &x, const OptTensor &y, const 
                     kOp, ": num_out must be one integer");
   const int64_t n = num_out.item<int64_t>();
   TORCH_CHECK_VALUE(n >= 0, kOp, ": num_out must not be negative, got ", n);
+  for (int s = 0; s < 4; s++)
+    TORCH_CHECK_VALUE(!present(*args[s]) || (*args[s])->dim() == 2, kOp, ": ", kName[s],
+                      " must be 2-d, got ", (*args[s])->sizes());
+  TORCH_CHECK_VALUE(entries_in.device().is_cpu() && coefficients.device().is_cpu() &&
+                        num_out.device().is_cpu(),
+                    kOp, ": entries, coefficients and num_out must be CPU tensors");
   // the floating-point arguments: one dtype, CPU, shapes checked below
   const OptTensor &first = present(x) ? x : w;
   const auto dtype = first->scalar_type();

@@ -42,7 +42,7 @@ import threading
 import torch
 from torch import Tensor
 
-from euclidnn.kernels.checks import INDEX_DTYPES
+from euclidnn.kernels.checks import FLOAT_DTYPES, INDEX_DTYPES
 from euclidnn.kernels.conv import LIBRARY, ConvSpec, W, X, Y, _call
 from euclidnn.kernels.edges import Edges
 
@@ -106,9 +106,11 @@ def _uvu_conv(
         raise ValueError(f"{CONV_OP}: dims must be four widths, got {dims}")
     if not coefficients.is_floating_point() or coefficients.dim() != 1:
         raise ValueError(f"{CONV_OP}: coefficients must be a 1-d floating-point tensor")
+    if not (entries.is_cpu and coefficients.is_cpu and num_out.is_cpu):
+        raise ValueError(f"{CONV_OP}: entries, coefficients and num_out must be CPU tensors")
     for name, t in zip("xywg", args):
-        if t is not None and (t.dtype not in (torch.float32, torch.float64) or not t.is_cpu):
-            raise ValueError(f"{CONV_OP}: {name} must be a float32/float64 CPU tensor")
+        if t is not None and (t.dtype not in FLOAT_DTYPES or not t.is_cpu or t.dim() != 2):
+            raise ValueError(f"{CONV_OP}: {name} must be a 2-d float32/float64 CPU tensor")
     dtypes = {t.dtype for t in args if t is not None}
     if len(dtypes) > 1:
         raise ValueError(f"{CONV_OP}: x, y, w and g must have one dtype, got {sorted(map(str, dtypes))}")  # fmt: skip

@@ -169,6 +169,8 @@ def op_cases() -> list[tuple[str, dict]]:
         ("w width", {**base, "w": w[:, :-1]}),
         ("mixed dtypes", {**base, "y": y.float()}),
         ("integer features", {**base, "x": base["x"].long()}),
+        ("1-d g", {**base, "slot": 0, "x": None, "g": g[0]}),
+        ("0-d x", {**base, "x": x[0, 0]}),
         ("entry outside", {**base, "entries": bad_entries}),
         ("entries shape", {**base, "entries": spec.entries[:, :4]}),
         ("coefficient count", {**base, "coefficients": base["coefficients"][:-1]}),

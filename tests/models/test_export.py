@@ -52,7 +52,9 @@ MODELS = {
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 EMPTY = torch.zeros(0, dtype=torch.int64)
 # the fused kernels run here: exports record their custom op (else the reference, ops = [])
-KERNELS_ON = os.environ.get("EUCLIDNN_NATIVE", "1") != "0" and kernels.conv.LIBRARY.get() is not None
+KERNELS_ON = (
+    os.environ.get("EUCLIDNN_NATIVE", "1") != "0" and kernels.conv.LIBRARY.get() is not None
+)
 
 
 def water_cluster(num_molecules: int = 20, spacing: float = 3.0) -> Atoms:
@@ -240,7 +242,9 @@ def _resave(path, target, drop=(), **changes) -> None:
         torch.jit.save(module, str(target), _extra_files={METADATA_FILE: json.dumps(metadata)})
 
 
-@pytest.mark.skipif(not KERNELS_ON, reason="the fused kernels are off (EUCLIDNN_NATIVE=0 or no C compiler)")
+@pytest.mark.skipif(
+    not KERNELS_ON, reason="the fused kernels are off (EUCLIDNN_NATIVE=0 or no C compiler)"
+)
 @pytest.mark.parametrize("name", ["nequip-l2", "schnet"])
 def test_default_export_calls_the_kernel_op_and_portable_does_not(tmp_path, name):
     """The default export records the convolution as ``euclidnn::uvu_conv`` (in the graph and
@@ -277,7 +281,9 @@ def test_version_2_files_load_and_unknown_ops_are_named(exported, tmp_path):
     _, metadata = load_exported(tmp_path / "old.pt")
     assert metadata["format_version"] == 2 and "ops" not in metadata
     _resave(path, tmp_path / "future.pt", format_version=4)
-    with pytest.raises(ValueError, match="future.pt: export format version 4, this euclidnn reads 2, 3"):
+    with pytest.raises(
+        ValueError, match="future.pt: export format version 4, this euclidnn reads 2, 3"
+    ):
         load_exported(tmp_path / "future.pt")
     _resave(path, tmp_path / "needs.pt", ops=["euclidnn::not_an_op"])
     with pytest.raises(ValueError, match=r"needs.pt: calls the custom op\(s\) euclidnn::not_an_op"):
