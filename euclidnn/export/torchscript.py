@@ -23,8 +23,8 @@ convolution kernel (``_conv.c``, NequIP's and SchNet's convolutions) is recorded
 ``euclidnn::uvu_conv`` (:mod:`euclidnn.kernels.ops`), which a process must register before it
 loads the file: ``import euclidnn.export`` does in Python, and the LAMMPS plugin compiles it in
 (from the same C source). ``export(..., portable=True)`` (``euclidnn export --portable``) records
-the plain PyTorch reference instead: ``ops`` is empty and stock libtorch runs the file, about 4×
-slower for NequIP. Version 3 added ``ops``; version 2 files (no custom ops) still load.
+the plain PyTorch reference instead: ``ops`` is empty and stock libtorch runs the file, 5–6×
+slower for NequIP in LAMMPS (bench/RESULTS.md, "LAMMPS"). Version 3 added ``ops``; version 2 files (no custom ops) still load.
 
 ``receptive_field`` = ``num_hops`` · ``cutoff``: how far an atom may be from atom i and still
 change E_i, i.e. the ghost shell a rank needs (Allegro: one cutoff; NequIP and SchNet: one per
@@ -73,7 +73,8 @@ sizes read through ``tensor.shape`` stay dynamic, but a Python number computed f
 graph. So :func:`export` checks the traced module against the model on graphs of other sizes
 than the one it traced (and on N = 0 and E = 0) before it writes the file.
 
-Measured once (one run each, median of 50 calls; ethanol, 9 atoms, float64, 2 CPU threads on
+Measured once, before exports called the custom op (so for a portable file today; one run
+each, median of 50 calls; ethanol, 9 atoms, float64, 2 CPU threads on
 a machine busy with other work (load 4), default configs for H, C, O; energy and forces by
 autograd from the loaded file vs eager :func:`~euclidnn.models.predict`): NequIP 74 ms vs
 96 ms (eager with the C convolution kernel), Allegro 35 ms vs 52 ms, SchNet 11 ms vs 8 ms
