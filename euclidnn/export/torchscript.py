@@ -9,13 +9,22 @@ device, extra_files)`` and in Python with :func:`load_exported`.
 
 **Metadata** (``euclidnn.json``, a JSON object)::
 
-    {"format": "euclidnn-export", "format_version": 2,
+    {"format": "euclidnn-export", "format_version": 3,
      "model": "schnet" | "nequip" | "allegro",
+     "ops": ["euclidnn::uvu_conv"] | [],
      "species": [atomic numbers, in the model's order], "symbols": ["H", "C", "O"],
      "cutoff": r_max in Å (float), "num_hops": int, "receptive_field": Å (float),
      "dtype": "float32" | "float64",
      "units": {"energy": "eV", "length": "Å", "forces": "eV/Å"},
      "euclidnn_version": "..."}
+
+``ops``: the custom operators the file calls beyond stock libtorch. By default the fused
+convolution kernel (``_conv.c``, NequIP's and SchNet's convolutions) is recorded as the custom op
+``euclidnn::uvu_conv`` (:mod:`euclidnn.kernels.ops`), which a process must register before it
+loads the file: ``import euclidnn.export`` does in Python, and the LAMMPS plugin compiles it in
+(from the same C source). ``export(..., portable=True)`` (``euclidnn export --portable``) records
+the plain PyTorch reference instead: ``ops`` is empty and stock libtorch runs the file, 5–6×
+slower for NequIP in LAMMPS (bench/RESULTS.md, "LAMMPS"). Version 3 added ``ops``; version 2 files (no custom ops) still load.
 
 ``receptive_field`` = ``num_hops`` · ``cutoff``: how far an atom may be from atom i and still
 change E_i, i.e. the ghost shell a rank needs (Allegro: one cutoff; NequIP and SchNet: one per
@@ -54,15 +63,18 @@ C++ needs forces, i.e. a backward pass: a TorchScript module keeps PyTorch's aut
 (``torch._inductor.aoti_compile_and_package``) is inference-only: forces would need a second
 compiled graph for the gradient, and each export would compile for minutes. The models here
 cannot be compiled by ``torch.jit.script`` (they use a dataclass :class:`~euclidnn.data.Graph`,
-closures and ctypes kernels), so the model is *traced* (``torch.jit.trace``), with the C
-kernels off while tracing (:func:`euclidnn.kernels.fused_library` answers None), and wrapped
-in a small scripted module that checks the inputs. A trace records operations, not Python:
+closures and ctypes kernels), so the model is *traced* (``torch.jit.trace``). A ctypes call
+cannot be traced: while tracing, :func:`euclidnn.kernels.fused_library` answers None and a
+kernel runs either as its custom op, inside :func:`euclidnn.kernels.recording_ops` (the
+default), or as its PyTorch reference (``portable``). The trace is wrapped in a small scripted
+module that checks the inputs. A trace records operations, not Python:
 sizes read through ``tensor.shape`` stay dynamic, but a Python number computed from a tensor
 (``int()``, ``.item()``, ``len()``) or a branch on one would become a constant of the traced
 graph. So :func:`export` checks the traced module against the model on graphs of other sizes
 than the one it traced (and on N = 0 and E = 0) before it writes the file.
 
-Measured once (one run each, median of 50 calls; ethanol, 9 atoms, float64, 2 CPU threads on
+Measured once, before exports called the custom op (so for a portable file today; one run
+each, median of 50 calls; ethanol, 9 atoms, float64, 2 CPU threads on
 a machine busy with other work (load 4), default configs for H, C, O; energy and forces by
 autograd from the loaded file vs eager :func:`~euclidnn.models.predict`): NequIP 74 ms vs
 96 ms (eager with the C convolution kernel), Allegro 35 ms vs 52 ms, SchNet 11 ms vs 8 ms
@@ -75,12 +87,14 @@ their device as a constant when traced; exporting for a GPU would trace on the G
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.metadata
 import json
 import math
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +102,7 @@ import torch
 from ase.data import chemical_symbols
 from torch import Tensor, nn
 
+from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.files import replacing
 from euclidnn.models.interface import Potential
@@ -96,7 +111,8 @@ from euclidnn.models.io import describe_model
 __all__ = ["FORMAT", "FORMAT_VERSION", "METADATA_FILE", "export", "load_exported"]
 
 FORMAT = "euclidnn-export"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+_READABLE_VERSIONS = (2, 3)  # 2: no "ops" (no custom operators)
 METADATA_FILE = "euclidnn.json"
 _MAX_Z = 118
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -271,13 +287,24 @@ def _check_trace(module: nn.Module, reference: nn.Module, model: Potential) -> N
                 )
 
 
-def export(model: Potential, path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict:
+def export(
+    model: Potential,
+    path: str | os.PathLike,
+    dtype: torch.dtype | None = None,
+    *,
+    portable: bool = False,
+) -> dict:
     """Write ``model`` as a TorchScript file C++ can run (the contract above); returns the
     metadata written.
 
     The model is copied (cast to ``dtype``, default the model's own, float32 or float64), put
     in eval mode, traced on a small cluster of its species, checked on clusters of other sizes
     (:func:`_check_trace`), wrapped in :class:`ExportedPotential` and saved atomically.
+
+    The trace records the fused convolution kernel as the custom op ``euclidnn::uvu_conv``
+    where the model uses it and the kernel builds here; ``portable=True`` records the plain
+    PyTorch reference instead, for a file that needs nothing but stock libtorch (slower).
+    ``metadata["ops"]`` lists the custom ops the file calls.
 
     Raises ``ValueError`` for a model without atomic energies (a property head) or a dtype
     other than float32/float64.
@@ -310,13 +337,15 @@ def export(model: Potential, path: str | os.PathLike, dtype: torch.dtype | None 
         # other sizes. PyTorch 2.13 also marks torch.jit deprecated (libtorch still loads it).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
-        traced = torch.jit.trace(reference, inputs, check_trace=False)
+        with contextlib.nullcontext() if portable else kernels.recording_ops():
+            traced = torch.jit.trace(reference, inputs, check_trace=False)
         module = torch.jit.script(ExportedPotential(traced, model.species, dtype))
     _check_trace(module, reference, model)
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": name.lower(),
+        "ops": custom_ops(module.inlined_graph),
         "species": list(model.species),
         "symbols": [chemical_symbols[z] for z in model.species],
         "cutoff": float(model.cutoff),
@@ -332,12 +361,31 @@ def export(model: Potential, path: str | os.PathLike, dtype: torch.dtype | None 
     return metadata
 
 
+def custom_ops(graph: torch.Graph) -> list[str]:
+    """The operators outside PyTorch's own namespaces (``aten``, ``prim``, …) that a
+    TorchScript graph calls, sorted: what a process must register before it loads the file."""
+    found: set[str] = set()
+
+    def visit(block) -> None:
+        for node in block.nodes():
+            if node.kind().split("::")[0] not in _TORCH_NAMESPACES:
+                found.add(node.kind())
+            for inner in node.blocks():
+                visit(inner)
+
+    visit(graph)
+    return sorted(found)
+
+
+_TORCH_NAMESPACES = {"aten", "prim", "onnx", "quantized", "_caffe2", "profiler"}
+
+
 def load_exported(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
     """The module and metadata of a file written by :func:`export` (on the CPU).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file when it
-    is not a TorchScript archive, holds no ``euclidnn.json``, or is of another format or
-    format version.
+    is not a TorchScript archive, holds no ``euclidnn.json``, is of another format or format
+    version, or calls a custom op this process does not provide.
     """
     path = Path(path)
     if not path.is_file():
@@ -348,20 +396,46 @@ def load_exported(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except RuntimeError as err:
+        found = _zip_metadata(path)
+        if isinstance(found, dict):
+            _check_metadata(path, found)  # a clearer error where it names the cause
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: not a TorchScript file ({first})") from err
     try:
         metadata = json.loads(extra[METADATA_FILE] or "null")
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: {METADATA_FILE} is not JSON ({err})") from err
+    _check_metadata(path, metadata)
+    return module, metadata
+
+
+def _check_metadata(path: Path, metadata: object) -> None:
+    """``ValueError`` unless ``metadata`` is of our format, a version this euclidnn reads, and
+    names only custom ops registered here."""
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ValueError(f"{path}: not a euclidnn export (no {METADATA_FILE} of format {FORMAT!r})")
-    if metadata.get("format_version") != FORMAT_VERSION:
+    if metadata.get("format_version") not in _READABLE_VERSIONS:
         raise ValueError(
             f"{path}: export format version {metadata.get('format_version')!r}, this euclidnn "
-            f"reads {FORMAT_VERSION}"
+            f"reads {', '.join(map(str, _READABLE_VERSIONS))}"
         )
-    return module, metadata
+    missing = [op for op in metadata.get("ops", []) if not kernels.ops.available(op)]
+    if missing:
+        raise ValueError(
+            f"{path}: calls the custom op(s) {', '.join(missing)}, which this euclidnn does not "
+            "provide; export the model again with this version, or with --portable"
+        )
+
+
+def _zip_metadata(path: Path) -> object:
+    """``euclidnn.json`` read straight from the archive (a zip), or ``None``: for an archive
+    that ``torch.jit.load`` refused, e.g. for an operator it does not know."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith(f"/extra/{METADATA_FILE}"))
+            return json.loads(archive.read(name))
+    except (OSError, zipfile.BadZipFile, StopIteration, ValueError):
+        return None
 
 
 def _version() -> str:

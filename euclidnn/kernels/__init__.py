@@ -5,7 +5,8 @@ choice between a fused kernel and the PyTorch reference.
 they call the functions here, passing that reference, and get the fused result where the
 kernel can run (:func:`fused_library`: CPU, float32/float64, not under ``torch.compile`` or
 ``torch.jit.trace``, ``EUCLIDNN_NATIVE`` not ``"0"``, a C compiler present) and the
-reference's elsewhere. Every argument is checked before a pointer is taken: dtype, device,
+reference's elsewhere. A trace inside :func:`recording_ops` records the convolution kernel as
+the TorchScript custom op ``euclidnn::uvu_conv`` (:mod:`euclidnn.kernels.ops`) instead. Every argument is checked before a pointer is taken: dtype, device,
 shape, contiguity (a contiguous copy is kept alive until the call returns), index dtype (int32
 converted, others a ``TypeError``) and index ranges (``IndexError``), so that no input can
 crash the process.
@@ -23,8 +24,9 @@ prepare one per graph (:meth:`euclidnn.data.Graph.derived`) and pass it to every
 ``EUCLIDNN_CACHE`` sets where the built libraries go (default ``~/.cache/euclidnn``).
 """
 
-from euclidnn.kernels.build import Library, cache_directory, check_private
-from euclidnn.kernels.checks import fused_library
+from euclidnn.kernels import ops
+from euclidnn.kernels.build import Library, cache_directory, check_private, target_flags
+from euclidnn.kernels.checks import fused_library, recording_ops
 from euclidnn.kernels.conv import ConvSpec, convolve, filter_conv
 from euclidnn.kernels.edges import Edges
 from euclidnn.kernels.schnet import SchNetWeights, schnet_energy_and_forces
@@ -39,5 +41,8 @@ __all__ = [
     "convolve",
     "filter_conv",
     "fused_library",
+    "ops",
+    "recording_ops",
     "schnet_energy_and_forces",
+    "target_flags",
 ]

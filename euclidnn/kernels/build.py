@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["Library", "cache_directory", "check_private"]
+__all__ = ["Library", "cache_directory", "check_private", "target_flags"]
 
 _BASE_FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11")
 
@@ -59,7 +59,7 @@ def _run(command: Sequence[str]) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
-def _target_flags(cc: str) -> tuple[list[str], str]:
+def target_flags(cc: str) -> tuple[list[str], str]:
     """(``["-march=native"]``, the macros it predefines) where the compiler accepts it, else
     ``([], the default target's macros)``: the identity of the instruction set built for."""
     for flags in (["-march=native"], []):
@@ -122,7 +122,7 @@ class Library:
         cc = os.environ.get("CC", "cc")
         if shutil.which(cc) is None:
             raise FileNotFoundError(f"no C compiler {cc!r} on PATH")
-        target, isa = _target_flags(cc)
+        target, isa = target_flags(cc)
         flags = [*_BASE_FLAGS, *target, *self.extra_flags]
         key = hashlib.sha256(
             "\0".join(

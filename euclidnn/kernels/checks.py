@@ -6,22 +6,30 @@ the CPU, kept alive by the caller until the call returns, with every index in ra
 the fused path does not support (another device or dtype, tracing by ``torch.compile``,
 ``EUCLIDNN_NATIVE=0``, a library that did not build) runs the PyTorch reference instead, which
 raises PyTorch's own errors for inconsistent inputs.
+
+A trace (``torch.jit.trace``) cannot record a ctypes call, so it records the reference, unless
+it runs inside :func:`recording_ops`: then a kernel with a TorchScript custom op
+(:mod:`euclidnn.kernels.ops`) is recorded as that op, which C++ runs from the same C source.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import threading
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
 from euclidnn.kernels.build import Library
 
-__all__ = ["fused_library", "index_tensor", "float_tensor"]
+__all__ = ["float_tensor", "fused_library", "index_tensor", "op_library", "recording_ops"]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 INDEX_DTYPES = (torch.int32, torch.int64)
+_RECORDING = threading.local()  # .on: inside recording_ops() on this thread
 
 
 def fused_library(library: Library, *tensors: Tensor | None) -> ctypes.CDLL | None:
@@ -30,9 +38,10 @@ def fused_library(library: Library, *tensors: Tensor | None) -> ctypes.CDLL | No
 
     The one place where the choice is made. The fused path runs when ``EUCLIDNN_NATIVE`` is
     not ``"0"``, nothing is being traced by ``torch.compile`` or ``torch.jit.trace`` (a ctypes
-    call does not trace: the compiler fuses the reference anyway, and a TorchScript export must
-    record the reference's operations), every given tensor is on the CPU with one dtype,
-    float32 or float64, and the library builds and loads.
+    call does not trace: the compiler fuses the reference anyway, and a TorchScript export
+    records the reference's operations or, with :func:`op_library`, the kernel's custom op),
+    every given tensor is on the CPU with one dtype, float32 or float64, and the library
+    builds and loads.
     """
     if (
         os.environ.get("EUCLIDNN_NATIVE", "1") == "0"
@@ -40,14 +49,46 @@ def fused_library(library: Library, *tensors: Tensor | None) -> ctypes.CDLL | No
         or torch.jit.is_tracing()
     ):
         return None
+    return library.get() if _fits(tensors) else None
+
+
+def _fits(tensors: tuple[Tensor | None, ...]) -> bool:
+    """Every given tensor on the CPU, with one dtype, float32 or float64."""
     present = [t for t in tensors if t is not None]
     dtype = present[0].dtype
-    if dtype not in FLOAT_DTYPES:
+    return dtype in FLOAT_DTYPES and all(t.dtype == dtype and t.is_cpu for t in present)
+
+
+@contextlib.contextmanager
+def recording_ops() -> Iterator[None]:
+    """Within this block (on this thread), a trace by ``torch.jit.trace`` records a kernel that
+    has a TorchScript custom op as that op (:func:`op_library`) instead of the PyTorch
+    reference; the previous setting is restored on exit. What ``euclidnn export`` traces in,
+    unless asked for a portable file.
+
+    >>> with recording_ops():
+    ...     pass
+    """
+    previous = getattr(_RECORDING, "on", False)
+    _RECORDING.on = True
+    try:
+        yield
+    finally:
+        _RECORDING.on = previous
+
+
+def op_library(library: Library, *tensors: Tensor | None) -> ctypes.CDLL | None:
+    """The loaded ``library`` where a trace should record the kernel's custom op on these
+    tensors, else ``None``: while ``torch.jit.trace`` runs inside :func:`recording_ops`,
+    ``EUCLIDNN_NATIVE`` is not ``"0"``, the tensors are as :func:`fused_library` needs them and
+    the library loads (the op runs it while the trace records)."""
+    if (
+        not getattr(_RECORDING, "on", False)
+        or not torch.jit.is_tracing()
+        or os.environ.get("EUCLIDNN_NATIVE", "1") == "0"
+    ):
         return None
-    for t in present:
-        if t.dtype != dtype or not t.is_cpu:
-            return None
-    return library.get()
+    return library.get() if _fits(tensors) else None
 
 
 def float_tensor(t: Tensor, name: str, shape: tuple[int, ...]) -> Tensor:

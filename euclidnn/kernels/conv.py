@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from euclidnn.kernels.build import Library
-from euclidnn.kernels.checks import fused_library
+from euclidnn.kernels.checks import fused_library, op_library
 from euclidnn.kernels.edges import Edges
 
 __all__ = ["ConvSpec", "convolve", "filter_conv"]
@@ -224,6 +224,10 @@ def convolve(
         broadcast), edge_src, edge_dst: [n_edges] → [num_nodes, dims[3]]
     """
     lib = fused_library(LIBRARY, x, y, w)
+    if lib is None and op_library(LIBRARY, x, y, w) is not None:
+        widths = [(t.dim(), int(t.shape[-1])) for t in (x, y, w)]  # a trace's constants
+        if widths == [(2, d) for d in spec.dims[:3]]:
+            return _record_op(spec, x, y, w, edge_src, edge_dst, None, num_nodes)
     n_edges = edge_src.shape[0] if edge_src.dim() == 1 else -1
     y, w = _rows(y, n_edges, spec.dims[Y]), _rows(w, n_edges, spec.dims[W])
     if lib is None or x.dim() != 2 or x.shape[1] != spec.dims[X] or y is None or w is None:
@@ -232,6 +236,23 @@ def convolve(
     if spec.perm_in is not None:
         x = x.index_select(1, spec.perm_in)
     out = _partial(lib, spec, edges, G, x, y, w, None)
+    return out if spec.perm_out is None else out.index_select(1, spec.perm_out)
+
+
+def _record_op(spec: ConvSpec, x, y, w, edge_src, edge_dst, row, num_nodes) -> Tensor:
+    """∂Q/∂g as the custom op ``euclidnn::uvu_conv`` (:mod:`euclidnn.kernels.ops`), for a trace
+    to record: its entries become constants of the trace, and ``num_nodes`` (a traced size,
+    a 0-dim tensor, while tracing) stays a function of the inputs."""
+    from euclidnn.kernels import ops  # here: ops imports this module
+
+    ops.register()
+    if spec.perm_in is not None:
+        x = x.index_select(1, spec.perm_in)
+    num_out = num_nodes if isinstance(num_nodes, Tensor) else torch.tensor(num_nodes)
+    out = torch.ops.euclidnn.uvu_conv(
+        G, x, y, w, None, edge_src, edge_dst, row, num_out, spec.entries,
+        spec.coefficients[torch.float64], list(spec.dims),
+    )  # fmt: skip
     return out if spec.perm_out is None else out.index_select(1, spec.perm_out)
 
 
@@ -265,6 +286,10 @@ def filter_conv(
         edge_src, edge_dst, row: [n_edges] → [num_nodes, F]
     """
     lib = _filter_library(x, w, None, edge_src, row)
+    if lib is None and op_library(LIBRARY, x, w) is not None:
+        width = int(x.shape[-1]) if x.dim() == 2 else -1  # a trace's constant
+        if w.dim() == 2 and int(w.shape[-1]) == width:
+            return _record_op(ConvSpec.product(width), x, None, w, edge_src, edge_dst, row, num_nodes)  # fmt: skip
     if lib is None:
         return reference()
     num_rows = None if row is None else w.shape[0]

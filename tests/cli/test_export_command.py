@@ -6,12 +6,14 @@ The command runs in-process through ``euclidnn.cli.__main__.main``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from ase.build import molecule
 
+from euclidnn import kernels
 from euclidnn.cli.__main__ import main
 from euclidnn.data import Graph
 from euclidnn.export import load_exported
@@ -32,8 +34,11 @@ def test_export_then_load(model, tmp_path, capsys):
     out = tmp_path / "model.pt"
     assert main(["export", str(model), "--out", str(out), "--dtype", "float32"]) == 0
     printed = capsys.readouterr().out.strip()
+    kernels_on = os.environ.get("EUCLIDNN_NATIVE", "1") != "0" and kernels.conv.LIBRARY.get()
+    ops = "euclidnn::uvu_conv" if kernels_on else "none"
     assert printed == (
-        f"{out}: nequip for H+C+O, cutoff 4 Å, receptive field 8 Å (2 hops), float32"
+        f"{out}: nequip for H+C+O, cutoff 4 Å, receptive field 8 Å (2 hops), float32, "
+        f"custom ops: {ops}"
     )
     module, metadata = load_exported(out)
     assert metadata["dtype"] == "float32" and metadata["species"] == [1, 6, 8]
@@ -41,6 +46,14 @@ def test_export_then_load(model, tmp_path, capsys):
     reference = predict(load_model(model).float(), graph)
     energy = module(graph.positions, graph.numbers, graph.edge_src, graph.edge_dst).sum()
     torch.testing.assert_close(energy.reshape(1), reference.energy, rtol=1e-5, atol=1e-5)
+
+
+def test_portable(model, tmp_path, capsys):
+    out = tmp_path / "plain.pt"
+    assert main(["export", str(model), "--out", str(out), "--portable"]) == 0
+    assert capsys.readouterr().out.strip().endswith("float64, custom ops: none")
+    module, metadata = load_exported(out)
+    assert metadata["ops"] == [] and "euclidnn::" not in str(module.inlined_graph)
 
 
 def test_refuses_to_overwrite(model, tmp_path, capsys):

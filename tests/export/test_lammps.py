@@ -134,6 +134,28 @@ def test_unknown_element_and_not_an_export(plugin, tmp_path):
         lammps.single_point(tmp_path / "bad.pt", [atoms], SYMBOLS, workdir=tmp_path)
 
 
+def test_a_file_calling_an_op_the_plugin_lacks(plugin, tmp_path):
+    """The plugin reads the file's metadata before it loads it: an op it does not register is
+    named (with what to do), not a TorchScript error about an unknown builtin."""
+    import json
+    import warnings
+
+    from euclidnn.export import METADATA_FILE, load_exported
+
+    export(_models()["allegro"], tmp_path / "model.pt")
+    module, metadata = load_exported(tmp_path / "model.pt")
+    metadata["ops"] = ["euclidnn::not_an_op"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(
+            module, str(tmp_path / "needs.pt"), _extra_files={METADATA_FILE: json.dumps(metadata)}
+        )
+    atoms = molecule("CH4")
+    atoms.center(vacuum=5.0)
+    with pytest.raises(ChildProcessError, match="calls the custom op euclidnn::not_an_op"):
+        lammps.single_point(tmp_path / "needs.pt", [atoms], SYMBOLS, workdir=tmp_path)
+
+
 @pytest.mark.slow
 def test_trajectories_on_one_and_two_ranks_agree(plugin, tmp_path):
     """NVE in float64, 400 steps of 0.1 fs of NequIP (message passing: the ghost shell of 2 × r_max) on

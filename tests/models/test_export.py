@@ -5,12 +5,16 @@ is exported — traced on a small cluster of its own species — and the loaded 
 energies, summed, and their autograd forces are compared with :func:`euclidnn.models.predict`
 on ethanol and on a 60-atom water cluster (sizes the trace never saw): float64 to 1e-10 and
 float32 to 1e-5 of the largest value. Also: no atoms, no edges, the metadata, errors for files
-that are not exports, unknown atomic numbers and malformed inputs.
+that are not exports, unknown atomic numbers and malformed inputs; the custom op
+``euclidnn::uvu_conv`` in the default export of NequIP and SchNet and none in a portable one
+(the same numbers), old (version 2) files, and files that call an op this process lacks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import warnings
 
 import numpy as np
@@ -19,8 +23,9 @@ import torch
 from ase import Atoms
 from ase.build import molecule
 
+from euclidnn import kernels
 from euclidnn.data import Graph
-from euclidnn.export import FORMAT, export, load_exported
+from euclidnn.export import FORMAT, METADATA_FILE, export, load_exported
 from euclidnn.models import (
     Allegro,
     AllegroConfig,
@@ -46,6 +51,10 @@ MODELS = {
 }
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 EMPTY = torch.zeros(0, dtype=torch.int64)
+# the fused kernels run here: exports record their custom op (else the reference, ops = [])
+KERNELS_ON = (
+    os.environ.get("EUCLIDNN_NATIVE", "1") != "0" and kernels.conv.LIBRARY.get() is not None
+)
 
 
 def water_cluster(num_molecules: int = 20, spacing: float = 3.0) -> Atoms:
@@ -143,8 +152,9 @@ def test_metadata(exported):
     _, metadata = load_exported(path)
     assert metadata == {
         "format": FORMAT,
-        "format_version": 2,  # 2: edge_shift and cell (periodic images of held atoms)
+        "format_version": 3,  # 2: edge_shift and cell; 3: ops
         "model": "nequip",
+        "ops": ["euclidnn::uvu_conv"] if KERNELS_ON else [],
         "species": [1, 6, 8],
         "symbols": ["H", "C", "O"],
         "cutoff": 5.0,
@@ -221,3 +231,60 @@ def test_int32_edges_are_refused_not_misread(exported):
     narrow = dataclasses.replace(graph, edge_src=graph.edge_src.int())
     with pytest.raises(Exception, match="int64"):
         module(narrow.positions, narrow.numbers, narrow.edge_src, narrow.edge_dst)
+
+
+def _resave(path, target, drop=(), **changes) -> None:
+    """``path``'s module saved again at ``target`` with its metadata changed."""
+    module, metadata = load_exported(path)
+    metadata = {k: v for k, v in {**metadata, **changes}.items() if k not in drop}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(module, str(target), _extra_files={METADATA_FILE: json.dumps(metadata)})
+
+
+@pytest.mark.skipif(
+    not KERNELS_ON, reason="the fused kernels are off (EUCLIDNN_NATIVE=0 or no C compiler)"
+)
+@pytest.mark.parametrize("name", ["nequip-l2", "schnet"])
+def test_default_export_calls_the_kernel_op_and_portable_does_not(tmp_path, name):
+    """The default export records the convolution as ``euclidnn::uvu_conv`` (in the graph and
+    the code of the file), ``portable=True`` as plain PyTorch; both give ``predict``'s numbers."""
+    torch.manual_seed(0)
+    model = MODELS[name]().double()
+    graph = Graph.from_ase(water_cluster(), model.cutoff, torch.float64)
+    reference = predict(model, graph)
+    results = {}
+    for portable in (False, True):
+        path = tmp_path / f"{portable}.pt"
+        written = export(model, path, portable=portable)
+        module, metadata = load_exported(path)
+        calls = "euclidnn::uvu_conv" in str(module.inlined_graph)
+        in_code = any("ops.euclidnn.uvu_conv" in getattr(m, "code", "") for m in module.modules())
+        assert calls == in_code == (not portable), (portable, calls, in_code)
+        assert metadata["ops"] == written["ops"] == ([] if portable else ["euclidnn::uvu_conv"])
+        results[portable] = energies_and_forces(module, graph)
+        assert_close(results[portable][0].sum().reshape(1), reference.energy, 1e-10)
+        assert_close(results[portable][1], reference.forces, 1e-10)
+    for a, b in zip(results[False], results[True]):
+        assert_close(a, b, 1e-10)
+
+
+def test_a_model_without_the_convolution_needs_no_op(exported):
+    _, path = exported("allegro", torch.float64)
+    module, metadata = load_exported(path)
+    assert metadata["ops"] == [] and "euclidnn::" not in str(module.inlined_graph)
+
+
+def test_version_2_files_load_and_unknown_ops_are_named(exported, tmp_path):
+    _, path = exported("allegro", torch.float64)
+    _resave(path, tmp_path / "old.pt", drop=("ops",), format_version=2)
+    _, metadata = load_exported(tmp_path / "old.pt")
+    assert metadata["format_version"] == 2 and "ops" not in metadata
+    _resave(path, tmp_path / "future.pt", format_version=4)
+    with pytest.raises(
+        ValueError, match="future.pt: export format version 4, this euclidnn reads 2, 3"
+    ):
+        load_exported(tmp_path / "future.pt")
+    _resave(path, tmp_path / "needs.pt", ops=["euclidnn::not_an_op"])
+    with pytest.raises(ValueError, match=r"needs.pt: calls the custom op\(s\) euclidnn::not_an_op"):
+        load_exported(tmp_path / "needs.pt")
