@@ -357,6 +357,41 @@ def compare(ours, peer, steps: int, repeats: int) -> tuple[float, float, float]:
     return statistics.median(rates_ours), statistics.median(rates_peer), statistics.median(forces)
 
 
+def profile(model, atoms, steps: int, repeats: int = 5) -> None:
+    """Where a step of ours goes: steps/s; ``predict`` alone on the starting graph (its share of
+    a step; the rest is the calculator's input, ASE's integrator and calculator protocol); the
+    operators that cost most over one segment (``torch.profiler``, self CPU time)."""
+    from torch.profiler import profile as torch_profile
+
+    from euclidnn.data import Graph
+    from euclidnn.models import predict
+
+    make = ours_calculator(model)
+    segment(atoms, make, 0, 3)
+    rate = statistics.median(
+        steps / segment(atoms, make, s, steps)["seconds"] for s in range(repeats)
+    )
+    graph = Graph.from_ase(atoms, r_max=R_MAX, dtype=torch.float32)
+    times = []
+    for _ in range(max(repeats, 10)):
+        start = time.perf_counter()
+        predict(model, graph)
+        times.append(time.perf_counter() - start)
+    model_seconds = statistics.median(times)
+    print(f"{rate:.3g} steps/s; predict alone {model_seconds * 1e3:.3g} ms = "
+          f"{model_seconds * rate:.0%} of a step, the rest outside the model")  # fmt: skip
+    with torch_profile() as prof:
+        segment(atoms, make, 1, steps)
+    events = prof.key_averages()
+    calls = sum(e.count for e in events if e.key.startswith("aten::"))
+    print(f"{calls / steps:.0f} aten operator calls a step (nested calls counted)")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=50))
+
+
+def _rate(steps_per_second: float) -> str:
+    return f"{steps_per_second:,.0f}" if steps_per_second >= 100 else f"{steps_per_second:.3g}"
+
+
 def cpu() -> str:
     model, flags = platform.processor(), set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -383,6 +418,9 @@ def main() -> None:
         default=MACE["hidden_irreps"],
         help="MACE's hidden irreps (its default size: 128x0e+128x1o)",
     )
+    parser.add_argument(
+        "--profile", help="MODEL:SYSTEM (e.g. nequip:ethanol): where a step of ours goes"
+    )
     parser.add_argument("--json", default=None, help="write the rows as JSON to this path")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -391,6 +429,11 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.profile:
+        name, system = args.profile.split(":", 1)
+        steps = max(2, round(STEPS[system] * args.steps))
+        profile(ours_models()[name], md_systems()[system], steps)
+        return
 
     import ase
     import nequip
@@ -464,8 +507,8 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"| {system} | {len(atoms)} | {ours_name} | {rate_ours:.3g} | {peer_name} | "
-                f"{rate_peer:.3g} | **{rate_ours / rate_peer:.2f}×** | {steps} × {args.repeats} |",
+                f"| {system} | {len(atoms)} | {ours_name} | {_rate(rate_ours)} | {peer_name} | "
+                f"{_rate(rate_peer)} | **{rate_ours / rate_peer:.2f}×** | {steps} × {args.repeats} |",
                 flush=True,
             )
     if mace:
