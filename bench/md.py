@@ -290,6 +290,7 @@ def mace_calculator(directory: Path, hidden_irreps: str):
 
 def worker(threads: int, hidden_irreps: str) -> None:
     """Serve MACE segments: one JSON request a line on stdin, one ``@`` + JSON line back."""
+    import e3nn
     import mace
 
     torch.set_num_threads(threads)
@@ -297,7 +298,7 @@ def worker(threads: int, hidden_irreps: str) -> None:
     data = md_systems()
     with tempfile.TemporaryDirectory() as tmp:
         make = mace_calculator(Path(tmp), hidden_irreps)
-        reply = {"mace": mace.__version__, "torch": torch.__version__}
+        reply = {"mace": mace.__version__, "e3nn": e3nn.__version__}
         print("@" + json.dumps(reply), flush=True)
         for line in sys.stdin:
             request = json.loads(line)
@@ -435,7 +436,9 @@ def main() -> None:
         profile(ours_models()[name], md_systems()[system], steps)
         return
 
+    import allegro
     import ase
+    import e3nn
     import nequip
     import schnetpack
 
@@ -448,9 +451,10 @@ def main() -> None:
     print(f"# {cpu()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M %Z')}; python {platform.python_version()}, torch "
-        f"{torch.__version__}, euclidnn {euclidnn.__version__}, nequip {nequip.__version__}, "
-        f"schnetpack {schnetpack.__version__}, ase {ase.__version__}"
-        + (f", mace {mace.versions['mace']}" if mace else "")
+        f"{torch.__version__}, euclidnn {euclidnn.__version__}, e3nn {e3nn.__version__}, nequip "
+        f"{nequip.__version__}, allegro {allegro.__version__}, schnetpack {schnetpack.__version__}, "
+        f"ase {ase.__version__}"
+        + (f", mace {mace.versions['mace']} (e3nn {mace.versions['e3nn']})" if mace else "")
     )
     print(
         f"# threads {args.threads} (every side), float32, r_max {R_MAX} Å, NVE {TIMESTEP} fs "
