@@ -313,6 +313,11 @@ class Worker:
     """The MACE worker process; ``segment(system, seed, steps)`` as in this process."""
 
     def __init__(self, python: Path, threads: int, hidden_irreps: str) -> None:
+        if not python.exists():
+            raise SystemExit(
+                f"{python}: not found; `make .venv-mace/bin/.installed` builds MACE's venv "
+                "(or leave mace out of --models)"
+            )
         command = [str(python), __file__, "--worker", "--threads", str(threads)]
         self.process = subprocess.Popen(
             command + ["--mace-hidden", hidden_irreps],
@@ -413,7 +418,11 @@ def main() -> None:
     )
     parser.add_argument("--systems", default=",".join(STEPS), help="comma-separated")
     parser.add_argument("--models", default="schnet,nequip,allegro,mace", help="comma-separated")
-    parser.add_argument("--mace-python", default=str(HERE.parent / ".venv-mace/bin/python"))
+    parser.add_argument(
+        "--mace-python",
+        default=str(HERE.parent / ".venv-mace/bin/python"),
+        help="the Python of MACE's venv (default: .venv-mace of this checkout)",
+    )
     parser.add_argument(
         "--mace-hidden",
         default=MACE["hidden_irreps"],
