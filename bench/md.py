@@ -281,7 +281,7 @@ def profile(model, atoms, steps: int, repeats: int = 5) -> None:
         predict(model, graph)
         times.append(time.perf_counter() - start)
     model_seconds = statistics.median(times)
-    print(f"{rate:.3g} steps/s; predict alone {model_seconds * 1e3:.3g} ms = "
+    print(f"{_rate(rate)} steps/s; predict alone {model_seconds * 1e3:.3g} ms = "
           f"{model_seconds * rate:.0%} of a step, the rest outside the model")  # fmt: skip
     with torch_profile() as prof:
         segment(atoms, make, 1, steps)
