@@ -47,13 +47,24 @@ $(BENCH)/.installed: pyproject.toml
 	$(BENCH)/python -m pip install -q --no-deps --ignore-requires-python "schnetpack==2.2.0"
 	$(BENCH)/python -m pip install -q h5py hydra-colorlog rich fasteners dirsync tensorboardX progressbar petname
 	$(BENCH)/python -m pip install -q --no-deps torch-ema
+	$(BENCH)/python -m pip install -q "nequip-allegro==0.8.3"
 	touch $@
 
-bench: $(BENCH)/.installed
+# MACE for bench/md.py, in a venv of its own: mace-torch 0.3.14 pins e3nn 0.4.4, nequip 0.19
+# needs e3nn >= 0.6. bench/md.py runs it in a worker process started from this venv.
+MACE := .venv-mace/bin
+$(MACE)/.installed:
+	test -x $(MACE)/python || $(PYTHON) -m venv .venv-mace
+	$(MACE)/python -m pip install -q torch==2.13.0
+	$(MACE)/python -m pip install -q "mace-torch==0.3.14"
+	touch $@
+
+bench: $(BENCH)/.installed $(MACE)/.installed
 	$(BENCH)/python bench/o3.py
 	$(BENCH)/python bench/tensor_product.py
 	$(BENCH)/python bench/models.py
 	$(BENCH)/python bench/schnet_kernel.py
+	$(BENCH)/python bench/md.py
 
 clean:
-	rm -rf $(VENV) .venv-bench build *.egg-info
+	rm -rf $(VENV) .venv-bench .venv-mace build *.egg-info
