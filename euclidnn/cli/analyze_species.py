@@ -258,29 +258,41 @@ def _diffusion(frames, args, run: dict, label: str, axes) -> dict:
 def arrhenius_report(runs: dict, species: list[str]) -> dict:
     """E_a of each species from the runs' D and mean temperatures (``summary.json``; for the
     reference's own MD, its thermostat's), where three or more runs at different temperatures
-    have a positive D (weighted by D's block error bars); species without them are left out."""
+    have a positive D (weighted by D's block error bars); species without them are left out.
+    The model's runs and the reference method's (files of `euclidnn label`) are fitted apart:
+    the reference's fit is under "SYMBOL (reference)" when both are given."""
+    kinds = {run["kind"] for run in runs.values()}
+    report = {}
+    for kind in ("md", "reference"):
+        chosen = [run for run in runs.values() if run["kind"] == kind]
+        suffix = " (reference)" if kind == "reference" and "md" in kinds else ""
+        for symbol in species:
+            fit = _arrhenius_fit(chosen, symbol)
+            if fit is not None:
+                report[symbol + suffix] = fit
+    return report
+
+
+def _arrhenius_fit(runs: list[dict], symbol: str) -> dict | None:
     from euclidnn.md.analysis import arrhenius
     from euclidnn.md.diffusion import CM2_PER_S_PER_A2_PER_PS
 
-    report = {}
-    for symbol in species:
-        points = [(_temperature(run), run["diffusion"][symbol]) for run in runs.values()
-                  if _temperature(run) and run["diffusion"][symbol]["D_A2_per_ps"] > 0]  # fmt: skip
-        if len({round(t, 6) for t, _ in points}) < 3:
-            continue
-        temperatures = [t for t, _ in points]
-        errors = [d["D_stderr_A2_per_ps"] for _, d in points]
-        weighted = all(e > 0 for e in errors)  # else: unweighted, error from the scatter
-        fit = arrhenius(temperatures, [d["D_A2_per_ps"] for _, d in points],
-                        errors if weighted else None)  # fmt: skip
-        report[symbol] = {
-            "activation_energy_eV": fit.activation_energy,
-            "activation_energy_stderr_eV": fit.stderr,
-            "prefactor_cm2_per_s": fit.prefactor * CM2_PER_S_PER_A2_PER_PS,
-            "temperatures_K": temperatures,
-            "weighted_by_block_errors": weighted,
-        }
-    return report
+    points = [(_temperature(run), run["diffusion"][symbol]) for run in runs
+              if _temperature(run) and run["diffusion"][symbol]["D_A2_per_ps"] > 0]  # fmt: skip
+    if len({round(t, 6) for t, _ in points}) < 3:
+        return None
+    temperatures = [t for t, _ in points]
+    errors = [d["D_stderr_A2_per_ps"] for _, d in points]
+    weighted = all(e > 0 for e in errors)  # else: unweighted, error from the scatter
+    fit = arrhenius(temperatures, [d["D_A2_per_ps"] for _, d in points],
+                    errors if weighted else None)  # fmt: skip
+    return {
+        "activation_energy_eV": fit.activation_energy,
+        "activation_energy_stderr_eV": fit.stderr,
+        "prefactor_cm2_per_s": fit.prefactor * CM2_PER_S_PER_A2_PER_PS,
+        "temperatures_K": temperatures,
+        "weighted_by_block_errors": weighted,
+    }
 
 
 def _temperature(run: dict) -> float | None:

@@ -166,6 +166,13 @@ def test_analyze_reads_the_reference_methods_own_md_from_a_labelled_file(tmp_pat
         assert run["diffusion"]["Li"] == folder["diffusion"]["Li"]
         assert run["angles"] == folder["angles"]
     assert file_report["arrhenius"]["Li"] == folder_report["arrhenius"]["Li"]
+    # both together: the model's runs and the reference's are fitted apart, not pooled
+    both = [*folders[:2], str(tmp_path / "reference.xyz")]
+    assert main(["analyze", *both, "--out", str(tmp_path / "c"), "--diffusion", "Li",
+                 "--blocks", "4"]) == 0  # fmt: skip
+    fits = json.loads((tmp_path / "c" / "analysis.json").read_text())["arrhenius"]
+    assert list(fits) == ["Li (reference)"]  # two model runs: no fit of their own
+    assert fits["Li (reference)"] == folder_report["arrhenius"]["Li"]
 
 
 def test_frames_without_a_time_axis_have_structure_but_no_diffusion(tmp_path, capsys):
