@@ -183,7 +183,10 @@ def _angles(frames, options: list[AngleOption], label: str, axes) -> dict:
     numbers = {}
     for option, axis in zip(options, axes):
         found = bond_angle_distribution(frames, option.triplet, option.cutoffs, ANGLE_BINS)
-        axis.plot(found.angle, found.density, label=label)
+        width = _angle_bin_width(found.count)
+        angle = found.angle.reshape(-1, width).mean(1)  # [180 / width] °
+        density = found.density.reshape(-1, width).mean(1)  # [180 / width] 1/°
+        axis.plot(angle, density, label=f"{label} ({width}° bins)" if width > 1 else label)
         axis.set(title=f"{option.name} angle at {option.triplet[1]}", xlabel="θ (°)",
                  ylabel="density (1/°)", xlim=(0, 180))  # fmt: skip
         numbers[option.name] = {
@@ -191,9 +194,20 @@ def _angles(frames, options: list[AngleOption], label: str, axes) -> dict:
             "count": found.count,
             "angles_per_frame": found.count / len(frames),
             "mean_deg": found.mean if found.count else None,
-            "most_likely_deg": float(found.angle[found.density.argmax()]) if found.count else None,
+            "most_likely_deg": float(angle[density.argmax()]) if found.count else None,
+            "bin_width_deg": width,
         }
     return numbers
+
+
+def _angle_bin_width(count: int) -> int:
+    """Degrees per plotted bin: 1° where there are angles enough, wider (a divisor of 180, at
+    most 10°) so that a distribution some 60° wide has about 10 angles per bin.
+
+    >>> _angle_bin_width(100_000), _angle_bin_width(150), _angle_bin_width(3)
+    (1, 4, 10)
+    """
+    return next((w for w in (1, 2, 3, 4, 5, 6, 9) if count * w >= 600), 10)
 
 
 def _pairs(frames, args, label: str, axes) -> dict:

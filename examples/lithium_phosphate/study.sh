@@ -11,7 +11,7 @@
 # Settings (environment): DATA (labelled frames, one file), OUT (study), SIZES (training-set
 # sizes, at most the melt frames less N_TEST + N_VALID), MINUTES (per fit), MODEL (nequip,
 # allegro, schnet), STAGE_STEPS and DIFFUSION_STEPS (MD steps of 1 fs), TEMPS, ENGINE (ase or
-# lammps), RANKS (lammps). Results: OUT/curve/learning_curve.png, OUT/structure/*.png,
+# lammps), RANKS (lammps). Results: OUT/curve/learning_curve.png, OUT/structure_*/*.png,
 # OUT/diffusion/msd_species.png and each folder's JSON. A step whose output exists is skipped,
 # so a stopped study resumes at the step it was in (rm -r that step's folder first).
 set -euo pipefail
@@ -83,9 +83,10 @@ for T in 1000 600 300; do
     md "quench_${T}K" "$OUT/data/start_${T}K.xyz" "$T" "$STAGE_STEPS"
     previous="quench_${T}K"
 done
-euclidnn analyze "$OUT/md/melt_2000K" "$OUT/md/quench_1000K" "$OUT/md/quench_600K" \
-    "$OUT/md/quench_300K" "$DATA" --angles P-O-P:1.9,O-P-O:1.9 --pairs Li-O,P-O --skip 0.2 \
-    --out "$OUT/structure" --overwrite
+for stage in melt_2000K:melt quench_300K:quench_300K; do  # the model's run beside the reference's
+    euclidnn analyze "$OUT/md/${stage%%:*}" "$OUT/data/${stage##*:}.xyz" --skip 0.2 \
+        --angles P-O-P:1.9,O-P-O:1.9 --pairs Li-O,P-O --out "$OUT/structure_${stage%%:*}" --overwrite
+done
 
 # 3. Li diffusion: the model at each temperature (Arrhenius), the reference at the melt's
 for T in $TEMPS; do
@@ -93,4 +94,4 @@ for T in $TEMPS; do
 done
 euclidnn analyze $(for T in $TEMPS; do echo "$OUT/md/diffusion_${T}K"; done) \
     "$OUT/data/melt.xyz" --diffusion Li --blocks 5 --skip 0.1 --out "$OUT/diffusion" --overwrite
-echo "study: $OUT/curve/learning_curve.png $OUT/structure $OUT/diffusion"
+echo "study: $OUT/curve/learning_curve.png $OUT/structure_melt_2000K $OUT/structure_quench_300K $OUT/diffusion"
