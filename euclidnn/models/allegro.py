@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
 from euclidnn.models.interface import Potential
@@ -184,6 +187,49 @@ def weighted_harmonics(weights: Tensor, edge_sh: Tensor) -> Tensor:
     return torch.cat(blocks, dim=-1)
 
 
+def _channel_major(irreps: Irreps) -> Tensor:
+    """Column permutation from e3nn's layout to the channel-major one of irreps whose terms
+    share one multiplicity: ``x[:, perm]`` is [·, mul, d] flattened, channel n holding the
+    components of every term in order (d = irreps.dim / mul).
+
+    >>> _channel_major(Irreps("2x0e + 2x1o")).tolist()
+    [0, 2, 3, 4, 1, 5, 6, 7]
+    """
+    if not irreps:
+        return torch.zeros(0, dtype=torch.int64)
+    offsets = [sum(m * ir.dim for m, ir in irreps[:t]) for t in range(len(irreps))]
+    cols = [
+        offset + n * ir.dim + c
+        for n in range(irreps[0].mul)
+        for offset, (_, ir) in zip(offsets, irreps)
+        for c in range(ir.dim)
+    ]
+    return torch.tensor(cols, dtype=torch.int64)
+
+
+def _degrees(lmax: int) -> Tensor:
+    """The degree l of each spherical-harmonic component: [0, 1, 1, 1, 2, …].
+
+    Shapes: → [(lmax + 1)²] int64
+    """
+    return torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)])  # noqa: E741
+
+
+class _Folded(NamedTuple):
+    """The constants of :meth:`AllegroLayer.fast` in one dtype (float64 masters on the CPU).
+
+    product: the channelwise tensor product of one channel with the environment's
+        normalisation folded in, [d_in · d_env, K], its K columns the scalar paths first;
+    linear_scale, linear_index: the Linear as a dense map of the channel-major products
+        [mul · K, mul_out · d_out]: entry = weight[linear_index] · linear_scale (0 where the
+        Linear has no weight).
+    """
+
+    product: Tensor
+    linear_scale: Tensor | None
+    linear_index: Tensor | None
+
+
 class AllegroLayer(nn.Module):
     r"""One Allegro layer: the centre's environment, its product with the edge's tensor
     features, and the update of the edge's scalar latents.
@@ -243,6 +289,69 @@ class AllegroLayer(nn.Module):
         self.latent_mlp = ScalarMLP(
             [latent_dim + num_scalars, *[latent_dim] * latent_mlp_depth, latent_dim]
         )
+        self._fold(paths.irreps_out, latent_dim)
+
+    def _fold(self, irreps_paths: Irreps, latent_dim: int) -> None:
+        """The constants of :meth:`fast`, read off the reference modules in float64.
+
+        The tensor product is evaluated on basis vectors of channel 0 (its paths act on each
+        channel alike), the Linear on the identity with its weights set to ones and to
+        1, 2, 3, …: so the fast path computes the reference's own maps, whatever their
+        normalisations.
+        """
+        mul = self.num_channels
+        d_in, d_env = self.irreps_in.dim // mul, self.irreps_env.dim // mul
+        perm_in, perm_env = _channel_major(self.irreps_in), _channel_major(self.irreps_env)
+        perm_paths = _channel_major(irreps_paths)
+        k_paths = irreps_paths.dim // mul
+        is_scalar = torch.tensor([ir == _SCALAR for _, ir in irreps_paths for _ in range(ir.dim)])
+        order = torch.cat([is_scalar.nonzero()[:, 0], (~is_scalar).nonzero()[:, 0]])
+        self.num_scalar_columns = int(is_scalar.sum())
+        if not self.irreps_out:
+            order = order[: self.num_scalar_columns]
+        k = order.shape[0]
+        x1 = torch.zeros(d_in, d_env, self.irreps_in.dim, dtype=torch.float64)
+        x2 = torch.zeros(d_in, d_env, self.irreps_env.dim, dtype=torch.float64)
+        for i, cols in enumerate(perm_in.view(mul, d_in).t()):  # component i of every channel
+            x1[i, :, cols] = 1.0
+        for j, cols in enumerate(perm_env.view(mul, d_env).t()):
+            x2[:, j, cols] = 1.0
+        tp = copy.deepcopy(self.tensor_product).double()
+        with torch.no_grad():
+            out = tp(x1.reshape(d_in * d_env, -1), x2.reshape(d_in * d_env, -1))
+        out = out.index_select(1, perm_paths).view(d_in * d_env, mul, k_paths)
+        if not torch.allclose(out, out[:, :1], atol=1e-12):  # every channel alike
+            raise AssertionError("AllegroLayer: the paths are not channelwise")
+        product = out[:, 0, order] * self.env_norm
+        scale = index = None
+        if self.linear is not None:
+            # the Linear's input columns of channel-major products (n, order[k]), its outputs
+            # channel-major
+            rows = perm_paths.view(mul, k_paths)[:, order].reshape(-1)
+            cols = _channel_major(self.irreps_out)
+            n_weights = self.linear.weight.shape[0]
+            eye = torch.eye(irreps_paths.dim, dtype=torch.float64)
+            linear = Linear(self.linear.irreps_in, self.linear.irreps_out).double()
+            maps = []
+            for w in (torch.ones(n_weights), torch.arange(1.0, n_weights + 1)):
+                with torch.no_grad():
+                    linear.weight.copy_(w)
+                    maps.append(linear(eye)[rows][:, cols])
+            scale = maps[0]
+            index = torch.where(scale != 0, (maps[1] / scale).round() - 1, 0).to(torch.int64)
+            if self.linear.bias is not None or not (0 <= index).all():
+                raise AssertionError("AllegroLayer: the Linear is not a weight per entry")
+        self.out_dim = self.irreps_out.dim // mul if self.irreps_out else 0
+        self.product_width = k
+        # the latent MLP reads the scalars as [latents, (path, channel)]; fast() has them
+        # (channel, path): its first weight's rows permuted to match
+        n_s = self.num_scalar_columns
+        scalar_rows = torch.arange(n_s * mul).view(n_s, mul).t().reshape(-1)
+        latent_rows = torch.cat([torch.arange(latent_dim), latent_dim + scalar_rows])
+        env_cols = torch.arange(mul * (self.lmax + 1)).view(mul, -1)[:, _degrees(self.lmax)]
+        self.register_buffer("latent_rows", latent_rows, persistent=False)
+        self.register_buffer("env_cols", env_cols.reshape(-1), persistent=False)
+        self._constants = {(torch.float64, torch.device("cpu")): _Folded(product, scale, index)}
 
     def forward(
         self,
@@ -263,6 +372,62 @@ class AllegroLayer(nn.Module):
         if self.linear is None:
             return latents, products.new_zeros(products.shape[0], 0)
         return latents, self.linear(products)
+
+    def constants(self, dtype: torch.dtype, device: torch.device) -> _Folded:
+        """The folded constants of :meth:`fast` in ``dtype`` on ``device`` (cached)."""
+        key = (dtype, device)
+        if key not in self._constants:
+            master = self._constants[torch.float64, torch.device("cpu")]
+            self._constants[key] = _Folded(
+                master.product.to(device, dtype),
+                None if master.linear_scale is None else master.linear_scale.to(device, dtype),
+                None if master.linear_index is None else master.linear_index.to(device),
+            )
+        return self._constants[key]
+
+    def fast(
+        self,
+        latents: Tensor,
+        features: Tensor,
+        edge_sh: Tensor,
+        edge_cutoff: Tensor,
+        edge_dst: Tensor,
+        num_atoms: int,
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` with the features channel-major, in fewer and larger operations:
+        the environment's degree weights expanded by the MLP's last weight, the channelwise
+        product as one matrix product with the tensor product's coefficients, the Linear
+        as one dense matrix product, the scalars read off in place. The same numbers up to
+        rounding (tested against :meth:`forward`).
+
+        ``edge_cutoff`` here is u(r) / √2 with ``resnet`` (the residual's factor folded in),
+        u(r) without.
+
+        Shapes: latents: [n_edges, latent_dim], features: [n_edges, mul, d_in] (channel-major,
+            :func:`_channel_major`), edge_sh: [n_edges, (lmax + 1)²], edge_cutoff, edge_dst:
+            [n_edges] → ([n_edges, latent_dim], [n_edges, mul, d_out])
+        """
+        n_edges, mul = latents.shape[0], self.num_channels
+        folded = self.constants(latents.dtype, latents.device)
+        weights = self.env_embed(latents, output_cols=self.env_cols).view(n_edges, mul, -1)
+        weighted = (weights * edge_sh[:, None, :]).view(n_edges, -1)  # w_ik Y_ik
+        env = weighted.new_zeros(num_atoms, weighted.shape[1]).index_add_(0, edge_dst, weighted)
+        env = env.index_select(0, edge_dst).view(n_edges, mul, 1, -1)  # Γ_i (unnormalised)
+        outer = (features[:, :, :, None] * env).view(n_edges * mul, -1)
+        products = (outer @ folded.product).view(n_edges, mul, self.product_width)
+        scalars = products[:, :, : self.num_scalar_columns].reshape(n_edges, -1)
+        hidden = torch.cat([latents, scalars], dim=-1)
+        update = self.latent_mlp(hidden, input_rows=self.latent_rows)
+        if self.resnet:
+            latents = torch.addcmul(latents * (1.0 / math.sqrt(2.0)), edge_cutoff[:, None], update)
+        else:
+            latents = edge_cutoff[:, None] * update
+        if self.linear is None:
+            return latents, products.new_zeros(n_edges, mul, 0)
+        weight = self.linear.weight.to(latents.dtype)
+        dense = weight[folded.linear_index] * folded.linear_scale  # [mul · K, mul · d_out]
+        features = products.view(n_edges, -1) @ dense
+        return latents, features.view(n_edges, mul, self.out_dim)
 
 
 class Allegro(Potential, nn.Module):
@@ -338,6 +503,8 @@ class Allegro(Potential, nn.Module):
 
         Shapes: graph (n_atoms, n_edges) → [n_atoms] eV
         """
+        if kernels.native_enabled():
+            return self._atomic_energies_fast(graph)
         cfg = self.config
         edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
         edge_len = edge_vec.norm(dim=-1)  # [n_edges]
@@ -357,5 +524,44 @@ class Allegro(Potential, nn.Module):
         atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
         return self.scale_shift(atom_energy, species)
 
+    def _atomic_energies_fast(self, graph: Graph) -> Tensor:
+        """:meth:`atomic_energies` through :meth:`AllegroLayer.fast` (channel-major features),
+        the species one-hots of the edges kept with the graph; the reference runs with
+        ``EUCLIDNN_NATIVE=0``."""
+        cfg = self.config
+        edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
+        edge_len = edge_vec.norm(dim=-1)  # [n_edges]
+        edge_sh = spherical_harmonics(self.irreps_sh, edge_vec, normalize=True)  # [n_edges, (l+1)²]
+        edge_cutoff = polynomial_cutoff(edge_len, cfg.r_max, cfg.polynomial_p)  # [n_edges]
+        edge_radial = bessel_basis(edge_len, cfg.r_max, cfg.num_basis) * edge_cutoff[:, None]
+        species = self.species_index.of_graph(graph)  # [n_atoms]
+        pair_species = graph.derived(
+            f"allegro pair one-hot {cfg.species} {edge_vec.dtype}",
+            lambda g: _pair_one_hot(species, g.edge_src, g.edge_dst, len(cfg.species), edge_vec.dtype),
+        )  # fmt: skip
+        dst, num_atoms = graph.edge_dst, graph.numbers.shape[0]
+        pair = torch.cat([pair_species, edge_radial], dim=-1)
+        latents = edge_cutoff[:, None] * self.two_body(pair)  # [n_edges, latent_dim]
+        first = self.layers[0]
+        weights = self.initial_embed(latents, output_cols=first.env_cols)
+        features = weights.view(latents.shape[0], cfg.num_tensor_features, -1) * edge_sh[:, None, :]
+        layer_cutoff = edge_cutoff * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else edge_cutoff
+        for layer in self.layers:
+            latents, features = layer.fast(latents, features, edge_sh, layer_cutoff, dst, num_atoms)
+        edge_energy = self.edge_energy(latents).squeeze(-1)  # [n_edges] eV (unscaled)
+        atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
+        return self.scale_shift(atom_energy, species)
+
     def forward(self, graph: Graph) -> Tensor:
         return scatter_sum(self.atomic_energies(graph), graph.batch, dim_size=graph.num_graphs)
+
+
+def _pair_one_hot(
+    species: Tensor, edge_src: Tensor, edge_dst: Tensor, num_species: int, dtype: torch.dtype
+) -> Tensor:
+    """[onehot(Z_i), onehot(Z_j)] of every edge (i = ``edge_dst``, j = ``edge_src``).
+
+    Shapes: species: [n_atoms], edge_src, edge_dst: [n_edges] → [n_edges, 2 · num_species]
+    """
+    one_hot = nn.functional.one_hot(species, num_species).to(dtype)
+    return torch.cat([one_hot[edge_dst], one_hot[edge_src]], dim=-1)

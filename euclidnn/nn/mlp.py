@@ -79,15 +79,32 @@ class ScalarMLP(nn.Module):
             ]
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, *, input_rows: Tensor | None = None, output_cols: Tensor | None = None
+    ) -> Tensor:
+        """The MLP, or the same MLP on permuted inputs or for some outputs only (the same
+        numbers as permuting/selecting the columns of x or of the result, with fewer ops on
+        per-edge rows).
+
+        Args:
+            input_rows: x's column c is the MLP's input ``input_rows[c]`` (default: identity).
+            output_cols: compute only these outputs, in this order (repeats allowed).
+
+        Shapes: x: [..., len(input_rows) or dims[0]] → [..., len(output_cols) or dims[-1]]
+        """
         # φ̃ = φ · cst: the constant is folded into the next layer's 1/sqrt(fan_in) factor
         cst = getattr(self.act, "cst", 1.0)
         act = self.act if cst == 1.0 else self.act.__wrapped__
-        scale = 1.0
+        scale, last = 1.0, len(self.weights) - 1
         for k, w in enumerate(self.weights):
             if k > 0:
                 x = act(x)
-            x = x @ (w * (scale / math.sqrt(w.shape[0]))).to(x.dtype)
+            w = w * (scale / math.sqrt(w.shape[0]))
+            if k == 0 and input_rows is not None:
+                w = w.index_select(0, input_rows)
+            if k == last and output_cols is not None:
+                w = w.index_select(1, output_cols)
+            x = x @ w.to(x.dtype)
             scale = cst
         return x
 
