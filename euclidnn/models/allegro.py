@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -215,11 +215,27 @@ def _degrees(lmax: int) -> Tensor:
     return torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)])  # noqa: E741
 
 
+def _run_or_index(index: Tensor) -> tuple[int, int] | Tensor:
+    """``(start, length)`` where ``index`` is start, start + 1, …, else ``index`` itself."""
+    n = index.shape[0]
+    if n and torch.equal(index, torch.arange(int(index[0]), int(index[0]) + n)):
+        return int(index[0]), n
+    return index
+
+
+def _select(x: Tensor, index: tuple[int, int] | Tensor) -> Tensor:
+    """``x[..., index]`` along the last dimension, a view for a run (:func:`_run_or_index`)."""
+    if isinstance(index, tuple):
+        return x.narrow(-1, *index)
+    return x.index_select(-1, index.to(x.device))
+
+
 class _Folded(NamedTuple):
     """The constants of :meth:`AllegroLayer.fast` in one dtype (float64 masters on the CPU).
 
     product: the channelwise tensor product of one channel with the environment's
-        normalisation folded in, [d_in · d_env, K], its K columns the scalar paths first;
+        normalisation folded in, [n_pairs, K]: its rows the component pairs (i, j) with a
+        nonzero coefficient, its K columns the scalar paths first;
     linear_scale, linear_index: the Linear as a dense map of the channel-major products
         [mul · K, mul_out · d_out]: entry = weight[linear_index] · linear_scale (0 where the
         Linear has no weight).
@@ -228,6 +244,20 @@ class _Folded(NamedTuple):
     product: Tensor
     linear_scale: Tensor | None
     linear_index: Tensor | None
+
+
+class _LayerWeights(NamedTuple):
+    """The matrices of :meth:`AllegroLayer.fast`, made from the layer's parameters once per
+    call (:meth:`AllegroLayer.fast_weights`).
+
+    env: the environment MLP's matrices, its degree weights expanded to every component;
+    latent: the latent MLP's matrices, the first one's rows in the fast path's scalar order;
+    linear: the Linear as one dense matrix [mul · K, mul · d_out] (``None`` in the last layer).
+    """
+
+    env: list[Tensor]
+    latent: list[Tensor]
+    linear: Tensor | None
 
 
 class AllegroLayer(nn.Module):
@@ -322,7 +352,14 @@ class AllegroLayer(nn.Module):
         out = out.index_select(1, perm_paths).view(d_in * d_env, mul, k_paths)
         if not torch.allclose(out, out[:, :1], atol=1e-12):  # every channel alike
             raise AssertionError("AllegroLayer: the paths are not channelwise")
-        product = out[:, 0, order] * self.env_norm
+        product = out[:, 0, order] * self.env_norm  # [d_in · d_env, K]
+        # only the component pairs (i, j) with a coefficient are multiplied (the last layer's
+        # scalars need a few of them); a contiguous run of components is read as a view
+        pairs = (product != 0).any(1).nonzero()[:, 0]
+        self.dense_pairs = pairs.shape[0] == d_in * d_env
+        self.pair_in = _run_or_index(pairs // d_env)
+        self.pair_env = _run_or_index(pairs % d_env)
+        product = product[pairs]
         scale = index = None
         if self.linear is not None:
             # the Linear's input columns of channel-major products (n, order[k]), its outputs
@@ -385,6 +422,19 @@ class AllegroLayer(nn.Module):
             )
         return self._constants[key]
 
+    def fast_weights(self, dtype: torch.dtype) -> _LayerWeights:
+        """The matrices :meth:`fast` multiplies by, made from the parameters (differentiable
+        in them)."""
+        linear = None
+        if self.linear is not None:
+            folded = self.constants(dtype, self.linear.weight.device)
+            linear = self.linear.weight.to(dtype)[folded.linear_index] * folded.linear_scale
+        return _LayerWeights(
+            self.env_embed.matrices(output_cols=self.env_cols),
+            self.latent_mlp.matrices(input_rows=self.latent_rows),
+            linear,
+        )
+
     def fast(
         self,
         latents: Tensor,
@@ -393,6 +443,7 @@ class AllegroLayer(nn.Module):
         edge_cutoff: Tensor,
         edge_dst: Tensor,
         num_atoms: int,
+        weights: _LayerWeights | None = None,
     ) -> tuple[Tensor, Tensor]:
         """:meth:`forward` with the features channel-major, in fewer and larger operations:
         the environment's degree weights expanded by the MLP's last weight, the channelwise
@@ -401,7 +452,7 @@ class AllegroLayer(nn.Module):
         rounding (tested against :meth:`forward`).
 
         ``edge_cutoff`` here is u(r) / √2 with ``resnet`` (the residual's factor folded in),
-        u(r) without.
+        u(r) without; ``weights``: :meth:`fast_weights` (made here when ``None``).
 
         Shapes: latents: [n_edges, latent_dim], features: [n_edges, mul, d_in] (channel-major,
             :func:`_channel_major`), edge_sh: [n_edges, (lmax + 1)²], edge_cutoff, edge_dst:
@@ -409,24 +460,28 @@ class AllegroLayer(nn.Module):
         """
         n_edges, mul = latents.shape[0], self.num_channels
         folded = self.constants(latents.dtype, latents.device)
-        weights = self.env_embed(latents, output_cols=self.env_cols).view(n_edges, mul, -1)
-        weighted = (weights * edge_sh[:, None, :]).view(n_edges, -1)  # w_ik Y_ik
+        if weights is None:
+            weights = self.fast_weights(latents.dtype)
+        env_weights = self.env_embed.run(latents, weights.env).view(n_edges, mul, -1)
+        weighted = (env_weights * edge_sh[:, None, :]).view(n_edges, -1)  # w_ik Y_ik
         env = weighted.new_zeros(num_atoms, weighted.shape[1]).index_add_(0, edge_dst, weighted)
-        env = env.index_select(0, edge_dst).view(n_edges, mul, 1, -1)  # Γ_i (unnormalised)
-        outer = (features[:, :, :, None] * env).view(n_edges * mul, -1)
+        env = env.index_select(0, edge_dst).view(n_edges, mul, -1)  # Γ_i (unnormalised)
+        if self.dense_pairs:
+            outer = features[:, :, :, None] * env[:, :, None, :]
+        else:
+            outer = _select(features, self.pair_in) * _select(env, self.pair_env)
+        outer = outer.view(n_edges * mul, -1)
         products = (outer @ folded.product).view(n_edges, mul, self.product_width)
         scalars = products[:, :, : self.num_scalar_columns].reshape(n_edges, -1)
         hidden = torch.cat([latents, scalars], dim=-1)
-        update = self.latent_mlp(hidden, input_rows=self.latent_rows)
+        update = self.latent_mlp.run(hidden, weights.latent)
         if self.resnet:
             latents = torch.addcmul(latents * (1.0 / math.sqrt(2.0)), edge_cutoff[:, None], update)
         else:
             latents = edge_cutoff[:, None] * update
-        if self.linear is None:
+        if weights.linear is None:
             return latents, products.new_zeros(n_edges, mul, 0)
-        weight = self.linear.weight.to(latents.dtype)
-        dense = weight[folded.linear_index] * folded.linear_scale  # [mul · K, mul · d_out]
-        features = products.view(n_edges, -1) @ dense
+        features = products.view(n_edges, -1) @ weights.linear
         return latents, features.view(n_edges, mul, self.out_dim)
 
 
@@ -524,33 +579,61 @@ class Allegro(Potential, nn.Module):
         atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
         return self.scale_shift(atom_energy, species)
 
-    def _atomic_energies_fast(self, graph: Graph) -> Tensor:
+    def _atomic_energies_fast(self, graph: Graph, frozen: bool = False) -> Tensor:
         """:meth:`atomic_energies` through :meth:`AllegroLayer.fast` (channel-major features),
         the species one-hots of the edges kept with the graph; the reference runs with
-        ``EUCLIDNN_NATIVE=0``."""
+        ``EUCLIDNN_NATIVE=0``. ``frozen``: the weight matrices are made outside autograd
+        (no derivative with respect to the weights; :meth:`energy_and_forces`)."""
         cfg = self.config
         edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
+        dtype = edge_vec.dtype
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            two_body = self.two_body.matrices()
+            initial = self.initial_embed.matrices(output_cols=self.layers[0].env_cols)
+            layer_weights = [layer.fast_weights(dtype) for layer in self.layers]
+            edge_energy_weights = self.edge_energy.matrices()
         edge_len = edge_vec.norm(dim=-1)  # [n_edges]
         edge_sh = spherical_harmonics(self.irreps_sh, edge_vec, normalize=True)  # [n_edges, (l+1)²]
         edge_cutoff = polynomial_cutoff(edge_len, cfg.r_max, cfg.polynomial_p)  # [n_edges]
         edge_radial = bessel_basis(edge_len, cfg.r_max, cfg.num_basis) * edge_cutoff[:, None]
         species = self.species_index.of_graph(graph)  # [n_atoms]
         pair_species = graph.derived(
-            f"allegro pair one-hot {cfg.species} {edge_vec.dtype}",
-            lambda g: _pair_one_hot(species, g.edge_src, g.edge_dst, len(cfg.species), edge_vec.dtype),
-        )  # fmt: skip
+            f"allegro pair one-hot {cfg.species} {dtype}",
+            lambda g: _pair_one_hot(species, g.edge_src, g.edge_dst, len(cfg.species), dtype),
+        )
         dst, num_atoms = graph.edge_dst, graph.numbers.shape[0]
         pair = torch.cat([pair_species, edge_radial], dim=-1)
-        latents = edge_cutoff[:, None] * self.two_body(pair)  # [n_edges, latent_dim]
-        first = self.layers[0]
-        weights = self.initial_embed(latents, output_cols=first.env_cols)
+        latents = edge_cutoff[:, None] * self.two_body.run(pair, two_body)  # [n_edges, latent]
+        weights = self.initial_embed.run(latents, initial)
         features = weights.view(latents.shape[0], cfg.num_tensor_features, -1) * edge_sh[:, None, :]
         layer_cutoff = edge_cutoff * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else edge_cutoff
-        for layer in self.layers:
-            latents, features = layer.fast(latents, features, edge_sh, layer_cutoff, dst, num_atoms)
-        edge_energy = self.edge_energy(latents).squeeze(-1)  # [n_edges] eV (unscaled)
+        for layer, w in zip(self.layers, layer_weights):
+            latents, features = layer.fast(
+                latents, features, edge_sh, layer_cutoff, dst, num_atoms, weights=w
+            )
+        edge_energy = self.edge_energy.run(latents, edge_energy_weights).squeeze(-1)  # [n_edges]
         atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
         return self.scale_shift(atom_energy, species)
+
+    def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
+        """Energy per structure and forces F = −∂E/∂R for inference, by autograd through the
+        fast path with its weight matrices made outside autograd (the reference's
+        :meth:`~euclidnn.models.Potential.energy_and_forces` under ``EUCLIDNN_NATIVE=0``).
+
+        Shapes: graph (n_atoms, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
+        """
+        if not kernels.native_enabled():
+            return Potential.energy_and_forces(self, graph)
+        positions = graph.positions.detach().requires_grad_(True)
+        with torch.enable_grad():
+            graph = replace(graph, positions=positions)
+            atom_energy = self._atomic_energies_fast(graph, frozen=True)
+            energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
+            grad = None
+            if energy.requires_grad:
+                (grad,) = torch.autograd.grad(energy.sum(), positions, allow_unused=True)
+        forces = torch.zeros_like(positions) if grad is None else -grad
+        return energy.detach(), forces
 
     def forward(self, graph: Graph) -> Tensor:
         return scatter_sum(self.atomic_energies(graph), graph.batch, dim_size=graph.num_graphs)
