@@ -360,6 +360,7 @@ class AllegroLayer(nn.Module):
         self.pair_in = _run_or_index(pairs // d_env)
         self.pair_env = _run_or_index(pairs % d_env)
         product = product[pairs]
+        self.env_dim, self.num_pairs = d_env, pairs.shape[0]
         scale = index = None
         if self.linear is not None:
             # the Linear's input columns of channel-major products (n, order[k]), its outputs
@@ -462,17 +463,19 @@ class AllegroLayer(nn.Module):
         folded = self.constants(latents.dtype, latents.device)
         if weights is None:
             weights = self.fast_weights(latents.dtype)
-        env_weights = self.env_embed.run(latents, weights.env).view(n_edges, mul, -1)
-        weighted = (env_weights * edge_sh[:, None, :]).view(n_edges, -1)  # w_ik Y_ik
+        env_weights = self.env_embed.run(latents, weights.env).view(n_edges, mul, self.env_dim)
+        weighted = (env_weights * edge_sh[:, None, :]).view(n_edges, mul * self.env_dim)  # w Y
         env = weighted.new_zeros(num_atoms, weighted.shape[1]).index_add_(0, edge_dst, weighted)
-        env = env.index_select(0, edge_dst).view(n_edges, mul, -1)  # Γ_i (unnormalised)
+        env = env.index_select(0, edge_dst).view(n_edges, mul, self.env_dim)  # Γ_i (unnormalised)
         if self.dense_pairs:
             outer = features[:, :, :, None] * env[:, :, None, :]
         else:
             outer = _select(features, self.pair_in) * _select(env, self.pair_env)
-        outer = outer.view(n_edges * mul, -1)
+        outer = outer.reshape(n_edges * mul, self.num_pairs)
         products = (outer @ folded.product).view(n_edges, mul, self.product_width)
-        scalars = products[:, :, : self.num_scalar_columns].reshape(n_edges, -1)
+        scalars = products[:, :, : self.num_scalar_columns].reshape(
+            n_edges, mul * self.num_scalar_columns
+        )
         hidden = torch.cat([latents, scalars], dim=-1)
         update = self.latent_mlp.run(hidden, weights.latent)
         if self.resnet:
@@ -481,7 +484,7 @@ class AllegroLayer(nn.Module):
             latents = edge_cutoff[:, None] * update
         if weights.linear is None:
             return latents, products.new_zeros(n_edges, mul, 0)
-        features = products.view(n_edges, -1) @ weights.linear
+        features = products.view(n_edges, mul * self.product_width) @ weights.linear
         return latents, features.view(n_edges, mul, self.out_dim)
 
 
@@ -605,7 +608,8 @@ class Allegro(Potential, nn.Module):
         pair = torch.cat([pair_species, edge_radial], dim=-1)
         latents = edge_cutoff[:, None] * self.two_body.run(pair, two_body)  # [n_edges, latent]
         weights = self.initial_embed.run(latents, initial)
-        features = weights.view(latents.shape[0], cfg.num_tensor_features, -1) * edge_sh[:, None, :]
+        n_edges, mul, d_sh = latents.shape[0], cfg.num_tensor_features, self.irreps_sh.dim
+        features = weights.view(n_edges, mul, d_sh) * edge_sh[:, None, :]
         layer_cutoff = edge_cutoff * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else edge_cutoff
         for layer, w in zip(self.layers, layer_weights):
             latents, features = layer.fast(
