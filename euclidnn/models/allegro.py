@@ -488,6 +488,153 @@ class AllegroLayer(nn.Module):
         return latents, features.view(n_edges, mul, self.out_dim)
 
 
+def _mlp_forward(x: Tensor, matrices: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """A SiLU :class:`~euclidnn.nn.ScalarMLP` run on its :meth:`~euclidnn.nn.ScalarMLP.matrices`,
+    keeping the pre-activations for :func:`_mlp_backward`."""
+    pre = []
+    for k, m in enumerate(matrices):
+        if k > 0:
+            pre.append(x)
+            x = nn.functional.silu(x)
+        x = x @ m
+    return x, pre
+
+
+def _mlp_backward(grad: Tensor, matrices: list[Tensor], pre: list[Tensor]) -> Tensor:
+    """∂/∂x of ⟨grad, MLP(x)⟩ (weights constant), from :func:`_mlp_forward`'s pre-activations."""
+    for k in range(len(matrices) - 1, -1, -1):
+        grad = grad @ matrices[k].t()
+        if k > 0:
+            grad = torch.ops.aten.silu_backward(grad, pre[k - 1])
+    return grad
+
+
+def _add_columns(out: Tensor, index: tuple[int, int] | Tensor, values: Tensor) -> Tensor:
+    """``out[..., index] += values`` along the last dimension (repeated indices summed), in
+    place; the transpose of :func:`_select`."""
+    if isinstance(index, tuple):
+        out.narrow(-1, *index).add_(values)
+        return out
+    return out.index_add_(-1, index.to(out.device), values)
+
+
+def _layer_forward(layer: AllegroLayer, w: _LayerWeights, x, v, sh, uc, dst, num_atoms):
+    """:meth:`AllegroLayer.fast` without autograd, returning what :func:`_layer_backward` needs."""
+    n, mul, d_env = x.shape[0], layer.num_channels, layer.env_dim
+    folded = layer.constants(x.dtype, x.device)
+    env_w, env_pre = _mlp_forward(x, w.env)
+    env_w = env_w.view(n, mul, d_env)
+    weighted = (env_w * sh[:, None, :]).view(n, mul * d_env)
+    env = weighted.new_zeros(num_atoms, mul * d_env).index_add_(0, dst, weighted)
+    env = env.index_select(0, dst).view(n, mul, d_env)
+    if layer.dense_pairs:
+        outer = v[:, :, :, None] * env[:, :, None, :]
+    else:
+        outer = _select(v, layer.pair_in) * _select(env, layer.pair_env)
+    products = (outer.reshape(n * mul, layer.num_pairs) @ folded.product).view(
+        n, mul, layer.product_width
+    )
+    n_s = layer.num_scalar_columns
+    hidden = torch.cat([x, products[:, :, :n_s].reshape(n, mul * n_s)], dim=-1)
+    update, pre = _mlp_forward(hidden, w.latent)
+    if layer.resnet:
+        x_out = torch.addcmul(x * (1.0 / math.sqrt(2.0)), uc[:, None], update)
+    else:
+        x_out = uc[:, None] * update
+    v_out = None
+    if w.linear is not None:
+        v_out = (products.view(n, mul * layer.product_width) @ w.linear).view(n, mul, layer.out_dim)
+    return x_out, v_out, (x, v, env_w, env_pre, env, products, update, pre)
+
+
+def _layer_backward(layer: AllegroLayer, w: _LayerWeights, saved, g_x, g_v, sh, uc, dst, num_atoms):
+    """Gradients (x, v, Y, u_c) of ⟨g_x, x_out⟩ + ⟨g_v, v_out⟩ of :func:`_layer_forward`."""
+    x, v, env_w, env_pre, env, products, update, pre = saved
+    n, mul, d_env, n_s = x.shape[0], layer.num_channels, layer.env_dim, layer.num_scalar_columns
+    folded = layer.constants(x.dtype, x.device)
+    if g_v is not None:
+        g_t = (g_v.reshape(n, mul * layer.out_dim) @ w.linear.t()).view(n, mul, layer.product_width)
+    else:
+        g_t = products.new_zeros(products.shape)
+    g_uc = (g_x * update).sum(1)
+    g_hidden = _mlp_backward(uc[:, None] * g_x, w.latent, pre)
+    g_x_in = g_hidden[:, : x.shape[1]]
+    if layer.resnet:
+        g_x_in = g_x_in + g_x * (1.0 / math.sqrt(2.0))
+    g_t[:, :, :n_s] += g_hidden[:, x.shape[1] :].view(n, mul, n_s)
+    g_outer = (g_t.view(n * mul, layer.product_width) @ folded.product.t()).view(
+        n, mul, layer.num_pairs
+    )
+    if layer.dense_pairs:
+        g_outer = g_outer.view(n, mul, v.shape[2], d_env)
+        g_v_in = (g_outer * env[:, :, None, :]).sum(3)
+        g_env = (g_outer * v[:, :, :, None]).sum(2)
+    else:
+        g_v_in = _add_columns(
+            torch.zeros_like(v), layer.pair_in, g_outer * _select(env, layer.pair_env)
+        )
+        g_env = _add_columns(
+            torch.zeros_like(env), layer.pair_env, g_outer * _select(v, layer.pair_in)
+        )
+    g_env_atoms = g_env.new_zeros(num_atoms, mul * d_env).index_add_(
+        0, dst, g_env.view(n, mul * d_env)
+    )
+    g_weighted = g_env_atoms.index_select(0, dst).view(n, mul, d_env)
+    g_sh = (g_weighted * env_w).sum(1)
+    g_x_in = g_x_in + _mlp_backward(
+        (g_weighted * sh[:, None, :]).view(n, mul * d_env), w.env, env_pre
+    )
+    return g_x_in, g_v_in, g_sh, g_uc
+
+
+class _FrozenNetwork(torch.autograd.Function):
+    """Allegro's edge energies from the edge geometry with constant weights, differentiated by
+    hand (one autograd node instead of a few hundred): what :meth:`Allegro.energy_and_forces`
+    runs. First derivatives only."""
+
+    @staticmethod
+    def forward(ctx, model, weights, sh, u, uc, radial, pair_species, dst, num_atoms):
+        two_body, initial, layer_weights, energy_weights = weights
+        n, mul, d_sh = sh.shape[0], model.config.num_tensor_features, sh.shape[1]
+        t2b, pre_2b = _mlp_forward(torch.cat([pair_species, radial], dim=-1), two_body)
+        x = u[:, None] * t2b
+        w0, pre_0 = _mlp_forward(x, initial)
+        w0 = w0.view(n, mul, d_sh)
+        v = w0 * sh[:, None, :]
+        saved = []
+        for layer, w in zip(model.layers, layer_weights):
+            x, v, keep = _layer_forward(layer, w, x, v, sh, uc, dst, num_atoms)
+            saved.append(keep)
+        energy, pre_e = _mlp_forward(x, energy_weights)
+        ctx.model, ctx.weights, ctx.num_atoms = model, weights, num_atoms
+        ctx.saved = (t2b, pre_2b, w0, pre_0, saved, pre_e)
+        ctx.save_for_backward(sh, u, uc, pair_species, dst)
+        return energy.squeeze(-1)
+
+    @staticmethod
+    def backward(ctx, g_energy):
+        sh, u, uc, pair_species, dst = ctx.saved_tensors
+        t2b, pre_2b, w0, pre_0, saved, pre_e = ctx.saved
+        two_body, initial, layer_weights, energy_weights = ctx.weights
+        g_x = _mlp_backward(g_energy[:, None], energy_weights, pre_e)
+        g_v, g_sh, g_uc = None, torch.zeros_like(sh), torch.zeros_like(uc)
+        for layer, w, keep in reversed(list(zip(ctx.model.layers, layer_weights, saved))):
+            g_x, g_v, g_sh_l, g_uc_l = _layer_backward(
+                layer, w, keep, g_x, g_v, sh, uc, dst, ctx.num_atoms
+            )
+            g_sh += g_sh_l
+            g_uc += g_uc_l
+        n = sh.shape[0]
+        g_sh += (g_v * w0).sum(1)
+        g_x = g_x + _mlp_backward(
+            (g_v * sh[:, None, :]).reshape(n, g_v.shape[1] * g_v.shape[2]), initial, pre_0
+        )
+        g_u = (g_x * t2b).sum(1)
+        g_pair = _mlp_backward(u[:, None] * g_x, two_body, pre_2b)
+        g_radial = g_pair[:, pair_species.shape[1] :]
+        return None, None, g_sh, g_u, g_uc, g_radial, None, None, None
+
+
 class Allegro(Potential, nn.Module):
     r"""Allegro potential (Musaelian, Batzner, Johansson, Sun, Owen, Kornbluth, Kozinsky,
     "Learning local equivariant representations for large-scale atomistic dynamics",
@@ -605,12 +752,20 @@ class Allegro(Potential, nn.Module):
             lambda g: _pair_one_hot(species, g.edge_src, g.edge_dst, len(cfg.species), dtype),
         )
         dst, num_atoms = graph.edge_dst, graph.numbers.shape[0]
+        layer_cutoff = edge_cutoff * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else edge_cutoff
+        if frozen and self._silu_only():
+            weights = (two_body, initial, layer_weights, edge_energy_weights)
+            edge_energy = _FrozenNetwork.apply(
+                self, weights, edge_sh, edge_cutoff, layer_cutoff, edge_radial, pair_species,
+                dst, num_atoms,
+            )  # fmt: skip
+            atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
+            return self.scale_shift(atom_energy, species)
         pair = torch.cat([pair_species, edge_radial], dim=-1)
         latents = edge_cutoff[:, None] * self.two_body.run(pair, two_body)  # [n_edges, latent]
         weights = self.initial_embed.run(latents, initial)
         n_edges, mul, d_sh = latents.shape[0], cfg.num_tensor_features, self.irreps_sh.dim
         features = weights.view(n_edges, mul, d_sh) * edge_sh[:, None, :]
-        layer_cutoff = edge_cutoff * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else edge_cutoff
         for layer, w in zip(self.layers, layer_weights):
             latents, features = layer.fast(
                 latents, features, edge_sh, layer_cutoff, dst, num_atoms, weights=w
@@ -619,9 +774,18 @@ class Allegro(Potential, nn.Module):
         atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
         return self.scale_shift(atom_energy, species)
 
+    def _silu_only(self) -> bool:
+        """Whether every MLP is the default SiLU one (what :class:`_FrozenNetwork` differentiates)."""
+        return all(
+            getattr(m.act, "__wrapped__", m.act) is nn.functional.silu
+            for m in self.modules()
+            if isinstance(m, ScalarMLP)
+        )
+
     def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
         """Energy per structure and forces F = −∂E/∂R for inference, by autograd through the
-        fast path with its weight matrices made outside autograd (the reference's
+        fast path with its weight matrices made outside autograd and the network differentiated
+        by hand (:class:`_FrozenNetwork`) (the reference's
         :meth:`~euclidnn.models.Potential.energy_and_forces` under ``EUCLIDNN_NATIVE=0``).
 
         Shapes: graph (n_atoms, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)

@@ -338,8 +338,9 @@ def test_fast_path_float32_and_odd_inputs(monkeypatch, ethanol):
         num_atoms=torch.zeros_like(lonely.num_atoms),
     )
     for g in (lonely, empty):
-        a, b = _both(monkeypatch, lambda g=g: predict(model, g, training=True))
-        assert torch.equal(a.energy, b.energy) and torch.equal(a.forces, b.forces)
+        for training in (False, True):
+            a, b = _both(monkeypatch, lambda g=g, t=training: predict(model, g, training=t))
+            assert torch.equal(a.energy, b.energy) and torch.equal(a.forces, b.forces)
 
 
 def test_fast_layer_is_the_layer():
