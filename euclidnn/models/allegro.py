@@ -369,7 +369,7 @@ class AllegroLayer(nn.Module):
             cols = _channel_major(self.irreps_out)
             n_weights = self.linear.weight.shape[0]
             eye = torch.eye(irreps_paths.dim, dtype=torch.float64)
-            linear = Linear(self.linear.irreps_in, self.linear.irreps_out).double()
+            linear = copy.deepcopy(self.linear).double()  # (no new weights: the RNG untouched)
             maps = []
             for w in (torch.ones(n_weights), torch.arange(1.0, n_weights + 1)):
                 with torch.no_grad():
