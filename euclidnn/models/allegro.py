@@ -587,6 +587,40 @@ def _layer_backward(layer: AllegroLayer, w: _LayerWeights, saved, g_x, g_v, sh, 
     return g_x_in, g_v_in, g_sh, g_uc
 
 
+class _FrozenRadial(torch.autograd.Function):
+    """u(r) and B(r) u(r) (:func:`~euclidnn.nn.polynomial_cutoff`, :func:`~euclidnn.nn.bessel_basis`,
+    the same numbers) with their r-derivative written out: one autograd node. First
+    derivatives only (:meth:`Allegro.energy_and_forces`)."""
+
+    @staticmethod
+    def forward(ctx, r, r_max: float, p: int, num_basis: int):
+        u = polynomial_cutoff(r, r_max, p)
+        basis = bessel_basis(r, r_max, num_basis)
+        ctx.r_max, ctx.p = r_max, p
+        ctx.save_for_backward(r, u, basis)
+        return u, basis * u[:, None]
+
+    @staticmethod
+    def backward(ctx, g_u, g_radial):
+        r, u, basis = ctx.saved_tensors
+        r_max, p = ctx.r_max, ctx.p
+        x = r / r_max
+        du = (  # du/dr, zero beyond r_max
+            -(p + 1.0) * (p + 2.0) / 2.0 * p * x.pow(p - 1)
+            + p * (p + 2.0) * (p + 1.0) * x.pow(p)
+            - p * (p + 1.0) / 2.0 * (p + 2.0) * x.pow(p + 1)
+        ) * ((x < 1.0).to(r.dtype) / r_max)
+        omega = torch.arange(1, basis.shape[1] + 1, dtype=r.dtype, device=r.device) * math.pi
+        xs = x[:, None]
+        safe = torch.where(xs == 0, torch.ones_like(xs), xs)
+        # d/dr [sin(ω x) / x]: (ω x cos(ω x) − sin(ω x)) / x² / r_max, 0 at x = 0
+        dbasis = (omega * safe * torch.cos(omega * safe) - torch.sin(omega * safe)) / safe**2
+        dbasis = torch.where(xs == 0, torch.zeros_like(dbasis), dbasis)
+        dbasis = dbasis * (math.sqrt(2.0 / r_max) / r_max / r_max)
+        g_r = du * (g_u + (g_radial * basis).sum(1)) + u * (g_radial * dbasis).sum(1)
+        return g_r, None, None, None
+
+
 class _FrozenNetwork(torch.autograd.Function):
     """Allegro's edge energies from the edge geometry with constant weights, differentiated by
     hand (one autograd node instead of a few hundred): what :meth:`Allegro.energy_and_forces`
@@ -689,6 +723,12 @@ class Allegro(Potential, nn.Module):
         self.edge_energy = ScalarMLP([cfg.latent_dim, cfg.edge_energy_width, 1])
         self.sum_norm = 1.0 / math.sqrt(cfg.avg_num_neighbors or 1.0)
         self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
+        # every MLP the default SiLU one: what _FrozenNetwork differentiates by hand
+        self.silu_only = all(
+            getattr(m.act, "__wrapped__", m.act) is nn.functional.silu
+            for m in self.modules()
+            if isinstance(m, ScalarMLP)
+        )
 
     @property
     def cutoff(self) -> float:
@@ -744,8 +784,13 @@ class Allegro(Potential, nn.Module):
             edge_energy_weights = self.edge_energy.matrices()
         edge_len = edge_vec.norm(dim=-1)  # [n_edges]
         edge_sh = spherical_harmonics(self.irreps_sh, edge_vec, normalize=True)  # [n_edges, (l+1)²]
-        edge_cutoff = polynomial_cutoff(edge_len, cfg.r_max, cfg.polynomial_p)  # [n_edges]
-        edge_radial = bessel_basis(edge_len, cfg.r_max, cfg.num_basis) * edge_cutoff[:, None]
+        if frozen:
+            edge_cutoff, edge_radial = _FrozenRadial.apply(
+                edge_len, cfg.r_max, cfg.polynomial_p, cfg.num_basis
+            )
+        else:
+            edge_cutoff = polynomial_cutoff(edge_len, cfg.r_max, cfg.polynomial_p)  # [n_edges]
+            edge_radial = bessel_basis(edge_len, cfg.r_max, cfg.num_basis) * edge_cutoff[:, None]
         species = self.species_index.of_graph(graph)  # [n_atoms]
         pair_species = graph.derived(
             f"allegro pair one-hot {cfg.species} {dtype}",
@@ -753,7 +798,7 @@ class Allegro(Potential, nn.Module):
         )
         dst, num_atoms = graph.edge_dst, graph.numbers.shape[0]
         layer_cutoff = edge_cutoff * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else edge_cutoff
-        if frozen and self._silu_only():
+        if frozen and self.silu_only:
             weights = (two_body, initial, layer_weights, edge_energy_weights)
             edge_energy = _FrozenNetwork.apply(
                 self, weights, edge_sh, edge_cutoff, layer_cutoff, edge_radial, pair_species,
@@ -773,14 +818,6 @@ class Allegro(Potential, nn.Module):
         edge_energy = self.edge_energy.run(latents, edge_energy_weights).squeeze(-1)  # [n_edges]
         atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
         return self.scale_shift(atom_energy, species)
-
-    def _silu_only(self) -> bool:
-        """Whether every MLP is the default SiLU one (what :class:`_FrozenNetwork` differentiates)."""
-        return all(
-            getattr(m.act, "__wrapped__", m.act) is nn.functional.silu
-            for m in self.modules()
-            if isinstance(m, ScalarMLP)
-        )
 
     def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
         """Energy per structure and forces F = −∂E/∂R for inference, by autograd through the
