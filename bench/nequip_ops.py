@@ -44,12 +44,13 @@ MODELS = {  # name: (make the model, its input from a list of Atoms, its energy 
 
 class _Counter(TorchDispatchMode):
     """Counts every ATen call under the innermost module (indices of layers folded: layers.*)
-    that is running its forward; calls outside any forward (autograd's backward, the graph's
-    geometry) go to "backward and geometry"."""
+    that is running its forward; calls outside any module's forward go to "backward" (run by
+    autograd's engine, or by a hand-written backward it calls) or "other forward" (the graph's
+    geometry, a model's fast path that calls no submodule)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
-        self.stack = ["backward and geometry"]
+        self.stack = ["other forward"]
         self.counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.handles = []
         for name, module in model.named_modules():
@@ -65,7 +66,10 @@ class _Counter(TorchDispatchMode):
         self.stack.pop()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[self.stack[-1]][str(func.overloadpacket.__name__)] += 1
+        where = self.stack[-1]
+        if len(self.stack) == 1 and torch._C._current_graph_task_id() != -1:
+            where = "backward"
+        self.counts[where][str(func.overloadpacket.__name__)] += 1
         return func(*args, **(kwargs or {}))
 
 
