@@ -231,19 +231,19 @@ def _select(x: Tensor, index: tuple[int, int] | Tensor) -> Tensor:
 
 
 class _Folded(NamedTuple):
-    """The constants of :meth:`AllegroLayer.fast` in one dtype (float64 masters on the CPU).
+    """The constant of :meth:`AllegroLayer.fast` in one dtype (float64 master on the CPU): the
+    map from the products of component pairs to the layer's outputs, as one matrix
+    [mul · n_pairs, mul · d_out + mul · n_scalars] of channel-major columns — the new features
+    (the channelwise tensor product followed by the Linear) and then the scalars (channel,
+    path) that feed the latent MLP, the environment's normalisation folded in.
 
-    product: the channelwise tensor product of one channel with the environment's
-        normalisation folded in, [n_pairs, K]: its rows the component pairs (i, j) with a
-        nonzero coefficient, its K columns the scalar paths first;
-    linear_scale, linear_index: the Linear as a dense map of the channel-major products
-        [mul · K, mul_out · d_out]: entry = weight[linear_index] · linear_scale (0 where the
-        Linear has no weight).
+    Each entry is one Linear weight times a constant, or a constant: entry =
+    w[index] · scale with w the Linear's weights followed by a 1 (``index`` ``None``: the
+    matrix is ``scale``, a layer without Linear).
     """
 
-    product: Tensor
-    linear_scale: Tensor | None
-    linear_index: Tensor | None
+    scale: Tensor
+    index: Tensor | None
 
 
 class _LayerWeights(NamedTuple):
@@ -252,12 +252,12 @@ class _LayerWeights(NamedTuple):
 
     env: the environment MLP's matrices, its degree weights expanded to every component;
     latent: the latent MLP's matrices, the first one's rows in the fast path's scalar order;
-    linear: the Linear as one dense matrix [mul · K, mul · d_out] (``None`` in the last layer).
+    product: the map of :class:`_Folded` with the Linear's weights put in.
     """
 
     env: list[Tensor]
     latent: list[Tensor]
-    linear: Tensor | None
+    product: Tensor
 
 
 class AllegroLayer(nn.Module):
@@ -339,7 +339,6 @@ class AllegroLayer(nn.Module):
         self.num_scalar_columns = int(is_scalar.sum())
         if not self.irreps_out:
             order = order[: self.num_scalar_columns]
-        k = order.shape[0]
         x1 = torch.zeros(d_in, d_env, self.irreps_in.dim, dtype=torch.float64)
         x2 = torch.zeros(d_in, d_env, self.irreps_env.dim, dtype=torch.float64)
         for i, cols in enumerate(perm_in.view(mul, d_in).t()):  # component i of every channel
@@ -359,37 +358,45 @@ class AllegroLayer(nn.Module):
         self.dense_pairs = pairs.shape[0] == d_in * d_env
         self.pair_in = _run_or_index(pairs // d_env)
         self.pair_env = _run_or_index(pairs % d_env)
-        product = product[pairs]
+        product = product[pairs]  # [n_pairs, K]
         self.env_dim, self.num_pairs = d_env, pairs.shape[0]
-        scale = index = None
+        n_s = self.num_scalar_columns
+        blocks = torch.block_diag(*[product] * mul)  # [(n, pair), (n, k)]
+        scalars = torch.block_diag(*[product[:, :n_s]] * mul)  # [(n, pair), (n, scalar path)]
+        scale, index = scalars, None
         if self.linear is not None:
             # the Linear's input columns of channel-major products (n, order[k]), its outputs
-            # channel-major
+            # channel-major; evaluated with its weights set to ones and to 1, 2, 3, …
             rows = perm_paths.view(mul, k_paths)[:, order].reshape(-1)
             cols = _channel_major(self.irreps_out)
             n_weights = self.linear.weight.shape[0]
             eye = torch.eye(irreps_paths.dim, dtype=torch.float64)
             linear = copy.deepcopy(self.linear).double()  # (no new weights: the RNG untouched)
             maps = []
-            for w in (torch.ones(n_weights), torch.arange(1.0, n_weights + 1)):
+            for w in (
+                torch.ones(n_weights),
+                torch.arange(1.0, n_weights + 1),
+                torch.arange(1.0, n_weights + 1).sin(),  # (no RNG drawn)
+            ):
                 with torch.no_grad():
                     linear.weight.copy_(w)
-                    maps.append(linear(eye)[rows][:, cols])
-            scale = maps[0]
-            index = torch.where(scale != 0, (maps[1] / scale).round() - 1, 0).to(torch.int64)
-            if self.linear.bias is not None or not (0 <= index).all():
-                raise AssertionError("AllegroLayer: the Linear is not a weight per entry")
+                    maps.append(blocks @ linear(eye)[rows][:, cols])
+            ones = maps[0]
+            index = torch.where(ones != 0, (maps[1] / ones).round() - 1, n_weights).to(torch.int64)
+            trial = torch.cat([w, torch.ones(1, dtype=torch.float64)])[index] * ones
+            if self.linear.bias is not None or not torch.allclose(trial, maps[2], atol=1e-12):
+                raise AssertionError("AllegroLayer: an entry of the folded map is not one weight")
+            scale = torch.cat([ones, scalars], dim=1)
+            index = torch.cat([index, torch.full(scalars.shape, n_weights)], dim=1)
         self.out_dim = self.irreps_out.dim // mul if self.irreps_out else 0
-        self.product_width = k
         # the latent MLP reads the scalars as [latents, (path, channel)]; fast() has them
         # (channel, path): its first weight's rows permuted to match
-        n_s = self.num_scalar_columns
         scalar_rows = torch.arange(n_s * mul).view(n_s, mul).t().reshape(-1)
         latent_rows = torch.cat([torch.arange(latent_dim), latent_dim + scalar_rows])
         env_cols = torch.arange(mul * (self.lmax + 1)).view(mul, -1)[:, _degrees(self.lmax)]
         self.register_buffer("latent_rows", latent_rows, persistent=False)
         self.register_buffer("env_cols", env_cols.reshape(-1), persistent=False)
-        self._constants = {(torch.float64, torch.device("cpu")): _Folded(product, scale, index)}
+        self._constants = {(torch.float64, torch.device("cpu")): _Folded(scale, index)}
 
     def forward(
         self,
@@ -416,24 +423,22 @@ class AllegroLayer(nn.Module):
         key = (dtype, device)
         if key not in self._constants:
             master = self._constants[torch.float64, torch.device("cpu")]
-            self._constants[key] = _Folded(
-                master.product.to(device, dtype),
-                None if master.linear_scale is None else master.linear_scale.to(device, dtype),
-                None if master.linear_index is None else master.linear_index.to(device),
-            )
+            index = None if master.index is None else master.index.to(device)
+            self._constants[key] = _Folded(master.scale.to(device, dtype), index)
         return self._constants[key]
 
     def fast_weights(self, dtype: torch.dtype) -> _LayerWeights:
         """The matrices :meth:`fast` multiplies by, made from the parameters (differentiable
         in them)."""
-        linear = None
-        if self.linear is not None:
-            folded = self.constants(dtype, self.linear.weight.device)
-            linear = self.linear.weight.to(dtype)[folded.linear_index] * folded.linear_scale
+        folded = self.constants(dtype, self.env_cols.device)
+        product = folded.scale
+        if folded.index is not None:
+            weight = self.linear.weight.to(dtype)
+            product = torch.cat([weight, weight.new_ones(1)])[folded.index] * product
         return _LayerWeights(
             self.env_embed.matrices(output_cols=self.env_cols),
             self.latent_mlp.matrices(input_rows=self.latent_rows),
-            linear,
+            product,
         )
 
     def fast(
@@ -447,10 +452,10 @@ class AllegroLayer(nn.Module):
         weights: _LayerWeights | None = None,
     ) -> tuple[Tensor, Tensor]:
         """:meth:`forward` with the features channel-major, in fewer and larger operations:
-        the environment's degree weights expanded by the MLP's last weight, the channelwise
-        product as one matrix product with the tensor product's coefficients, the Linear
-        as one dense matrix product, the scalars read off in place. The same numbers up to
-        rounding (tested against :meth:`forward`).
+        the environment's degree weights expanded by the MLP's last weight, the products of
+        the component pairs with a coefficient, then one matrix product that makes the new
+        features (tensor product and Linear folded, :class:`_Folded`) and the scalars at once.
+        The same numbers up to rounding (tested against :meth:`forward`).
 
         ``edge_cutoff`` here is u(r) / √2 with ``resnet`` (the residual's factor folded in),
         u(r) without; ``weights``: :meth:`fast_weights` (made here when ``None``).
@@ -460,7 +465,6 @@ class AllegroLayer(nn.Module):
             [n_edges] → ([n_edges, latent_dim], [n_edges, mul, d_out])
         """
         n_edges, mul = latents.shape[0], self.num_channels
-        folded = self.constants(latents.dtype, latents.device)
         if weights is None:
             weights = self.fast_weights(latents.dtype)
         env_weights = self.env_embed.run(latents, weights.env).view(n_edges, mul, self.env_dim)
@@ -471,21 +475,15 @@ class AllegroLayer(nn.Module):
             outer = features[:, :, :, None] * env[:, :, None, :]
         else:
             outer = _select(features, self.pair_in) * _select(env, self.pair_env)
-        outer = outer.reshape(n_edges * mul, self.num_pairs)
-        products = (outer @ folded.product).view(n_edges, mul, self.product_width)
-        scalars = products[:, :, : self.num_scalar_columns].reshape(
-            n_edges, mul * self.num_scalar_columns
-        )
-        hidden = torch.cat([latents, scalars], dim=-1)
+        out = outer.reshape(n_edges, mul * self.num_pairs) @ weights.product
+        width = mul * self.out_dim
+        hidden = torch.cat([latents, out[:, width:]], dim=-1)  # the scalars (channel, path)
         update = self.latent_mlp.run(hidden, weights.latent)
         if self.resnet:
             latents = torch.addcmul(latents * (1.0 / math.sqrt(2.0)), edge_cutoff[:, None], update)
         else:
             latents = edge_cutoff[:, None] * update
-        if weights.linear is None:
-            return latents, products.new_zeros(n_edges, mul, 0)
-        features = products.view(n_edges, mul * self.product_width) @ weights.linear
-        return latents, features.view(n_edges, mul, self.out_dim)
+        return latents, out[:, :width].view(n_edges, mul, self.out_dim)
 
 
 def _mlp_forward(x: Tensor, matrices: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
@@ -521,7 +519,6 @@ def _add_columns(out: Tensor, index: tuple[int, int] | Tensor, values: Tensor) -
 def _layer_forward(layer: AllegroLayer, w: _LayerWeights, x, v, sh, uc, dst, num_atoms):
     """:meth:`AllegroLayer.fast` without autograd, returning what :func:`_layer_backward` needs."""
     n, mul, d_env = x.shape[0], layer.num_channels, layer.env_dim
-    folded = layer.constants(x.dtype, x.device)
     env_w, env_pre = _mlp_forward(x, w.env)
     env_w = env_w.view(n, mul, d_env)
     weighted = (env_w * sh[:, None, :]).view(n, mul * d_env)
@@ -531,40 +528,36 @@ def _layer_forward(layer: AllegroLayer, w: _LayerWeights, x, v, sh, uc, dst, num
         outer = v[:, :, :, None] * env[:, :, None, :]
     else:
         outer = _select(v, layer.pair_in) * _select(env, layer.pair_env)
-    products = (outer.reshape(n * mul, layer.num_pairs) @ folded.product).view(
-        n, mul, layer.product_width
-    )
-    n_s = layer.num_scalar_columns
-    hidden = torch.cat([x, products[:, :, :n_s].reshape(n, mul * n_s)], dim=-1)
-    update, pre = _mlp_forward(hidden, w.latent)
+    out = outer.reshape(n, mul * layer.num_pairs) @ w.product
+    width = mul * layer.out_dim
+    update, pre = _mlp_forward(torch.cat([x, out[:, width:]], dim=-1), w.latent)
     if layer.resnet:
         x_out = torch.addcmul(x * (1.0 / math.sqrt(2.0)), uc[:, None], update)
     else:
         x_out = uc[:, None] * update
-    v_out = None
-    if w.linear is not None:
-        v_out = (products.view(n, mul * layer.product_width) @ w.linear).view(n, mul, layer.out_dim)
-    return x_out, v_out, (x, v, env_w, env_pre, env, products, update, pre)
+    return (
+        x_out,
+        out[:, :width].view(n, mul, layer.out_dim),
+        (x, v, env_w, env_pre, env, update, pre),
+    )
 
 
 def _layer_backward(layer: AllegroLayer, w: _LayerWeights, saved, g_x, g_v, sh, uc, dst, num_atoms):
     """Gradients (x, v, Y, u_c) of ⟨g_x, x_out⟩ + ⟨g_v, v_out⟩ of :func:`_layer_forward`."""
-    x, v, env_w, env_pre, env, products, update, pre = saved
-    n, mul, d_env, n_s = x.shape[0], layer.num_channels, layer.env_dim, layer.num_scalar_columns
-    folded = layer.constants(x.dtype, x.device)
-    if g_v is not None:
-        g_t = (g_v.reshape(n, mul * layer.out_dim) @ w.linear.t()).view(n, mul, layer.product_width)
-    else:
-        g_t = products.new_zeros(products.shape)
+    x, v, env_w, env_pre, env, update, pre = saved
+    n, mul, d_env, latent = x.shape[0], layer.num_channels, layer.env_dim, x.shape[1]
     g_uc = (g_x * update).sum(1)
     g_hidden = _mlp_backward(uc[:, None] * g_x, w.latent, pre)
-    g_x_in = g_hidden[:, : x.shape[1]]
+    g_x_in = g_hidden[:, :latent]
     if layer.resnet:
         g_x_in = g_x_in + g_x * (1.0 / math.sqrt(2.0))
-    g_t[:, :, :n_s] += g_hidden[:, x.shape[1] :].view(n, mul, n_s)
-    g_outer = (g_t.view(n * mul, layer.product_width) @ folded.product.t()).view(
-        n, mul, layer.num_pairs
+    g_v = (
+        g_x.new_zeros(n, mul * layer.out_dim)
+        if g_v is None
+        else g_v.reshape(n, mul * layer.out_dim)
     )
+    g_out = torch.cat([g_v, g_hidden[:, latent:]], dim=1)
+    g_outer = (g_out @ w.product.t()).view(n, mul, layer.num_pairs)
     if layer.dense_pairs:
         g_outer = g_outer.view(n, mul, v.shape[2], d_env)
         g_v_in = (g_outer * env[:, :, None, :]).sum(3)
@@ -686,6 +679,13 @@ class Allegro(Potential, nn.Module):
     forces go to zero smoothly at r_max, and every quantity of edge ij is computed from edges
     ending at i: E_i depends only on atoms within r_max of i (``num_hops`` = 1, the receptive
     field is one cutoff sphere). Forces/stress from :func:`~euclidnn.models.predict`.
+
+    Two paths compute the same numbers (up to rounding; tested against each other): the
+    reference (:meth:`AllegroLayer.forward`, e3nn's layout, ``EUCLIDNN_NATIVE=0``) and the fast
+    path that runs otherwise (:meth:`AllegroLayer.fast`: channel-major features, each layer's
+    tensor product and Linear as matrix products with constants read off the reference
+    modules); for inference :meth:`energy_and_forces` differentiates the network and the
+    radial functions by hand (one autograd node each) instead of through autograd's graph.
 
     Shapes: graph (n_atoms, n_edges, n_graphs) → [n_graphs] eV
 

@@ -359,3 +359,15 @@ def test_fast_layer_is_the_layer():
     x_fast, v_fast = layer.fast(latents, cm, sh, cutoff / 2**0.5, dst, n_atoms)
     _close(x_fast, x)
     _close(v_fast.reshape(n_edges, -1), v[:, _channel_major(layer.irreps_out)])
+
+
+def test_construction_draws_only_the_parameters():
+    """The fast path's constants draw nothing from the RNG: a seed gives the weights it gave
+    before the fast path existed (the parameters, in order, are all that is drawn)."""
+    torch.manual_seed(0)
+    model = make_allegro()
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    for p in model.parameters():
+        torch.randn(p.shape)
+    assert torch.equal(after, torch.rand(3))
