@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -580,86 +581,131 @@ def _layer_backward(layer: AllegroLayer, w: _LayerWeights, saved, g_x, g_v, sh, 
     return g_x_in, g_v_in, g_sh, g_uc
 
 
-class _FrozenRadial(torch.autograd.Function):
-    """u(r) and B(r) u(r) (:func:`~euclidnn.nn.polynomial_cutoff`, :func:`~euclidnn.nn.bessel_basis`,
-    the same numbers) with their r-derivative written out: one autograd node. First
-    derivatives only (:meth:`Allegro.energy_and_forces`)."""
+def _radial_grad(r, u, basis, g_u, g_radial, r_max: float, p: int) -> Tensor:
+    """d/dr of ⟨g_u, u(r)⟩ + ⟨g_radial, B(r) u(r)⟩ (:func:`~euclidnn.nn.polynomial_cutoff`,
+    :func:`~euclidnn.nn.bessel_basis` with its default frequencies nπ), written out.
+
+    Shapes: r, u, g_u: [n_edges], basis, g_radial: [n_edges, num_basis] → [n_edges]
+    """
+    x = r / r_max
+    du = (  # du/dr, zero beyond r_max
+        -(p + 1.0) * (p + 2.0) / 2.0 * p * x.pow(p - 1)
+        + p * (p + 2.0) * (p + 1.0) * x.pow(p)
+        - p * (p + 1.0) / 2.0 * (p + 2.0) * x.pow(p + 1)
+    ) * ((x < 1.0).to(r.dtype) / r_max)
+    omega = torch.arange(1, basis.shape[1] + 1, dtype=r.dtype, device=r.device) * math.pi
+    xs = x[:, None]
+    safe = torch.where(xs == 0, torch.ones_like(xs), xs)
+    # d/dr [sin(ω x) / x]: (ω x cos(ω x) − sin(ω x)) / x² / r_max, 0 at x = 0
+    dbasis = (omega * safe * torch.cos(omega * safe) - torch.sin(omega * safe)) / safe**2
+    dbasis = torch.where(xs == 0, torch.zeros_like(dbasis), dbasis)
+    dbasis = dbasis * (math.sqrt(2.0 / r_max) / r_max / r_max)
+    return du * (g_u + (g_radial * basis).sum(1)) + u * (g_radial * dbasis).sum(1)
+
+
+@functools.cache
+def _harmonics_gradient(lmax: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """G such that ∂P_c/∂x_a (x) = Σ_m P_m(x) G[c, m, a] for the harmonic polynomials P of
+    degree ≤ lmax (``spherical_harmonics(…, normalize=False)``): the derivatives of a harmonic
+    polynomial of degree l are harmonic of degree l − 1. Fitted once (float64, exact up to
+    rounding, checked) on fixed points of several radii.
+
+    Shapes: → [(lmax + 1)², (lmax + 1)², 3]
+    """
+    k = torch.arange(1.0, 65.0, dtype=torch.float64)
+    x = torch.stack([torch.sin(k), torch.cos(1.3 * k), torch.sin(2.1 * k + 0.5)], 1)
+    x = (x * (0.5 + k[:, None] / 64)).requires_grad_(True)  # no RNG drawn
+    with torch.enable_grad():  # (first used inside a backward pass)
+        y = spherical_harmonics(list(range(lmax + 1)), x, normalize=False)
+        d = y.shape[1]
+        jac = torch.stack(
+            [torch.autograd.grad(y[:, c].sum(), x, retain_graph=True)[0] for c in range(d)], 1
+        )
+    y = y.detach()
+    fit = torch.linalg.lstsq(y, jac.reshape(-1, d * 3)).solution  # [m, (c, a)]
+    if not torch.allclose(y @ fit, jac.reshape(-1, d * 3), atol=1e-9):
+        raise AssertionError("_harmonics_gradient: the fit is not exact")
+    return fit.view(d, d, 3).permute(1, 0, 2).contiguous().to(device, dtype)
+
+
+def _network_forward(model, weights, sh, u, uc, radial, pair_species, dst, num_atoms):
+    """The edge energies [n_edges] (unscaled) from the edge geometry, without autograd, and
+    what :func:`_network_backward` needs."""
+    two_body, initial, layer_weights, energy_weights = weights
+    n, mul, d_sh = sh.shape[0], model.config.num_tensor_features, sh.shape[1]
+    t2b, pre_2b = _mlp_forward(torch.cat([pair_species, radial], dim=-1), two_body)
+    x = u[:, None] * t2b
+    w0, pre_0 = _mlp_forward(x, initial)
+    w0 = w0.view(n, mul, d_sh)
+    v = w0 * sh[:, None, :]
+    saved = []
+    for layer, w in zip(model.layers, layer_weights):
+        x, v, keep = _layer_forward(layer, w, x, v, sh, uc, dst, num_atoms)
+        saved.append(keep)
+    energy, pre_e = _mlp_forward(x, energy_weights)
+    return energy.squeeze(-1), (t2b, pre_2b, w0, pre_0, saved, pre_e)
+
+
+def _network_backward(model, weights, saved, g_energy, sh, u, uc, pair_species, dst, num_atoms):
+    """Gradients (Y, u, u_c, B u) of ⟨g_energy, edge energies⟩ of :func:`_network_forward`."""
+    t2b, pre_2b, w0, pre_0, saved, pre_e = saved
+    two_body, initial, layer_weights, energy_weights = weights
+    g_x = _mlp_backward(g_energy[:, None], energy_weights, pre_e)
+    g_v, g_sh, g_uc = None, torch.zeros_like(sh), torch.zeros_like(uc)
+    for layer, w, keep in reversed(list(zip(model.layers, layer_weights, saved))):
+        g_x, g_v, g_sh_l, g_uc_l = _layer_backward(layer, w, keep, g_x, g_v, sh, uc, dst, num_atoms)
+        g_sh += g_sh_l
+        g_uc += g_uc_l
+    n = sh.shape[0]
+    g_sh += (g_v * w0).sum(1)
+    g_x = g_x + _mlp_backward(
+        (g_v * sh[:, None, :]).reshape(n, g_v.shape[1] * g_v.shape[2]), initial, pre_0
+    )
+    g_u = (g_x * t2b).sum(1)
+    g_pair = _mlp_backward(u[:, None] * g_x, two_body, pre_2b)
+    return g_sh, g_u, g_uc, g_pair[:, pair_species.shape[1] :]
+
+
+class _FrozenEdges(torch.autograd.Function):
+    """Allegro's edge energies from the edge vectors with constant weights — the geometry
+    (|r|, Y(r̂), u(r), B(r) u(r)) and the network — differentiated by hand: one autograd node
+    instead of a few hundred. What :meth:`Allegro.energy_and_forces` runs; first derivatives
+    only. The forward computes the numbers of the autograd fast path (the same functions)."""
 
     @staticmethod
-    def forward(ctx, r, r_max: float, p: int, num_basis: int):
-        u = polynomial_cutoff(r, r_max, p)
-        basis = bessel_basis(r, r_max, num_basis)
-        ctx.r_max, ctx.p = r_max, p
-        ctx.save_for_backward(r, u, basis)
-        return u, basis * u[:, None]
-
-    @staticmethod
-    def backward(ctx, g_u, g_radial):
-        r, u, basis = ctx.saved_tensors
-        r_max, p = ctx.r_max, ctx.p
-        x = r / r_max
-        du = (  # du/dr, zero beyond r_max
-            -(p + 1.0) * (p + 2.0) / 2.0 * p * x.pow(p - 1)
-            + p * (p + 2.0) * (p + 1.0) * x.pow(p)
-            - p * (p + 1.0) / 2.0 * (p + 2.0) * x.pow(p + 1)
-        ) * ((x < 1.0).to(r.dtype) / r_max)
-        omega = torch.arange(1, basis.shape[1] + 1, dtype=r.dtype, device=r.device) * math.pi
-        xs = x[:, None]
-        safe = torch.where(xs == 0, torch.ones_like(xs), xs)
-        # d/dr [sin(ω x) / x]: (ω x cos(ω x) − sin(ω x)) / x² / r_max, 0 at x = 0
-        dbasis = (omega * safe * torch.cos(omega * safe) - torch.sin(omega * safe)) / safe**2
-        dbasis = torch.where(xs == 0, torch.zeros_like(dbasis), dbasis)
-        dbasis = dbasis * (math.sqrt(2.0 / r_max) / r_max / r_max)
-        g_r = du * (g_u + (g_radial * basis).sum(1)) + u * (g_radial * dbasis).sum(1)
-        return g_r, None, None, None
-
-
-class _FrozenNetwork(torch.autograd.Function):
-    """Allegro's edge energies from the edge geometry with constant weights, differentiated by
-    hand (one autograd node instead of a few hundred): what :meth:`Allegro.energy_and_forces`
-    runs. First derivatives only."""
-
-    @staticmethod
-    def forward(ctx, model, weights, sh, u, uc, radial, pair_species, dst, num_atoms):
-        two_body, initial, layer_weights, energy_weights = weights
-        n, mul, d_sh = sh.shape[0], model.config.num_tensor_features, sh.shape[1]
-        t2b, pre_2b = _mlp_forward(torch.cat([pair_species, radial], dim=-1), two_body)
-        x = u[:, None] * t2b
-        w0, pre_0 = _mlp_forward(x, initial)
-        w0 = w0.view(n, mul, d_sh)
-        v = w0 * sh[:, None, :]
-        saved = []
-        for layer, w in zip(model.layers, layer_weights):
-            x, v, keep = _layer_forward(layer, w, x, v, sh, uc, dst, num_atoms)
-            saved.append(keep)
-        energy, pre_e = _mlp_forward(x, energy_weights)
-        ctx.model, ctx.weights, ctx.num_atoms = model, weights, num_atoms
-        ctx.saved = (t2b, pre_2b, w0, pre_0, saved, pre_e)
-        ctx.save_for_backward(sh, u, uc, pair_species, dst)
-        return energy.squeeze(-1)
+    def forward(ctx, model, weights, edge_vec, pair_species, dst, num_atoms):
+        cfg = model.config
+        r = edge_vec.norm(dim=-1)  # [n_edges]
+        sh = spherical_harmonics(model.irreps_sh, edge_vec, normalize=True)
+        u = polynomial_cutoff(r, cfg.r_max, cfg.polynomial_p)
+        basis = bessel_basis(r, cfg.r_max, cfg.num_basis)
+        uc = u * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else u
+        energy, saved = _network_forward(
+            model, weights, sh, u, uc, basis * u[:, None], pair_species, dst, num_atoms
+        )
+        ctx.model, ctx.weights, ctx.num_atoms, ctx.saved = model, weights, num_atoms, saved
+        ctx.save_for_backward(edge_vec, r, sh, u, uc, basis, pair_species, dst)
+        return energy
 
     @staticmethod
     def backward(ctx, g_energy):
-        sh, u, uc, pair_species, dst = ctx.saved_tensors
-        t2b, pre_2b, w0, pre_0, saved, pre_e = ctx.saved
-        two_body, initial, layer_weights, energy_weights = ctx.weights
-        g_x = _mlp_backward(g_energy[:, None], energy_weights, pre_e)
-        g_v, g_sh, g_uc = None, torch.zeros_like(sh), torch.zeros_like(uc)
-        for layer, w, keep in reversed(list(zip(ctx.model.layers, layer_weights, saved))):
-            g_x, g_v, g_sh_l, g_uc_l = _layer_backward(
-                layer, w, keep, g_x, g_v, sh, uc, dst, ctx.num_atoms
-            )
-            g_sh += g_sh_l
-            g_uc += g_uc_l
-        n = sh.shape[0]
-        g_sh += (g_v * w0).sum(1)
-        g_x = g_x + _mlp_backward(
-            (g_v * sh[:, None, :]).reshape(n, g_v.shape[1] * g_v.shape[2]), initial, pre_0
-        )
-        g_u = (g_x * t2b).sum(1)
-        g_pair = _mlp_backward(u[:, None] * g_x, two_body, pre_2b)
-        g_radial = g_pair[:, pair_species.shape[1] :]
-        return None, None, g_sh, g_u, g_uc, g_radial, None, None, None
+        edge_vec, r, sh, u, uc, basis, pair_species, dst = ctx.saved_tensors
+        cfg = ctx.model.config
+        g_sh, g_u, g_uc, g_radial = _network_backward(
+            ctx.model, ctx.weights, ctx.saved, g_energy, sh, u, uc, pair_species, dst,
+            ctx.num_atoms,
+        )  # fmt: skip
+        g_u = g_u + (g_uc * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else g_uc)
+        g_r = _radial_grad(r, u, basis, g_u, g_radial, cfg.r_max, cfg.polynomial_p)
+        # Y(v) = P(v / |v|) with P homogeneous of degree l: ∂Y/∂v = (∇P(r̂) − l P(r̂) r̂) / |v|
+        inv = 1.0 / r.clamp_min(1e-12)  # as spherical_harmonics normalises
+        unit = edge_vec * inv[:, None]
+        grad_p = _harmonics_gradient(cfg.lmax, sh.dtype, sh.device)  # [c, m, a]
+        n, d = sh.shape
+        g_unit = ((g_sh @ grad_p.view(d, d * 3)).view(n, d, 3) * sh[:, :, None]).sum(1)
+        radial_part = (g_sh * sh) @ _degrees(cfg.lmax).to(sh.dtype)  # Σ_c l_c g_c P_c
+        g_vec = (g_unit - radial_part[:, None] * unit) * inv[:, None] + g_r[:, None] * unit
+        return None, None, g_vec, None, None, None
 
 
 class Allegro(Potential, nn.Module):
@@ -723,7 +769,7 @@ class Allegro(Potential, nn.Module):
         self.edge_energy = ScalarMLP([cfg.latent_dim, cfg.edge_energy_width, 1])
         self.sum_norm = 1.0 / math.sqrt(cfg.avg_num_neighbors or 1.0)
         self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
-        # every MLP the default SiLU one: what _FrozenNetwork differentiates by hand
+        # every MLP the default SiLU one: what _FrozenEdges differentiates by hand
         self.silu_only = all(
             getattr(m.act, "__wrapped__", m.act) is nn.functional.silu
             for m in self.modules()
@@ -782,30 +828,22 @@ class Allegro(Potential, nn.Module):
             initial = self.initial_embed.matrices(output_cols=self.layers[0].env_cols)
             layer_weights = [layer.fast_weights(dtype) for layer in self.layers]
             edge_energy_weights = self.edge_energy.matrices()
-        edge_len = edge_vec.norm(dim=-1)  # [n_edges]
-        edge_sh = spherical_harmonics(self.irreps_sh, edge_vec, normalize=True)  # [n_edges, (l+1)²]
-        if frozen:
-            edge_cutoff, edge_radial = _FrozenRadial.apply(
-                edge_len, cfg.r_max, cfg.polynomial_p, cfg.num_basis
-            )
-        else:
-            edge_cutoff = polynomial_cutoff(edge_len, cfg.r_max, cfg.polynomial_p)  # [n_edges]
-            edge_radial = bessel_basis(edge_len, cfg.r_max, cfg.num_basis) * edge_cutoff[:, None]
         species = self.species_index.of_graph(graph)  # [n_atoms]
         pair_species = graph.derived(
             f"allegro pair one-hot {cfg.species} {dtype}",
             lambda g: _pair_one_hot(species, g.edge_src, g.edge_dst, len(cfg.species), dtype),
         )
         dst, num_atoms = graph.edge_dst, graph.numbers.shape[0]
-        layer_cutoff = edge_cutoff * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else edge_cutoff
         if frozen and self.silu_only:
             weights = (two_body, initial, layer_weights, edge_energy_weights)
-            edge_energy = _FrozenNetwork.apply(
-                self, weights, edge_sh, edge_cutoff, layer_cutoff, edge_radial, pair_species,
-                dst, num_atoms,
-            )  # fmt: skip
+            edge_energy = _FrozenEdges.apply(self, weights, edge_vec, pair_species, dst, num_atoms)
             atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
             return self.scale_shift(atom_energy, species)
+        edge_len = edge_vec.norm(dim=-1)  # [n_edges]
+        edge_sh = spherical_harmonics(self.irreps_sh, edge_vec, normalize=True)  # [n_edges, (l+1)²]
+        edge_cutoff = polynomial_cutoff(edge_len, cfg.r_max, cfg.polynomial_p)  # [n_edges]
+        edge_radial = bessel_basis(edge_len, cfg.r_max, cfg.num_basis) * edge_cutoff[:, None]
+        layer_cutoff = edge_cutoff * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else edge_cutoff
         pair = torch.cat([pair_species, edge_radial], dim=-1)
         latents = edge_cutoff[:, None] * self.two_body.run(pair, two_body)  # [n_edges, latent]
         weights = self.initial_embed.run(latents, initial)
@@ -822,7 +860,7 @@ class Allegro(Potential, nn.Module):
     def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
         """Energy per structure and forces F = −∂E/∂R for inference, by autograd through the
         fast path with its weight matrices made outside autograd and the network differentiated
-        by hand (:class:`_FrozenNetwork`) (the reference's
+        by hand (:class:`_FrozenEdges`) (the reference's
         :meth:`~euclidnn.models.Potential.energy_and_forces` under ``EUCLIDNN_NATIVE=0``).
 
         Shapes: graph (n_atoms, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
