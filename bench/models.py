@@ -1,4 +1,5 @@
-"""Potentials side by side: euclidnn vs nequip (NequIP) and schnetpack (SchNet), energy + forces.
+"""Potentials side by side: euclidnn vs nequip (NequIP), nequip-allegro (Allegro) and schnetpack
+(SchNet), energy + forces.
 
 Run with the benchmark environment (``make bench`` builds it):
 
@@ -40,6 +41,17 @@ NEQUIP = dict(
     radial_mlp_width=64,
     avg_num_neighbors=12.0,
     parity=True,
+)
+ALLEGRO = dict(  # our AllegroConfig's defaults; the peer is set to match (peer_allegro)
+    lmax=1,
+    num_layers=2,
+    num_tensor_features=16,
+    latent_dim=64,
+    two_body_mlp_depth=2,
+    latent_mlp_depth=1,
+    edge_energy_width=32,
+    num_basis=8,
+    avg_num_neighbors=12.0,
 )
 SCHNET = dict(n_atom_basis=128, n_filters=128, n_interactions=3, n_rbf=25)
 
@@ -122,6 +134,12 @@ def ours_nequip(lmax: int):
     )
 
 
+def ours_allegro():
+    from euclidnn.models import Allegro, AllegroConfig
+
+    return Allegro(AllegroConfig(species=SPECIES, r_max=R_MAX, **ALLEGRO))
+
+
 def ours_schnet():
     from euclidnn.models import SchNet, SchNetConfig
 
@@ -190,6 +208,42 @@ def peer_nequip(lmax: int):
         l_max=lmax,
         do_derivatives=False,
         **n,
+    )
+    torch.set_default_dtype(torch.float32)  # nequip's global state sets float64
+    return model
+
+
+def peer_allegro():
+    """nequip-allegro's ``AllegroModel`` at :data:`ALLEGRO` (as ``bench/md.py`` builds it; MLPs
+    without biases on both sides)."""
+    from allegro.model import AllegroModel
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state()
+    a = ALLEGRO
+    model = AllegroModel(
+        seed=0,
+        model_dtype="float32",
+        r_max=R_MAX,
+        type_names=TYPES,
+        l_max=a["lmax"],
+        parity=True,
+        radial_chemical_embed={
+            "_target_": "allegro.nn.TwoBodyBesselScalarEmbed",
+            "num_bessels": a["num_basis"],
+            "polynomial_cutoff_p": 6,
+        },
+        scalar_embed_mlp_hidden_layers_depth=a["two_body_mlp_depth"],
+        scalar_embed_mlp_hidden_layers_width=a["latent_dim"],
+        num_layers=a["num_layers"],
+        num_scalar_features=a["latent_dim"],
+        num_tensor_features=a["num_tensor_features"],
+        allegro_mlp_hidden_layers_depth=a["latent_mlp_depth"],
+        allegro_mlp_hidden_layers_width=a["latent_dim"],
+        readout_mlp_hidden_layers_depth=1,
+        readout_mlp_hidden_layers_width=a["edge_energy_width"],
+        avg_num_neighbors=a["avg_num_neighbors"],
+        do_derivatives=False,
     )
     torch.set_default_dtype(torch.float32)  # nequip's global state sets float64
     return model
@@ -321,7 +375,7 @@ def main() -> None:
         "--compile", action="store_true", help="torch.compile our models (dynamic shapes)"
     )
     parser.add_argument(
-        "--only", default="", help="comma-separated model names: nequip-l1,nequip-l2,schnet"
+        "--only", default="", help="comma-separated model names: nequip-l1,nequip-l2,allegro,schnet"
     )
     parser.add_argument("--json", default=None, help="write the rows as JSON to this path")
     args = parser.parse_args()
@@ -329,15 +383,18 @@ def main() -> None:
     print(header(), flush=True)
     torch.manual_seed(0)
 
+    import allegro
     import e3nn
     import nequip
     import schnetpack
 
     print(
         f"torch {torch.__version__}, e3nn {e3nn.__version__}, nequip {nequip.__version__}, "
+        f"allegro {allegro.__version__}, "
         f"schnetpack {schnetpack.__version__}, threads {torch.get_num_threads()}, float32, r_max {R_MAX} Å"
     )
     print(f"NequIP: {NEQUIP}")
+    print(f"Allegro: {ALLEGRO}")
     print(f"SchNet: {SCHNET}")
     data = systems()
     if args.quick:
@@ -358,6 +415,14 @@ def main() -> None:
             peer_nequip_step,
             peer_nequip_train,
             "nequip",
+        ),
+        "allegro": (
+            ours_allegro,
+            peer_allegro,
+            peer_nequip_input,
+            peer_nequip_step,
+            peer_nequip_train,
+            "allegro",
         ),
         "schnet": (
             ours_schnet,

@@ -1,12 +1,16 @@
-"""Where a NequIP energy + forces call spends its operations: ATen operators counted per module
+"""Where an energy + forces call spends its operations: ATen operators counted per module
 (forward) and in the backward pass, then PyTorch's profiler table of self CPU time (issue 24:
 the gap to nequip on small molecules is per-call overhead, not arithmetic).
 
-    python bench/nequip_ops.py [--system ethanol] [--lmax 1] [--threads 1]
+    python bench/nequip_ops.py [--model nequip] [--system ethanol] [--lmax 1] [--threads 1]
 
-The model is bench/models.py's NequIP (4 layers, 32 features, r_max 5 Å), float32, random
-weights, called through :func:`euclidnn.models.predict` as MD calls it. The counts do not
-depend on the machine's load; the profiler's times do (read them as shares).
+``--model``: ``nequip`` (bench/models.py's NequIP: 4 layers, 32 features, r_max 5 Å; ``--lmax``),
+``allegro`` (bench/models.py's Allegro: lmax 1, 2 layers, 16 tensor features, latent 64), or a
+peer at the same hyperparameters, ``peer-nequip`` (nequip) or ``peer-allegro``
+(nequip-allegro), which need the benchmark environment. Float32, random weights; ours is
+called through :func:`euclidnn.models.predict` as MD calls it, a peer's through autograd on
+its energy (bench/models.py). The counts do not depend on the machine's load; the profiler's
+times do (read them as shares).
 """
 
 from __future__ import annotations
@@ -17,20 +21,36 @@ import re
 
 import torch
 from machine import header
-from models import ours_input, ours_nequip, systems
+from models import (
+    ours_allegro,
+    ours_input,
+    ours_nequip,
+    ours_step,
+    peer_allegro,
+    peer_nequip,
+    peer_nequip_input,
+    peer_nequip_step,
+    systems,
+)
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from euclidnn.models import predict
+MODELS = {  # name: (make the model, its input from a list of Atoms, its energy + forces call)
+    "nequip": (lambda lmax: ours_nequip(lmax), ours_input, ours_step),
+    "allegro": (lambda lmax: ours_allegro(), ours_input, ours_step),
+    "peer-nequip": (lambda lmax: peer_nequip(lmax), peer_nequip_input, peer_nequip_step),
+    "peer-allegro": (lambda lmax: peer_allegro(), peer_nequip_input, peer_nequip_step),
+}
 
 
 class _Counter(TorchDispatchMode):
     """Counts every ATen call under the innermost module (indices of layers folded: layers.*)
-    that is running its forward; calls outside any forward (autograd's backward, the graph's
-    geometry) go to "backward and geometry"."""
+    that is running its forward; calls outside any module's forward go to "backward" (run by
+    autograd's engine, or by a hand-written backward it calls) or "other forward" (the graph's
+    geometry, a model's fast path that calls no submodule)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
-        self.stack = ["backward and geometry"]
+        self.stack = ["other forward"]
         self.counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.handles = []
         for name, module in model.named_modules():
@@ -46,12 +66,16 @@ class _Counter(TorchDispatchMode):
         self.stack.pop()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[self.stack[-1]][str(func.overloadpacket.__name__)] += 1
+        where = self.stack[-1]
+        if len(self.stack) == 1 and torch._C._current_graph_task_id() != -1:
+            where = "backward"
+        self.counts[where][str(func.overloadpacket.__name__)] += 1
         return func(*args, **(kwargs or {}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="nequip", choices=list(MODELS))
     parser.add_argument("--system", default="ethanol", choices=list(systems()))
     parser.add_argument("--lmax", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
@@ -59,15 +83,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(header(), flush=True)
     torch.manual_seed(0)
-    model, graph = ours_nequip(args.lmax), ours_input(systems()[args.system])
-    predict(model, graph)  # warm-up: kernels built, caches filled
+    make, make_input, make_step = MODELS[args.model]
+    model = make(args.lmax)
+    torch.set_default_dtype(torch.float32)
+    call = make_step(model, make_input(systems()[args.system]))
+    call()  # warm-up: kernels built, caches filled
     counter = _Counter(model)
     with counter:
-        predict(model, graph)
+        call()
     for handle in counter.handles:
         handle.remove()
     total = sum(sum(c.values()) for c in counter.counts.values())
-    print(f"# NequIP l{args.lmax}, {args.system}: {total} ATen calls per energy + forces call")
+    name = f"{args.model} l{args.lmax}" if args.model.endswith("nequip") else args.model
+    print(f"# {name}, {args.system}: {total} ATen calls per energy + forces call")
     print("| where | calls | most frequent |\n| --- | ---: | --- |")
     for where, counts in sorted(counter.counts.items(), key=lambda kv: -sum(kv[1].values())):
         common = ", ".join(f"{op} {n}" for op, n in counts.most_common(6))
@@ -78,7 +106,7 @@ def main() -> None:
     calls = 20
     with profile(activities=[ProfilerActivity.CPU]) as profiled:
         for _ in range(calls):
-            predict(model, graph)
+            call()
     events = profiled.key_averages()
     print(f"\n# profiler: {sum(e.count for e in events) / calls:.0f} events per call "
           "(operators and their sub-operators), self CPU time")  # fmt: skip

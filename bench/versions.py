@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from machine import header
-from models import R_MAX, compare, ours_nequip, ours_schnet, systems
+from models import R_MAX, compare, ours_allegro, ours_nequip, ours_schnet, systems
 
 import euclidnn
 
@@ -77,9 +77,10 @@ def main() -> None:
         "--baseline", required=True, type=Path, help="a checkout of the other version"
     )
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--only", default="", help="nequip-l1,nequip-l2,schnet")
+    parser.add_argument("--only", default="", help="nequip-l1,nequip-l2,allegro,schnet")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     print(header(), flush=True)
     torch.set_default_dtype(torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,6 +88,7 @@ def main() -> None:
         families = {
             "nequip-l1": lambda: ours_nequip(1),
             "nequip-l2": lambda: ours_nequip(2),
+            "allegro": ours_allegro,
             "schnet": ours_schnet,
         }
         if args.only:

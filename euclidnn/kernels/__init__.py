@@ -26,7 +26,7 @@ prepare one per graph (:meth:`euclidnn.data.Graph.derived`) and pass it to every
 
 from euclidnn.kernels import ops
 from euclidnn.kernels.build import Library, cache_directory, check_private, target_flags
-from euclidnn.kernels.checks import fused_library, recording_ops
+from euclidnn.kernels.checks import fused_library, native_enabled, recording_ops
 from euclidnn.kernels.conv import ConvSpec, convolve, filter_conv
 from euclidnn.kernels.edges import Edges
 from euclidnn.kernels.schnet import SchNetWeights, schnet_energy_and_forces
@@ -41,6 +41,7 @@ __all__ = [
     "convolve",
     "filter_conv",
     "fused_library",
+    "native_enabled",
     "ops",
     "recording_ops",
     "schnet_energy_and_forces",

@@ -25,11 +25,25 @@ from torch import Tensor
 
 from euclidnn.kernels.build import Library
 
-__all__ = ["float_tensor", "fused_library", "index_tensor", "op_library", "recording_ops"]
+__all__ = [
+    "float_tensor",
+    "fused_library",
+    "index_tensor",
+    "native_enabled",
+    "op_library",
+    "recording_ops",
+]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 INDEX_DTYPES = (torch.int32, torch.int64)
 _RECORDING = threading.local()  # .on: inside recording_ops() on this thread
+
+
+def native_enabled() -> bool:
+    """Whether fast paths may run at all: ``EUCLIDNN_NATIVE`` is not ``"0"``. A model whose
+    fast path is plain PyTorch (a restructured computation of the same numbers, such as
+    Allegro's) asks this; ``EUCLIDNN_NATIVE=0`` runs every model's reference."""
+    return os.environ.get("EUCLIDNN_NATIVE", "1") != "0"
 
 
 def fused_library(library: Library, *tensors: Tensor | None) -> ctypes.CDLL | None:
@@ -43,11 +57,7 @@ def fused_library(library: Library, *tensors: Tensor | None) -> ctypes.CDLL | No
     every given tensor is on the CPU with one dtype, float32 or float64, and the library
     builds and loads.
     """
-    if (
-        os.environ.get("EUCLIDNN_NATIVE", "1") == "0"
-        or torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-    ):
+    if not native_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return None
     return library.get() if _fits(tensors) else None
 

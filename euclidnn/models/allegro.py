@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
 from euclidnn.models.interface import Potential
@@ -184,6 +188,79 @@ def weighted_harmonics(weights: Tensor, edge_sh: Tensor) -> Tensor:
     return torch.cat(blocks, dim=-1)
 
 
+def _channel_major(irreps: Irreps) -> Tensor:
+    """Column permutation from e3nn's layout to the channel-major one of irreps whose terms
+    share one multiplicity: ``x[:, perm]`` is [·, mul, d] flattened, channel n holding the
+    components of every term in order (d = irreps.dim / mul).
+
+    >>> _channel_major(Irreps("2x0e + 2x1o")).tolist()
+    [0, 2, 3, 4, 1, 5, 6, 7]
+    """
+    if not irreps:
+        return torch.zeros(0, dtype=torch.int64)
+    offsets = [sum(m * ir.dim for m, ir in irreps[:t]) for t in range(len(irreps))]
+    cols = [
+        offset + n * ir.dim + c
+        for n in range(irreps[0].mul)
+        for offset, (_, ir) in zip(offsets, irreps)
+        for c in range(ir.dim)
+    ]
+    return torch.tensor(cols, dtype=torch.int64)
+
+
+def _degrees(lmax: int) -> Tensor:
+    """The degree l of each spherical-harmonic component: [0, 1, 1, 1, 2, …].
+
+    Shapes: → [(lmax + 1)²] int64
+    """
+    return torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)])  # noqa: E741
+
+
+def _run_or_index(index: Tensor) -> tuple[int, int] | Tensor:
+    """``(start, length)`` where ``index`` is start, start + 1, …, else ``index`` itself."""
+    n = index.shape[0]
+    if n and torch.equal(index, torch.arange(int(index[0]), int(index[0]) + n)):
+        return int(index[0]), n
+    return index
+
+
+def _select(x: Tensor, index: tuple[int, int] | Tensor) -> Tensor:
+    """``x[..., index]`` along the last dimension, a view for a run (:func:`_run_or_index`)."""
+    if isinstance(index, tuple):
+        return x.narrow(-1, *index)
+    return x.index_select(-1, index.to(x.device))
+
+
+class _Folded(NamedTuple):
+    """The constant of :meth:`AllegroLayer.fast` in one dtype (float64 master on the CPU): the
+    map from the products of component pairs to the layer's outputs, as one matrix
+    [mul · n_pairs, mul · d_out + mul · n_scalars] of channel-major columns — the new features
+    (the channelwise tensor product followed by the Linear) and then the scalars (channel,
+    path) that feed the latent MLP, the environment's normalisation folded in.
+
+    Each entry is one Linear weight times a constant, or a constant: entry =
+    w[index] · scale with w the Linear's weights followed by a 1 (``index`` ``None``: the
+    matrix is ``scale``, a layer without Linear).
+    """
+
+    scale: Tensor
+    index: Tensor | None
+
+
+class _LayerWeights(NamedTuple):
+    """The matrices of :meth:`AllegroLayer.fast`, made from the layer's parameters once per
+    call (:meth:`AllegroLayer.fast_weights`).
+
+    env: the environment MLP's matrices, its degree weights expanded to every component;
+    latent: the latent MLP's matrices, the first one's rows in the fast path's scalar order;
+    product: the map of :class:`_Folded` with the Linear's weights put in.
+    """
+
+    env: list[Tensor]
+    latent: list[Tensor]
+    product: Tensor
+
+
 class AllegroLayer(nn.Module):
     r"""One Allegro layer: the centre's environment, its product with the edge's tensor
     features, and the update of the edge's scalar latents.
@@ -243,6 +320,84 @@ class AllegroLayer(nn.Module):
         self.latent_mlp = ScalarMLP(
             [latent_dim + num_scalars, *[latent_dim] * latent_mlp_depth, latent_dim]
         )
+        self._fold(paths.irreps_out, latent_dim)
+
+    def _fold(self, irreps_paths: Irreps, latent_dim: int) -> None:
+        """The constants of :meth:`fast`, read off the reference modules in float64.
+
+        The tensor product is evaluated on basis vectors of channel 0 (its paths act on each
+        channel alike), the Linear on the identity with its weights set to ones and to
+        1, 2, 3, …: so the fast path computes the reference's own maps, whatever their
+        normalisations.
+        """
+        mul = self.num_channels
+        d_in, d_env = self.irreps_in.dim // mul, self.irreps_env.dim // mul
+        perm_in, perm_env = _channel_major(self.irreps_in), _channel_major(self.irreps_env)
+        perm_paths = _channel_major(irreps_paths)
+        k_paths = irreps_paths.dim // mul
+        is_scalar = torch.tensor([ir == _SCALAR for _, ir in irreps_paths for _ in range(ir.dim)])
+        order = torch.cat([is_scalar.nonzero()[:, 0], (~is_scalar).nonzero()[:, 0]])
+        self.num_scalar_columns = int(is_scalar.sum())
+        if not self.irreps_out:
+            order = order[: self.num_scalar_columns]
+        x1 = torch.zeros(d_in, d_env, self.irreps_in.dim, dtype=torch.float64)
+        x2 = torch.zeros(d_in, d_env, self.irreps_env.dim, dtype=torch.float64)
+        for i, cols in enumerate(perm_in.view(mul, d_in).t()):  # component i of every channel
+            x1[i, :, cols] = 1.0
+        for j, cols in enumerate(perm_env.view(mul, d_env).t()):
+            x2[:, j, cols] = 1.0
+        tp = copy.deepcopy(self.tensor_product).double()
+        with torch.no_grad():
+            out = tp(x1.reshape(d_in * d_env, -1), x2.reshape(d_in * d_env, -1))
+        out = out.index_select(1, perm_paths).view(d_in * d_env, mul, k_paths)
+        if not torch.allclose(out, out[:, :1], atol=1e-12):  # every channel alike
+            raise AssertionError("AllegroLayer: the paths are not channelwise")
+        product = out[:, 0, order] * self.env_norm  # [d_in · d_env, K]
+        # only the component pairs (i, j) with a coefficient are multiplied (the last layer's
+        # scalars need a few of them); a contiguous run of components is read as a view
+        pairs = (product != 0).any(1).nonzero()[:, 0]
+        self.dense_pairs = pairs.shape[0] == d_in * d_env
+        self.pair_in = _run_or_index(pairs // d_env)
+        self.pair_env = _run_or_index(pairs % d_env)
+        product = product[pairs]  # [n_pairs, K]
+        self.env_dim, self.num_pairs = d_env, pairs.shape[0]
+        n_s = self.num_scalar_columns
+        blocks = torch.block_diag(*[product] * mul)  # [(n, pair), (n, k)]
+        scalars = torch.block_diag(*[product[:, :n_s]] * mul)  # [(n, pair), (n, scalar path)]
+        scale, index = scalars, None
+        if self.linear is not None:
+            # the Linear's input columns of channel-major products (n, order[k]), its outputs
+            # channel-major; evaluated with its weights set to ones and to 1, 2, 3, …
+            rows = perm_paths.view(mul, k_paths)[:, order].reshape(-1)
+            cols = _channel_major(self.irreps_out)
+            n_weights = self.linear.weight.shape[0]
+            eye = torch.eye(irreps_paths.dim, dtype=torch.float64)
+            linear = copy.deepcopy(self.linear).double()  # (no new weights: the RNG untouched)
+            maps = []
+            for w in (
+                torch.ones(n_weights),
+                torch.arange(1.0, n_weights + 1),
+                torch.arange(1.0, n_weights + 1).sin(),  # (no RNG drawn)
+            ):
+                with torch.no_grad():
+                    linear.weight.copy_(w)
+                    maps.append(blocks @ linear(eye)[rows][:, cols])
+            ones = maps[0]
+            index = torch.where(ones != 0, (maps[1] / ones).round() - 1, n_weights).to(torch.int64)
+            trial = torch.cat([w, torch.ones(1, dtype=torch.float64)])[index] * ones
+            if self.linear.bias is not None or not torch.allclose(trial, maps[2], atol=1e-12):
+                raise AssertionError("AllegroLayer: an entry of the folded map is not one weight")
+            scale = torch.cat([ones, scalars], dim=1)
+            index = torch.cat([index, torch.full(scalars.shape, n_weights)], dim=1)
+        self.out_dim = self.irreps_out.dim // mul if self.irreps_out else 0
+        # the latent MLP reads the scalars as [latents, (path, channel)]; fast() has them
+        # (channel, path): its first weight's rows permuted to match
+        scalar_rows = torch.arange(n_s * mul).view(n_s, mul).t().reshape(-1)
+        latent_rows = torch.cat([torch.arange(latent_dim), latent_dim + scalar_rows])
+        env_cols = torch.arange(mul * (self.lmax + 1)).view(mul, -1)[:, _degrees(self.lmax)]
+        self.register_buffer("latent_rows", latent_rows, persistent=False)
+        self.register_buffer("env_cols", env_cols.reshape(-1), persistent=False)
+        self._constants = {(torch.float64, torch.device("cpu")): _Folded(scale, index)}
 
     def forward(
         self,
@@ -264,6 +419,294 @@ class AllegroLayer(nn.Module):
             return latents, products.new_zeros(products.shape[0], 0)
         return latents, self.linear(products)
 
+    def constants(self, dtype: torch.dtype, device: torch.device) -> _Folded:
+        """The folded constants of :meth:`fast` in ``dtype`` on ``device`` (cached)."""
+        key = (dtype, device)
+        if key not in self._constants:
+            master = self._constants[torch.float64, torch.device("cpu")]
+            index = None if master.index is None else master.index.to(device)
+            self._constants[key] = _Folded(master.scale.to(device, dtype), index)
+        return self._constants[key]
+
+    def fast_weights(self, dtype: torch.dtype) -> _LayerWeights:
+        """The matrices :meth:`fast` multiplies by, made from the parameters (differentiable
+        in them)."""
+        folded = self.constants(dtype, self.env_cols.device)
+        product = folded.scale
+        if folded.index is not None:
+            weight = self.linear.weight.to(dtype)
+            product = torch.cat([weight, weight.new_ones(1)])[folded.index] * product
+        return _LayerWeights(
+            self.env_embed.matrices(output_cols=self.env_cols),
+            self.latent_mlp.matrices(input_rows=self.latent_rows),
+            product,
+        )
+
+    def fast(
+        self,
+        latents: Tensor,
+        features: Tensor,
+        edge_sh: Tensor,
+        edge_cutoff: Tensor,
+        edge_dst: Tensor,
+        num_atoms: int,
+        weights: _LayerWeights | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` with the features channel-major, in fewer and larger operations:
+        the environment's degree weights expanded by the MLP's last weight, the products of
+        the component pairs with a coefficient, then one matrix product that makes the new
+        features (tensor product and Linear folded, :class:`_Folded`) and the scalars at once.
+        The same numbers up to rounding (tested against :meth:`forward`).
+
+        ``edge_cutoff`` here is u(r) / √2 with ``resnet`` (the residual's factor folded in),
+        u(r) without; ``weights``: :meth:`fast_weights` (made here when ``None``).
+
+        Shapes: latents: [n_edges, latent_dim], features: [n_edges, mul, d_in] (channel-major,
+            :func:`_channel_major`), edge_sh: [n_edges, (lmax + 1)²], edge_cutoff, edge_dst:
+            [n_edges] → ([n_edges, latent_dim], [n_edges, mul, d_out])
+        """
+        n_edges, mul = latents.shape[0], self.num_channels
+        if weights is None:
+            weights = self.fast_weights(latents.dtype)
+        env_weights = self.env_embed.run(latents, weights.env).view(n_edges, mul, self.env_dim)
+        weighted = (env_weights * edge_sh[:, None, :]).view(n_edges, mul * self.env_dim)  # w Y
+        env = weighted.new_zeros(num_atoms, weighted.shape[1]).index_add_(0, edge_dst, weighted)
+        env = env.index_select(0, edge_dst).view(n_edges, mul, self.env_dim)  # Γ_i (unnormalised)
+        if self.dense_pairs:
+            outer = features[:, :, :, None] * env[:, :, None, :]
+        else:
+            outer = _select(features, self.pair_in) * _select(env, self.pair_env)
+        out = outer.reshape(n_edges, mul * self.num_pairs) @ weights.product
+        width = mul * self.out_dim
+        hidden = torch.cat([latents, out[:, width:]], dim=-1)  # the scalars (channel, path)
+        update = self.latent_mlp.run(hidden, weights.latent)
+        if self.resnet:
+            latents = torch.addcmul(latents * (1.0 / math.sqrt(2.0)), edge_cutoff[:, None], update)
+        else:
+            latents = edge_cutoff[:, None] * update
+        return latents, out[:, :width].view(n_edges, mul, self.out_dim)
+
+
+def _mlp_forward(x: Tensor, matrices: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """A SiLU :class:`~euclidnn.nn.ScalarMLP` run on its :meth:`~euclidnn.nn.ScalarMLP.matrices`,
+    keeping the pre-activations for :func:`_mlp_backward`."""
+    pre = []
+    for k, m in enumerate(matrices):
+        if k > 0:
+            pre.append(x)
+            x = nn.functional.silu(x)
+        x = x @ m
+    return x, pre
+
+
+def _mlp_backward(grad: Tensor, matrices: list[Tensor], pre: list[Tensor]) -> Tensor:
+    """∂/∂x of ⟨grad, MLP(x)⟩ (weights constant), from :func:`_mlp_forward`'s pre-activations."""
+    for k in range(len(matrices) - 1, -1, -1):
+        grad = grad @ matrices[k].t()
+        if k > 0:
+            grad = torch.ops.aten.silu_backward(grad, pre[k - 1])
+    return grad
+
+
+def _add_columns(out: Tensor, index: tuple[int, int] | Tensor, values: Tensor) -> Tensor:
+    """``out[..., index] += values`` along the last dimension (repeated indices summed), in
+    place; the transpose of :func:`_select`."""
+    if isinstance(index, tuple):
+        out.narrow(-1, *index).add_(values)
+        return out
+    return out.index_add_(-1, index.to(out.device), values)
+
+
+def _layer_forward(layer: AllegroLayer, w: _LayerWeights, x, v, sh, uc, dst, num_atoms):
+    """:meth:`AllegroLayer.fast` without autograd, returning what :func:`_layer_backward` needs."""
+    n, mul, d_env = x.shape[0], layer.num_channels, layer.env_dim
+    env_w, env_pre = _mlp_forward(x, w.env)
+    env_w = env_w.view(n, mul, d_env)
+    weighted = (env_w * sh[:, None, :]).view(n, mul * d_env)
+    env = weighted.new_zeros(num_atoms, mul * d_env).index_add_(0, dst, weighted)
+    env = env.index_select(0, dst).view(n, mul, d_env)
+    if layer.dense_pairs:
+        outer = v[:, :, :, None] * env[:, :, None, :]
+    else:
+        outer = _select(v, layer.pair_in) * _select(env, layer.pair_env)
+    out = outer.reshape(n, mul * layer.num_pairs) @ w.product
+    width = mul * layer.out_dim
+    update, pre = _mlp_forward(torch.cat([x, out[:, width:]], dim=-1), w.latent)
+    if layer.resnet:
+        x_out = torch.addcmul(x * (1.0 / math.sqrt(2.0)), uc[:, None], update)
+    else:
+        x_out = uc[:, None] * update
+    return (
+        x_out,
+        out[:, :width].view(n, mul, layer.out_dim),
+        (x, v, env_w, env_pre, env, update, pre),
+    )
+
+
+def _layer_backward(layer: AllegroLayer, w: _LayerWeights, saved, g_x, g_v, sh, uc, dst, num_atoms):
+    """Gradients (x, v, Y, u_c) of ⟨g_x, x_out⟩ + ⟨g_v, v_out⟩ of :func:`_layer_forward`."""
+    x, v, env_w, env_pre, env, update, pre = saved
+    n, mul, d_env, latent = x.shape[0], layer.num_channels, layer.env_dim, x.shape[1]
+    g_uc = (g_x * update).sum(1)
+    g_hidden = _mlp_backward(uc[:, None] * g_x, w.latent, pre)
+    g_x_in = g_hidden[:, :latent]
+    if layer.resnet:
+        g_x_in = g_x_in + g_x * (1.0 / math.sqrt(2.0))
+    g_v = (
+        g_x.new_zeros(n, mul * layer.out_dim)
+        if g_v is None
+        else g_v.reshape(n, mul * layer.out_dim)
+    )
+    g_out = torch.cat([g_v, g_hidden[:, latent:]], dim=1)
+    g_outer = (g_out @ w.product.t()).view(n, mul, layer.num_pairs)
+    if layer.dense_pairs:
+        g_outer = g_outer.view(n, mul, v.shape[2], d_env)
+        g_v_in = (g_outer * env[:, :, None, :]).sum(3)
+        g_env = (g_outer * v[:, :, :, None]).sum(2)
+    else:
+        g_v_in = _add_columns(
+            torch.zeros_like(v), layer.pair_in, g_outer * _select(env, layer.pair_env)
+        )
+        g_env = _add_columns(
+            torch.zeros_like(env), layer.pair_env, g_outer * _select(v, layer.pair_in)
+        )
+    g_env_atoms = g_env.new_zeros(num_atoms, mul * d_env).index_add_(
+        0, dst, g_env.view(n, mul * d_env)
+    )
+    g_weighted = g_env_atoms.index_select(0, dst).view(n, mul, d_env)
+    g_sh = (g_weighted * env_w).sum(1)
+    g_x_in = g_x_in + _mlp_backward(
+        (g_weighted * sh[:, None, :]).view(n, mul * d_env), w.env, env_pre
+    )
+    return g_x_in, g_v_in, g_sh, g_uc
+
+
+def _radial_grad(r, u, basis, g_u, g_radial, r_max: float, p: int) -> Tensor:
+    """d/dr of ⟨g_u, u(r)⟩ + ⟨g_radial, B(r) u(r)⟩ (:func:`~euclidnn.nn.polynomial_cutoff`,
+    :func:`~euclidnn.nn.bessel_basis` with its default frequencies nπ), written out.
+
+    Shapes: r, u, g_u: [n_edges], basis, g_radial: [n_edges, num_basis] → [n_edges]
+    """
+    x = r / r_max
+    du = (  # du/dr, zero beyond r_max
+        -(p + 1.0) * (p + 2.0) / 2.0 * p * x.pow(p - 1)
+        + p * (p + 2.0) * (p + 1.0) * x.pow(p)
+        - p * (p + 1.0) / 2.0 * (p + 2.0) * x.pow(p + 1)
+    ) * ((x < 1.0).to(r.dtype) / r_max)
+    omega = torch.arange(1, basis.shape[1] + 1, dtype=r.dtype, device=r.device) * math.pi
+    xs = x[:, None]
+    safe = torch.where(xs == 0, torch.ones_like(xs), xs)
+    # d/dr [sin(ω x) / x]: (ω x cos(ω x) − sin(ω x)) / x² / r_max, 0 at x = 0
+    dbasis = (omega * safe * torch.cos(omega * safe) - torch.sin(omega * safe)) / safe**2
+    dbasis = torch.where(xs == 0, torch.zeros_like(dbasis), dbasis)
+    dbasis = dbasis * (math.sqrt(2.0 / r_max) / r_max / r_max)
+    return du * (g_u + (g_radial * basis).sum(1)) + u * (g_radial * dbasis).sum(1)
+
+
+@functools.cache
+def _harmonics_gradient(lmax: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """G such that ∂P_c/∂x_a (x) = Σ_m P_m(x) G[c, m, a] for the harmonic polynomials P of
+    degree ≤ lmax (``spherical_harmonics(…, normalize=False)``): the derivatives of a harmonic
+    polynomial of degree l are harmonic of degree l − 1. Fitted once (float64, exact up to
+    rounding, checked) on fixed points of several radii.
+
+    Shapes: → [(lmax + 1)², (lmax + 1)², 3]
+    """
+    k = torch.arange(1.0, 65.0, dtype=torch.float64)
+    x = torch.stack([torch.sin(k), torch.cos(1.3 * k), torch.sin(2.1 * k + 0.5)], 1)
+    x = (x * (0.5 + k[:, None] / 64)).requires_grad_(True)  # no RNG drawn
+    with torch.enable_grad():  # (first used inside a backward pass)
+        y = spherical_harmonics(list(range(lmax + 1)), x, normalize=False)
+        d = y.shape[1]
+        jac = torch.stack(
+            [torch.autograd.grad(y[:, c].sum(), x, retain_graph=True)[0] for c in range(d)], 1
+        )
+    y = y.detach()
+    fit = torch.linalg.lstsq(y, jac.reshape(-1, d * 3)).solution  # [m, (c, a)]
+    if not torch.allclose(y @ fit, jac.reshape(-1, d * 3), atol=1e-9):
+        raise AssertionError("_harmonics_gradient: the fit is not exact")
+    return fit.view(d, d, 3).permute(1, 0, 2).contiguous().to(device, dtype)
+
+
+def _network_forward(model, weights, sh, u, uc, radial, pair_species, dst, num_atoms):
+    """The edge energies [n_edges] (unscaled) from the edge geometry, without autograd, and
+    what :func:`_network_backward` needs."""
+    two_body, initial, layer_weights, energy_weights = weights
+    n, mul, d_sh = sh.shape[0], model.config.num_tensor_features, sh.shape[1]
+    t2b, pre_2b = _mlp_forward(torch.cat([pair_species, radial], dim=-1), two_body)
+    x = u[:, None] * t2b
+    w0, pre_0 = _mlp_forward(x, initial)
+    w0 = w0.view(n, mul, d_sh)
+    v = w0 * sh[:, None, :]
+    saved = []
+    for layer, w in zip(model.layers, layer_weights):
+        x, v, keep = _layer_forward(layer, w, x, v, sh, uc, dst, num_atoms)
+        saved.append(keep)
+    energy, pre_e = _mlp_forward(x, energy_weights)
+    return energy.squeeze(-1), (t2b, pre_2b, w0, pre_0, saved, pre_e)
+
+
+def _network_backward(model, weights, saved, g_energy, sh, u, uc, pair_species, dst, num_atoms):
+    """Gradients (Y, u, u_c, B u) of ⟨g_energy, edge energies⟩ of :func:`_network_forward`."""
+    t2b, pre_2b, w0, pre_0, saved, pre_e = saved
+    two_body, initial, layer_weights, energy_weights = weights
+    g_x = _mlp_backward(g_energy[:, None], energy_weights, pre_e)
+    g_v, g_sh, g_uc = None, torch.zeros_like(sh), torch.zeros_like(uc)
+    for layer, w, keep in reversed(list(zip(model.layers, layer_weights, saved))):
+        g_x, g_v, g_sh_l, g_uc_l = _layer_backward(layer, w, keep, g_x, g_v, sh, uc, dst, num_atoms)
+        g_sh += g_sh_l
+        g_uc += g_uc_l
+    n = sh.shape[0]
+    g_sh += (g_v * w0).sum(1)
+    g_x = g_x + _mlp_backward(
+        (g_v * sh[:, None, :]).reshape(n, g_v.shape[1] * g_v.shape[2]), initial, pre_0
+    )
+    g_u = (g_x * t2b).sum(1)
+    g_pair = _mlp_backward(u[:, None] * g_x, two_body, pre_2b)
+    return g_sh, g_u, g_uc, g_pair[:, pair_species.shape[1] :]
+
+
+class _FrozenEdges(torch.autograd.Function):
+    """Allegro's edge energies from the edge vectors with constant weights — the geometry
+    (|r|, Y(r̂), u(r), B(r) u(r)) and the network — differentiated by hand: one autograd node
+    instead of a few hundred. What :meth:`Allegro.energy_and_forces` runs; first derivatives
+    only. The forward computes the numbers of the autograd fast path (the same functions)."""
+
+    @staticmethod
+    def forward(ctx, model, weights, edge_vec, pair_species, dst, num_atoms):
+        cfg = model.config
+        r = edge_vec.norm(dim=-1)  # [n_edges]
+        sh = spherical_harmonics(model.irreps_sh, edge_vec, normalize=True)
+        u = polynomial_cutoff(r, cfg.r_max, cfg.polynomial_p)
+        basis = bessel_basis(r, cfg.r_max, cfg.num_basis)
+        uc = u * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else u
+        energy, saved = _network_forward(
+            model, weights, sh, u, uc, basis * u[:, None], pair_species, dst, num_atoms
+        )
+        ctx.model, ctx.weights, ctx.num_atoms, ctx.saved = model, weights, num_atoms, saved
+        ctx.save_for_backward(edge_vec, r, sh, u, uc, basis, pair_species, dst)
+        return energy
+
+    @staticmethod
+    def backward(ctx, g_energy):
+        edge_vec, r, sh, u, uc, basis, pair_species, dst = ctx.saved_tensors
+        cfg = ctx.model.config
+        g_sh, g_u, g_uc, g_radial = _network_backward(
+            ctx.model, ctx.weights, ctx.saved, g_energy, sh, u, uc, pair_species, dst,
+            ctx.num_atoms,
+        )  # fmt: skip
+        g_u = g_u + (g_uc * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else g_uc)
+        g_r = _radial_grad(r, u, basis, g_u, g_radial, cfg.r_max, cfg.polynomial_p)
+        # Y(v) = P(v / |v|) with P homogeneous of degree l: ∂Y/∂v = (∇P(r̂) − l P(r̂) r̂) / |v|
+        inv = 1.0 / r.clamp_min(1e-12)  # as spherical_harmonics normalises
+        unit = edge_vec * inv[:, None]
+        grad_p = _harmonics_gradient(cfg.lmax, sh.dtype, sh.device)  # [c, m, a]
+        n, d = sh.shape
+        g_unit = ((g_sh @ grad_p.view(d, d * 3)).view(n, d, 3) * sh[:, :, None]).sum(1)
+        radial_part = (g_sh * sh) @ _degrees(cfg.lmax).to(sh.dtype)  # Σ_c l_c g_c P_c
+        g_vec = (g_unit - radial_part[:, None] * unit) * inv[:, None] + g_r[:, None] * unit
+        return None, None, g_vec, None, None, None
+
 
 class Allegro(Potential, nn.Module):
     r"""Allegro potential (Musaelian, Batzner, Johansson, Sun, Owen, Kornbluth, Kozinsky,
@@ -282,6 +725,13 @@ class Allegro(Potential, nn.Module):
     forces go to zero smoothly at r_max, and every quantity of edge ij is computed from edges
     ending at i: E_i depends only on atoms within r_max of i (``num_hops`` = 1, the receptive
     field is one cutoff sphere). Forces/stress from :func:`~euclidnn.models.predict`.
+
+    Two paths compute the same numbers (up to rounding; tested against each other): the
+    reference (:meth:`AllegroLayer.forward`, e3nn's layout, ``EUCLIDNN_NATIVE=0``) and the fast
+    path that runs otherwise (:meth:`AllegroLayer.fast`: channel-major features, each layer's
+    tensor product and Linear as matrix products with constants read off the reference
+    modules); for inference :meth:`energy_and_forces` differentiates the network and the
+    radial functions by hand (one autograd node each) instead of through autograd's graph.
 
     Shapes: graph (n_atoms, n_edges, n_graphs) → [n_graphs] eV
 
@@ -319,6 +769,12 @@ class Allegro(Potential, nn.Module):
         self.edge_energy = ScalarMLP([cfg.latent_dim, cfg.edge_energy_width, 1])
         self.sum_norm = 1.0 / math.sqrt(cfg.avg_num_neighbors or 1.0)
         self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
+        # every MLP the default SiLU one: what _FrozenEdges differentiates by hand
+        self.silu_only = all(
+            getattr(m.act, "__wrapped__", m.act) is nn.functional.silu
+            for m in self.modules()
+            if isinstance(m, ScalarMLP)
+        )
 
     @property
     def cutoff(self) -> float:
@@ -338,6 +794,8 @@ class Allegro(Potential, nn.Module):
 
         Shapes: graph (n_atoms, n_edges) → [n_atoms] eV
         """
+        if kernels.native_enabled():
+            return self._atomic_energies_fast(graph)
         cfg = self.config
         edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
         edge_len = edge_vec.norm(dim=-1)  # [n_edges]
@@ -357,5 +815,79 @@ class Allegro(Potential, nn.Module):
         atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
         return self.scale_shift(atom_energy, species)
 
+    def _atomic_energies_fast(self, graph: Graph, frozen: bool = False) -> Tensor:
+        """:meth:`atomic_energies` through :meth:`AllegroLayer.fast` (channel-major features),
+        the species one-hots of the edges kept with the graph; the reference runs with
+        ``EUCLIDNN_NATIVE=0``. ``frozen``: the weight matrices are made outside autograd
+        (no derivative with respect to the weights; :meth:`energy_and_forces`)."""
+        cfg = self.config
+        edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
+        dtype = edge_vec.dtype
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            two_body = self.two_body.matrices()
+            initial = self.initial_embed.matrices(output_cols=self.layers[0].env_cols)
+            layer_weights = [layer.fast_weights(dtype) for layer in self.layers]
+            edge_energy_weights = self.edge_energy.matrices()
+        species = self.species_index.of_graph(graph)  # [n_atoms]
+        pair_species = graph.derived(
+            f"allegro pair one-hot {cfg.species} {dtype}",
+            lambda g: _pair_one_hot(species, g.edge_src, g.edge_dst, len(cfg.species), dtype),
+        )
+        dst, num_atoms = graph.edge_dst, graph.numbers.shape[0]
+        if frozen and self.silu_only:
+            weights = (two_body, initial, layer_weights, edge_energy_weights)
+            edge_energy = _FrozenEdges.apply(self, weights, edge_vec, pair_species, dst, num_atoms)
+            atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
+            return self.scale_shift(atom_energy, species)
+        edge_len = edge_vec.norm(dim=-1)  # [n_edges]
+        edge_sh = spherical_harmonics(self.irreps_sh, edge_vec, normalize=True)  # [n_edges, (l+1)²]
+        edge_cutoff = polynomial_cutoff(edge_len, cfg.r_max, cfg.polynomial_p)  # [n_edges]
+        edge_radial = bessel_basis(edge_len, cfg.r_max, cfg.num_basis) * edge_cutoff[:, None]
+        layer_cutoff = edge_cutoff * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else edge_cutoff
+        pair = torch.cat([pair_species, edge_radial], dim=-1)
+        latents = edge_cutoff[:, None] * self.two_body.run(pair, two_body)  # [n_edges, latent]
+        weights = self.initial_embed.run(latents, initial)
+        n_edges, mul, d_sh = latents.shape[0], cfg.num_tensor_features, self.irreps_sh.dim
+        features = weights.view(n_edges, mul, d_sh) * edge_sh[:, None, :]
+        for layer, w in zip(self.layers, layer_weights):
+            latents, features = layer.fast(
+                latents, features, edge_sh, layer_cutoff, dst, num_atoms, weights=w
+            )
+        edge_energy = self.edge_energy.run(latents, edge_energy_weights).squeeze(-1)  # [n_edges]
+        atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
+        return self.scale_shift(atom_energy, species)
+
+    def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
+        """Energy per structure and forces F = −∂E/∂R for inference, by autograd through the
+        fast path with its weight matrices made outside autograd and the network differentiated
+        by hand (:class:`_FrozenEdges`) (the reference's
+        :meth:`~euclidnn.models.Potential.energy_and_forces` under ``EUCLIDNN_NATIVE=0``).
+
+        Shapes: graph (n_atoms, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
+        """
+        if not kernels.native_enabled():
+            return Potential.energy_and_forces(self, graph)
+        positions = graph.positions.detach().requires_grad_(True)
+        with torch.enable_grad():
+            graph = replace(graph, positions=positions)
+            atom_energy = self._atomic_energies_fast(graph, frozen=True)
+            energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
+            grad = None
+            if energy.requires_grad:
+                (grad,) = torch.autograd.grad(energy.sum(), positions, allow_unused=True)
+        forces = torch.zeros_like(positions) if grad is None else -grad
+        return energy.detach(), forces
+
     def forward(self, graph: Graph) -> Tensor:
         return scatter_sum(self.atomic_energies(graph), graph.batch, dim_size=graph.num_graphs)
+
+
+def _pair_one_hot(
+    species: Tensor, edge_src: Tensor, edge_dst: Tensor, num_species: int, dtype: torch.dtype
+) -> Tensor:
+    """[onehot(Z_i), onehot(Z_j)] of every edge (i = ``edge_dst``, j = ``edge_src``).
+
+    Shapes: species: [n_atoms], edge_src, edge_dst: [n_edges] → [n_edges, 2 · num_species]
+    """
+    one_hot = nn.functional.one_hot(species, num_species).to(dtype)
+    return torch.cat([one_hot[edge_dst], one_hot[edge_src]], dim=-1)

@@ -80,15 +80,44 @@ class ScalarMLP(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.run(x, self.matrices())
+
+    def matrices(
+        self, *, input_rows: Tensor | None = None, output_cols: Tensor | None = None
+    ) -> list[Tensor]:
+        """The weight matrices with their 1/sqrt(fan_in) (and activation) factors folded in:
+        ``forward(x) == run(x, matrices())``. A caller that evaluates the MLP many times on
+        unchanged weights, or on permuted inputs, makes them once.
+
+        Args:
+            input_rows: x's column c is the MLP's input ``input_rows[c]`` (default: identity).
+            output_cols: compute only these outputs, in this order (repeats allowed).
+
+        Shapes: → [[dims[0] or len(input_rows), dims[1]], …, [dims[-2], dims[-1] or len(output_cols)]]
+        """
         # φ̃ = φ · cst: the constant is folded into the next layer's 1/sqrt(fan_in) factor
         cst = getattr(self.act, "cst", 1.0)
-        act = self.act if cst == 1.0 else self.act.__wrapped__
-        scale = 1.0
+        scale, last, out = 1.0, len(self.weights) - 1, []
         for k, w in enumerate(self.weights):
+            w = w * (scale / math.sqrt(w.shape[0]))
+            if k == 0 and input_rows is not None:
+                w = w.index_select(0, input_rows)
+            if k == last and output_cols is not None:
+                w = w.index_select(1, output_cols)
+            out.append(w)
+            scale = cst
+        return out
+
+    def run(self, x: Tensor, matrices: list[Tensor]) -> Tensor:
+        """The MLP with these :meth:`matrices`: x @ m₀, then φ and @ m_k for each next one.
+
+        Shapes: x: [..., matrices[0].shape[0]] → [..., matrices[-1].shape[1]]
+        """
+        act = self.act if getattr(self.act, "cst", 1.0) == 1.0 else self.act.__wrapped__
+        for k, m in enumerate(matrices):
             if k > 0:
                 x = act(x)
-            x = x @ (w * (scale / math.sqrt(w.shape[0]))).to(x.dtype)
-            scale = cst
+            x = x @ m.to(x.dtype)
         return x
 
     def extra_repr(self) -> str:

@@ -12,7 +12,7 @@ import torch
 from ase.build import bulk, molecule
 
 from euclidnn.cli.__main__ import main
-from euclidnn.data import Graph, Structure
+from euclidnn.data import Graph, Structure, collate
 from euclidnn.models import (
     Allegro,
     AllegroConfig,
@@ -250,3 +250,124 @@ def test_cli_trains_and_evaluates_allegro(tmp_path):
     assert status == 0
     values = json.loads(metrics.read_text())
     assert values["n_structures"] == 10 and np.isfinite(values["forces_mae_meV_per_A"])
+
+
+# ---- the fast path (AllegroLayer.fast) against the reference (EUCLIDNN_NATIVE=0) ------------
+
+
+def _both(monkeypatch, run):
+    """``run()`` on the fast path, then on the reference."""
+    monkeypatch.setenv("EUCLIDNN_NATIVE", "1")
+    fast = run()
+    monkeypatch.setenv("EUCLIDNN_NATIVE", "0")
+    reference = run()
+    monkeypatch.setenv("EUCLIDNN_NATIVE", "1")
+    return fast, reference
+
+
+def _close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"parity": False, "lmax": 3},
+        {"lmax": 1, "num_layers": 2},
+        {"lmax": 0},
+        {"num_layers": 1, "latent_resnet": False},
+        {"two_body_mlp_depth": 0, "latent_mlp_depth": 0, "avg_num_neighbors": None},
+    ],
+    ids=["l2-3layers", "l3-even", "l1", "l0", "1layer-noresnet", "no-hidden"],
+)
+def test_fast_path_is_the_reference(monkeypatch, changes, ethanol, silicon):
+    """Energies, atomic energies, forces, stress and (training) weight gradients of the fast
+    path equal the reference's up to rounding."""
+    torch.manual_seed(0)
+    model = make_allegro(**changes)
+    for graph in (ethanol, silicon, collate([ethanol, silicon])):
+        a, b = _both(
+            monkeypatch, lambda graph=graph: predict(model, graph, stress=bool(graph.pbc.all()))
+        )
+        _close(a.energy, b.energy)
+        _close(a.forces, b.forces)
+        a, b = _both(monkeypatch, lambda graph=graph: predict(model, graph))  # energy_and_forces
+        _close(a.energy, b.energy)
+        _close(a.forces, b.forces)
+        a, b = _both(monkeypatch, lambda graph=graph: model.atomic_energies(graph))
+        _close(a, b)
+
+    def weight_grads():
+        model.zero_grad()
+        predict(model, ethanol, training=True).forces.pow(2).sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for a, b in zip(*_both(monkeypatch, weight_grads)):
+        _close(a, b)
+
+
+def test_fast_path_float32_and_odd_inputs(monkeypatch, ethanol):
+    """float32, int32 and strided edge indices, a graph without edges and one without atoms:
+    the fast path runs them all, with the reference's numbers."""
+    torch.manual_seed(0)
+    model = make_allegro(lmax=1).float()
+    graph = collate([ethanol, _graph(molecule("H2O"))]).to(torch.float32)
+    a, b = _both(monkeypatch, lambda: predict(model, graph))
+    torch.testing.assert_close(a.forces, b.forces, rtol=1e-4, atol=1e-5)
+    narrow = dataclasses.replace(
+        graph, edge_src=graph.edge_src.int(), edge_dst=graph.edge_dst.int()
+    )
+    strided = dataclasses.replace(
+        graph,
+        edge_src=torch.stack([graph.edge_src] * 2, 1)[:, 0],
+        edge_dst=torch.stack([graph.edge_dst] * 2, 1)[:, 1],
+        positions=torch.cat([graph.positions, graph.positions], 1)[:, :3],
+    )
+    assert not strided.edge_dst.is_contiguous() and not strided.positions.is_contiguous()
+    for g in (narrow, strided):
+        c = predict(model, g)
+        torch.testing.assert_close(c.energy, a.energy, rtol=0, atol=1e-5)
+        torch.testing.assert_close(c.forces, a.forces, rtol=0, atol=1e-5)
+    lonely = Graph.from_structure(Structure([8, 1], [[0, 0, 0], [9.0, 0, 0]]), R_MAX, torch.float32)
+    empty = dataclasses.replace(
+        lonely,
+        positions=lonely.positions[:0],
+        numbers=lonely.numbers[:0],
+        batch=lonely.batch[:0],
+        num_atoms=torch.zeros_like(lonely.num_atoms),
+    )
+    for g in (lonely, empty):
+        for training in (False, True):
+            a, b = _both(monkeypatch, lambda g=g, t=training: predict(model, g, training=t))
+            assert torch.equal(a.energy, b.energy) and torch.equal(a.forces, b.forces)
+
+
+def test_fast_layer_is_the_layer():
+    """AllegroLayer.fast on channel-major features is AllegroLayer.forward on e3nn's layout."""
+    from euclidnn.models.allegro import AllegroLayer, _channel_major
+
+    torch.manual_seed(0)
+    layer = AllegroLayer("3x0e + 3x1o + 3x1e", "3x0e + 3x1o + 3x2e", lmax=2, latent_dim=8)
+    layer = layer.double()
+    n_edges, n_atoms = 11, 4
+    latents, sh = torch.randn(n_edges, 8, dtype=torch.float64), torch.randn(n_edges, 9).double()
+    features = torch.randn(n_edges, layer.irreps_in.dim, dtype=torch.float64)
+    cutoff, dst = torch.rand(n_edges).double(), torch.randint(0, n_atoms, (n_edges,))
+    x, v = layer(latents, features, sh, cutoff, dst, n_atoms)
+    cm = features[:, _channel_major(layer.irreps_in)].view(n_edges, 3, -1)
+    x_fast, v_fast = layer.fast(latents, cm, sh, cutoff / 2**0.5, dst, n_atoms)
+    _close(x_fast, x)
+    _close(v_fast.reshape(n_edges, -1), v[:, _channel_major(layer.irreps_out)])
+
+
+def test_construction_draws_only_the_parameters():
+    """The fast path's constants draw nothing from the RNG: a seed gives the weights it gave
+    before the fast path existed (the parameters, in order, are all that is drawn)."""
+    torch.manual_seed(0)
+    model = make_allegro()
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    for p in model.parameters():
+        torch.randn(p.shape)
+    assert torch.equal(after, torch.rand(3))

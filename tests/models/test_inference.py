@@ -10,7 +10,15 @@ import torch
 from ase.build import molecule
 
 from euclidnn.data import Graph
-from euclidnn.models import NequIP, NequIPConfig, SchNet, SchNetConfig, predict
+from euclidnn.models import (
+    Allegro,
+    AllegroConfig,
+    NequIP,
+    NequIPConfig,
+    SchNet,
+    SchNetConfig,
+    predict,
+)
 
 
 @pytest.mark.parametrize(
@@ -18,8 +26,9 @@ from euclidnn.models import NequIP, NequIPConfig, SchNet, SchNetConfig, predict
     [
         lambda: SchNet(SchNetConfig(species=(1, 6, 8), num_features=16, num_basis=8)),
         lambda: NequIP(NequIPConfig(species=(1, 6, 8), num_features=8, num_layers=2)),
+        lambda: Allegro(AllegroConfig(species=(1, 6, 8), num_tensor_features=4, latent_dim=8)),
     ],
-    ids=["schnet", "nequip"],
+    ids=["schnet", "nequip", "allegro"],
 )
 def test_weights_changed_through_data_are_seen(make):
     torch.manual_seed(0)
@@ -47,7 +56,12 @@ def _nequip():
     return NequIP(NequIPConfig(species=(1, 6, 8), num_features=8, num_layers=2)).double()
 
 
-@pytest.mark.parametrize("make", [_schnet, _nequip], ids=["schnet", "nequip"])
+def _allegro():
+    torch.manual_seed(0)
+    return Allegro(AllegroConfig(species=(1, 6, 8), num_tensor_features=4, latent_dim=8)).double()
+
+
+@pytest.mark.parametrize("make", [_schnet, _nequip, _allegro], ids=["schnet", "nequip", "allegro"])
 def test_int32_edges_give_the_same_prediction(make):
     """The issue's reproduction: int32 edge indices crashed the process in the C kernels."""
     model = make()
