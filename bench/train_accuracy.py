@@ -71,8 +71,8 @@ Recipes followed:
 Deviations from those recipes (all runs): CPU, no data-loader worker processes (the
 defaults are 5 and 8 on a 2-core machine), a wall-clock budget (Lightning ``max_time``; ours
 ``--minutes``; MACE has no such option: stopped ``--minutes`` after it logs "Started
-training", then restarted with ``--max_num_epochs=0``, which loads the best checkpoint and
-writes the model file), a CSV logger instead of wandb/TensorBoard and a small callback that
+training", or at the end of its first epoch if that comes later, then restarted with
+``--max_num_epochs=0``, which loads the best checkpoint and writes the model file), a CSV logger instead of wandb/TensorBoard and a small callback that
 logs the wall-clock time of each validation (MACE: the timestamps of its log). nequip and
 allegro: species as the data set's symbols (0.19.1's ChemicalSpeciesToAtomTypeMapper takes
 ``model_type_names`` and a species map, not the tutorials' ``chemical_symbols``), ZBL in

@@ -61,12 +61,30 @@ def wall_clock_callback(path: str, package: str):
     return WallClock()
 
 
+class Budget:
+    """A wall-clock budget read from a tool's log: ``seconds`` from the first line holding
+    ``start``, extended to the first line holding ``epoch`` (so that a budget shorter than an
+    epoch still leaves a checkpoint), and over only once the log has been quiet for 2 s (the
+    checkpoint written after an epoch's line is then complete)."""
+
+    def __init__(self, start: str, epoch: str, seconds: float):
+        self.start, self.epoch, self.seconds = start, epoch, seconds
+        self.deadline: float | None = None
+
+    def over(self, log: Path) -> bool:
+        text = log.read_text(errors="replace")
+        if self.deadline is None and self.start in text:
+            self.deadline = time.time() + self.seconds
+        quiet = time.time() - log.stat().st_mtime > 2.0
+        done = self.deadline is not None and time.time() > self.deadline
+        return done and quiet and self.epoch in text.split(self.start, 1)[1]
+
+
 def run_logged(command: list[str], log: Path, threads: int, limit: float, cwd=None,
-               budget: tuple[str, float] | None = None, **env) -> float:  # fmt: skip
+               budget: Budget | None = None, **env) -> float:  # fmt: skip
     """Run ``command`` with its output in ``log`` and ``env`` added to the environment; its
-    wall-clock seconds. Killed after ``limit`` seconds (the budget plus a margin for setup), or,
-    with ``budget = (marker, seconds)``, ``seconds`` after ``marker`` first appears in the log
-    (for a tool without a wall-clock option: MACE)."""
+    wall-clock seconds. Killed after ``limit`` seconds (the budget plus a margin for setup), or
+    when ``budget`` says its time is up (for a tool without a wall-clock option: MACE)."""
     env = dict(os.environ, **env, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
     env["CUDA_VISIBLE_DEVICES"] = ""
@@ -78,8 +96,8 @@ def run_logged(command: list[str], log: Path, threads: int, limit: float, cwd=No
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         while process.poll() is None and time.perf_counter() < deadline:
             time.sleep(1.0)
-            if budget and budget[0] in log.read_text(errors="replace"):
-                deadline, budget = min(deadline, time.perf_counter() + budget[1]), None
+            if budget and budget.over(log):
+                break
         if process.poll() is None:
             process.terminate()
             try:
@@ -349,6 +367,7 @@ def run_schnetpack(work: Path, data: dict, args) -> dict:
 # ---- MACE ---------------------------------------------------------------------------------------
 
 MACE_START = "Started training"  # mace/tools/train.py logs it when the first epoch begins
+MACE_END_OF_EPOCH = "INFO: Epoch "  # its validation line after each epoch
 MACE_EPOCH = re.compile(r"^(\S+ \S+) INFO: Epoch (\d+):.*MAE_F=\s*([\d.]+) meV")
 
 
@@ -403,8 +422,8 @@ def run_mace(name: str, work: Path, data: dict, args, matched: dict | None = Non
         "--num_workers=0", "--error_table=PerAtomMAE",
     ]  # fmt: skip
     log = work / "logs" / f"{name}.log"
-    wall = run_logged(train, log, args.threads, args.limit, cwd=out,
-                      budget=(MACE_START, 60 * args.minutes))  # fmt: skip
+    budget = Budget(MACE_START, MACE_END_OF_EPOCH, 60 * args.minutes)
+    wall = run_logged(train, log, args.threads, args.limit, cwd=out, budget=budget)
     curve = mace_log(log)
     # the stopped run left its best checkpoint (EMA weights); with no epochs left a restart
     # only loads it, evaluates and saves {name}.model
