@@ -396,8 +396,8 @@ def mace_log(path: Path) -> dict:
         elif start is not None and (match := MACE_EPOCH.match(line)):
             rows.append((stamp(match[1]) - start, int(match[2]), float(match[3])))
     curve = [(seconds / 60, mae) for seconds, _, mae in rows]
-    # "Epoch 0" is the validation before training, epoch k > 0 ends the k-th training epoch
-    epochs, seconds = (rows[-1][1], rows[-1][0]) if rows else (0, float("nan"))
+    # "Initial:" is the validation before training, "Epoch k:" the one after epoch k + 1
+    epochs, seconds = (rows[-1][1] + 1, rows[-1][0]) if rows else (0, float("nan"))
     return {"curve": curve, "epochs": float(epochs), "train_seconds": seconds}
 
 
