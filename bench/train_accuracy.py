@@ -1,19 +1,40 @@
-"""Accuracy at equal budget, side by side: our NequIP and SchNet against the ``nequip`` and
-``schnetpack`` packages trained with their documented default recipes on the same data, the
-same split and the same wall-clock budget, one training at a time, CPU only.
+"""Accuracy at equal budget, side by side: our NequIP, Allegro and SchNet against the
+``nequip``, ``nequip-allegro``, ``schnetpack`` and ``mace-torch`` packages trained with their
+documented recipes on the same data, the same split and the same wall-clock budget, one training
+at a time, CPU only. The peers' runners are in ``bench/train_peers.py``.
 
     .venv-bench/bin/python bench/train_accuracy.py --minutes 30 --threads 2 --work runs/train-accuracy
-    .venv-bench/bin/python bench/train_accuracy.py --quick --minutes 0.5   # a smoke test of every path
+    .venv-bench/bin/python bench/train_accuracy.py --minutes 30 --matched   # + the peers at our size
+    .venv-bench/bin/python bench/train_accuracy.py --data lithium-phosphate --minutes 30 --matched
+    .venv-bench/bin/python bench/train_accuracy.py --quick --minutes 0.5 --matched  # smoke test
 
-Data: the shipped GFN2-xTB ethanol set (eV, Å). Frames 0–1249 split by
-``split_indices(1250, 1000, 250, 0, seed=0)`` into 1000 training and 250 validation frames
-(exactly what ``euclidnn train ethanol --index :1250 --n-valid 250 --seed 0`` does; the script
-checks our run's split.json against it); test = frames 1500–1999. ``--quick``: 150 frames
-split 100/50, test = frames 1500–1549. train/valid/test.xyz (extxyz, ``energy``, ``forces``)
-are written to the work folder; the peers read them. Every training gets OMP_NUM_THREADS=T.
+MACE trains in its own venv (``make .venv-mace/bin/.installed``: mace-torch 0.3.14 pins e3nn
+0.4.4; ``--mace-python``, default ``.venv-mace/bin/python`` of this checkout).
+
+Data (``--data``):
+  ethanol (default): the shipped GFN2-xTB ethanol set (eV, Å). Frames 0–1249 split by
+    ``split_indices(1250, 1000, 250, 0, seed=0)`` into 1000 training and 250 validation frames
+    (exactly what ``euclidnn train ethanol --index :1250 --n-valid 250 --seed 0`` does; the
+    script checks our run's split.json against it); test = frames 1500–1999. ``--quick``: 150
+    frames split 100/50, test = frames 1500–1549.
+  lithium-phosphate: ``examples/lithium_phosphate/li4p2o7-gfn1xtb.xyz.gz``, 85 frames of a
+    periodic 52-atom Li4P2O7 cell (GFN1-xTB: energy, forces, stress). Train and validate on the
+    2000 K melt (frames 0–39, ``split_indices(40, 32, 8, 0, seed=0)``: 32/8), test on the quench
+    (frames 40–84, 1000/600/300 K): an extrapolation in temperature. Small (issue 20 may extend
+    it); ``--quick`` changes nothing. Every package handles the periodic cell (cell and pbc read
+    from the extxyz files); only ours trains on the stress as well (its default loss uses every
+    label present); the peers' recipes fit energy and forces. Test metrics are energy and forces.
+train/valid/test.xyz (extxyz, ``energy``, ``forces``) are written to the work folder; every run
+reads them (ours on ethanol reads the shipped set by name with the same split). Every training
+gets OMP_NUM_THREADS=T.
+
+Rows: ours-nequip, ours-allegro, ours-schnet (``euclidnn train`` defaults, ``--model``), the
+peers on their recipes (nequip-pkg, allegro-pkg, schnetpack, mace), and with ``--matched`` the
+peers at our model size (nequip-pkg-matched, allegro-pkg-matched, mace-matched), so that the
+model and the implementation can be told apart.
 
 Recipes followed:
-  ours: ``euclidnn train`` defaults (``--model nequip`` / ``--model schnet``).
+  ours: ``euclidnn train`` defaults (``--model nequip`` / ``allegro`` / ``schnet``).
   nequip 0.19.1: the tutorial config, ``configs/tutorial.yaml`` of
     https://github.com/mir-group/nequip (read at commit 01f5ac1790e1; the wheel ships no
     configs; linked from the User Guide, https://nequip.readthedocs.io/en/latest/guide/guide.html):
@@ -23,6 +44,14 @@ Recipes followed:
     on the validation weighted sum; EMALightningModule (decay 0.999); batch 5 (validation 10);
     EarlyStopping (patience 20); best.ckpt on the validation weighted sum. Evaluated with
     ``nequip.integrations.ase.NequIPCalculator`` built eagerly from best.ckpt (EMA weights).
+  nequip-allegro 0.8.3: its minimal example, ``configs/tutorial.yaml`` of
+    https://github.com/mir-group/allegro (read at commit d97ddb233ee4, the version whose keys
+    0.8.3 takes; the wheel ships no configs; linked from its README): AllegroModel with
+    TwoBodyBesselScalarEmbed (8 Bessels, p=6), 64 scalar features (embedding, scalar-embed MLP
+    1×64, Allegro MLP 1×64, readout MLP 1×64), 32 tensor features, 2 layers, l_max 1, parity,
+    path-channel coupling, ZBL, r_max 5 Å, per-type energy scales = the force RMS;
+    EMALightningModule (its default decay), EnergyForceLoss (per-atom energy, 1:1); Adam lr
+    1e-3 (no schedule, no early stopping); batch 1 (validation 5). Evaluated as nequip.
   schnetpack 2.2.0: ``spktrain experiment=md17`` (configs shipped in the package,
     ``schnetpack/configs/experiment/md17.yaml`` over ``train.yaml``): cutoff 5 Å, AdamW
     lr 1e-3, loss 0.01·MSE(E) + 0.99·MSE(F), batch 10, ReduceLROnPlateau (factor 0.5,
@@ -30,24 +59,52 @@ Recipes followed:
     representation of ``configs/model/representation/schnet.yaml`` (128 features,
     6 interactions, 20 Gaussians, cosine cutoff). Evaluated with
     ``schnetpack.interfaces.SpkCalculator`` on best_model (EMA weights, postprocessing on).
+  mace-torch 0.3.14: the training example of its README ("Training", the ``mace_run_train``
+    command; the package's METADATA carries it): ``--model=MACE --hidden_irreps='128x0e +
+    128x1o' --r_max=5.0 --batch_size=10 --max_num_epochs=1500 --stage_two
+    --start_stage_two=1200 --ema --ema_decay=0.99 --amsgrad --restart_latest``, with the
+    package's defaults for the rest (2 interactions, correlation 3, max_ell 3, 8 Bessels,
+    Adam lr 0.01 with ReduceLROnPlateau, energy weight 1, forces 100, float64). Evaluated with
+    ``mace.calculators.MACECalculator`` on the saved model (the best validation checkpoint,
+    EMA weights), in float64.
 
-Deviations from those defaults (all runs): CPU, no data-loader worker processes (the
+Deviations from those recipes (all runs): CPU, no data-loader worker processes (the
 defaults are 5 and 8 on a 2-core machine), a wall-clock budget (Lightning ``max_time``; ours
-``--minutes``), a CSV logger instead of wandb/TensorBoard and a small callback that logs the
-wall-clock time of each validation. nequip: species [C, H, O] (0.19.1's
-ChemicalSpeciesToAtomTypeMapper takes ``model_type_names`` and a species map, not the
-tutorial's ``chemical_symbols``), the data module reads our train/valid files instead of
-``split_dataset``, ``run: [train]`` (we test ourselves), no ``compile_mode: compile`` (the
-tutorial's GPU speed-up), seeds 0; evaluated eagerly from the checkpoint, not through
-``nequip-compile`` (TorchScript is refused on PyTorch >= 2.10, AOTInductor needs a C++
-toolchain). schnetpack: ``model/representation=schnet`` (md17 uses the nnp default, PaiNN),
-``data=custom`` on an ASE db of our frames with our split file, property units eV and eV/Ang
-(md17's are kcal/mol), ``seed=0``; its own test stage runs after the budget.
+``--minutes``; MACE has no such option: stopped ``--minutes`` after it logs "Started
+training", or at the end of its first epoch if that comes later, then restarted with
+``--max_num_epochs=0``, which loads the best checkpoint and writes the model file), a CSV logger instead of wandb/TensorBoard and a small callback that
+logs the wall-clock time of each validation (MACE: the timestamps of its log). nequip and
+allegro: species as the data set's symbols (0.19.1's ChemicalSpeciesToAtomTypeMapper takes
+``model_type_names`` and a species map, not the tutorials' ``chemical_symbols``), ZBL in
+``metal`` units (eV, Å; the allegro tutorial's aspirin data are in ``real``), the data module
+reads our train/valid files instead of ``split_dataset`` / the sGDML download, ``run: [train]``
+(we test ourselves), no ``compile_mode: compile`` (a GPU speed-up), seeds 0; evaluated eagerly
+from the checkpoint, not through ``nequip-compile`` (TorchScript is refused on PyTorch >= 2.10,
+AOTInductor needs a C++ toolchain). allegro only: checkpoint chosen on the validation weighted
+sum as for nequip (the tutorial keeps only the last epoch), its budget instead of
+``max_epochs: 5``. schnetpack: ``model/representation=schnet`` (md17 uses the nnp default,
+PaiNN), ``data=custom`` on an ASE db of our frames with our split file, property units eV and
+eV/Ang (md17's are kcal/mol), ``seed=0``; its own test stage runs after the budget. MACE:
+``--valid_file`` instead of ``--valid_fraction=0.05``, no ``--test_file`` (we test ourselves),
+``--E0s=average`` (least-squares E0s, the README's option when isolated-atom energies are
+unknown: we have none at the xTB level), labels as REF_energy/REF_forces (the README's keys
+since ASE 3.23), ``--error_table=PerAtomMAE`` (what the log prints: the curve's force MAE),
+``--device=cpu``, ``--seed=0``; its stage two (epoch 1200) is not reached in 30 minutes.
+
+At our size (``--matched``; our sizes read from ``euclidnn train ... --print-config``):
+  nequip-pkg-matched: the nequip recipe with our NequIP's r_max, layers, l_max, features,
+    Bessels, p, parity and radial MLP, and no ZBL (ours has none).
+  allegro-pkg-matched: the allegro recipe with our Allegro's r_max, l_max, layers, tensor
+    features, latent width (scalar features and every MLP width), two-body MLP depth, latent
+    MLP depth, edge-energy (readout) width, Bessels, p and parity, and no ZBL.
+  mace-matched: the MACE recipe with 32x0e+32x1o hidden features and our NequIP's r_max (2
+    interactions, correlation 3 and max_ell 3 as in the recipe), the size of ``bench/md.py``'s
+    MACE row.
 
 Throughput = epochs × training frames / seconds of the fit (validation included), read from
 our log.csv and from the callback's log of the peers (epochs = optimizer steps / batches per
-epoch, so a partial last epoch counts in part). Results: DIR/results.json, DIR/curves.png,
-one log per training in DIR/logs/.
+epoch, so a partial last epoch counts in part; MACE: whole epochs from its log). Results:
+DIR/results.json, DIR/curves.png, one log per training in DIR/logs/.
 """
 
 from __future__ import annotations
@@ -55,137 +112,77 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+import yaml
 from machine import header
+from train_peers import BIN, run_logged, run_mace, run_nequip, run_schnetpack
 
-BIN = Path(sys.executable).parent  # the bench venv's scripts: euclidnn, nequip-*, spktrain
-MODELS = ("ours-nequip", "ours-schnet", "nequip-pkg", "schnetpack")
-SYMBOLS = ["C", "H", "O"]
-
-
-def wall_clock_callback(path: str, package: str):
-    """A Lightning callback (``package`` "lightning" or "pytorch_lightning") appending JSON rows
-    to ``path``: after each validation the epochs done, the seconds since training started and
-    the logged metrics; a last row (``"end": true``) when training ends."""
-    import importlib
-
-    module = "lightning.pytorch" if package == "lightning" else "pytorch_lightning"
-    base = importlib.import_module(module).Callback
-
-    class WallClock(base):
-        def on_train_start(self, trainer, pl_module):
-            self.start = time.perf_counter()
-
-        def on_validation_end(self, trainer, pl_module):
-            if not trainer.sanity_checking and hasattr(self, "start"):
-                self.write(trainer, end=False)
-
-        def on_train_end(self, trainer, pl_module):
-            self.write(trainer, end=True)
-
-        def write(self, trainer, end):
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-            row = {
-                "epochs": trainer.global_step / max(trainer.num_training_batches, 1),
-                "seconds": time.perf_counter() - self.start,
-                "end": end,
-                **metrics,
-            }
-            with open(path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-
-    return WallClock()
+ROOT = Path(__file__).resolve().parent.parent
+OURS = ("ours-nequip", "ours-allegro", "ours-schnet")
+PEERS = ("nequip-pkg", "allegro-pkg", "schnetpack", "mace")
+MATCHED = ("nequip-pkg-matched", "allegro-pkg-matched", "mace-matched")
+MODELS = OURS + PEERS + MATCHED
+LITHIUM_PHOSPHATE = ROOT / "examples" / "lithium_phosphate" / "li4p2o7-gfn1xtb.xyz.gz"
 
 
-def write_data(work: Path, quick: bool) -> dict:
-    """train/valid/test.xyz in ``work``; the sizes and the frame indices of each part."""
-    from ase.io import write
+def write_data(work: Path, name: str, quick: bool) -> dict:
+    """train/valid/test.xyz in ``work``; the sizes, the symbols and the frame indices of each
+    part."""
+    from ase.io import read, write
 
     from euclidnn.data import load_dataset, split_indices
 
-    n_train, n_valid, n_test = (100, 50, 50) if quick else (1000, 250, 500)
-    frames = load_dataset("ethanol")
+    if name == "ethanol":
+        n_train, n_valid, n_test = (100, 50, 50) if quick else (1000, 250, 500)
+        frames = [f.to_ase() for f in load_dataset("ethanol")]
+        test = list(range(1500, 1500 + n_test))
+    else:  # lithium-phosphate: melt (0–39) for training and validation, quench (40–84) for test
+        n_train, n_valid = 32, 8
+        frames = read(LITHIUM_PHOSPHATE, ":")
+        test = list(range(40, len(frames)))
     parts = split_indices(n_train + n_valid, n_train, n_valid, 0, seed=0)
-    index = {"train": parts.train, "valid": parts.valid, "test": list(range(1500, 1500 + n_test))}
+    index = {"train": parts.train, "valid": parts.valid, "test": test}
     work.mkdir(parents=True, exist_ok=True)
-    for name, chosen in index.items():
-        write(work / f"{name}.xyz", [frames[i].to_ase() for i in chosen], format="extxyz")
-    return {"n_train": n_train, "n_valid": n_valid, "n_test": n_test, "index": index}
+    for part, chosen in index.items():
+        write(work / f"{part}.xyz", [frames[i] for i in chosen], format="extxyz")
+    symbols = sorted({s for atoms in frames for s in atoms.get_chemical_symbols()})
+    return {"name": name.replace("-", "_"), "n_train": n_train, "n_valid": n_valid,
+            "n_test": len(test), "symbols": symbols, "index": index}  # fmt: skip
 
 
-def run_logged(command: list[str], log: Path, threads: int, limit: float, cwd=None, **env) -> float:
-    """Run ``command`` with its output in ``log`` and ``env`` added to the environment; its
-    wall-clock seconds. Killed after ``limit`` seconds (the budget plus a margin for setup)."""
-    env = dict(os.environ, **env, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"$ {' '.join(command)}  > {log}", flush=True)
-    started = time.perf_counter()
-    with open(log, "w") as out:
-        try:
-            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                  timeout=limit).returncode  # fmt: skip
-        except subprocess.TimeoutExpired:
-            code = f"killed after {limit:.0f} s"
-    if code != 0:
-        print(f"  exit {code}; the last lines of {log}:\n" + "".join(open(log).readlines()[-15:]))
-    return time.perf_counter() - started
+def train_source(work: Path, data: dict) -> list[str]:
+    """The data arguments of ``euclidnn train``: the shipped set by name (ethanol) or the files."""
+    if data["name"] == "ethanol":
+        n_pool = data["n_train"] + data["n_valid"]
+        return ["ethanol", "--index", f":{n_pool}", "--n-valid", str(data["n_valid"])]
+    return [str(work / "train.xyz"), "--valid", str(work / "valid.xyz")]
 
 
-def peer_metrics(calculator, test_file: Path) -> dict:
-    """``euclidnn evaluate``'s metrics of an ASE calculator on the labelled test frames."""
-    from ase.io import read
+def our_settings(model: str, work: Path, data: dict) -> dict:
+    """Our resolved model settings for ``model`` (``euclidnn train ... --print-config``)."""
+    import subprocess
 
-    from euclidnn.train.metrics import Comparison, metrics
-
-    frames = read(test_file, ":")
-    energy, forces = [], []
-    for atoms in frames:
-        predicted = atoms.copy()
-        predicted.calc = calculator
-        energy.append(predicted.get_potential_energy())
-        forces.append(predicted.get_forces())
-    comparison = Comparison(
-        num_atoms=np.array([len(a) for a in frames]),
-        numbers=np.concatenate([a.numbers for a in frames]),
-        energy=np.array(energy),
-        energy_ref=np.array([a.get_potential_energy() for a in frames]),
-        forces=np.concatenate(forces),
-        forces_ref=np.concatenate([a.get_forces() for a in frames]),
-    )
-    return metrics(comparison)
-
-
-def lightning_log(path: Path, key: str, scale: float) -> dict:
-    """Curve (minutes, validation force MAE in meV/Å), epochs and seconds from the callback's
-    rows."""
-    rows = [json.loads(line) for line in open(path)] if path.is_file() else []
-    curve = [(r["seconds"] / 60, scale * r[key]) for r in rows if not r["end"] and key in r]
-    last = rows[-1] if rows else {"epochs": 0.0, "seconds": float("nan")}
-    return {"curve": curve, "epochs": last["epochs"], "train_seconds": last["seconds"]}
+    command = [str(BIN / "euclidnn"), "train", *train_source(work, data), "--model", model,
+               "--print-config"]  # fmt: skip
+    printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return yaml.safe_load(printed)["model"]["settings"]
 
 
 def run_ours(model: str, work: Path, data: dict, args) -> dict:
     """``euclidnn train`` then ``euclidnn evaluate --json`` on test.xyz."""
     out = work / f"ours-{model}"
-    n_pool = data["n_train"] + data["n_valid"]
-    train = [str(BIN / "euclidnn"), "train", "ethanol", "--index", f":{n_pool}", "--n-valid",
-             str(data["n_valid"]), "--seed", "0", "--model", model, "--minutes", str(args.minutes),
-             "--threads", str(args.threads), "--out", str(out), "--overwrite", "--quiet"]  # fmt: skip
+    train = [str(BIN / "euclidnn"), "train", *train_source(work, data), "--seed", "0",
+             "--model", model, "--minutes", str(args.minutes), "--threads", str(args.threads),
+             "--out", str(out), "--overwrite", "--quiet"]  # fmt: skip
     wall = run_logged(train, work / "logs" / f"ours-{model}.log", args.threads, args.limit)
-    split = json.loads((out / "split.json").read_text())
-    for part in ("train", "valid"):
-        used = [int(name.rsplit(" ", 1)[1]) for name in split[part]]
-        if used != data["index"][part]:
-            raise RuntimeError(f"{out}/split.json: {part} frames differ from the written split")
+    if data["name"] == "ethanol":
+        split = json.loads((out / "split.json").read_text())
+        for part in ("train", "valid"):
+            used = [int(name.rsplit(" ", 1)[1]) for name in split[part]]
+            if used != data["index"][part]:
+                raise RuntimeError(f"{out}/split.json: {part} frames differ from the written split")
     result = work / f"ours-{model}" / "test.json"
     evaluate = [str(BIN / "euclidnn"), "evaluate", str(out / "model.safetensors"),
                 str(work / "test.xyz"), "--json", str(result)]  # fmt: skip
@@ -198,149 +195,27 @@ def run_ours(model: str, work: Path, data: dict, args) -> dict:
             "train_seconds": seconds, "wall_seconds": wall, "command": " ".join(train)}  # fmt: skip
 
 
-def budget_string(minutes: float) -> str:
-    """Lightning's ``max_time`` as DD:HH:MM:SS."""
-    seconds = max(round(60 * minutes), 1)
-    return f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def nequip_config(work: Path, out: Path, minutes: float) -> dict:
-    """The nequip tutorial config (configs/tutorial.yaml), adapted as the docstring lists."""
-    metric = "val0_epoch/weighted_sum"
-    loader = {"_target_": "torch.utils.data.DataLoader", "batch_size": 5, "num_workers": 0}
-    metrics = {"_target_": "nequip.train.EnergyForceMetrics",
-               "coeffs": {"total_energy_mae": 1.0, "forces_mae": 1.0}}  # fmt: skip
-    model = {
-        "_target_": "nequip.model.NequIPGNNModel", "seed": 0, "model_dtype": "float32",
-        "type_names": SYMBOLS, "r_max": 5.0, "num_bessels": 8, "bessel_trainable": False,
-        "polynomial_cutoff_p": 6, "num_layers": 4, "l_max": 1, "parity": True,
-        "num_features": 32, "radial_mlp_depth": 2, "radial_mlp_width": 64,
-        "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
-        "per_type_energy_scales": "${training_data_stats:per_type_forces_rms}",
-        "per_type_energy_shifts": "${training_data_stats:per_atom_energy_mean}",
-        "per_type_energy_scales_trainable": False, "per_type_energy_shifts_trainable": False,
-        "pair_potential": {"_target_": "nequip.nn.pair_potential.ZBL", "units": "metal",
-                           "chemical_species": SYMBOLS},
-    }  # fmt: skip
-    callbacks = [
-        {"_target_": "lightning.pytorch.callbacks.EarlyStopping", "monitor": metric,
-         "min_delta": 1e-3, "patience": 20},
-        {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "monitor": metric,
-         "dirpath": str(out), "filename": "best", "save_last": True},
-        {"_target_": "lightning.pytorch.callbacks.LearningRateMonitor", "logging_interval": "epoch"},
-        {"_target_": "train_accuracy.wall_clock_callback", "path": str(out / "wall_clock.jsonl"),
-         "package": "lightning"},
-    ]  # fmt: skip
+def runners(work: Path, data: dict, args) -> dict:
+    """Name -> a function that trains and tests that row."""
+    ours = lambda model: our_settings(model, work, data)  # noqa: E731
+    mace_size = lambda: {"hidden_irreps": "32x0e + 32x1o", "num_interactions": 2,  # noqa: E731
+                         "r_max": ours("nequip")["r_max"]}  # fmt: skip
     return {
-        "run": ["train"],
-        "data": {
-            "_target_": "nequip.data.datamodule.ASEDataModule", "seed": 0,
-            "train_file_path": str(work / "train.xyz"), "val_file_path": str(work / "valid.xyz"),
-            "transforms": [
-                {"_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper",
-                 "model_type_names": SYMBOLS,
-                 "chemical_species_to_atom_type_map": {s: s for s in SYMBOLS}},
-                {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": 5.0},
-            ],
-            "train_dataloader": {**loader, "shuffle": True},
-            "val_dataloader": {**loader, "batch_size": 10},
-            "stats_manager": {"_target_": "nequip.data.CommonDataStatisticsManager",
-                              "dataloader_kwargs": {"batch_size": 10}, "type_names": SYMBOLS},
-        },
-        "trainer": {
-            "_target_": "lightning.Trainer", "accelerator": "cpu", "enable_checkpointing": True,
-            "max_epochs": 1000, "max_time": budget_string(minutes),
-            "check_val_every_n_epoch": 1, "log_every_n_steps": 20,
-            "logger": {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": str(out)},
-            "callbacks": callbacks,
-        },
-        "training_module": {
-            "_target_": "nequip.train.EMALightningModule", "ema_decay": 0.999,
-            "loss": {"_target_": "nequip.train.EnergyForceLoss", "per_atom_energy": True,
-                     "coeffs": {"total_energy": 1.0, "forces": 1.0}},
-            "val_metrics": metrics, "train_metrics": metrics, "test_metrics": metrics,
-            "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01},
-            "lr_scheduler": {
-                "scheduler": {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau",
-                              "factor": 0.6, "patience": 5, "threshold": 0.2, "min_lr": 1e-6},
-                "monitor": metric, "interval": "epoch", "frequency": 1,
-            },
-            "model": model,
-        },
-        "global_options": {"allow_tf32": False},
-    }  # fmt: skip
-
-
-def run_nequip(work: Path, data: dict, args) -> dict:
-    """``nequip-train`` on the tutorial recipe, ``nequip-compile`` of best.ckpt, ASE predictions."""
-    import yaml
-
-    out = work / "nequip-pkg"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(nequip_config(work, out, args.minutes)))
-    train = [str(BIN / "nequip-train"), "-cp", str(out), "-cn", "config", f"hydra.run.dir={out}"]
-    wall = run_logged(train, work / "logs" / "nequip-pkg.log", args.threads, args.limit)
-    from nequip.integrations.ase import NequIPCalculator
-
-    # eager, from the checkpoint (its EMA weights), as nequip's own ASE tests build their
-    # reference calculator: TorchScript compilation is refused on PyTorch >= 2.10, and
-    # AOTInductor would need a C++ toolchain and minutes of compilation
-    calculator = NequIPCalculator._from_saved_model(
-        str(out / "best.ckpt"), device="cpu", chemical_species_to_atom_type_map=True
-    )
-    log = lightning_log(out / "wall_clock.jsonl", "val0_epoch/forces_mae", 1000.0)
-    return {"test": peer_metrics(calculator, work / "test.xyz"), **log, "wall_seconds": wall,
-            "command": " ".join(train)}  # fmt: skip
-
-
-def run_schnetpack(work: Path, data: dict, args) -> dict:
-    """``spktrain experiment=md17`` with SchNet on an ASE db of our frames and our split."""
-    from ase.io import read
-    from schnetpack.data import ASEAtomsData
-
-    out, folder = work / "schnetpack", work / "schnetpack-data"
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    frames = [a for part in ("train", "valid", "test") for a in read(work / f"{part}.xyz", ":")]
-    db = ASEAtomsData.create(str(folder / "ethanol.db"), distance_unit="Ang",
-                             property_unit_dict={"energy": "eV", "forces": "eV/Ang"})  # fmt: skip
-    labels = [{"energy": np.array([a.get_potential_energy()]), "forces": a.get_forces()}
-              for a in frames]  # fmt: skip
-    db.add_systems(labels, frames)
-    n_train, n_valid = data["n_train"], data["n_valid"]
-    np.savez(folder / "split.npz", train_idx=np.arange(n_train),
-             val_idx=np.arange(n_train, n_train + n_valid),
-             test_idx=np.arange(n_train + n_valid, len(frames)))  # fmt: skip
-    clock = out / "wall_clock.jsonl"
-    train = [
-        str(BIN / "spktrain"), "experiment=md17", "model/representation=schnet", "data=custom",
-        f"data.datapath={folder / 'ethanol.db'}", f"+data.split_file={folder / 'split.npz'}",
-        f"data.num_train={n_train}", f"data.num_val={n_valid}",
-        f"data.num_test={len(frames) - n_train - n_valid}", "data.num_workers=0",
-        "data.property_units.energy=eV", "data.property_units.forces=eV/Ang",
-        f"run.data_dir={folder}", f"run.path={work}", "run.id=schnetpack",
-        "run.experiment=md17_ethanol", "+seed=0",
-        "logger=csv", "trainer.accelerator=cpu", f"+trainer.max_time={budget_string(args.minutes)}",
-        "+callbacks.wall_clock._target_=train_accuracy.wall_clock_callback",
-        f"+callbacks.wall_clock.path={clock}", "+callbacks.wall_clock.package=pytorch_lightning",
-    ]  # fmt: skip
-    # spktrain's test stage (after the budget) reloads a Lightning checkpoint, which PyTorch
-    # >= 2.6 refuses by default (weights_only); schnetpack 2.2.0 does not pass weights_only=False
-    wall = run_logged(train, work / "logs" / "schnetpack.log", args.threads, args.limit,
-                      cwd=work, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")  # fmt: skip
-    import schnetpack
-
-    calculator = schnetpack.interfaces.SpkCalculator(
-        model=str(out / "best_model"),
-        neighbor_list=schnetpack.transform.ASENeighborList(cutoff=5.0),
-        energy_unit="eV",
-        position_unit="Ang",
-    )
-    log = lightning_log(clock, "val_forces_mae", 1000.0)
-    return {"test": peer_metrics(calculator, work / "test.xyz"), **log, "wall_seconds": wall,
-            "command": " ".join(train)}  # fmt: skip
+        "ours-nequip": lambda: run_ours("nequip", work, data, args),
+        "ours-allegro": lambda: run_ours("allegro", work, data, args),
+        "ours-schnet": lambda: run_ours("schnet", work, data, args),
+        "nequip-pkg": lambda: run_nequip("nequip-pkg", work, data, args),
+        "allegro-pkg": lambda: run_nequip("allegro-pkg", work, data, args),
+        "schnetpack": lambda: run_schnetpack(work, data, args),
+        "mace": lambda: run_mace("mace", work, data, args),
+        "nequip-pkg-matched": lambda: run_nequip(
+            "nequip-pkg-matched", work, data, args, ours("nequip")
+        ),
+        "allegro-pkg-matched": lambda: run_nequip(
+            "allegro-pkg-matched", work, data, args, ours("allegro")
+        ),
+        "mace-matched": lambda: run_mace("mace-matched", work, data, args, mace_size()),
+    }
 
 
 def report(results: dict, work: Path, data: dict) -> None:
@@ -353,19 +228,19 @@ def report(results: dict, work: Path, data: dict) -> None:
     for r in results.values():
         r["frames_per_s"] = r["epochs"] * data["n_train"] / r["train_seconds"]
     force = {name: r["test"]["forces_mae_meV_per_A"] for name, r in results.items()}
-    ours = [force[m] for m in ("ours-nequip", "ours-schnet") if m in force]
-    peers = [force[m] for m in ("nequip-pkg", "schnetpack") if m in force]
+    ours = [force[m] for m in OURS if m in force]
+    peers = [force[m] for m in PEERS + MATCHED if m in force]
     ratio = min(ours) / min(peers) if ours and peers else None
-    head = f"{'model':<12} {'F MAE meV/Å':>12} {'F RMSE':>8} {'E MAE meV/at':>13} {'E MAE meV':>10} {'epochs':>7} {'frames/s':>9}"
+    head = f"{'model':<19} {'F MAE meV/Å':>12} {'F RMSE':>8} {'E MAE meV/at':>13} {'E MAE meV':>10} {'epochs':>7} {'frames/s':>9}"
     print(head)
     for name, r in results.items():
         t = r["test"]
-        print(f"{name:<12} {t['forces_mae_meV_per_A']:12.2f} {t['forces_rmse_meV_per_A']:8.2f} "
+        print(f"{name:<19} {t['forces_mae_meV_per_A']:12.2f} {t['forces_rmse_meV_per_A']:8.2f} "
               f"{t['energy_per_atom_mae_meV']:13.3f} {t['energy_mae_meV']:10.2f} "
               f"{r['epochs']:7.2f} {r['frames_per_s']:9.1f}")  # fmt: skip
     if ratio is not None:
         print(f"our best force MAE / the better peer's: {ratio:.3f} (goal ≤ 0.5)")
-    sizes = {k: data[k] for k in ("n_train", "n_valid", "n_test")}
+    sizes = {k: data[k] for k in ("name", "n_train", "n_valid", "n_test")}
     summary = {"data": sizes, "results": results, "force_mae_ratio_ours_to_better_peer": ratio}
     (work / "results.json").write_text(json.dumps(summary, indent=2))
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -383,33 +258,38 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget of each")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each training")
-    parser.add_argument("--work", default="runs/train-accuracy", help="work and result folder")
+    parser.add_argument("--work", default=None,
+                        help="work and result folder (default runs/train-accuracy[-DATA])")  # fmt: skip
+    parser.add_argument("--data", choices=("ethanol", "lithium-phosphate"), default="ethanol")
     parser.add_argument("--quick", action="store_true", help="100/50/50 frames (smoke test)")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+    parser.add_argument("--matched", action="store_true", help="add the peers at our model size")
+    parser.add_argument("--models", nargs="+", choices=MODELS,
                         help="run only these (earlier results in results.json are kept)")  # fmt: skip
+    parser.add_argument("--mace-python", default=str(ROOT / ".venv-mace" / "bin" / "python"),
+                        help="the Python of MACE's venv")  # fmt: skip
     args = parser.parse_args()
     print(header(), flush=True)
     args.limit = 60 * args.minutes + 1200  # setup (statistics, data) + a stop at an epoch's end
-    work = Path(args.work).resolve()
-    data = write_data(work, args.quick)
-    print(
-        f"data: {data['n_train']} train, {data['n_valid']} valid, {data['n_test']} test in {work}"
-    )
+    suffix = "" if args.data == "ethanol" else f"-{args.data}"
+    work = Path(args.work or f"runs/train-accuracy{suffix}").resolve()
+    data = write_data(work, args.data, args.quick)
+    print(f"data: {args.data}, {data['n_train']} train, {data['n_valid']} valid, "
+          f"{data['n_test']} test in {work}")  # fmt: skip
     previous = work / "results.json"
     kept = json.loads(previous.read_text()) if previous.is_file() else {}
-    same = kept.get("data") == {k: data[k] for k in ("n_train", "n_valid", "n_test")}
+    same = kept.get("data") == {k: data[k] for k in ("name", "n_train", "n_valid", "n_test")}
     results = kept["results"] if same else {}  # earlier runs on the same data
-    runners = {
-        "ours-nequip": lambda: run_ours("nequip", work, data, args),
-        "ours-schnet": lambda: run_ours("schnet", work, data, args),
-        "nequip-pkg": lambda: run_nequip(work, data, args),
-        "schnetpack": lambda: run_schnetpack(work, data, args),
-    }
-    for name in args.models:
+    table = runners(work, data, args)
+    names = args.models or list(OURS + PEERS + (MATCHED if args.matched else ()))
+    for name in names:
         print(f"== {name}: {args.minutes:g} min, {args.threads} threads", flush=True)
-        results[name] = runners[name]()
+        try:
+            results[name] = table[name]()
+        except Exception as error:  # a peer that breaks must not lose the others' rows
+            print(f"  {name} failed: {type(error).__name__}: {error}", flush=True)
+            continue
         results[name]["minutes"] = args.minutes
-    report({m: results[m] for m in MODELS if m in results}, work, data)
+        report({m: results[m] for m in MODELS if m in results}, work, data)
     return 0
 
 
