@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -13,6 +12,12 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
+from euclidnn.models.allegro_forces import (
+    FrozenEdges,
+    _degrees,
+    _run_or_index,
+    _select,
+)
 from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
 from euclidnn.models.interface import Potential
 from euclidnn.nn.cutoff import polynomial_cutoff
@@ -206,29 +211,6 @@ def _channel_major(irreps: Irreps) -> Tensor:
         for c in range(ir.dim)
     ]
     return torch.tensor(cols, dtype=torch.int64)
-
-
-def _degrees(lmax: int) -> Tensor:
-    """The degree l of each spherical-harmonic component: [0, 1, 1, 1, 2, …].
-
-    Shapes: → [(lmax + 1)²] int64
-    """
-    return torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)])  # noqa: E741
-
-
-def _run_or_index(index: Tensor) -> tuple[int, int] | Tensor:
-    """``(start, length)`` where ``index`` is start, start + 1, …, else ``index`` itself."""
-    n = index.shape[0]
-    if n and torch.equal(index, torch.arange(int(index[0]), int(index[0]) + n)):
-        return int(index[0]), n
-    return index
-
-
-def _select(x: Tensor, index: tuple[int, int] | Tensor) -> Tensor:
-    """``x[..., index]`` along the last dimension, a view for a run (:func:`_run_or_index`)."""
-    if isinstance(index, tuple):
-        return x.narrow(-1, *index)
-    return x.index_select(-1, index.to(x.device))
 
 
 class _Folded(NamedTuple):
@@ -487,227 +469,6 @@ class AllegroLayer(nn.Module):
         return latents, out[:, :width].view(n_edges, mul, self.out_dim)
 
 
-def _mlp_forward(x: Tensor, matrices: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-    """A SiLU :class:`~euclidnn.nn.ScalarMLP` run on its :meth:`~euclidnn.nn.ScalarMLP.matrices`,
-    keeping the pre-activations for :func:`_mlp_backward`."""
-    pre = []
-    for k, m in enumerate(matrices):
-        if k > 0:
-            pre.append(x)
-            x = nn.functional.silu(x)
-        x = x @ m
-    return x, pre
-
-
-def _mlp_backward(grad: Tensor, matrices: list[Tensor], pre: list[Tensor]) -> Tensor:
-    """∂/∂x of ⟨grad, MLP(x)⟩ (weights constant), from :func:`_mlp_forward`'s pre-activations."""
-    for k in range(len(matrices) - 1, -1, -1):
-        grad = grad @ matrices[k].t()
-        if k > 0:
-            grad = torch.ops.aten.silu_backward(grad, pre[k - 1])
-    return grad
-
-
-def _add_columns(out: Tensor, index: tuple[int, int] | Tensor, values: Tensor) -> Tensor:
-    """``out[..., index] += values`` along the last dimension (repeated indices summed), in
-    place; the transpose of :func:`_select`."""
-    if isinstance(index, tuple):
-        out.narrow(-1, *index).add_(values)
-        return out
-    return out.index_add_(-1, index.to(out.device), values)
-
-
-def _layer_forward(layer: AllegroLayer, w: _LayerWeights, x, v, sh, uc, dst, num_atoms):
-    """:meth:`AllegroLayer.fast` without autograd, returning what :func:`_layer_backward` needs."""
-    n, mul, d_env = x.shape[0], layer.num_channels, layer.env_dim
-    env_w, env_pre = _mlp_forward(x, w.env)
-    env_w = env_w.view(n, mul, d_env)
-    weighted = (env_w * sh[:, None, :]).view(n, mul * d_env)
-    env = weighted.new_zeros(num_atoms, mul * d_env).index_add_(0, dst, weighted)
-    env = env.index_select(0, dst).view(n, mul, d_env)
-    if layer.dense_pairs:
-        outer = v[:, :, :, None] * env[:, :, None, :]
-    else:
-        outer = _select(v, layer.pair_in) * _select(env, layer.pair_env)
-    out = outer.reshape(n, mul * layer.num_pairs) @ w.product
-    width = mul * layer.out_dim
-    update, pre = _mlp_forward(torch.cat([x, out[:, width:]], dim=-1), w.latent)
-    if layer.resnet:
-        x_out = torch.addcmul(x * (1.0 / math.sqrt(2.0)), uc[:, None], update)
-    else:
-        x_out = uc[:, None] * update
-    return (
-        x_out,
-        out[:, :width].view(n, mul, layer.out_dim),
-        (x, v, env_w, env_pre, env, update, pre),
-    )
-
-
-def _layer_backward(layer: AllegroLayer, w: _LayerWeights, saved, g_x, g_v, sh, uc, dst, num_atoms):
-    """Gradients (x, v, Y, u_c) of ⟨g_x, x_out⟩ + ⟨g_v, v_out⟩ of :func:`_layer_forward`."""
-    x, v, env_w, env_pre, env, update, pre = saved
-    n, mul, d_env, latent = x.shape[0], layer.num_channels, layer.env_dim, x.shape[1]
-    g_uc = (g_x * update).sum(1)
-    g_hidden = _mlp_backward(uc[:, None] * g_x, w.latent, pre)
-    g_x_in = g_hidden[:, :latent]
-    if layer.resnet:
-        g_x_in = g_x_in + g_x * (1.0 / math.sqrt(2.0))
-    g_v = (
-        g_x.new_zeros(n, mul * layer.out_dim)
-        if g_v is None
-        else g_v.reshape(n, mul * layer.out_dim)
-    )
-    g_out = torch.cat([g_v, g_hidden[:, latent:]], dim=1)
-    g_outer = (g_out @ w.product.t()).view(n, mul, layer.num_pairs)
-    if layer.dense_pairs:
-        g_outer = g_outer.view(n, mul, v.shape[2], d_env)
-        g_v_in = (g_outer * env[:, :, None, :]).sum(3)
-        g_env = (g_outer * v[:, :, :, None]).sum(2)
-    else:
-        g_v_in = _add_columns(
-            torch.zeros_like(v), layer.pair_in, g_outer * _select(env, layer.pair_env)
-        )
-        g_env = _add_columns(
-            torch.zeros_like(env), layer.pair_env, g_outer * _select(v, layer.pair_in)
-        )
-    g_env_atoms = g_env.new_zeros(num_atoms, mul * d_env).index_add_(
-        0, dst, g_env.view(n, mul * d_env)
-    )
-    g_weighted = g_env_atoms.index_select(0, dst).view(n, mul, d_env)
-    g_sh = (g_weighted * env_w).sum(1)
-    g_x_in = g_x_in + _mlp_backward(
-        (g_weighted * sh[:, None, :]).view(n, mul * d_env), w.env, env_pre
-    )
-    return g_x_in, g_v_in, g_sh, g_uc
-
-
-def _radial_grad(r, u, basis, g_u, g_radial, r_max: float, p: int) -> Tensor:
-    """d/dr of ⟨g_u, u(r)⟩ + ⟨g_radial, B(r) u(r)⟩ (:func:`~euclidnn.nn.polynomial_cutoff`,
-    :func:`~euclidnn.nn.bessel_basis` with its default frequencies nπ), written out.
-
-    Shapes: r, u, g_u: [n_edges], basis, g_radial: [n_edges, num_basis] → [n_edges]
-    """
-    x = r / r_max
-    du = (  # du/dr, zero beyond r_max
-        -(p + 1.0) * (p + 2.0) / 2.0 * p * x.pow(p - 1)
-        + p * (p + 2.0) * (p + 1.0) * x.pow(p)
-        - p * (p + 1.0) / 2.0 * (p + 2.0) * x.pow(p + 1)
-    ) * ((x < 1.0).to(r.dtype) / r_max)
-    omega = torch.arange(1, basis.shape[1] + 1, dtype=r.dtype, device=r.device) * math.pi
-    xs = x[:, None]
-    safe = torch.where(xs == 0, torch.ones_like(xs), xs)
-    # d/dr [sin(ω x) / x]: (ω x cos(ω x) − sin(ω x)) / x² / r_max, 0 at x = 0
-    dbasis = (omega * safe * torch.cos(omega * safe) - torch.sin(omega * safe)) / safe**2
-    dbasis = torch.where(xs == 0, torch.zeros_like(dbasis), dbasis)
-    dbasis = dbasis * (math.sqrt(2.0 / r_max) / r_max / r_max)
-    return du * (g_u + (g_radial * basis).sum(1)) + u * (g_radial * dbasis).sum(1)
-
-
-@functools.cache
-def _harmonics_gradient(lmax: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """G such that ∂P_c/∂x_a (x) = Σ_m P_m(x) G[c, m, a] for the harmonic polynomials P of
-    degree ≤ lmax (``spherical_harmonics(…, normalize=False)``): the derivatives of a harmonic
-    polynomial of degree l are harmonic of degree l − 1. Fitted once (float64, exact up to
-    rounding, checked) on fixed points of several radii.
-
-    Shapes: → [(lmax + 1)², (lmax + 1)², 3]
-    """
-    k = torch.arange(1.0, 65.0, dtype=torch.float64)
-    x = torch.stack([torch.sin(k), torch.cos(1.3 * k), torch.sin(2.1 * k + 0.5)], 1)
-    x = (x * (0.5 + k[:, None] / 64)).requires_grad_(True)  # no RNG drawn
-    with torch.enable_grad():  # (first used inside a backward pass)
-        y = spherical_harmonics(list(range(lmax + 1)), x, normalize=False)
-        d = y.shape[1]
-        jac = torch.stack(
-            [torch.autograd.grad(y[:, c].sum(), x, retain_graph=True)[0] for c in range(d)], 1
-        )
-    y = y.detach()
-    fit = torch.linalg.lstsq(y, jac.reshape(-1, d * 3)).solution  # [m, (c, a)]
-    if not torch.allclose(y @ fit, jac.reshape(-1, d * 3), atol=1e-9):
-        raise AssertionError("_harmonics_gradient: the fit is not exact")
-    return fit.view(d, d, 3).permute(1, 0, 2).contiguous().to(device, dtype)
-
-
-def _network_forward(model, weights, sh, u, uc, radial, pair_species, dst, num_atoms):
-    """The edge energies [n_edges] (unscaled) from the edge geometry, without autograd, and
-    what :func:`_network_backward` needs."""
-    two_body, initial, layer_weights, energy_weights = weights
-    n, mul, d_sh = sh.shape[0], model.config.num_tensor_features, sh.shape[1]
-    t2b, pre_2b = _mlp_forward(torch.cat([pair_species, radial], dim=-1), two_body)
-    x = u[:, None] * t2b
-    w0, pre_0 = _mlp_forward(x, initial)
-    w0 = w0.view(n, mul, d_sh)
-    v = w0 * sh[:, None, :]
-    saved = []
-    for layer, w in zip(model.layers, layer_weights):
-        x, v, keep = _layer_forward(layer, w, x, v, sh, uc, dst, num_atoms)
-        saved.append(keep)
-    energy, pre_e = _mlp_forward(x, energy_weights)
-    return energy.squeeze(-1), (t2b, pre_2b, w0, pre_0, saved, pre_e)
-
-
-def _network_backward(model, weights, saved, g_energy, sh, u, uc, pair_species, dst, num_atoms):
-    """Gradients (Y, u, u_c, B u) of ⟨g_energy, edge energies⟩ of :func:`_network_forward`."""
-    t2b, pre_2b, w0, pre_0, saved, pre_e = saved
-    two_body, initial, layer_weights, energy_weights = weights
-    g_x = _mlp_backward(g_energy[:, None], energy_weights, pre_e)
-    g_v, g_sh, g_uc = None, torch.zeros_like(sh), torch.zeros_like(uc)
-    for layer, w, keep in reversed(list(zip(model.layers, layer_weights, saved))):
-        g_x, g_v, g_sh_l, g_uc_l = _layer_backward(layer, w, keep, g_x, g_v, sh, uc, dst, num_atoms)
-        g_sh += g_sh_l
-        g_uc += g_uc_l
-    n = sh.shape[0]
-    g_sh += (g_v * w0).sum(1)
-    g_x = g_x + _mlp_backward(
-        (g_v * sh[:, None, :]).reshape(n, g_v.shape[1] * g_v.shape[2]), initial, pre_0
-    )
-    g_u = (g_x * t2b).sum(1)
-    g_pair = _mlp_backward(u[:, None] * g_x, two_body, pre_2b)
-    return g_sh, g_u, g_uc, g_pair[:, pair_species.shape[1] :]
-
-
-class _FrozenEdges(torch.autograd.Function):
-    """Allegro's edge energies from the edge vectors with constant weights — the geometry
-    (|r|, Y(r̂), u(r), B(r) u(r)) and the network — differentiated by hand: one autograd node
-    instead of a few hundred. What :meth:`Allegro.energy_and_forces` runs; first derivatives
-    only. The forward computes the numbers of the autograd fast path (the same functions)."""
-
-    @staticmethod
-    def forward(ctx, model, weights, edge_vec, pair_species, dst, num_atoms):
-        cfg = model.config
-        r = edge_vec.norm(dim=-1)  # [n_edges]
-        sh = spherical_harmonics(model.irreps_sh, edge_vec, normalize=True)
-        u = polynomial_cutoff(r, cfg.r_max, cfg.polynomial_p)
-        basis = bessel_basis(r, cfg.r_max, cfg.num_basis)
-        uc = u * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else u
-        energy, saved = _network_forward(
-            model, weights, sh, u, uc, basis * u[:, None], pair_species, dst, num_atoms
-        )
-        ctx.model, ctx.weights, ctx.num_atoms, ctx.saved = model, weights, num_atoms, saved
-        ctx.save_for_backward(edge_vec, r, sh, u, uc, basis, pair_species, dst)
-        return energy
-
-    @staticmethod
-    def backward(ctx, g_energy):
-        edge_vec, r, sh, u, uc, basis, pair_species, dst = ctx.saved_tensors
-        cfg = ctx.model.config
-        g_sh, g_u, g_uc, g_radial = _network_backward(
-            ctx.model, ctx.weights, ctx.saved, g_energy, sh, u, uc, pair_species, dst,
-            ctx.num_atoms,
-        )  # fmt: skip
-        g_u = g_u + (g_uc * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else g_uc)
-        g_r = _radial_grad(r, u, basis, g_u, g_radial, cfg.r_max, cfg.polynomial_p)
-        # Y(v) = P(v / |v|) with P homogeneous of degree l: ∂Y/∂v = (∇P(r̂) − l P(r̂) r̂) / |v|
-        inv = 1.0 / r.clamp_min(1e-12)  # as spherical_harmonics normalises
-        unit = edge_vec * inv[:, None]
-        grad_p = _harmonics_gradient(cfg.lmax, sh.dtype, sh.device)  # [c, m, a]
-        n, d = sh.shape
-        g_unit = ((g_sh @ grad_p.view(d, d * 3)).view(n, d, 3) * sh[:, :, None]).sum(1)
-        radial_part = (g_sh * sh) @ _degrees(cfg.lmax).to(sh.dtype)  # Σ_c l_c g_c P_c
-        g_vec = (g_unit - radial_part[:, None] * unit) * inv[:, None] + g_r[:, None] * unit
-        return None, None, g_vec, None, None, None
-
-
 class Allegro(Potential, nn.Module):
     r"""Allegro potential (Musaelian, Batzner, Johansson, Sun, Owen, Kornbluth, Kozinsky,
     "Learning local equivariant representations for large-scale atomistic dynamics",
@@ -769,7 +530,7 @@ class Allegro(Potential, nn.Module):
         self.edge_energy = ScalarMLP([cfg.latent_dim, cfg.edge_energy_width, 1])
         self.sum_norm = 1.0 / math.sqrt(cfg.avg_num_neighbors or 1.0)
         self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
-        # every MLP the default SiLU one: what _FrozenEdges differentiates by hand
+        # every MLP the default SiLU one: what FrozenEdges differentiates by hand
         self.silu_only = all(
             getattr(m.act, "__wrapped__", m.act) is nn.functional.silu
             for m in self.modules()
@@ -836,7 +597,7 @@ class Allegro(Potential, nn.Module):
         dst, num_atoms = graph.edge_dst, graph.numbers.shape[0]
         if frozen and self.silu_only:
             weights = (two_body, initial, layer_weights, edge_energy_weights)
-            edge_energy = _FrozenEdges.apply(self, weights, edge_vec, pair_species, dst, num_atoms)
+            edge_energy = FrozenEdges.apply(self, weights, edge_vec, pair_species, dst, num_atoms)
             atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
             return self.scale_shift(atom_energy, species)
         edge_len = edge_vec.norm(dim=-1)  # [n_edges]
@@ -860,7 +621,7 @@ class Allegro(Potential, nn.Module):
     def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
         """Energy per structure and forces F = −∂E/∂R for inference, by autograd through the
         fast path with its weight matrices made outside autograd and the network differentiated
-        by hand (:class:`_FrozenEdges`) (the reference's
+        by hand (:class:`~euclidnn.models.allegro_forces.FrozenEdges`) (the reference's
         :meth:`~euclidnn.models.Potential.energy_and_forces` under ``EUCLIDNN_NATIVE=0``).
 
         Shapes: graph (n_atoms, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
