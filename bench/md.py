@@ -62,24 +62,15 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import models  # noqa: E402
 from lammps_md import water_box as liquid_water  # noqa: E402
-from models import NEQUIP, R_MAX, SCHNET, SPECIES, TYPES, systems  # noqa: E402
+from models import ALLEGRO, NEQUIP, R_MAX, SCHNET, TYPES, systems  # noqa: E402
 
 warnings.filterwarnings("ignore")
 HERE = Path(__file__).resolve().parent
 ENERGY_SCALE = 0.01  # eV per unit of the random model's atomic energy
 TEMPERATURE = 300.0  # K
 TIMESTEP = 0.5  # fs
-ALLEGRO = dict(
-    num_layers=2,
-    num_tensor_features=16,
-    latent_dim=64,
-    two_body_mlp_depth=2,
-    latent_mlp_depth=1,
-    edge_energy_width=32,
-    num_basis=8,
-    avg_num_neighbors=12.0,
-)
 MACE = dict(hidden_irreps="32x0e+32x1o", num_interactions=2, correlation=3, max_ell=3)
 # steps per timed segment: short enough that no two free atoms meet (see the docstring)
 STEPS = {"ethanol": 40, "aspirin": 40, "water 64 pbc": 20, "water 1029 pbc": 10}
@@ -117,40 +108,13 @@ def segment(atoms, make_calculator, seed: int, steps: int) -> dict:
 
 
 def ours_models() -> dict:
-    from euclidnn.models import Allegro, AllegroConfig, NequIP, NequIPConfig, SchNet, SchNetConfig
-
+    """Ours at bench/models.py's sizes (lmax 1), energies scaled by :data:`ENERGY_SCALE`."""
     torch.set_default_dtype(torch.float32)
-    n, s = NEQUIP, SCHNET
-    nequip = NequIP(
-        NequIPConfig(
-            species=SPECIES,
-            r_max=R_MAX,
-            lmax=1,
-            num_features=n["num_features"],
-            num_layers=n["num_layers"],
-            num_basis=n["num_bessels"],
-            parity=n["parity"],
-            radial_mlp_depth=n["radial_mlp_depth"],
-            radial_mlp_width=n["radial_mlp_width"],
-            avg_num_neighbors=n["avg_num_neighbors"],
-            energy_scales=ENERGY_SCALE,
-        )
-    )
-    schnet = SchNet(
-        SchNetConfig(
-            species=SPECIES,
-            r_max=R_MAX,
-            num_features=s["n_atom_basis"],
-            num_filters=s["n_filters"],
-            num_interactions=s["n_interactions"],
-            num_basis=s["n_rbf"],
-            energy_scales=ENERGY_SCALE,
-        )
-    )
-    allegro = Allegro(
-        AllegroConfig(species=SPECIES, r_max=R_MAX, energy_scales=ENERGY_SCALE, **ALLEGRO)
-    )
-    return {"schnet": schnet, "nequip": nequip, "allegro": allegro}
+    return {
+        "schnet": models.ours_schnet(energy_scales=ENERGY_SCALE),
+        "nequip": models.ours_nequip(1, energy_scales=ENERGY_SCALE),
+        "allegro": models.ours_allegro(energy_scales=ENERGY_SCALE),
+    }
 
 
 def ours_calculator(model):
@@ -174,54 +138,14 @@ def nequip_calculator(model):
 
 
 def peer_nequip():
-    from nequip.model import NequIPGNNModel
-    from nequip.utils.global_state import set_global_state
-
-    set_global_state()
-    model = NequIPGNNModel(
-        seed=0,
-        model_dtype="float32",
-        r_max=R_MAX,
-        type_names=TYPES,
-        l_max=1,
-        per_type_energy_scales=ENERGY_SCALE,
-        **NEQUIP,
-    )
-    torch.set_default_dtype(torch.float32)  # nequip's global state sets float64
+    """nequip's NequIP at bench/models.py's sizes (lmax 1) through its calculator."""
+    model = models.peer_nequip(1, do_derivatives=True, per_type_energy_scales=ENERGY_SCALE)
     return nequip_calculator(model)
 
 
 def peer_allegro():
-    from allegro.model import AllegroModel
-    from nequip.utils.global_state import set_global_state
-
-    set_global_state()
-    a = ALLEGRO
-    model = AllegroModel(
-        seed=0,
-        model_dtype="float32",
-        r_max=R_MAX,
-        type_names=TYPES,
-        l_max=1,
-        parity=True,
-        radial_chemical_embed={
-            "_target_": "allegro.nn.TwoBodyBesselScalarEmbed",
-            "num_bessels": a["num_basis"],
-            "polynomial_cutoff_p": 6,
-        },
-        scalar_embed_mlp_hidden_layers_depth=a["two_body_mlp_depth"],
-        scalar_embed_mlp_hidden_layers_width=a["latent_dim"],
-        num_layers=a["num_layers"],
-        num_scalar_features=a["latent_dim"],
-        num_tensor_features=a["num_tensor_features"],
-        allegro_mlp_hidden_layers_depth=a["latent_mlp_depth"],
-        allegro_mlp_hidden_layers_width=a["latent_dim"],
-        readout_mlp_hidden_layers_depth=1,
-        readout_mlp_hidden_layers_width=a["edge_energy_width"],
-        avg_num_neighbors=a["avg_num_neighbors"],
-        per_type_energy_scales=ENERGY_SCALE,
-    )
-    torch.set_default_dtype(torch.float32)
+    """nequip-allegro's Allegro at bench/models.py's sizes through nequip's calculator."""
+    model = models.peer_allegro(do_derivatives=True, per_type_energy_scales=ENERGY_SCALE)
     return nequip_calculator(model)
 
 
@@ -365,7 +289,7 @@ def main() -> None:
         f"from {TEMPERATURE:.0f} K, energy scale {ENERGY_SCALE}, {args.repeats} interleaved "
         "segments, medians"
     )
-    print(f"# NequIP: lmax 1, {NEQUIP}\n# SchNet: {SCHNET}\n# Allegro: lmax 1, {ALLEGRO}")
+    print(f"# NequIP: lmax 1, {NEQUIP}\n# SchNet: {SCHNET}\n# Allegro: {ALLEGRO}")
     print(f"# MACE (vs our NequIP): {dict(MACE, hidden_irreps=args.mace_hidden)}")
     models = ours_models()
     peers = {

@@ -114,7 +114,7 @@ def systems() -> dict[str, list[Atoms]]:
 # ---- ours ---------------------------------------------------------------------------------------
 
 
-def ours_nequip(lmax: int):
+def ours_nequip(lmax: int, **config):
     from euclidnn.models import NequIP, NequIPConfig
 
     n = NEQUIP
@@ -130,17 +130,18 @@ def ours_nequip(lmax: int):
             radial_mlp_depth=n["radial_mlp_depth"],
             radial_mlp_width=n["radial_mlp_width"],
             avg_num_neighbors=n["avg_num_neighbors"],
+            **config,
         )
     )
 
 
-def ours_allegro():
+def ours_allegro(**config):
     from euclidnn.models import Allegro, AllegroConfig
 
-    return Allegro(AllegroConfig(species=SPECIES, r_max=R_MAX, **ALLEGRO))
+    return Allegro(AllegroConfig(species=SPECIES, r_max=R_MAX, **ALLEGRO, **config))
 
 
-def ours_schnet():
+def ours_schnet(**config):
     from euclidnn.models import SchNet, SchNetConfig
 
     s = SCHNET
@@ -152,6 +153,7 @@ def ours_schnet():
             num_filters=s["n_filters"],
             num_interactions=s["n_interactions"],
             num_basis=s["n_rbf"],
+            **config,
         )
     )
 
@@ -194,7 +196,7 @@ def ours_train(model, graph):
 # ---- peers ----------------------------------------------------------------------------------------
 
 
-def peer_nequip(lmax: int):
+def peer_nequip(lmax: int, **options):
     from nequip.model import NequIPGNNModel
     from nequip.utils.global_state import set_global_state
 
@@ -206,14 +208,13 @@ def peer_nequip(lmax: int):
         r_max=R_MAX,
         type_names=TYPES,
         l_max=lmax,
-        do_derivatives=False,
-        **n,
+        **{"do_derivatives": False, **n, **options},
     )
     torch.set_default_dtype(torch.float32)  # nequip's global state sets float64
     return model
 
 
-def peer_allegro():
+def peer_allegro(**options):
     """nequip-allegro's ``AllegroModel`` at :data:`ALLEGRO` (as ``bench/md.py`` builds it; MLPs
     without biases on both sides)."""
     from allegro.model import AllegroModel
@@ -243,7 +244,7 @@ def peer_allegro():
         readout_mlp_hidden_layers_depth=1,
         readout_mlp_hidden_layers_width=a["edge_energy_width"],
         avg_num_neighbors=a["avg_num_neighbors"],
-        do_derivatives=False,
+        **{"do_derivatives": False, **options},
     )
     torch.set_default_dtype(torch.float32)  # nequip's global state sets float64
     return model
