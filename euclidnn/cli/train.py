@@ -94,9 +94,11 @@ def _config(args):
     )
 
 
-def _run_folder(args, lead: bool):
+def _run_folder(args, lead: bool, wait=lambda: None):
     """The run folder, checked (and created by the lead process), and what it was before
-    (:class:`~euclidnn.cli.config_io.Before`)."""
+    (:class:`~euclidnn.cli.config_io.Before`). ``wait`` (the process group's barrier) holds the
+    lead back until every process has looked at the folder: what the lead writes (its probe
+    file) would otherwise make the folder look taken to a process that looks later."""
     from euclidnn.cli.config_io import Before, check_output
 
     out = check_output(
@@ -109,6 +111,7 @@ def _run_folder(args, lead: bool):
     before = Before.of(out)
     if before.entries and not args.overwrite:
         raise FileExistsError(f"{out}: run folder is not empty; use --resume or --overwrite")
+    wait()
     if lead:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     distributed = _start_processes()
     lead = not distributed or dist.get_rank() == 0
     say = functools.partial(print, flush=True) if lead else (lambda *a, **k: None)
-    out, before = _run_folder(args, lead)
+    out, before = _run_folder(args, lead, dist.barrier if distributed else lambda: None)
     if distributed:
         dist.barrier()
     started = time.time_ns()
