@@ -130,7 +130,8 @@ def read_reference(path: str | os.PathLike, skip: float = 0.0) -> list[Reference
         if k == len(frames) or not _same_md(frames[k - 1].info, frames[k].info):
             segment = frames[start:k]
             info = segment[0].info
-            timed = "md_step" in info and "MD" in str(info.get("sampler", ""))
+            keys = ("md_step", "sampling_timestep_fs", "sampling_interval")
+            timed = all(k in info for k in keys) and "MD" in str(info.get("sampler", ""))
             runs.append(
                 ReferenceRun(
                     segment[int(skip * len(segment)) :],
