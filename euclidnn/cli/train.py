@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
             status = _train(args, config, out, lead, say)
     except TrainingInterrupted as stop:
         raise KeyboardInterrupt(f"{stop}; resume with: {_resume_command(args, out)}") from None
-    if distributed:
+    if distributed:  # together: a process that left first aborted the other's gloo threads
+        dist.barrier()
         dist.destroy_process_group()
     return status
 
