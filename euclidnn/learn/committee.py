@@ -222,7 +222,6 @@ class CommitteeCalculator(AseCalculator):
 
     >>> from ase.build import molecule
     >>> from euclidnn.models import SchNet, SchNetConfig
-    >>> torch.manual_seed(0) and None
     >>> members = [SchNet(SchNetConfig(species=(1, 8), num_features=8)) for _ in range(2)]
     >>> atoms = molecule("H2O")
     >>> atoms.calc = CommitteeCalculator(members)
