@@ -82,7 +82,7 @@ def read_frames(run_dir: str | os.PathLike, skip: float = 0.0) -> list[Atoms]:
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run folder")
+        raise FileNotFoundError(f"{run_dir}: no such run folder or labelled file")
     if run_kind(run_dir) == "md":
         path = run_dir / "trajectory.xyz"
         if not path.is_file():
