@@ -130,13 +130,13 @@ def _frame_number(index: str) -> int:
 def _read_frames(path: Path, frame: int) -> list:
     """The frames of ``path`` up to ``frame`` (all of them for a negative one); a frame that
     cannot be read is a ``ValueError`` naming the file and the frame."""
-    import ase.io
+    from ..data.readers import iread
 
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: the file is empty")
     frames = []
     try:
-        for atoms in ase.io.iread(path, index=":"):
+        for atoms in iread(path):
             frames.append(atoms)
             if 0 <= frame < len(frames):
                 break

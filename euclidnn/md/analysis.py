@@ -20,13 +20,13 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-import ase.io
 import numpy as np
 from ase import Atoms, units
 from ase.geometry import cellpar_to_cell
 
 from euclidnn.data.geometry_checks import check_positions
 from euclidnn.data.neighbors import neighbor_list
+from euclidnn.data.readers import iread
 from euclidnn.md.diffusion import (
     Arrhenius,
     Diffusion,
@@ -158,10 +158,10 @@ def _same_md(before: dict, after: dict) -> bool:
 def _read_trajectory(path: Path, format: str) -> list[Atoms]:
     """Every frame of an (ext)xyz file, each checked (:func:`check_positions`); errors name
     the file, the frame and its first line."""
-    frames, line = [], 1
-    reader = ase.io.iread(path, index=":", format=format)
+    frames, line, reader = [], 1, None
     while True:
         try:
+            reader = reader or iread(path, format)
             atoms = next(reader)
         except StopIteration:
             break

@@ -71,6 +71,31 @@ def test_round_trip_identical(tmp_path, suffix):
                 assert np.array_equal(back.get_stress(voigt=False), s.stress)
 
 
+@pytest.mark.parametrize("compression", ["gz", "bz2", "xz"])
+def test_a_compressed_file_reads_as_the_plain_one(tmp_path, compression):
+    """Compressed files are decompressed in memory before ASE parses them (ASE's extxyz reader
+    seeks back to every frame); the frames are those of the plain file, and a damaged archive
+    is an error naming the file."""
+    import bz2, gzip, lzma  # noqa: E401
+
+    rng = np.random.default_rng(7)
+    plain = tmp_path / "data.xyz"
+    ase.io.write(plain, frames(rng)[0])
+    packed = tmp_path / f"data.xyz.{compression}"
+    opener = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}[compression]
+    with opener(packed, "wb") as stream:
+        stream.write(plain.read_bytes())
+    expected, got = read(plain), read(packed, index="1:")
+    assert len(got) == 2
+    for s, e in zip(got, expected[1:]):
+        assert np.array_equal(s.positions, e.positions) and np.array_equal(s.forces, e.forces)
+        assert s.energy == e.energy and np.array_equal(s.cell, e.cell)
+    damaged = tmp_path / f"bad.xyz.{compression}"
+    damaged.write_bytes(packed.read_bytes()[:-30])
+    with pytest.raises(ValueError, match=rf"bad\.xyz\.{compression}: frame 0: cannot read"):
+        read(damaged)
+
+
 def test_index_selects_frames(tmp_path):
     rng = np.random.default_rng(1)
     atoms_list, _ = frames(rng)
