@@ -1,3 +1,6 @@
+import bz2
+import gzip
+import lzma
 from pathlib import Path
 
 import ase.io
@@ -76,8 +79,6 @@ def test_a_compressed_file_reads_as_the_plain_one(tmp_path, compression):
     """Compressed files are decompressed in memory before ASE parses them (ASE's extxyz reader
     seeks back to every frame); the frames are those of the plain file, and a damaged archive
     is an error naming the file."""
-    import bz2, gzip, lzma  # noqa: E401
-
     rng = np.random.default_rng(7)
     plain = tmp_path / "data.xyz"
     ase.io.write(plain, frames(rng)[0])
