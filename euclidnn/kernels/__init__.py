@@ -27,7 +27,13 @@ prepare one per graph (:meth:`euclidnn.data.Graph.derived`) and pass it to every
 from euclidnn.kernels import ops
 from euclidnn.kernels.build import Library, cache_directory, check_private, target_flags
 from euclidnn.kernels.checks import fused_library, native_enabled, recording_ops
-from euclidnn.kernels.conv import ConvSpec, convolve, filter_conv
+from euclidnn.kernels.conv import (
+    ConvSpec,
+    conv_partial,
+    convolve,
+    filter_conv,
+    fused_conv_available,
+)
 from euclidnn.kernels.edges import Edges
 from euclidnn.kernels.schnet import SchNetWeights, schnet_energy_and_forces
 
@@ -38,8 +44,10 @@ __all__ = [
     "SchNetWeights",
     "cache_directory",
     "check_private",
+    "conv_partial",
     "convolve",
     "filter_conv",
+    "fused_conv_available",
     "fused_library",
     "native_enabled",
     "ops",

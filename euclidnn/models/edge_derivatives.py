@@ -1,0 +1,79 @@
+"""Derivatives of the edge geometry that the hand-written inference paths share (Allegro's
+:class:`~euclidnn.models.allegro_forces.FrozenEdges`, NequIP's
+:func:`~euclidnn.models.nequip_forces.energy_and_forces`): the radial basis times its cutoff,
+and the spherical harmonics of the edge direction, differentiated with respect to the edge
+length and the edge vector."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from euclidnn.o3.spherical_harmonics import spherical_harmonics
+
+__all__ = ["edge_vector_derivative", "harmonic_degrees", "radial_derivative"]
+
+
+def harmonic_degrees(lmax: int) -> Tensor:
+    """The degree l of each spherical-harmonic component: [0, 1, 1, 1, 2, …].
+
+    Shapes: → [(lmax + 1)²] int64
+    """
+    return torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)])  # noqa: E741
+
+
+def radial_derivative(
+    r: Tensor,
+    u: Tensor,
+    basis: Tensor,
+    g_u: Tensor | None,
+    g_radial: Tensor,
+    r_max: float,
+    p: int,
+) -> Tensor:
+    """d/dr of ⟨g_u, u(r)⟩ + ⟨g_radial, B(r) u(r)⟩ (:func:`~euclidnn.nn.polynomial_cutoff`,
+    :func:`~euclidnn.nn.bessel_basis` with its default frequencies nπ), written out; ``g_u``
+    ``None`` is zero.
+
+    Shapes: r, u, g_u: [n_edges], basis, g_radial: [n_edges, num_basis] → [n_edges]
+    """
+    x = r / r_max
+    du = (  # du/dr, zero beyond r_max
+        -(p + 1.0) * (p + 2.0) / 2.0 * p * x.pow(p - 1)
+        + p * (p + 2.0) * (p + 1.0) * x.pow(p)
+        - p * (p + 1.0) / 2.0 * (p + 2.0) * x.pow(p + 1)
+    ) * ((x < 1.0).to(r.dtype) / r_max)
+    omega = torch.arange(1, basis.shape[1] + 1, dtype=r.dtype, device=r.device) * math.pi
+    xs = x[:, None]
+    safe = torch.where(xs == 0, torch.ones_like(xs), xs)
+    # d/dr [sin(ω x) / x]: (ω x cos(ω x) − sin(ω x)) / x² / r_max, 0 at x = 0
+    dbasis = (omega * safe * torch.cos(omega * safe) - torch.sin(omega * safe)) / safe**2
+    dbasis = torch.where(xs == 0, torch.zeros_like(dbasis), dbasis)
+    dbasis = dbasis * (math.sqrt(2.0 / r_max) / r_max / r_max)
+    g_basis = (g_radial * basis).sum(1)
+    return du * (g_basis if g_u is None else g_u + g_basis) + u * (g_radial * dbasis).sum(1)
+
+
+def edge_vector_derivative(
+    edge_vec: Tensor, r: Tensor, sh: Tensor, g_sh: Tensor, g_r: Tensor, lmax: int
+) -> Tensor:
+    """∂/∂v of ⟨g_sh, Y(v / |v|)⟩ + ⟨g_r, |v|⟩ for the harmonics of degrees 0 … lmax
+    ("component" normalization, as :func:`~euclidnn.o3.spherical_harmonics` with
+    ``normalize=True``), given ``r`` = |v| and ``sh`` = Y(v / |v|).
+
+    Y(v) = P(v / |v|) with P homogeneous of degree l, so ∂Y/∂v = (∇P(r̂) − l P(r̂) r̂) / |v|; ∇P
+    comes from autograd through the harmonics' own polynomial (a few operations, once).
+
+    Shapes: edge_vec: [n_edges, 3], r, g_r: [n_edges], sh, g_sh: [n_edges, (lmax + 1)²]
+        → [n_edges, 3]
+    """
+    inv = 1.0 / r.clamp_min(1e-12)  # as spherical_harmonics normalises
+    unit = edge_vec * inv[:, None]
+    with torch.enable_grad():  # Σ_c g_c ∇P_c(r̂): the harmonics' own derivative
+        at = unit.detach().requires_grad_(True)
+        p = spherical_harmonics(list(range(lmax + 1)), at, normalize=False)
+        (g_unit,) = torch.autograd.grad(p, at, g_sh)
+    radial_part = (g_sh * sh) @ harmonic_degrees(lmax).to(sh.dtype)  # Σ_c l_c g_c P_c
+    return (g_unit - radial_part[:, None] * unit) * inv[:, None] + g_r[:, None] * unit

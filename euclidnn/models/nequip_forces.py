@@ -1,0 +1,454 @@
+r"""NequIP's energy and forces for inference with the chain rule written out
+(:func:`energy_and_forces`, what :meth:`euclidnn.models.NequIP.energy_and_forces` runs).
+
+On a small molecule the autograd path is ~830 tensor operations of a few µs each, mostly
+bookkeeping: permutations into and out of each equivariant linear map's grouped layout,
+concatenations, and the autograd graph of all of it. Here the same function is evaluated with
+no autograd graph and few, larger operations:
+
+- features are kept **per degree**: h_l of shape [n_atoms, 2l+1, M_l], the channels of every
+  term of degree l side by side (both parities), so each :class:`~euclidnn.o3.Linear` is one
+  matrix product per degree with W_l = weight[index] · scale
+  (:meth:`~euclidnn.o3.Linear.degree_index`: zero between parities), made once per call;
+- the convolution's entries are renumbered into that layout once (:class:`_LayerPlan`), so the
+  C kernel (:func:`euclidnn.kernels.conv_partial`) reads and writes it directly, with
+  1/sqrt(avg_num_neighbors) folded into its coefficients;
+- the species-dependent self-connection is one batched product with each atom's own matrix,
+  the radial networks of all layers run as one batched MLP;
+- the backward pass is written by hand: the gate, the linear maps (transposed), the
+  convolution's three other partial derivatives (the same kernel), the radial MLP, and the
+  edge geometry (:mod:`~euclidnn.models.edge_derivatives`).
+
+First derivatives only: training (forces in the loss, double backward) runs autograd through
+:meth:`~euclidnn.models.NequIP.forward`, the reference this is tested against.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from euclidnn import kernels
+from euclidnn.data.graph import Graph
+from euclidnn.models.edge_derivatives import edge_vector_derivative, radial_derivative
+from euclidnn.nn.cutoff import polynomial_cutoff
+from euclidnn.nn.radial import bessel_basis
+from euclidnn.nn.scatter import scatter_sum
+from euclidnn.o3.irreps import Irreps
+from euclidnn.o3.linear import Linear
+from euclidnn.o3.spherical_harmonics import spherical_harmonics
+
+if TYPE_CHECKING:
+    from euclidnn.models.nequip import NequIP
+
+__all__ = ["InferencePlan", "energy_and_forces"]
+
+_ACTIVATIONS = {nn.functional.silu: "silu", torch.tanh: "tanh"}
+
+
+class _Layout(NamedTuple):
+    """The per-degree layout of an Irreps: block l is [2l+1, M_l] (component-major), the
+    channels of its terms of degree l one after the other; blocks by increasing l."""
+
+    degrees: tuple[int, ...]  # the degrees present (Σ mul > 0), increasing
+    channels: dict[int, int]  # M_l
+    offsets: dict[int, int]  # first column of block l in the flattened layout
+    dim: int
+
+
+def _layout(irreps: Irreps) -> _Layout:
+    channels: dict[int, int] = {}
+    for mul, ir in irreps:
+        if mul > 0:
+            channels[ir.l] = channels.get(ir.l, 0) + mul
+    degrees = tuple(sorted(channels))
+    offsets, dim = {}, 0
+    for l in degrees:  # noqa: E741
+        offsets[l] = dim
+        dim += (2 * l + 1) * channels[l]
+    return _Layout(degrees, channels, offsets, dim)
+
+
+def _positions(irreps: Irreps) -> dict[int, int]:
+    """Column of (term t, component i, channel 0) in the kernel's "ir_mul" layout (term after
+    term, each [2l+1, mul]) → the same column in the per-degree layout."""
+    layout = _layout(irreps)
+    out, start, seen = {}, 0, dict.fromkeys(layout.degrees, 0)
+    for mul, ir in irreps:
+        for i in range(ir.dim):
+            out[start + i * mul] = layout.offsets[ir.l] + i * layout.channels[ir.l] + seen[ir.l]
+        seen[ir.l] = seen.get(ir.l, 0) + mul
+        start += mul * ir.dim
+    return out
+
+
+class _Matrix(NamedTuple):
+    """A weight matrix made per call: ``weight[index] * scale`` (scale per dtype)."""
+
+    index: Tensor  # int64, any shape
+    scale: dict[torch.dtype, Tensor]
+
+    @staticmethod
+    def of(index: Tensor, scale: Tensor) -> _Matrix:
+        scales = {d: scale.to(d).contiguous() for d in (torch.float32, torch.float64)}
+        return _Matrix(index.contiguous(), scales)
+
+    def make(self, weight: Tensor) -> Tensor:
+        return (
+            weight.index_select(0, self.index.flatten()).view(self.index.shape)
+            * self.scale[weight.dtype]
+        )
+
+
+def _linear_matrices(linear: Linear) -> dict[int, _Matrix]:
+    """W_l for every degree with both input and output channels."""
+    out = {}
+    for l in sorted({ir.l for _, ir in linear.irreps_out}):  # noqa: E741
+        index, scale = linear.degree_index(l)
+        if index.numel():
+            out[l] = _Matrix.of(index, scale)
+    return out
+
+
+def _species_matrices(layer, layout_in: _Layout, layout_conv: _Layout) -> dict[int, _Matrix]:
+    """The self-connection's matrix of each species per degree, [S, M_in(l), M_conv(l)]: its
+    Linear maps into S copies of every output term (``SpeciesLinear``), channel s·mul + w of
+    each copied term being channel w for species s."""
+    sc = layer.self_connection
+    S, out = sc.num_species, {}
+    for l in layout_conv.degrees:  # noqa: E741
+        if l not in layout_in.degrees:
+            continue
+        index, scale = sc.linear.degree_index(l)
+        columns, copied = [], 0
+        for mul, ir in sc.irreps_out:
+            if ir.l == l and mul > 0:
+                s, w = torch.meshgrid(torch.arange(S), torch.arange(mul), indexing="ij")
+                columns.append(copied + s * mul + w)  # [S, mul]
+                copied += S * mul
+        column = torch.cat(columns, dim=1)  # [S, M_conv(l)]
+        out[l] = _Matrix.of(index[:, column].permute(1, 0, 2), scale[:, column].permute(1, 0, 2))
+    return out
+
+
+def _runs(irreps: Irreps, acts, start: int) -> list[tuple[int, int, str, float]]:
+    """(first channel, count, activation, constant) over consecutive scalar terms with the same
+    activation φ̃ = cst · φ (φ silu or tanh); ``None`` where an activation is another."""
+    runs: list[list] = []
+    for (mul, _), act in zip(irreps, acts if len(acts) == len(irreps) else acts * len(irreps)):
+        base, cst = getattr(act, "__wrapped__", act), getattr(act, "cst", 1.0)
+        if base not in _ACTIVATIONS:
+            return None
+        kind = (_ACTIVATIONS[base], cst)
+        if runs and (runs[-1][2], runs[-1][3]) == kind:
+            runs[-1][1] += mul
+        else:
+            runs.append([start, mul, *kind])
+        start += mul
+    return [tuple(r) for r in runs if r[1] > 0]
+
+
+class _LayerPlan(NamedTuple):
+    """One interaction layer in the per-degree layout (everything but the weights' values)."""
+
+    spec: kernels.ConvSpec  # the convolution, renumbered into the per-degree layouts
+    layout_in: _Layout  # h
+    layout_mid: _Layout  # the convolution's output
+    layout_conv: _Layout  # the gate's input
+    layout_out: _Layout  # the gate's output
+    linear_1: dict[int, _Matrix]
+    linear_2: dict[int, _Matrix]
+    self_connection: dict[int, _Matrix] | None
+    scalar_runs: list  # activations of the scalars in the gate's degree-0 block
+    gate_runs: list  # activations of the gates (after the scalars in that block)
+    gate_of: dict[int, Tensor]  # for each gated degree l: the gate of each of its M_l channels
+
+
+def _layer_plan(layer, wn_max: int) -> _LayerPlan | None:
+    conv, gate = layer.conv, layer.gate
+    tp = conv.tensor_product
+    linears = [conv.linear_1, conv.linear_2]
+    if layer.self_connection is not None:
+        linears.append(layer.self_connection.linear)
+    if tp.conv_spec is None or any(lin.bias is not None for lin in linears):
+        return None
+    layout_in, layout_mid = _layout(layer.irreps_in), _layout(tp.irreps_out)
+    layout_conv, layout_out = _layout(gate.irreps_in), _layout(gate.irreps_out)
+    x_pos, g_pos = _positions(tp.irreps_in1), _positions(tp.irreps_out)
+    spec = tp.conv_spec
+    entries = spec.entries.clone()
+    entries[:, 0] = torch.tensor([x_pos[int(v)] for v in spec.entries[:, 0]], dtype=torch.int64)
+    entries[:, 2] = torch.tensor([g_pos[int(v)] for v in spec.entries[:, 2]], dtype=torch.int64)
+    coefficients = spec.coefficients[torch.float64] / conv.avg_num_neighbors**0.5
+    dims = (layout_in.dim, spec.dims[1], wn_max, layout_mid.dim)
+    scalar_runs = _runs(gate.irreps_scalars, gate.act_scalars, 0)
+    gate_runs = _runs(gate.irreps_gates, gate.act_gates, gate.irreps_scalars.dim)
+    if scalar_runs is None or gate_runs is None:
+        return None
+    gate_of, k = {}, 0  # gated channel k (over the gated terms, in order) is gated by gate k
+    for mul, ir in gate.irreps_gated:
+        gate_of.setdefault(ir.l, []).extend(range(k, k + mul))
+        k += mul
+    return _LayerPlan(
+        kernels.ConvSpec(entries, coefficients, dims),
+        layout_in,
+        layout_mid,
+        layout_conv,
+        layout_out,
+        _linear_matrices(conv.linear_1),
+        _linear_matrices(conv.linear_2),
+        None if layer.self_connection is None else _species_matrices(layer, layout_in, layout_conv),
+        scalar_runs,
+        gate_runs,
+        {l: torch.tensor(c) for l, c in gate_of.items()},  # noqa: E741
+    )
+
+
+class InferencePlan:
+    """What :func:`energy_and_forces` needs of a :class:`~euclidnn.models.NequIP` beyond its
+    weights: the layouts and index maps of every layer, built once from the model's modules
+    (no weight values: those are read at every call). ``modules`` are the module objects it was
+    built from; :meth:`applies` checks that the model still has exactly these, unhooked."""
+
+    def __init__(self, model: NequIP) -> None:
+        self.layers: list[_LayerPlan] | None = None
+        radial = [layer.conv.radial for layer in model.layers]
+        widths = [r.dims for r in radial]
+        if any(w[:-1] != widths[0][:-1] for w in widths) or any(
+            getattr(r.act, "__wrapped__", r.act) is not nn.functional.silu for r in radial
+        ):
+            return
+        self.wn_max = max(w[-1] for w in widths)
+        plans = [_layer_plan(layer, self.wn_max) for layer in model.layers]
+        if any(p is None for p in plans) or model.readout.bias is not None:
+            return
+        self.layers = plans
+        self.readout = _linear_matrices(model.readout)[0]
+        self.modules = _modules(model)
+
+    def applies(self, model: NequIP) -> bool:
+        """Whether the model still computes what this plan does: the same module objects, no
+        forward hooks on them (or global ones)."""
+        if self.layers is None:
+            return False
+        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+            return False
+        now = _modules(model)
+        return len(now) == len(self.modules) and all(
+            a is b and not (a._forward_hooks or a._forward_pre_hooks)
+            for a, b in zip(now, self.modules)
+        )
+
+
+def _modules(model: NequIP) -> list[nn.Module]:
+    """Every module the computation goes through, read from the modules' own dicts (this runs
+    at every call: attribute lookups on an nn.Module cost about a microsecond each)."""
+    top = model._modules
+    out = [model, *(top[k] for k in ("species_index", "embedding", "readout", "scale_shift"))]
+    out.append(top["layers"])
+    for layer in top["layers"]._modules.values():
+        m = layer._modules
+        conv = m["conv"]._modules
+        out += [layer, m["conv"], m["gate"], *conv.values()]
+        if m.get("self_connection") is not None:
+            out += [m["self_connection"], m["self_connection"]._modules["linear"]]
+    return out
+
+
+def _run(index: Tensor) -> tuple[int, int] | Tensor:
+    """``(start, length)`` where ``index`` is start, start + 1, …, else ``index`` itself."""
+    n = index.shape[0]
+    if n and torch.equal(index, torch.arange(int(index[0]), int(index[0]) + n)):
+        return int(index[0]), n
+    return index
+
+
+def _columns(x: Tensor, index: tuple[int, int] | Tensor) -> Tensor:
+    """``x[:, index]``, a view for a run (:func:`_run`)."""
+    return x.narrow(1, *index) if isinstance(index, tuple) else x.index_select(1, index)
+
+
+def _activate(kind: str, cst: float, pre: Tensor) -> tuple[Tensor, Tensor]:
+    """(cst · φ(pre), what :func:`_activate_backward` needs)."""
+    y = nn.functional.silu(pre) if kind == "silu" else torch.tanh(pre)
+    return (y if cst == 1.0 else y * cst), (pre if kind == "silu" else y)
+
+
+def _activate_backward(kind: str, cst: float, grad: Tensor, kept: Tensor) -> Tensor:
+    grad = grad if cst == 1.0 else grad * cst
+    if kind == "silu":
+        return torch.ops.aten.silu_backward(grad, kept)
+    return torch.ops.aten.tanh_backward(grad, kept)
+
+
+class _Kept(NamedTuple):
+    """What the backward pass of one layer needs from its forward pass."""
+
+    h: dict[int, Tensor]  # the layer's input per degree
+    x: Tensor  # Linear_1 h, the convolution's input
+    w: Tensor  # the radial weights [n_edges, wn_max]
+    linear_1: dict[int, Tensor]
+    linear_2: dict[int, Tensor]
+    self_connection: dict[int, Tensor]  # each atom's matrix [n_atoms, M_in(l), M_conv(l)]
+    out: dict[int, Tensor]  # the gate's input per degree
+    activations: list[Tensor]  # per run of scalars and gates (:func:`_activate`)
+    gates: Tensor  # the activated gates [n_atoms, number of gates]
+
+
+def _layer_forward(layer, plan: _LayerPlan, h, sh, w, species, edges, n: int):
+    """One :class:`~euclidnn.models.NequIPLayer` on per-degree features, and what its backward
+    needs."""
+    conv = layer._modules["conv"]._modules
+    w1 = {l: m.make(conv["linear_1"].weight) for l, m in plan.linear_1.items()}  # noqa: E741
+    w2 = {l: m.make(conv["linear_2"].weight) for l, m in plan.linear_2.items()}  # noqa: E741
+    x = torch.cat([(h[l] @ w1[l]).view(n, -1) for l in plan.layout_in.degrees], dim=1)
+    agg = kernels.conv_partial(plan.spec, edges, 3, x, sh, w, None)  # [n, layout_mid.dim]
+    ws = {}
+    if plan.self_connection is not None:
+        weight = layer._modules["self_connection"]._modules["linear"].weight
+        ws = {l: m.make(weight).index_select(0, species) for l, m in plan.self_connection.items()}  # noqa: E741
+    out = {}
+    for l in plan.layout_conv.degrees:  # noqa: E741
+        d, mid = 2 * l + 1, plan.layout_mid
+        if l in w2:
+            part = agg.narrow(1, mid.offsets[l], d * mid.channels[l]).view(n, d, -1)
+            o = torch.matmul(part, w2[l])
+        else:
+            o = agg.new_zeros(n, d, plan.layout_conv.channels[l])
+        out[l] = torch.baddbmm(o, h[l], ws[l]) if l in ws else o
+    pre = out[0].view(n, -1) if 0 in out else agg.new_zeros(n, 0)
+    activated, kept = [], []
+    for start, count, kind, cst in plan.scalar_runs + plan.gate_runs:
+        y, k = _activate(kind, cst, pre.narrow(1, start, count))
+        activated.append(y)
+        kept.append(k)
+    num_scalar_runs = len(plan.scalar_runs)
+    scalars, gate_parts = activated[:num_scalar_runs], activated[num_scalar_runs:]
+    gates = torch.cat(gate_parts, dim=1) if gate_parts else pre.new_zeros(n, 0)
+    h_out = {}
+    if scalars:
+        h_out[0] = torch.cat(scalars, dim=1).view(n, 1, -1)
+    for l, index in plan.gate_of.items():  # noqa: E741
+        h_out[l] = out[l] * _columns(gates, index)[:, None, :]
+    return h_out, _Kept(h, x, w, w1, w2, ws, out, kept, gates)
+
+
+def _layer_backward(plan: _LayerPlan, kept: _Kept, g_h, sh, edges, n: int, input_grad: bool):
+    """Gradients (h, Y, radial weights) of ⟨g_h, layer output⟩ of :func:`_layer_forward`."""
+    g_out, g_gates = {}, []
+    for l, index in plan.gate_of.items():  # noqa: E741
+        g = g_h[l]
+        g_out[l] = g * _columns(kept.gates, index)[:, None, :]
+        g_gates.append((index, (g * kept.out[l]).sum(1)))  # [n, M_l]
+    g_gate = kept.gates.new_zeros(n, kept.gates.shape[1])
+    for index, g in g_gates:
+        if isinstance(index, tuple):
+            g_gate.narrow(1, *index).add_(g)
+        else:
+            g_gate.index_add_(1, index, g)
+    g_scalars = g_h[0].view(n, -1) if 0 in g_h else None
+    g_pre = []
+    num_scalars = plan.layout_out.channels.get(0, 0) if plan.scalar_runs else 0
+    for (start, count, kind, cst), k in zip(plan.scalar_runs + plan.gate_runs, kept.activations):
+        if start < num_scalars:
+            g = g_scalars.narrow(1, start, count)
+        else:
+            g = g_gate.narrow(1, start - num_scalars, count)
+        g_pre.append(_activate_backward(kind, cst, g, k))
+    if g_pre:
+        g_out[0] = torch.cat(g_pre, dim=1).view(n, 1, -1)
+    mid, parts = plan.layout_mid, []
+    for l in mid.degrees:  # noqa: E741
+        d = 2 * l + 1
+        if l in kept.linear_2:
+            parts.append((g_out[l] @ kept.linear_2[l].t()).view(n, -1))
+        else:
+            parts.append(sh.new_zeros(n, d * mid.channels[l]))
+    g_agg = torch.cat(parts, dim=1)
+    g_w = kernels.conv_partial(plan.spec, edges, 2, kept.x, sh, None, g_agg)
+    g_sh = kernels.conv_partial(plan.spec, edges, 1, kept.x, None, kept.w, g_agg)
+    g_in = {l: torch.bmm(g_out[l], m.transpose(1, 2)) for l, m in kept.self_connection.items()}  # noqa: E741
+    if input_grad:
+        g_x = kernels.conv_partial(plan.spec, edges, 0, None, sh, kept.w, g_agg)
+        layout = plan.layout_in
+        for l in layout.degrees:  # noqa: E741
+            d = 2 * l + 1
+            part = g_x.narrow(1, layout.offsets[l], d * layout.channels[l]).view(n, d, -1)
+            g = torch.matmul(part, kept.linear_1[l].t())
+            g_in[l] = g_in[l] + g if l in g_in else g
+    return g_in, g_sh, g_w
+
+
+def _radial_forward(model: NequIP, wn_max: int, edge_radial: Tensor):
+    """The radial MLPs R_t(edge_radial) of all layers as one batched MLP, padded to ``wn_max``
+    outputs, with their stacked matrices and pre-activations.
+
+    Shapes: edge_radial: [n_edges, num_basis] → [num_layers, n_edges, wn_max]
+    """
+    per_layer = [layer.conv.radial.matrices() for layer in model.layers]
+    stacked = []
+    for k in range(len(per_layer[0])):
+        ms = [m[k] for m in per_layer]
+        if k == len(per_layer[0]) - 1:
+            ms = [nn.functional.pad(m, (0, wn_max - m.shape[1])) for m in ms]
+        stacked.append(torch.stack(ms))
+    a, pre = torch.matmul(edge_radial, stacked[0]), []
+    for m in stacked[1:]:
+        pre.append(a)
+        a = torch.bmm(nn.functional.silu(a), m)
+    return a, stacked, pre
+
+
+def _radial_backward(g: Tensor, stacked: list[Tensor], pre: list[Tensor]) -> Tensor:
+    """∂/∂edge_radial of ⟨g, radial MLPs⟩ of :func:`_radial_forward`.
+
+    Shapes: g: [num_layers, n_edges, wn_max] → [n_edges, num_basis]
+    """
+    for k in range(len(stacked) - 1, 0, -1):
+        g = torch.ops.aten.silu_backward(torch.bmm(g, stacked[k].transpose(1, 2)), pre[k - 1])
+    return torch.bmm(g, stacked[0].transpose(1, 2)).sum(0)
+
+
+def energy_and_forces(
+    model: NequIP, plan: InferencePlan, graph: Graph, edges: kernels.Edges
+) -> tuple[Tensor, Tensor]:
+    """Energy per structure and forces of ``model`` (the function of
+    :meth:`~euclidnn.models.NequIP.forward`), the derivative written by hand; call without
+    autograd, where ``plan.applies(model)`` and :func:`euclidnn.kernels.fused_conv_available`.
+
+    Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
+    """
+    cfg, n = model.config, graph.positions.shape[0]
+    edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
+    r = edge_vec.norm(dim=-1)  # [n_edges]
+    sh = spherical_harmonics(model.irreps_sh, edge_vec, normalize=True)  # [n_edges, (lmax+1)²]
+    u = polynomial_cutoff(r, cfg.r_max, cfg.polynomial_p)
+    basis = bessel_basis(r, cfg.r_max, cfg.num_basis)
+    radial, stacked, pre = _radial_forward(model, plan.wn_max, basis * u[:, None])
+    species = model.species_index.of_graph(graph)
+    dtype = edge_vec.dtype
+    h = {0: model.embedding.weight.index_select(0, species).to(dtype).view(n, 1, -1)}
+    kept = []
+    for layer, layer_plan, w in zip(model.layers, plan.layers, radial):
+        h, k = _layer_forward(layer, layer_plan, h, sh, w, species, edges, n)
+        kept.append(k)
+    readout = plan.readout.make(model.readout.weight)  # [M_0, 1]
+    scale_shift = model.scale_shift
+    scales = scale_shift.scales.to(dtype)[species]
+    atom_energy = (h[0].view(n, -1) @ readout).squeeze(-1)
+    atom_energy = atom_energy * scales + scale_shift.shifts.to(dtype)[species]
+    energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
+
+    g_h = {0: (scales[:, None] * readout.t()).view(n, 1, -1)}
+    g_sh, g_radial = torch.zeros_like(sh), []
+    for t in range(len(kept) - 1, -1, -1):
+        g_h, g_sh_t, g_w = _layer_backward(plan.layers[t], kept[t], g_h, sh, edges, n, t > 0)
+        g_sh += g_sh_t
+        g_radial.append(g_w)
+    g_radial = _radial_backward(torch.stack(g_radial[::-1]), stacked, pre)
+    g_r = radial_derivative(r, u, basis, None, g_radial, cfg.r_max, cfg.polynomial_p)
+    g_vec = edge_vector_derivative(edge_vec, r, sh, g_sh, g_r, cfg.lmax)  # ∂E/∂edge_vec
+    forces = torch.zeros_like(graph.positions).index_add_(0, graph.edge_dst, g_vec)
+    return energy, forces.index_add_(0, graph.edge_src, g_vec, alpha=-1.0)
