@@ -25,6 +25,7 @@ First derivatives only: training (forces in the loss, double backward) runs auto
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -84,40 +85,68 @@ def _positions(irreps: Irreps) -> dict[int, int]:
     return out
 
 
-class _Matrix(NamedTuple):
-    """A weight matrix made per call: ``weight[index] * scale`` (scale per dtype)."""
+class _Weights:
+    """Every weight matrix of the inference path as one gather from the model's parameters.
 
-    index: Tensor  # int64, any shape
-    scale: dict[torch.dtype, Tensor]
+    A matrix is ``flat[index] · scale`` with ``flat`` the concatenation of the parameters it
+    reads (the structure, fixed at construction, lives here; the values are read at every
+    call, so a change of the weights however made is seen). Structural zeros have scale 0.
+    """
 
-    @staticmethod
-    def of(index: Tensor, scale: Tensor) -> _Matrix:
-        scales = {d: scale.to(d).contiguous() for d in (torch.float32, torch.float64)}
-        return _Matrix(index.contiguous(), scales)
+    def __init__(self) -> None:
+        self.sources: list[tuple[nn.Module, str]] = []  # (module, parameter name), in order
+        self._start: dict[tuple[int, str], int] = {}
+        self._size = 0
+        self.shapes: list[tuple[int, ...]] = []
+        self._index: list[Tensor] = []
+        self._scale: list[Tensor] = []
 
-    def make(self, weight: Tensor) -> Tensor:
-        return (
-            weight.index_select(0, self.index.flatten()).view(self.index.shape)
-            * self.scale[weight.dtype]
-        )
+    def start(self, module: nn.Module, name: str) -> int:
+        """Where the parameter ``module.name`` begins in ``flat`` (added on first use)."""
+        key = (id(module), name)
+        if key not in self._start:
+            self.sources.append((module, name))
+            self._start[key] = self._size
+            self._size += module._parameters[name].numel()
+        return self._start[key]
+
+    def add(self, index: Tensor, scale: Tensor) -> int:
+        """A matrix of ``index.shape``; its number in :meth:`matrices`."""
+        self.shapes.append(tuple(index.shape))
+        self._index.append(index.flatten())
+        self._scale.append(scale.flatten())
+        return len(self.shapes) - 1
+
+    def linear(self, linear: Linear) -> dict[int, int]:
+        """W_l (:meth:`~euclidnn.o3.Linear.degree_index`) of every degree with both input and
+        output channels."""
+        out = {}
+        for l in sorted({ir.l for _, ir in linear.irreps_out}):  # noqa: E741
+            index, scale = linear.degree_index(l)
+            if index.numel():
+                out[l] = self.add(index + self.start(linear, "weight"), scale)
+        return out
+
+    def done(self) -> None:
+        self.index = torch.cat(self._index)
+        scale = torch.cat(self._scale)
+        self.scale = {d: scale.to(d) for d in (torch.float32, torch.float64)}
+        self.sizes = [math.prod(shape) for shape in self.shapes]
+
+    def matrices(self) -> list[Tensor]:
+        """The matrices, made from the current parameters (one cat, one gather, one product)."""
+        flat = torch.cat([m._parameters[name].reshape(-1) for m, name in self.sources])
+        values = flat.index_select(0, self.index) * self.scale[flat.dtype]
+        return [v.view(shape) for v, shape in zip(values.split(self.sizes), self.shapes)]
 
 
-def _linear_matrices(linear: Linear) -> dict[int, _Matrix]:
-    """W_l for every degree with both input and output channels."""
-    out = {}
-    for l in sorted({ir.l for _, ir in linear.irreps_out}):  # noqa: E741
-        index, scale = linear.degree_index(l)
-        if index.numel():
-            out[l] = _Matrix.of(index, scale)
-    return out
-
-
-def _species_matrices(layer, layout_in: _Layout, layout_conv: _Layout) -> dict[int, _Matrix]:
+def _species_matrices(weights: _Weights, layer, layout_in: _Layout, layout_conv: _Layout):
     """The self-connection's matrix of each species per degree, [S, M_in(l), M_conv(l)]: its
     Linear maps into S copies of every output term (``SpeciesLinear``), channel s·mul + w of
     each copied term being channel w for species s."""
     sc = layer.self_connection
     S, out = sc.num_species, {}
+    start = weights.start(sc.linear, "weight")
     for l in layout_conv.degrees:  # noqa: E741
         if l not in layout_in.degrees:
             continue
@@ -129,7 +158,29 @@ def _species_matrices(layer, layout_in: _Layout, layout_conv: _Layout) -> dict[i
                 columns.append(copied + s * mul + w)  # [S, mul]
                 copied += S * mul
         column = torch.cat(columns, dim=1)  # [S, M_conv(l)]
-        out[l] = _Matrix.of(index[:, column].permute(1, 0, 2), scale[:, column].permute(1, 0, 2))
+        index, scale = index[:, column].permute(1, 0, 2), scale[:, column].permute(1, 0, 2)
+        out[l] = weights.add(index + start, scale)
+    return out
+
+
+def _radial_matrices(weights: _Weights, radial: list, wn_max: int) -> list[int]:
+    """The radial MLPs' matrices (:meth:`~euclidnn.nn.ScalarMLP.matrices`) of all layers,
+    stacked per depth [num_layers, n_in, n_out], the last padded with zeros to ``wn_max``."""
+    out = []
+    for k in range(len(radial[0].weights)):
+        index, scale = [], []
+        for mlp in radial:
+            rows, cols = mlp.weights[k].shape
+            width = wn_max if k == len(mlp.weights) - 1 else cols
+            i = torch.zeros(rows, width, dtype=torch.int64)
+            c = torch.zeros(rows, width, dtype=torch.float64)
+            i[:, :cols] = weights.start(mlp.weights, str(k)) + torch.arange(rows * cols).view(
+                rows, cols
+            )
+            c[:, :cols] = mlp.matrix_scales()[k]
+            index.append(i)
+            scale.append(c)
+        out.append(weights.add(torch.stack(index), torch.stack(scale)))
     return out
 
 
@@ -158,15 +209,16 @@ class _LayerPlan(NamedTuple):
     layout_mid: _Layout  # the convolution's output
     layout_conv: _Layout  # the gate's input
     layout_out: _Layout  # the gate's output
-    linear_1: dict[int, _Matrix]
-    linear_2: dict[int, _Matrix]
-    self_connection: dict[int, _Matrix] | None
+    linear_1: dict[int, int]  # degree → number of the matrix (:class:`_Weights`)
+    linear_2: dict[int, int]
+    self_connection: dict[int, int]  # degree → [S, M_in(l), M_conv(l)]
+    num_scalars: int  # the gate's scalars: the first channels of its degree-0 block
     scalar_runs: list  # activations of the scalars in the gate's degree-0 block
     gate_runs: list  # activations of the gates (after the scalars in that block)
     gate_of: dict[int, Tensor]  # for each gated degree l: the gate of each of its M_l channels
 
 
-def _layer_plan(layer, wn_max: int) -> _LayerPlan | None:
+def _layer_plan(layer, weights: _Weights, wn_max: int) -> _LayerPlan | None:
     conv, gate = layer.conv, layer.gate
     tp = conv.tensor_product
     linears = [conv.linear_1, conv.linear_2]
@@ -197,9 +249,12 @@ def _layer_plan(layer, wn_max: int) -> _LayerPlan | None:
         layout_mid,
         layout_conv,
         layout_out,
-        _linear_matrices(conv.linear_1),
-        _linear_matrices(conv.linear_2),
-        None if layer.self_connection is None else _species_matrices(layer, layout_in, layout_conv),
+        weights.linear(conv.linear_1),
+        weights.linear(conv.linear_2),
+        {}
+        if layer.self_connection is None
+        else _species_matrices(weights, layer, layout_in, layout_conv),
+        gate.irreps_scalars.dim,
         scalar_runs,
         gate_runs,
         {l: torch.tensor(c) for l, c in gate_of.items()},  # noqa: E741
@@ -221,11 +276,14 @@ class InferencePlan:
         ):
             return
         self.wn_max = max(w[-1] for w in widths)
-        plans = [_layer_plan(layer, self.wn_max) for layer in model.layers]
+        self.weights = _Weights()
+        plans = [_layer_plan(layer, self.weights, self.wn_max) for layer in model.layers]
         if any(p is None for p in plans) or model.readout.bias is not None:
             return
+        self.radial = _radial_matrices(self.weights, radial, self.wn_max)
+        self.readout = self.weights.linear(model.readout)[0]
+        self.weights.done()
         self.layers = plans
-        self.readout = _linear_matrices(model.readout)[0]
         self.modules = _modules(model)
 
     def applies(self, model: NequIP) -> bool:
@@ -251,7 +309,7 @@ def _modules(model: NequIP) -> list[nn.Module]:
     for layer in top["layers"]._modules.values():
         m = layer._modules
         conv = m["conv"]._modules
-        out += [layer, m["conv"], m["gate"], *conv.values()]
+        out += [layer, m["conv"], m["gate"], *conv.values(), conv["radial"]._modules["weights"]]
         if m.get("self_connection") is not None:
             out += [m["self_connection"], m["self_connection"]._modules["linear"]]
     return out
@@ -297,24 +355,20 @@ class _Kept(NamedTuple):
     gates: Tensor  # the activated gates [n_atoms, number of gates]
 
 
-def _layer_forward(layer, plan: _LayerPlan, h, sh, w, species, edges, n: int):
+def _layer_forward(plan: _LayerPlan, matrices: list[Tensor], h, sh, w, species, edges, n: int):
     """One :class:`~euclidnn.models.NequIPLayer` on per-degree features, and what its backward
     needs."""
-    conv = layer._modules["conv"]._modules
-    w1 = {l: m.make(conv["linear_1"].weight) for l, m in plan.linear_1.items()}  # noqa: E741
-    w2 = {l: m.make(conv["linear_2"].weight) for l, m in plan.linear_2.items()}  # noqa: E741
-    x = torch.cat([(h[l] @ w1[l]).view(n, -1) for l in plan.layout_in.degrees], dim=1)
+    w1 = {l: matrices[i] for l, i in plan.linear_1.items()}  # noqa: E741
+    w2 = {l: matrices[i] for l, i in plan.linear_2.items()}  # noqa: E741
+    ws = {l: matrices[i].index_select(0, species) for l, i in plan.self_connection.items()}  # noqa: E741
+    x = torch.cat([_product(h[l], w1[l]).view(n, -1) for l in plan.layout_in.degrees], dim=1)
     agg = kernels.conv_partial(plan.spec, edges, 3, x, sh, w, None)  # [n, layout_mid.dim]
-    ws = {}
-    if plan.self_connection is not None:
-        weight = layer._modules["self_connection"]._modules["linear"].weight
-        ws = {l: m.make(weight).index_select(0, species) for l, m in plan.self_connection.items()}  # noqa: E741
     out = {}
     for l in plan.layout_conv.degrees:  # noqa: E741
         d, mid = 2 * l + 1, plan.layout_mid
         if l in w2:
-            part = agg.narrow(1, mid.offsets[l], d * mid.channels[l]).view(n, d, -1)
-            o = torch.matmul(part, w2[l])
+            part = agg.narrow(1, mid.offsets[l], d * mid.channels[l])
+            o = _product(part.view(n, d, -1), w2[l])
         else:
             o = agg.new_zeros(n, d, plan.layout_conv.channels[l])
         out[l] = torch.baddbmm(o, h[l], ws[l]) if l in ws else o
@@ -324,8 +378,7 @@ def _layer_forward(layer, plan: _LayerPlan, h, sh, w, species, edges, n: int):
         y, k = _activate(kind, cst, pre.narrow(1, start, count))
         activated.append(y)
         kept.append(k)
-    num_scalar_runs = len(plan.scalar_runs)
-    scalars, gate_parts = activated[:num_scalar_runs], activated[num_scalar_runs:]
+    scalars, gate_parts = activated[: len(plan.scalar_runs)], activated[len(plan.scalar_runs) :]
     gates = torch.cat(gate_parts, dim=1) if gate_parts else pre.new_zeros(n, 0)
     h_out = {}
     if scalars:
@@ -333,6 +386,15 @@ def _layer_forward(layer, plan: _LayerPlan, h, sh, w, species, edges, n: int):
     for l, index in plan.gate_of.items():  # noqa: E741
         h_out[l] = out[l] * _columns(gates, index)[:, None, :]
     return h_out, _Kept(h, x, w, w1, w2, ws, out, kept, gates)
+
+
+def _product(x: Tensor, matrix: Tensor) -> Tensor:
+    """x[a, m, :] @ matrix for every atom a and component m, as one 2-d product.
+
+    Shapes: x: [n, d, M_in] (any strides), matrix: [M_in, M_out] → [n, d, M_out]
+    """
+    n, d, m = x.shape
+    return (x.reshape(n * d, m) if d > 1 else x.view(n, m)).mm(matrix).view(n, d, -1)
 
 
 def _layer_backward(plan: _LayerPlan, kept: _Kept, g_h, sh, edges, n: int, input_grad: bool):
@@ -348,24 +410,21 @@ def _layer_backward(plan: _LayerPlan, kept: _Kept, g_h, sh, edges, n: int, input
             g_gate.narrow(1, *index).add_(g)
         else:
             g_gate.index_add_(1, index, g)
-    g_scalars = g_h[0].view(n, -1) if 0 in g_h else None
     g_pre = []
-    num_scalars = plan.layout_out.channels.get(0, 0) if plan.scalar_runs else 0
     for (start, count, kind, cst), k in zip(plan.scalar_runs + plan.gate_runs, kept.activations):
-        if start < num_scalars:
-            g = g_scalars.narrow(1, start, count)
+        if start < plan.num_scalars:
+            g = g_h[0].view(n, -1).narrow(1, start, count)
         else:
-            g = g_gate.narrow(1, start - num_scalars, count)
+            g = g_gate.narrow(1, start - plan.num_scalars, count)
         g_pre.append(_activate_backward(kind, cst, g, k))
     if g_pre:
         g_out[0] = torch.cat(g_pre, dim=1).view(n, 1, -1)
     mid, parts = plan.layout_mid, []
     for l in mid.degrees:  # noqa: E741
-        d = 2 * l + 1
         if l in kept.linear_2:
-            parts.append((g_out[l] @ kept.linear_2[l].t()).view(n, -1))
+            parts.append(_product(g_out[l], kept.linear_2[l].t()).view(n, -1))
         else:
-            parts.append(sh.new_zeros(n, d * mid.channels[l]))
+            parts.append(sh.new_zeros(n, (2 * l + 1) * mid.channels[l]))
     g_agg = torch.cat(parts, dim=1)
     g_w = kernels.conv_partial(plan.spec, edges, 2, kept.x, sh, None, g_agg)
     g_sh = kernels.conv_partial(plan.spec, edges, 1, kept.x, None, kept.w, g_agg)
@@ -376,29 +435,22 @@ def _layer_backward(plan: _LayerPlan, kept: _Kept, g_h, sh, edges, n: int, input
         for l in layout.degrees:  # noqa: E741
             d = 2 * l + 1
             part = g_x.narrow(1, layout.offsets[l], d * layout.channels[l]).view(n, d, -1)
-            g = torch.matmul(part, kept.linear_1[l].t())
+            g = _product(part, kept.linear_1[l].t())
             g_in[l] = g_in[l] + g if l in g_in else g
     return g_in, g_sh, g_w
 
 
-def _radial_forward(model: NequIP, wn_max: int, edge_radial: Tensor):
-    """The radial MLPs R_t(edge_radial) of all layers as one batched MLP, padded to ``wn_max``
-    outputs, with their stacked matrices and pre-activations.
+def _radial_forward(stacked: list[Tensor], edge_radial: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The radial MLPs R_t(edge_radial) of all layers as one batched MLP (the matrices of
+    :func:`_radial_matrices`), and its pre-activations.
 
     Shapes: edge_radial: [n_edges, num_basis] → [num_layers, n_edges, wn_max]
     """
-    per_layer = [layer.conv.radial.matrices() for layer in model.layers]
-    stacked = []
-    for k in range(len(per_layer[0])):
-        ms = [m[k] for m in per_layer]
-        if k == len(per_layer[0]) - 1:
-            ms = [nn.functional.pad(m, (0, wn_max - m.shape[1])) for m in ms]
-        stacked.append(torch.stack(ms))
     a, pre = torch.matmul(edge_radial, stacked[0]), []
     for m in stacked[1:]:
         pre.append(a)
         a = torch.bmm(nn.functional.silu(a), m)
-    return a, stacked, pre
+    return a, pre
 
 
 def _radial_backward(g: Tensor, stacked: list[Tensor], pre: list[Tensor]) -> Tensor:
@@ -426,15 +478,17 @@ def energy_and_forces(
     sh = spherical_harmonics(model.irreps_sh, edge_vec, normalize=True)  # [n_edges, (lmax+1)²]
     u = polynomial_cutoff(r, cfg.r_max, cfg.polynomial_p)
     basis = bessel_basis(r, cfg.r_max, cfg.num_basis)
-    radial, stacked, pre = _radial_forward(model, plan.wn_max, basis * u[:, None])
+    matrices = plan.weights.matrices()
+    stacked = [matrices[i] for i in plan.radial]
+    radial, pre = _radial_forward(stacked, basis * u[:, None])
     species = model.species_index.of_graph(graph)
     dtype = edge_vec.dtype
     h = {0: model.embedding.weight.index_select(0, species).to(dtype).view(n, 1, -1)}
     kept = []
-    for layer, layer_plan, w in zip(model.layers, plan.layers, radial):
-        h, k = _layer_forward(layer, layer_plan, h, sh, w, species, edges, n)
+    for layer_plan, w in zip(plan.layers, radial):
+        h, k = _layer_forward(layer_plan, matrices, h, sh, w, species, edges, n)
         kept.append(k)
-    readout = plan.readout.make(model.readout.weight)  # [M_0, 1]
+    readout = matrices[plan.readout]  # [M_0, 1]
     scale_shift = model.scale_shift
     scales = scale_shift.scales.to(dtype)[species]
     atom_energy = (h[0].view(n, -1) @ readout).squeeze(-1)
