@@ -117,13 +117,14 @@ class _Weights:
         self._scale.append(scale.flatten())
         return len(self.shapes) - 1
 
-    def linear(self, linear: Linear) -> dict[int, int]:
+    def linear(self, linear: Linear, row_scale: dict[int, Tensor]) -> dict[int, int]:
         """W_l (:meth:`~euclidnn.o3.Linear.degree_index`) of every degree with both input and
-        output channels."""
+        output channels, row c multiplied by ``row_scale[l][c]``."""
         out = {}
         for l in sorted({ir.l for _, ir in linear.irreps_out}):  # noqa: E741
             index, scale = linear.degree_index(l)
             if index.numel():
+                scale = scale * row_scale[l][:, None]
                 out[l] = self.add(index + self.start(linear, "weight"), scale)
         return out
 
@@ -140,10 +141,13 @@ class _Weights:
         return [v.view(shape) for v, shape in zip(values.split(self.sizes), self.shapes)]
 
 
-def _species_matrices(weights: _Weights, layer, layout_in: _Layout, layout_conv: _Layout):
-    """The self-connection's matrix of each species per degree, [S, M_in(l), M_conv(l)]: its
-    Linear maps into S copies of every output term (``SpeciesLinear``), channel s·mul + w of
-    each copied term being channel w for species s."""
+def _species_matrices(
+    weights: _Weights, layer, layout_in: _Layout, layout_conv: _Layout, row_scale
+) -> dict[int, int]:
+    """The self-connection per degree as one matrix [M_in(l) · S, M_conv(l)] on the input
+    channels times the species one-hot (row u·S + s: input channel u of an atom of species s),
+    rows scaled by ``row_scale[l]``: its Linear maps into S copies of every output term
+    (``SpeciesLinear``), channel s·mul + w of each copied term being channel w for species s."""
     sc = layer.self_connection
     S, out = sc.num_species, {}
     start = weights.start(sc.linear, "weight")
@@ -158,7 +162,8 @@ def _species_matrices(weights: _Weights, layer, layout_in: _Layout, layout_conv:
                 columns.append(copied + s * mul + w)  # [S, mul]
                 copied += S * mul
         column = torch.cat(columns, dim=1)  # [S, M_conv(l)]
-        index, scale = index[:, column].permute(1, 0, 2), scale[:, column].permute(1, 0, 2)
+        index = index[:, column].flatten(0, 1)  # [M_in · S, M_conv]
+        scale = (scale * row_scale[l][:, None])[:, column].flatten(0, 1)
         out[l] = weights.add(index + start, scale)
     return out
 
@@ -186,9 +191,10 @@ def _radial_matrices(weights: _Weights, radial: list, wn_max: int) -> list[int]:
 
 def _runs(irreps: Irreps, acts, start: int) -> list[tuple[int, int, str, float]]:
     """(first channel, count, activation, constant) over consecutive scalar terms with the same
-    activation φ̃ = cst · φ (φ silu or tanh); ``None`` where an activation is another."""
+    activation φ̃ = cst · φ (φ silu or tanh); ``None`` where an activation is another. The path
+    computes φ and folds cst into the matrices that read its output (:func:`_layer_plan`)."""
     runs: list[list] = []
-    for (mul, _), act in zip(irreps, acts if len(acts) == len(irreps) else acts * len(irreps)):
+    for (mul, _), act in zip(irreps, acts):
         base, cst = getattr(act, "__wrapped__", act), getattr(act, "cst", 1.0)
         if base not in _ACTIVATIONS:
             return None
@@ -211,14 +217,18 @@ class _LayerPlan(NamedTuple):
     layout_out: _Layout  # the gate's output
     linear_1: dict[int, int]  # degree → number of the matrix (:class:`_Weights`)
     linear_2: dict[int, int]
-    self_connection: dict[int, int]  # degree → [S, M_in(l), M_conv(l)]
+    self_connection: dict[int, int]  # degree → [M_in(l) · S, M_conv(l)]
     num_scalars: int  # the gate's scalars: the first channels of its degree-0 block
     scalar_runs: list  # activations of the scalars in the gate's degree-0 block
     gate_runs: list  # activations of the gates (after the scalars in that block)
-    gate_of: dict[int, Tensor]  # for each gated degree l: the gate of each of its M_l channels
+    gate_of: dict[int, tuple[int, int] | Tensor]  # gated degree l → the gate of each channel
+    gates_in_order: bool  # the gated channels, degree after degree, are gates 0, 1, 2, …
+    out_scale: dict[int, Tensor]  # the constant cst of each output channel (not applied)
 
 
-def _layer_plan(layer, weights: _Weights, wn_max: int) -> _LayerPlan | None:
+def _layer_plan(layer, weights: _Weights, wn_max: int, in_scale) -> _LayerPlan | None:
+    """The plan of one layer whose input channels carry the constants ``in_scale`` (degree →
+    [M_l]) left out by the layer before; ``None`` where the path does not apply."""
     conv, gate = layer.conv, layer.gate
     tp = conv.tensor_product
     linears = [conv.linear_1, conv.linear_2]
@@ -243,21 +253,35 @@ def _layer_plan(layer, weights: _Weights, wn_max: int) -> _LayerPlan | None:
     for mul, ir in gate.irreps_gated:
         gate_of.setdefault(ir.l, []).extend(range(k, k + mul))
         k += mul
+    order = [g for l in sorted(gate_of) for g in gate_of[l]]  # noqa: E741
+    gate_scale = torch.ones(gate.irreps_gates.dim, dtype=torch.float64)
+    for start, count, _, cst in gate_runs:
+        gate_scale[start - gate.irreps_scalars.dim : start - gate.irreps_scalars.dim + count] = cst
+    out_scale = {l: gate_scale[torch.tensor(c)] for l, c in gate_of.items()}  # noqa: E741
+    if scalar_runs:
+        out_scale[0] = torch.cat(
+            [torch.full((count,), cst, dtype=torch.float64) for _, count, _, cst in scalar_runs]
+        )
     return _LayerPlan(
         kernels.ConvSpec(entries, coefficients, dims),
         layout_in,
         layout_mid,
         layout_conv,
         layout_out,
-        weights.linear(conv.linear_1),
-        weights.linear(conv.linear_2),
+        weights.linear(conv.linear_1, in_scale),
+        weights.linear(
+            conv.linear_2,
+            {l: torch.ones(m, dtype=torch.float64) for l, m in layout_mid.channels.items()},
+        ),  # noqa: E741
         {}
         if layer.self_connection is None
-        else _species_matrices(weights, layer, layout_in, layout_conv),
+        else _species_matrices(weights, layer, layout_in, layout_conv, in_scale),
         gate.irreps_scalars.dim,
         scalar_runs,
         gate_runs,
-        {l: torch.tensor(c) for l, c in gate_of.items()},  # noqa: E741
+        {l: _run(torch.tensor(c)) for l, c in gate_of.items()},  # noqa: E741
+        order == list(range(len(order))),
+        out_scale,
     )
 
 
@@ -276,12 +300,17 @@ class InferencePlan:
         ):
             return
         self.wn_max = max(w[-1] for w in widths)
-        self.weights = _Weights()
-        plans = [_layer_plan(layer, self.weights, self.wn_max) for layer in model.layers]
-        if any(p is None for p in plans) or model.readout.bias is not None:
+        self.weights, plans = _Weights(), []
+        scale = {0: torch.ones(model.config.num_features, dtype=torch.float64)}
+        for layer in model.layers:
+            plans.append(_layer_plan(layer, self.weights, self.wn_max, scale))
+            if plans[-1] is None:
+                return
+            scale = plans[-1].out_scale
+        if model.readout.bias is not None:
             return
         self.radial = _radial_matrices(self.weights, radial, self.wn_max)
-        self.readout = self.weights.linear(model.readout)[0]
+        self.readout = self.weights.linear(model.readout, scale)[0]
         self.weights.done()
         self.layers = plans
         self.modules = _modules(model)
@@ -328,14 +357,13 @@ def _columns(x: Tensor, index: tuple[int, int] | Tensor) -> Tensor:
     return x.narrow(1, *index) if isinstance(index, tuple) else x.index_select(1, index)
 
 
-def _activate(kind: str, cst: float, pre: Tensor) -> tuple[Tensor, Tensor]:
-    """(cst · φ(pre), what :func:`_activate_backward` needs)."""
+def _activate(kind: str, pre: Tensor) -> tuple[Tensor, Tensor]:
+    """(φ(pre), what :func:`_activate_backward` needs)."""
     y = nn.functional.silu(pre) if kind == "silu" else torch.tanh(pre)
-    return (y if cst == 1.0 else y * cst), (pre if kind == "silu" else y)
+    return y, (pre if kind == "silu" else y)
 
 
-def _activate_backward(kind: str, cst: float, grad: Tensor, kept: Tensor) -> Tensor:
-    grad = grad if cst == 1.0 else grad * cst
+def _activate_backward(kind: str, grad: Tensor, kept: Tensor) -> Tensor:
     if kind == "silu":
         return torch.ops.aten.silu_backward(grad, kept)
     return torch.ops.aten.tanh_backward(grad, kept)
@@ -344,48 +372,60 @@ def _activate_backward(kind: str, cst: float, grad: Tensor, kept: Tensor) -> Ten
 class _Kept(NamedTuple):
     """What the backward pass of one layer needs from its forward pass."""
 
-    h: dict[int, Tensor]  # the layer's input per degree
     x: Tensor  # Linear_1 h, the convolution's input
     w: Tensor  # the radial weights [n_edges, wn_max]
-    linear_1: dict[int, Tensor]
-    linear_2: dict[int, Tensor]
-    self_connection: dict[int, Tensor]  # each atom's matrix [n_atoms, M_in(l), M_conv(l)]
     out: dict[int, Tensor]  # the gate's input per degree
     activations: list[Tensor]  # per run of scalars and gates (:func:`_activate`)
     gates: Tensor  # the activated gates [n_atoms, number of gates]
 
 
-def _layer_forward(plan: _LayerPlan, matrices: list[Tensor], h, sh, w, species, edges, n: int):
-    """One :class:`~euclidnn.models.NequIPLayer` on per-degree features, and what its backward
-    needs."""
-    w1 = {l: matrices[i] for l, i in plan.linear_1.items()}  # noqa: E741
-    w2 = {l: matrices[i] for l, i in plan.linear_2.items()}  # noqa: E741
-    ws = {l: matrices[i].index_select(0, species) for l, i in plan.self_connection.items()}  # noqa: E741
-    x = torch.cat([_product(h[l], w1[l]).view(n, -1) for l in plan.layout_in.degrees], dim=1)
+def _species_rows(h: Tensor, one_hot: Tensor | None) -> Tensor:
+    """Rows of h times the species one-hot, [n·d, M · S] (h itself for one species)."""
+    n, d, m = h.shape
+    if one_hot is None:
+        return h.view(n * d, m)
+    return (h[..., None] * one_hot[:, None, None, :]).view(n * d, -1)
+
+
+def _layer_forward(plan: _LayerPlan, matrices: list[Tensor], h, sh, w, one_hot, edges, n: int):
+    """One :class:`~euclidnn.models.NequIPLayer` on per-degree features (the gate's constants
+    left out, see :func:`_runs`), and what its backward needs."""
+    x = [_product(h[l], matrices[plan.linear_1[l]]).view(n, -1) for l in plan.layout_in.degrees]  # noqa: E741
+    x = torch.cat(x, dim=1) if len(x) > 1 else x[0]
     agg = kernels.conv_partial(plan.spec, edges, 3, x, sh, w, None)  # [n, layout_mid.dim]
     out = {}
     for l in plan.layout_conv.degrees:  # noqa: E741
         d, mid = 2 * l + 1, plan.layout_mid
-        if l in w2:
+        o = None
+        if l in plan.linear_2:
             part = agg.narrow(1, mid.offsets[l], d * mid.channels[l])
-            o = _product(part.view(n, d, -1), w2[l])
-        else:
-            o = agg.new_zeros(n, d, plan.layout_conv.channels[l])
-        out[l] = torch.baddbmm(o, h[l], ws[l]) if l in ws else o
+            o = _product(part.view(n, d, -1), matrices[plan.linear_2[l]]).view(n * d, -1)
+        if l in plan.self_connection:  # + SC_{Z_i}(h_i)
+            rows, ws = _species_rows(h[l], one_hot), matrices[plan.self_connection[l]]
+            o = rows.mm(ws) if o is None else torch.addmm(o, rows, ws)
+        out[l] = (
+            agg.new_zeros(n, d, plan.layout_conv.channels[l]) if o is None else o.view(n, d, -1)
+        )
     pre = out[0].view(n, -1) if 0 in out else agg.new_zeros(n, 0)
     activated, kept = [], []
-    for start, count, kind, cst in plan.scalar_runs + plan.gate_runs:
-        y, k = _activate(kind, cst, pre.narrow(1, start, count))
+    for start, count, kind, _ in plan.scalar_runs + plan.gate_runs:
+        y, k = _activate(kind, pre.narrow(1, start, count))
         activated.append(y)
         kept.append(k)
     scalars, gate_parts = activated[: len(plan.scalar_runs)], activated[len(plan.scalar_runs) :]
-    gates = torch.cat(gate_parts, dim=1) if gate_parts else pre.new_zeros(n, 0)
+    gates = (
+        pre.new_zeros(n, 0)
+        if not gate_parts
+        else torch.cat(gate_parts, dim=1)
+        if len(gate_parts) > 1
+        else gate_parts[0]
+    )
     h_out = {}
     if scalars:
-        h_out[0] = torch.cat(scalars, dim=1).view(n, 1, -1)
+        h_out[0] = (torch.cat(scalars, dim=1) if len(scalars) > 1 else scalars[0]).view(n, 1, -1)
     for l, index in plan.gate_of.items():  # noqa: E741
         h_out[l] = out[l] * _columns(gates, index)[:, None, :]
-    return h_out, _Kept(h, x, w, w1, w2, ws, out, kept, gates)
+    return h_out, _Kept(x, w, out, kept, gates)
 
 
 def _product(x: Tensor, matrix: Tensor) -> Tensor:
@@ -397,45 +437,57 @@ def _product(x: Tensor, matrix: Tensor) -> Tensor:
     return (x.reshape(n * d, m) if d > 1 else x.view(n, m)).mm(matrix).view(n, d, -1)
 
 
-def _layer_backward(plan: _LayerPlan, kept: _Kept, g_h, sh, edges, n: int, input_grad: bool):
+def _layer_backward(
+    plan: _LayerPlan, matrices, kept: _Kept, g_h, sh, one_hot, edges, n: int, input_grad: bool
+):
     """Gradients (h, Y, radial weights) of ⟨g_h, layer output⟩ of :func:`_layer_forward`."""
-    g_out, g_gates = {}, []
+    g_out, g_gated = {}, []
     for l, index in plan.gate_of.items():  # noqa: E741
         g = g_h[l]
         g_out[l] = g * _columns(kept.gates, index)[:, None, :]
-        g_gates.append((index, (g * kept.out[l]).sum(1)))  # [n, M_l]
-    g_gate = kept.gates.new_zeros(n, kept.gates.shape[1])
-    for index, g in g_gates:
-        if isinstance(index, tuple):
-            g_gate.narrow(1, *index).add_(g)
-        else:
+        g_gated.append((g * kept.out[l]).sum(1))  # [n, M_l]
+    if plan.gates_in_order:
+        g_gate = torch.cat(g_gated, dim=1) if len(g_gated) > 1 else g_gated[0] if g_gated else None
+    else:
+        g_gate = kept.gates.new_zeros(n, kept.gates.shape[1])
+        for index, g in zip(plan.gate_of.values(), g_gated):
+            if isinstance(index, tuple):
+                index = torch.arange(index[0], index[0] + index[1])
             g_gate.index_add_(1, index, g)
     g_pre = []
-    for (start, count, kind, cst), k in zip(plan.scalar_runs + plan.gate_runs, kept.activations):
+    for (start, count, kind, _), k in zip(plan.scalar_runs + plan.gate_runs, kept.activations):
         if start < plan.num_scalars:
             g = g_h[0].view(n, -1).narrow(1, start, count)
         else:
             g = g_gate.narrow(1, start - plan.num_scalars, count)
-        g_pre.append(_activate_backward(kind, cst, g, k))
+        g_pre.append(_activate_backward(kind, g, k))
     if g_pre:
-        g_out[0] = torch.cat(g_pre, dim=1).view(n, 1, -1)
+        g_out[0] = (torch.cat(g_pre, dim=1) if len(g_pre) > 1 else g_pre[0]).view(n, 1, -1)
     mid, parts = plan.layout_mid, []
     for l in mid.degrees:  # noqa: E741
-        if l in kept.linear_2:
-            parts.append(_product(g_out[l], kept.linear_2[l].t()).view(n, -1))
+        if l in plan.linear_2:
+            parts.append(_product(g_out[l], matrices[plan.linear_2[l]].t()).view(n, -1))
         else:
             parts.append(sh.new_zeros(n, (2 * l + 1) * mid.channels[l]))
-    g_agg = torch.cat(parts, dim=1)
+    g_agg = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
     g_w = kernels.conv_partial(plan.spec, edges, 2, kept.x, sh, None, g_agg)
     g_sh = kernels.conv_partial(plan.spec, edges, 1, kept.x, None, kept.w, g_agg)
-    g_in = {l: torch.bmm(g_out[l], m.transpose(1, 2)) for l, m in kept.self_connection.items()}  # noqa: E741
+    g_in = {}
+    for l, i in plan.self_connection.items():  # noqa: E741
+        d, m = 2 * l + 1, plan.layout_in.channels[l]
+        g = g_out[l].view(n * d, -1).mm(matrices[i].t())  # [n·d, M_in · S]
+        g_in[l] = (
+            g.view(n, d, m)
+            if one_hot is None
+            else (g.view(n, d, m, -1) * one_hot[:, None, None, :]).sum(-1)
+        )
     if input_grad:
         g_x = kernels.conv_partial(plan.spec, edges, 0, None, sh, kept.w, g_agg)
         layout = plan.layout_in
         for l in layout.degrees:  # noqa: E741
             d = 2 * l + 1
             part = g_x.narrow(1, layout.offsets[l], d * layout.channels[l]).view(n, d, -1)
-            g = _product(part, kept.linear_1[l].t())
+            g = _product(part, matrices[plan.linear_1[l]].t())
             g_in[l] = g_in[l] + g if l in g_in else g
     return g_in, g_sh, g_w
 
@@ -484,9 +536,11 @@ def energy_and_forces(
     species = model.species_index.of_graph(graph)
     dtype = edge_vec.dtype
     h = {0: model.embedding.weight.index_select(0, species).to(dtype).view(n, 1, -1)}
+    num_species = len(cfg.species)
+    one_hot = None if num_species == 1 else nn.functional.one_hot(species, num_species).to(dtype)
     kept = []
     for layer_plan, w in zip(plan.layers, radial):
-        h, k = _layer_forward(layer_plan, matrices, h, sh, w, species, edges, n)
+        h, k = _layer_forward(layer_plan, matrices, h, sh, w, one_hot, edges, n)
         kept.append(k)
     readout = matrices[plan.readout]  # [M_0, 1]
     scale_shift = model.scale_shift
@@ -498,7 +552,9 @@ def energy_and_forces(
     g_h = {0: (scales[:, None] * readout.t()).view(n, 1, -1)}
     g_sh, g_radial = torch.zeros_like(sh), []
     for t in range(len(kept) - 1, -1, -1):
-        g_h, g_sh_t, g_w = _layer_backward(plan.layers[t], kept[t], g_h, sh, edges, n, t > 0)
+        g_h, g_sh_t, g_w = _layer_backward(
+            plan.layers[t], matrices, kept[t], g_h, sh, one_hot, edges, n, t > 0
+        )
         g_sh += g_sh_t
         g_radial.append(g_w)
     g_radial = _radial_backward(torch.stack(g_radial[::-1]), stacked, pre)
