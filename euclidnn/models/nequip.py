@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
-from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
+from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species, pair_edges
 from euclidnn.models.interface import Potential
 from euclidnn.models.nequip_forces import InferencePlan, energy_and_forces
 from euclidnn.nn.conv import EquivariantConv
@@ -362,7 +362,7 @@ class NequIP(Potential, nn.Module):
         """
         if not (self._fast_path_applies() and kernels.fused_conv_available(graph.positions)):
             return Potential.energy_and_forces(self, graph)
-        edges = graph.derived("kernel edges", _kernel_edges)
+        edges = pair_edges(graph)
         with torch.no_grad():
             return energy_and_forces(self, self.inference_plan, graph, edges)
 

@@ -168,25 +168,29 @@ def _species_matrices(
     return out
 
 
-def _radial_matrices(weights: _Weights, radial: list, wn_max: int) -> list[int]:
-    """The radial MLPs' matrices (:meth:`~euclidnn.nn.ScalarMLP.matrices`) of all layers,
-    stacked per depth [num_layers, n_in, n_out], the last padded with zeros to ``wn_max``."""
-    out = []
-    for k in range(len(radial[0].weights)):
-        index, scale = [], []
-        for mlp in radial:
-            rows, cols = mlp.weights[k].shape
-            width = wn_max if k == len(mlp.weights) - 1 else cols
-            i = torch.zeros(rows, width, dtype=torch.int64)
-            c = torch.zeros(rows, width, dtype=torch.float64)
-            i[:, :cols] = weights.start(mlp.weights, str(k)) + torch.arange(rows * cols).view(
-                rows, cols
-            )
-            c[:, :cols] = mlp.matrix_scales()[k]
-            index.append(i)
-            scale.append(c)
-        out.append(weights.add(torch.stack(index), torch.stack(scale)))
-    return out
+def _radial_matrices(weights: _Weights, radial: list) -> tuple[list[int], list[int]]:
+    """The radial MLPs' matrices (:meth:`~euclidnn.nn.ScalarMLP.matrices`): those of the hidden
+    layers stacked over the interaction layers ([num_layers, n_in, n_out] per depth, for
+    batched products), and each interaction layer's output matrix [n_hidden, weight_numel]."""
+    hidden = []
+    for k in range(len(radial[0].weights) - 1):
+        index = [
+            weights.start(mlp.weights, str(k)) + torch.arange(mlp.weights[k].numel())
+            for mlp in radial
+        ]
+        scale = [
+            torch.full_like(i, mlp.matrix_scales()[k], dtype=torch.float64)
+            for i, mlp in zip(index, radial)
+        ]
+        shape = (len(radial), *radial[0].weights[k].shape)
+        hidden.append(weights.add(torch.stack(index).view(shape), torch.stack(scale).view(shape)))
+    last = []
+    for mlp in radial:
+        w = mlp.weights[-1]
+        index = weights.start(mlp.weights, str(len(mlp.weights) - 1)) + torch.arange(w.numel())
+        scale = torch.full(w.shape, mlp.matrix_scales()[-1], dtype=torch.float64)
+        last.append(weights.add(index.view(w.shape), scale))
+    return hidden, last
 
 
 def _runs(irreps: Irreps, acts, start: int) -> list[tuple[int, int, str, float]]:
@@ -226,7 +230,7 @@ class _LayerPlan(NamedTuple):
     out_scale: dict[int, Tensor]  # the constant cst of each output channel (not applied)
 
 
-def _layer_plan(layer, weights: _Weights, wn_max: int, in_scale) -> _LayerPlan | None:
+def _layer_plan(layer, weights: _Weights, in_scale) -> _LayerPlan | None:
     """The plan of one layer whose input channels carry the constants ``in_scale`` (degree →
     [M_l]) left out by the layer before; ``None`` where the path does not apply."""
     conv, gate = layer.conv, layer.gate
@@ -244,7 +248,7 @@ def _layer_plan(layer, weights: _Weights, wn_max: int, in_scale) -> _LayerPlan |
     entries[:, 0] = torch.tensor([x_pos[int(v)] for v in spec.entries[:, 0]], dtype=torch.int64)
     entries[:, 2] = torch.tensor([g_pos[int(v)] for v in spec.entries[:, 2]], dtype=torch.int64)
     coefficients = spec.coefficients[torch.float64] / conv.avg_num_neighbors**0.5
-    dims = (layout_in.dim, spec.dims[1], wn_max, layout_mid.dim)
+    dims = (layout_in.dim, spec.dims[1], spec.dims[2], layout_mid.dim)
     scalar_runs = _runs(gate.irreps_scalars, gate.act_scalars, 0)
     gate_runs = _runs(gate.irreps_gates, gate.act_gates, gate.irreps_scalars.dim)
     if scalar_runs is None or gate_runs is None:
@@ -294,22 +298,20 @@ class InferencePlan:
     def __init__(self, model: NequIP) -> None:
         self.layers: list[_LayerPlan] | None = None
         radial = [layer.conv.radial for layer in model.layers]
-        widths = [r.dims for r in radial]
-        if any(w[:-1] != widths[0][:-1] for w in widths) or any(
+        if any(r.dims[:-1] != radial[0].dims[:-1] for r in radial) or any(
             getattr(r.act, "__wrapped__", r.act) is not nn.functional.silu for r in radial
         ):
             return
-        self.wn_max = max(w[-1] for w in widths)
         self.weights, plans = _Weights(), []
         scale = {0: torch.ones(model.config.num_features, dtype=torch.float64)}
         for layer in model.layers:
-            plans.append(_layer_plan(layer, self.weights, self.wn_max, scale))
+            plans.append(_layer_plan(layer, self.weights, scale))
             if plans[-1] is None:
                 return
             scale = plans[-1].out_scale
         if model.readout.bias is not None:
             return
-        self.radial = _radial_matrices(self.weights, radial, self.wn_max)
+        self.radial_hidden, self.radial_last = _radial_matrices(self.weights, radial)
         self.readout = self.weights.linear(model.readout, scale)[0]
         self.weights.done()
         self.layers = plans
@@ -492,27 +494,39 @@ def _layer_backward(
     return g_in, g_sh, g_w
 
 
-def _radial_forward(stacked: list[Tensor], edge_radial: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """The radial MLPs R_t(edge_radial) of all layers as one batched MLP (the matrices of
-    :func:`_radial_matrices`), and its pre-activations.
+def _radial_forward(
+    hidden: list[Tensor], last: list[Tensor], edge_radial: Tensor
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The radial MLPs R_t(edge_radial) of all layers (matrices of :func:`_radial_matrices`),
+    the hidden layers as one batched MLP, and its pre-activations.
 
-    Shapes: edge_radial: [n_edges, num_basis] → [num_layers, n_edges, wn_max]
+    Shapes: edge_radial: [n_rows, num_basis] → [[n_rows, weight_numel_t] for each layer t]
     """
-    a, pre = torch.matmul(edge_radial, stacked[0]), []
-    for m in stacked[1:]:
+    if not hidden:
+        return [edge_radial.mm(m) for m in last], []
+    a, pre = torch.matmul(edge_radial, hidden[0]), []
+    for m in hidden[1:]:
         pre.append(a)
         a = torch.bmm(nn.functional.silu(a), m)
-    return a, pre
+    pre.append(a)
+    a = nn.functional.silu(a)
+    return [a_t.mm(m) for a_t, m in zip(a, last)], pre
 
 
-def _radial_backward(g: Tensor, stacked: list[Tensor], pre: list[Tensor]) -> Tensor:
-    """∂/∂edge_radial of ⟨g, radial MLPs⟩ of :func:`_radial_forward`.
+def _radial_backward(
+    g: list[Tensor], hidden: list[Tensor], last: list[Tensor], pre: list[Tensor]
+) -> Tensor:
+    """∂/∂edge_radial of Σ_t ⟨g_t, R_t⟩ of :func:`_radial_forward`.
 
-    Shapes: g: [num_layers, n_edges, wn_max] → [n_edges, num_basis]
+    Shapes: g: [[n_rows, weight_numel_t] for each layer t] → [n_rows, num_basis]
     """
-    for k in range(len(stacked) - 1, 0, -1):
-        g = torch.ops.aten.silu_backward(torch.bmm(g, stacked[k].transpose(1, 2)), pre[k - 1])
-    return torch.bmm(g, stacked[0].transpose(1, 2)).sum(0)
+    g = [g_t.mm(m.t()) for g_t, m in zip(g, last)]
+    if not hidden:
+        return torch.stack(g).sum(0)
+    g = torch.ops.aten.silu_backward(torch.stack(g), pre[-1])
+    for k in range(len(hidden) - 1, 0, -1):
+        g = torch.ops.aten.silu_backward(torch.bmm(g, hidden[k].transpose(1, 2)), pre[k - 1])
+    return torch.bmm(g, hidden[0].transpose(1, 2)).sum(0)
 
 
 def energy_and_forces(
@@ -521,6 +535,8 @@ def energy_and_forces(
     """Energy per structure and forces of ``model`` (the function of
     :meth:`~euclidnn.models.NequIP.forward`), the derivative written by hand; call without
     autograd, where ``plan.applies(model)`` and :func:`euclidnn.kernels.fused_conv_available`.
+    ``edges``: the graph's edges reading the rows of their undirected pairs
+    (:func:`~euclidnn.models.common.pair_edges`).
 
     Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
     """
@@ -528,11 +544,15 @@ def energy_and_forces(
     edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
     r = edge_vec.norm(dim=-1)  # [n_edges]
     sh = spherical_harmonics(model.irreps_sh, edge_vec, normalize=True)  # [n_edges, (lmax+1)²]
-    u = polynomial_cutoff(r, cfg.r_max, cfg.polynomial_p)
-    basis = bessel_basis(r, cfg.r_max, cfg.num_basis)
+    # the radial part depends on the length alone: once per undirected pair (edges.row)
+    pair_edge, _ = graph.edge_pairs()
+    pair_len = r.index_select(0, pair_edge)  # [n_pairs]
+    u = polynomial_cutoff(pair_len, cfg.r_max, cfg.polynomial_p)
+    basis = bessel_basis(pair_len, cfg.r_max, cfg.num_basis)
     matrices = plan.weights.matrices()
-    stacked = [matrices[i] for i in plan.radial]
-    radial, pre = _radial_forward(stacked, basis * u[:, None])
+    hidden = [matrices[i] for i in plan.radial_hidden]
+    last = [matrices[i] for i in plan.radial_last]
+    radial, pre = _radial_forward(hidden, last, basis * u[:, None])  # [n_pairs, wn_t] each
     species = model.species_index.of_graph(graph)
     dtype = edge_vec.dtype
     h = {0: model.embedding.weight.index_select(0, species).to(dtype).view(n, 1, -1)}
@@ -557,8 +577,9 @@ def energy_and_forces(
         )
         g_sh += g_sh_t
         g_radial.append(g_w)
-    g_radial = _radial_backward(torch.stack(g_radial[::-1]), stacked, pre)
-    g_r = radial_derivative(r, u, basis, None, g_radial, cfg.r_max, cfg.polynomial_p)
+    g_radial = _radial_backward(g_radial[::-1], hidden, last, pre)
+    g_pair = radial_derivative(pair_len, u, basis, None, g_radial, cfg.r_max, cfg.polynomial_p)
+    g_r = torch.zeros_like(r).index_add_(0, pair_edge, g_pair)
     g_vec = edge_vector_derivative(edge_vec, r, sh, g_sh, g_r, cfg.lmax)  # ∂E/∂edge_vec
     forces = torch.zeros_like(graph.positions).index_add_(0, graph.edge_dst, g_vec)
     return energy, forces.index_add_(0, graph.edge_src, g_vec, alpha=-1.0)
