@@ -33,9 +33,7 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
-from euclidnn.models.edge_derivatives import edge_vector_derivative, radial_derivative
-from euclidnn.nn.cutoff import polynomial_cutoff
-from euclidnn.nn.radial import bessel_basis
+from euclidnn.models.edge_derivatives import bessel_cutoff_and_derivative, edge_vector_derivative
 from euclidnn.nn.scatter import scatter_sum
 from euclidnn.o3.irreps import Irreps
 from euclidnn.o3.linear import Linear
@@ -547,12 +545,13 @@ def energy_and_forces(
     # the radial part depends on the length alone: once per undirected pair (edges.row)
     pair_edge, _ = graph.edge_pairs()
     pair_len = r.index_select(0, pair_edge)  # [n_pairs]
-    u = polynomial_cutoff(pair_len, cfg.r_max, cfg.polynomial_p)
-    basis = bessel_basis(pair_len, cfg.r_max, cfg.num_basis)
+    pair_radial, pair_radial_dr = bessel_cutoff_and_derivative(
+        pair_len, cfg.r_max, cfg.num_basis, cfg.polynomial_p
+    )  # [n_pairs, num_basis]
     matrices = plan.weights.matrices()
     hidden = [matrices[i] for i in plan.radial_hidden]
     last = [matrices[i] for i in plan.radial_last]
-    radial, pre = _radial_forward(hidden, last, basis * u[:, None])  # [n_pairs, wn_t] each
+    radial, pre = _radial_forward(hidden, last, pair_radial)  # [n_pairs, wn_t] each
     species = model.species_index.of_graph(graph)
     dtype = edge_vec.dtype
     h = {0: model.embedding.weight.index_select(0, species).to(dtype).view(n, 1, -1)}
@@ -578,7 +577,7 @@ def energy_and_forces(
         g_sh += g_sh_t
         g_radial.append(g_w)
     g_radial = _radial_backward(g_radial[::-1], hidden, last, pre)
-    g_pair = radial_derivative(pair_len, u, basis, None, g_radial, cfg.r_max, cfg.polynomial_p)
+    g_pair = (g_radial * pair_radial_dr).sum(1)  # ∂E/∂(pair length)
     g_r = torch.zeros_like(r).index_add_(0, pair_edge, g_pair)
     g_vec = edge_vector_derivative(edge_vec, r, sh, g_sh, g_r, cfg.lmax)  # ∂E/∂edge_vec
     forces = torch.zeros_like(graph.positions).index_add_(0, graph.edge_dst, g_vec)
