@@ -9,9 +9,9 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
+from euclidnn.models import nequip_forces
 from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species, pair_edges
 from euclidnn.models.interface import Potential
-from euclidnn.models.nequip_forces import InferencePlan, energy_and_forces
 from euclidnn.nn.conv import EquivariantConv
 from euclidnn.nn.cutoff import polynomial_cutoff
 from euclidnn.nn.gate import Gate
@@ -288,7 +288,7 @@ class NequIP(Potential, nn.Module):
         self.readout = Linear(irreps, "0e")
         self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
         # layouts and index maps of the inference path (no weights: those are read per call)
-        self.inference_plan = InferencePlan(self)
+        self.inference_plan = nequip_forces.InferencePlan(self)
 
     @property
     def cutoff(self) -> float:
@@ -364,7 +364,7 @@ class NequIP(Potential, nn.Module):
             return Potential.energy_and_forces(self, graph)
         edges = pair_edges(graph)
         with torch.no_grad():
-            return energy_and_forces(self, self.inference_plan, graph, edges)
+            return nequip_forces.energy_and_forces(self, self.inference_plan, graph, edges)
 
     def _fast_path_applies(self) -> bool:
         """Whether the hand-written path computes ``self(graph)``: this class's own forward
