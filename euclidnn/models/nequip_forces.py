@@ -380,11 +380,12 @@ class _Kept(NamedTuple):
 
 
 def _species_rows(h: Tensor, one_hot: Tensor | None) -> Tensor:
-    """Rows of h times the species one-hot, [n·d, M · S] (h itself for one species)."""
+    """Rows of h times the species one-hot [n, 1, 1, S], [n·d, M · S] (h itself for one
+    species)."""
     n, d, m = h.shape
     if one_hot is None:
         return h.view(n * d, m)
-    return (h[..., None] * one_hot[:, None, None, :]).view(n * d, -1)
+    return (h.unsqueeze(-1) * one_hot).view(n * d, -1)
 
 
 def _layer_forward(plan: _LayerPlan, matrices: list[Tensor], h, sh, w, one_hot, edges, n: int):
@@ -476,11 +477,7 @@ def _layer_backward(
     for l, i in plan.self_connection.items():  # noqa: E741
         d, m = 2 * l + 1, plan.layout_in.channels[l]
         g = g_out[l].view(n * d, -1).mm(matrices[i].t())  # [n·d, M_in · S]
-        g_in[l] = (
-            g.view(n, d, m)
-            if one_hot is None
-            else (g.view(n, d, m, -1) * one_hot[:, None, None, :]).sum(-1)
-        )
+        g_in[l] = g.view(n, d, m) if one_hot is None else (g.view(n, d, m, -1) * one_hot).sum(-1)
     if input_grad:
         g_x = kernels.conv_partial(plan.spec, edges, 0, None, sh, kept.w, g_agg)
         layout = plan.layout_in
@@ -555,8 +552,12 @@ def energy_and_forces(
     species = model.species_index.of_graph(graph)
     dtype = edge_vec.dtype
     h = {0: model.embedding.weight.index_select(0, species).to(dtype).view(n, 1, -1)}
-    num_species = len(cfg.species)
-    one_hot = None if num_species == 1 else nn.functional.one_hot(species, num_species).to(dtype)
+    one_hot = None  # [n, 1, 1, S]: the species of each atom, kept with the graph
+    if len(cfg.species) > 1:
+        one_hot = graph.derived(
+            f"species one-hot {cfg.species} {dtype}",
+            lambda g: nn.functional.one_hot(species, len(cfg.species)).to(dtype)[:, None, None],
+        )
     kept = []
     for layer_plan, w in zip(plan.layers, radial):
         h, k = _layer_forward(layer_plan, matrices, h, sh, w, one_hot, edges, n)
