@@ -84,20 +84,23 @@ def _positions(irreps: Irreps) -> dict[int, int]:
 
 
 class _Weights:
-    """Every weight matrix of the inference path as one gather from the model's parameters.
+    """Every weight matrix of the inference path, made from the model's parameters in a few
+    operations per call.
 
-    A matrix is ``flat[index] · scale`` with ``flat`` the concatenation of the parameters it
-    reads (the structure, fixed at construction, lives here; the values are read at every
-    call, so a change of the weights however made is seen). Structural zeros have scale 0.
+    A matrix entry is ``flat[i] · scale[i]`` with ``flat`` the concatenation of the parameters
+    it reads and a trailing zero (the structural zeros between parities): each parameter entry
+    feeds one matrix entry, so its constant factor (1/sqrt(fan_in), an activation's constant)
+    is applied once, to ``flat``. A matrix whose entries are a run of ``flat`` (the radial
+    MLPs') is a view of it; the others are one gather. The structure, fixed at construction,
+    lives here; the values are read at every call, so a change of the weights however made is
+    seen.
     """
 
     def __init__(self) -> None:
         self.sources: list[tuple[nn.Module, str]] = []  # (module, parameter name), in order
         self._start: dict[tuple[int, str], int] = {}
         self._size = 0
-        self.shapes: list[tuple[int, ...]] = []
-        self._index: list[Tensor] = []
-        self._scale: list[Tensor] = []
+        self._matrices: list[tuple[Tensor, Tensor]] = []  # (index, scale); index −1: zero
 
     def start(self, module: nn.Module, name: str) -> int:
         """Where the parameter ``module.name`` begins in ``flat`` (added on first use)."""
@@ -109,11 +112,10 @@ class _Weights:
         return self._start[key]
 
     def add(self, index: Tensor, scale: Tensor) -> int:
-        """A matrix of ``index.shape``; its number in :meth:`matrices`."""
-        self.shapes.append(tuple(index.shape))
-        self._index.append(index.flatten())
-        self._scale.append(scale.flatten())
-        return len(self.shapes) - 1
+        """A matrix of ``index.shape`` (scale 0: a structural zero); its number in
+        :meth:`matrices`."""
+        self._matrices.append((torch.where(scale == 0, -1, index), scale))
+        return len(self._matrices) - 1
 
     def linear(self, linear: Linear, row_scale: dict[int, Tensor]) -> dict[int, int]:
         """W_l (:meth:`~euclidnn.o3.Linear.degree_index`) of every degree with both input and
@@ -127,16 +129,39 @@ class _Weights:
         return out
 
     def done(self) -> None:
-        self.index = torch.cat(self._index)
-        scale = torch.cat(self._scale)
+        """Fix the layout: the factor of every entry of ``flat``, the runs and the gather."""
+        scale = torch.zeros(self._size + 1, dtype=torch.float64)
+        used = torch.zeros(self._size + 1, dtype=torch.bool)
+        self.runs: list[tuple[int, int] | None] = []  # (start, length) of a matrix that is a run
+        gathered, self.shapes = [], []
+        for index, factor in self._matrices:
+            index, factor = index.flatten(), factor.flatten()
+            nonzero = index >= 0
+            if bool(used[index[nonzero]].any()):
+                raise ValueError("_Weights: a parameter entry feeds two matrix entries")
+            used[index[nonzero]] = True
+            scale[index[nonzero]] = factor[nonzero]
+            self.shapes.append(tuple(self._matrices[len(self.runs)][0].shape))
+            run = int(index[0]) if index.numel() and bool(nonzero.all()) else -1
+            if run >= 0 and torch.equal(index, torch.arange(run, run + index.numel())):
+                self.runs.append((run, index.numel()))
+            else:
+                self.runs.append(None)
+                gathered.append(torch.where(nonzero, index, self._size))  # the trailing zero
+        self.index = torch.cat(gathered) if gathered else torch.zeros(0, dtype=torch.int64)
+        self.sizes = [math.prod(s) for s, r in zip(self.shapes, self.runs) if r is None]
         self.scale = {d: scale.to(d) for d in (torch.float32, torch.float64)}
-        self.sizes = [math.prod(shape) for shape in self.shapes]
+        self.zero = {d: torch.zeros(1, dtype=d) for d in (torch.float32, torch.float64)}
 
     def matrices(self) -> list[Tensor]:
-        """The matrices, made from the current parameters (one cat, one gather, one product)."""
-        flat = torch.cat([m._parameters[name].reshape(-1) for m, name in self.sources])
-        values = flat.index_select(0, self.index) * self.scale[flat.dtype]
-        return [v.view(shape) for v, shape in zip(values.split(self.sizes), self.shapes)]
+        """The matrices, made from the current parameters (one cat, one product, one gather)."""
+        flat = [m._parameters[name].reshape(-1) for m, name in self.sources]
+        flat = torch.cat([*flat, self.zero[flat[0].dtype]]).mul_(self.scale[flat[0].dtype])
+        gathered = iter(flat.index_select(0, self.index).split(self.sizes))
+        return [
+            (next(gathered) if run is None else flat.narrow(0, *run)).view(shape)
+            for run, shape in zip(self.runs, self.shapes)
+        ]
 
 
 def _species_matrices(
