@@ -15,6 +15,9 @@ Kernels:
 
 - :func:`convolve`: the equivariant point convolution Σ_{e→i} TP_uvu(x_src, Y_e; w_e) of
   :meth:`euclidnn.o3.TensorProduct.convolve` (NequIP), any order of derivative;
+- :func:`conv_partial`: one partial derivative of that convolution's quadrilinear form with no
+  autograd node, for a hand-written backward (NequIP's inference path; ask
+  :func:`fused_conv_available` first);
 - :func:`filter_conv`: SchNet's continuous-filter convolution (any order of derivative);
 - :func:`schnet_energy_and_forces`: a whole SchNet energy and force evaluation in one call.
 

@@ -9,15 +9,22 @@ no autograd graph and few, larger operations:
 - features are kept **per degree**: h_l of shape [n_atoms, 2l+1, M_l], the channels of every
   term of degree l side by side (both parities), so each :class:`~euclidnn.o3.Linear` is one
   matrix product per degree with W_l = weight[index] · scale
-  (:meth:`~euclidnn.o3.Linear.degree_index`: zero between parities), made once per call;
+  (:meth:`~euclidnn.o3.Linear.degree_index`: zero between parities);
+- every weight matrix of the model is made from its parameters by one concatenation, one
+  product and one gather per call (:class:`_Weights`; nothing is cached across calls, so a
+  change of the weights however made is seen); the gate's normalization constants are folded
+  into the matrices that read its output;
 - the convolution's entries are renumbered into that layout once (:class:`_LayerPlan`), so the
   C kernel (:func:`euclidnn.kernels.conv_partial`) reads and writes it directly, with
   1/sqrt(avg_num_neighbors) folded into its coefficients;
-- the species-dependent self-connection is one batched product with each atom's own matrix,
-  the radial networks of all layers run as one batched MLP;
+- the radial networks R(r) depend on the length alone: they run once per undirected pair, the
+  kernel reading each edge's pair row, and the hidden layers of all interaction layers as one
+  batched MLP; the species-dependent self-connection is one product of the features times the
+  species one-hot;
 - the backward pass is written by hand: the gate, the linear maps (transposed), the
   convolution's three other partial derivatives (the same kernel), the radial MLP, and the
-  edge geometry (:mod:`~euclidnn.models.edge_derivatives`).
+  edge geometry (:mod:`~euclidnn.models.edge_derivatives`,
+  :func:`~euclidnn.o3.spherical_harmonics_gradient`).
 
 First derivatives only: training (forces in the loss, double backward) runs autograd through
 :meth:`~euclidnn.models.NequIP.forward`, the reference this is tested against.
@@ -216,7 +223,7 @@ def _radial_matrices(weights: _Weights, radial: list) -> tuple[list[int], list[i
     return hidden, last
 
 
-def _runs(irreps: Irreps, acts, start: int) -> list[tuple[int, int, str, float]]:
+def _runs(irreps: Irreps, acts, start: int) -> list[tuple[int, int, str, float]] | None:
     """(first channel, count, activation, constant) over consecutive scalar terms with the same
     activation φ̃ = cst · φ (φ silu or tanh); ``None`` where an activation is another. The path
     computes φ and folds cst into the matrices that read its output (:func:`_layer_plan`)."""
@@ -241,7 +248,6 @@ class _LayerPlan(NamedTuple):
     layout_in: _Layout  # h
     layout_mid: _Layout  # the convolution's output
     layout_conv: _Layout  # the gate's input
-    layout_out: _Layout  # the gate's output
     linear_1: dict[int, int]  # degree → number of the matrix (:class:`_Weights`)
     linear_2: dict[int, int]
     self_connection: dict[int, int]  # degree → [M_in(l) · S, M_conv(l)]
@@ -264,7 +270,7 @@ def _layer_plan(layer, weights: _Weights, in_scale) -> _LayerPlan | None:
     if tp.conv_spec is None or any(lin.bias is not None for lin in linears):
         return None
     layout_in, layout_mid = _layout(layer.irreps_in), _layout(tp.irreps_out)
-    layout_conv, layout_out = _layout(gate.irreps_in), _layout(gate.irreps_out)
+    layout_conv = _layout(gate.irreps_in)
     x_pos, g_pos = _positions(tp.irreps_in1), _positions(tp.irreps_out)
     spec = tp.conv_spec
     entries = spec.entries.clone()
@@ -289,17 +295,14 @@ def _layer_plan(layer, weights: _Weights, in_scale) -> _LayerPlan | None:
         out_scale[0] = torch.cat(
             [torch.full((count,), cst, dtype=torch.float64) for _, count, _, cst in scalar_runs]
         )
+    unscaled = {d: torch.ones(m, dtype=torch.float64) for d, m in layout_mid.channels.items()}
     return _LayerPlan(
         kernels.ConvSpec(entries, coefficients, dims),
         layout_in,
         layout_mid,
         layout_conv,
-        layout_out,
         weights.linear(conv.linear_1, in_scale),
-        weights.linear(
-            conv.linear_2,
-            {l: torch.ones(m, dtype=torch.float64) for l, m in layout_mid.channels.items()},
-        ),  # noqa: E741
+        weights.linear(conv.linear_2, unscaled),
         {}
         if layer.self_connection is None
         else _species_matrices(weights, layer, layout_in, layout_conv, in_scale),
