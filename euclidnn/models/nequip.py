@@ -288,7 +288,7 @@ class NequIP(Potential, nn.Module):
         self.readout = Linear(irreps, "0e")
         self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
         # layouts and index maps of the inference path (no weights: those are read per call)
-        self.inference_plan = nequip_forces.InferencePlan(self)
+        self._inference_plan = nequip_forces.InferencePlan(self)
 
     @property
     def cutoff(self) -> float:
@@ -364,7 +364,7 @@ class NequIP(Potential, nn.Module):
             return Potential.energy_and_forces(self, graph)
         edges = pair_edges(graph)
         with torch.no_grad():
-            return nequip_forces.energy_and_forces(self, self.inference_plan, graph, edges)
+            return nequip_forces.energy_and_forces(self, self._inference_plan, graph, edges)
 
     def _fast_path_applies(self) -> bool:
         """Whether the hand-written path computes ``self(graph)``: this class's own forward
@@ -377,4 +377,4 @@ class NequIP(Potential, nn.Module):
                 getattr(cls, name) is getattr(NequIP, name)
                 for name in ("forward", "atomic_energies", "features", "_edges")
             )
-        ) and self.inference_plan.applies(self)
+        ) and self._inference_plan.applies(self)
