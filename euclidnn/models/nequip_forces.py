@@ -83,9 +83,11 @@ def _positions(irreps: Irreps) -> dict[int, int]:
     layout = _layout(irreps)
     out, start, seen = {}, 0, dict.fromkeys(layout.degrees, 0)
     for mul, ir in irreps:
+        if mul == 0:
+            continue
         for i in range(ir.dim):
             out[start + i * mul] = layout.offsets[ir.l] + i * layout.channels[ir.l] + seen[ir.l]
-        seen[ir.l] = seen.get(ir.l, 0) + mul
+        seen[ir.l] += mul
         start += mul * ir.dim
     return out
 
@@ -401,7 +403,7 @@ class _Kept(NamedTuple):
     """What the backward pass of one layer needs from its forward pass."""
 
     x: Tensor  # Linear_1 h, the convolution's input
-    w: Tensor  # the radial weights [n_edges, wn_max]
+    w: Tensor  # the radial weights [n_pairs, weight_numel]
     out: dict[int, Tensor]  # the gate's input per degree
     activations: list[Tensor]  # per run of scalars and gates (:func:`_activate`)
     gates: Tensor  # the activated gates [n_atoms, number of gates]
