@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--only", default="", help="nequip-l1,nequip-l2,allegro,schnet")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--systems", default="", help="comma-separated systems (default all), e.g. ethanol,aspirin"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(header(), flush=True)
@@ -96,9 +99,11 @@ def main() -> None:
         print(f"this tree: {Path(euclidnn.__file__).parent}; baseline: {args.baseline}")
         print(f"\n{'case':34s} {'ours ms':>9s} {'baseline ms':>12s} {'baseline/ours':>14s}")
         data = systems()
-        cases = [(k, v, False) for k, v in data.items()] + [
-            ("train step ethanol x32", data["ethanol x32"], True)
-        ]
+        if args.systems:
+            data = {k: v for k, v in data.items() if k in args.systems.split(",")}
+        cases = [(k, v, False) for k, v in data.items()]
+        if "ethanol x32" in data:
+            cases.append(("train step ethanol x32", data["ethanol x32"], True))
         for name, make in families.items():
             ours, theirs = build(euclidnn, make), build(baseline, make)
             for case, atoms, train in cases:

@@ -15,6 +15,9 @@ Kernels:
 
 - :func:`convolve`: the equivariant point convolution Σ_{e→i} TP_uvu(x_src, Y_e; w_e) of
   :meth:`euclidnn.o3.TensorProduct.convolve` (NequIP), any order of derivative;
+- :func:`conv_partial`: one partial derivative of that convolution's quadrilinear form with no
+  autograd node, for a hand-written backward (NequIP's inference path; ask
+  :func:`fused_conv_available` first);
 - :func:`filter_conv`: SchNet's continuous-filter convolution (any order of derivative);
 - :func:`schnet_energy_and_forces`: a whole SchNet energy and force evaluation in one call.
 
@@ -27,7 +30,13 @@ prepare one per graph (:meth:`euclidnn.data.Graph.derived`) and pass it to every
 from euclidnn.kernels import ops
 from euclidnn.kernels.build import Library, cache_directory, check_private, target_flags
 from euclidnn.kernels.checks import fused_library, native_enabled, recording_ops
-from euclidnn.kernels.conv import ConvSpec, convolve, filter_conv
+from euclidnn.kernels.conv import (
+    ConvSpec,
+    conv_partial,
+    convolve,
+    filter_conv,
+    fused_conv_available,
+)
 from euclidnn.kernels.edges import Edges
 from euclidnn.kernels.schnet import SchNetWeights, schnet_energy_and_forces
 
@@ -38,8 +47,10 @@ __all__ = [
     "SchNetWeights",
     "cache_directory",
     "check_private",
+    "conv_partial",
     "convolve",
     "filter_conv",
+    "fused_conv_available",
     "fused_library",
     "native_enabled",
     "ops",

@@ -19,7 +19,7 @@ from euclidnn.kernels.build import Library
 from euclidnn.kernels.checks import fused_library, op_library
 from euclidnn.kernels.edges import Edges
 
-__all__ = ["ConvSpec", "convolve", "filter_conv"]
+__all__ = ["ConvSpec", "conv_partial", "convolve", "filter_conv", "fused_conv_available"]
 
 _p, _i64, _i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURE = [_i32, _i64, _i64, *[_p] * 9, _i64, _i64, _i64, _i64, _p, _p, _i64, _i32]
@@ -237,6 +237,34 @@ def convolve(
         x = x.index_select(1, spec.perm_in)
     out = _partial(lib, spec, edges, G, x, y, w, None)
     return out if spec.perm_out is None else out.index_select(1, spec.perm_out)
+
+
+def fused_conv_available(*tensors: Tensor | None) -> bool:
+    """Whether :func:`conv_partial` can run on these floating-point tensors
+    (:func:`~euclidnn.kernels.checks.fused_library`: CPU, one dtype, float32/float64, not
+    traced, ``EUCLIDNN_NATIVE`` not ``"0"``, the library built); else the caller runs its
+    reference."""
+    return fused_library(LIBRARY, *tensors) is not None
+
+
+def conv_partial(
+    spec: ConvSpec, edges: Edges, slot: int, x: Tensor | None, y: Tensor | None,
+    w: Tensor | None, g: Tensor | None,
+) -> Tensor:  # fmt: skip
+    """∂Q/∂(slot) of the quadrilinear form of ``_conv.c`` from the other three arguments
+    (``slot`` 0 … 3: x, y, w, g; that argument ``None``), with no autograd node: for a
+    hand-written derivative. Slot 3 is the convolution (:func:`convolve`), the others its
+    gradients. Features are in the kernel's layout (``spec.perm_in`` and ``spec.perm_out`` are
+    not applied). Only where :func:`fused_conv_available` says so.
+
+    Shapes: x: [edges.num_src, dims[0]], y: [n_edges, dims[1]], w: [n_edges, dims[2]],
+        g: [edges.num_nodes, dims[3]] → the shape of the slot's argument
+    """
+    lib = LIBRARY.get()
+    if lib is None:
+        raise RuntimeError("conv_partial: the convolution kernel is unavailable")
+    edges.prepared()  # every index checked
+    return _call(lib, spec, edges, slot, [x, y, w, g])
 
 
 def _record_op(spec: ConvSpec, x, y, w, edge_src, edge_dst, row, num_nodes) -> Tensor:

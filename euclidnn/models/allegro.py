@@ -14,11 +14,11 @@ from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.models.allegro_forces import (
     FrozenEdges,
-    _degrees,
     _run_or_index,
     _select,
 )
 from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
+from euclidnn.models.edge_derivatives import harmonic_degrees
 from euclidnn.models.interface import Potential
 from euclidnn.nn.cutoff import polynomial_cutoff
 from euclidnn.nn.mlp import ScalarMLP
@@ -376,7 +376,7 @@ class AllegroLayer(nn.Module):
         # (channel, path): its first weight's rows permuted to match
         scalar_rows = torch.arange(n_s * mul).view(n_s, mul).t().reshape(-1)
         latent_rows = torch.cat([torch.arange(latent_dim), latent_dim + scalar_rows])
-        env_cols = torch.arange(mul * (self.lmax + 1)).view(mul, -1)[:, _degrees(self.lmax)]
+        env_cols = torch.arange(mul * (self.lmax + 1)).view(mul, -1)[:, harmonic_degrees(self.lmax)]
         self.register_buffer("latent_rows", latent_rows, persistent=False)
         self.register_buffer("env_cols", env_cols.reshape(-1), persistent=False)
         self._constants = {(torch.float64, torch.device("cpu")): _Folded(scale, index)}

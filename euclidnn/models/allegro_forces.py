@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from euclidnn.models.edge_derivatives import edge_vector_derivative, radial_derivative
 from euclidnn.nn.cutoff import polynomial_cutoff
 from euclidnn.nn.radial import bessel_basis
 from euclidnn.o3.spherical_harmonics import spherical_harmonics
@@ -21,14 +22,6 @@ __all__ = ["FrozenEdges"]
 
 if TYPE_CHECKING:
     from euclidnn.models.allegro import AllegroLayer, _LayerWeights
-
-
-def _degrees(lmax: int) -> Tensor:
-    """The degree l of each spherical-harmonic component: [0, 1, 1, 1, 2, …].
-
-    Shapes: → [(lmax + 1)²] int64
-    """
-    return torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)])  # noqa: E741
 
 
 def _run_or_index(index: Tensor) -> tuple[int, int] | Tensor:
@@ -140,28 +133,6 @@ def _layer_backward(layer: AllegroLayer, w: _LayerWeights, saved, g_x, g_v, sh, 
     return g_x_in, g_v_in, g_sh, g_uc
 
 
-def _radial_grad(r, u, basis, g_u, g_radial, r_max: float, p: int) -> Tensor:
-    """d/dr of ⟨g_u, u(r)⟩ + ⟨g_radial, B(r) u(r)⟩ (:func:`~euclidnn.nn.polynomial_cutoff`,
-    :func:`~euclidnn.nn.bessel_basis` with its default frequencies nπ), written out.
-
-    Shapes: r, u, g_u: [n_edges], basis, g_radial: [n_edges, num_basis] → [n_edges]
-    """
-    x = r / r_max
-    du = (  # du/dr, zero beyond r_max
-        -(p + 1.0) * (p + 2.0) / 2.0 * p * x.pow(p - 1)
-        + p * (p + 2.0) * (p + 1.0) * x.pow(p)
-        - p * (p + 1.0) / 2.0 * (p + 2.0) * x.pow(p + 1)
-    ) * ((x < 1.0).to(r.dtype) / r_max)
-    omega = torch.arange(1, basis.shape[1] + 1, dtype=r.dtype, device=r.device) * math.pi
-    xs = x[:, None]
-    safe = torch.where(xs == 0, torch.ones_like(xs), xs)
-    # d/dr [sin(ω x) / x]: (ω x cos(ω x) − sin(ω x)) / x² / r_max, 0 at x = 0
-    dbasis = (omega * safe * torch.cos(omega * safe) - torch.sin(omega * safe)) / safe**2
-    dbasis = torch.where(xs == 0, torch.zeros_like(dbasis), dbasis)
-    dbasis = dbasis * (math.sqrt(2.0 / r_max) / r_max / r_max)
-    return du * (g_u + (g_radial * basis).sum(1)) + u * (g_radial * dbasis).sum(1)
-
-
 def _network_forward(model, weights, sh, u, uc, radial, pair_species, dst, num_atoms):
     """The edge energies [n_edges] (unscaled) from the edge geometry, without autograd, and
     what :func:`_network_backward` needs."""
@@ -230,14 +201,6 @@ class FrozenEdges(torch.autograd.Function):
             ctx.num_atoms,
         )  # fmt: skip
         g_u = g_u + (g_uc * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else g_uc)
-        g_r = _radial_grad(r, u, basis, g_u, g_radial, cfg.r_max, cfg.polynomial_p)
-        # Y(v) = P(v / |v|) with P homogeneous of degree l: ∂Y/∂v = (∇P(r̂) − l P(r̂) r̂) / |v|
-        inv = 1.0 / r.clamp_min(1e-12)  # as spherical_harmonics normalises
-        unit = edge_vec * inv[:, None]
-        with torch.enable_grad():  # Σ_c g_c ∇P_c(r̂): the harmonics' own derivative
-            at = unit.detach().requires_grad_(True)
-            p = spherical_harmonics(list(range(cfg.lmax + 1)), at, normalize=False)
-            (g_unit,) = torch.autograd.grad(p, at, g_sh)
-        radial_part = (g_sh * sh) @ _degrees(cfg.lmax).to(sh.dtype)  # Σ_c l_c g_c P_c
-        g_vec = (g_unit - radial_part[:, None] * unit) * inv[:, None] + g_r[:, None] * unit
+        g_r = radial_derivative(r, u, basis, g_u, g_radial, cfg.r_max, cfg.polynomial_p)
+        g_vec = edge_vector_derivative(edge_vec, r, sh, g_sh, g_r, cfg.lmax)
         return None, None, g_vec, None, None, None

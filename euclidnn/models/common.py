@@ -8,7 +8,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from euclidnn import kernels
+from euclidnn.data.graph import Graph
+
 __all__ = [
+    "pair_edges",
     "SpeciesIndex",
     "PerSpeciesScaleShift",
     "shifted_softplus",
@@ -121,3 +125,18 @@ def _per_species(value, n: int, default: float, name: str) -> Tensor:
     if len(value) != n:
         raise ValueError(f"energy_{name}: expected one value per species ({n}), got {len(value)}")
     return torch.tensor(value, dtype=torch.get_default_dtype())
+
+
+def pair_edges(graph: Graph) -> kernels.Edges:
+    """The graph's edges for the kernels, each reading the row of its undirected pair in a
+    per-pair tensor such as radial filters (:meth:`~euclidnn.data.Graph.edge_pairs`); made
+    once per graph (SchNet's filters, NequIP's radial weights at inference)."""
+
+    def make(g: Graph) -> kernels.Edges:
+        pair_edge, edge_pair = g.edge_pairs()
+        n = g.numbers.shape[0]
+        return kernels.Edges(
+            g.edge_src, g.edge_dst, n, n, edge_pair, pair_edge.shape[0], row_edge=pair_edge
+        )
+
+    return graph.derived("pair edges", make)

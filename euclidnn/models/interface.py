@@ -24,7 +24,7 @@ class Potential:
     and an energy model :meth:`atomic_energies`; it may implement :meth:`species_embeddings`;
     it inherits :attr:`receptive_field`, :attr:`dtype`, :attr:`device` and
     :meth:`energy_and_forces` (autograd), and overrides the last where it has a faster exact
-    path (SchNet's C kernel). Its ``forward(graph)`` returns the energy per structure
+    path (SchNet's C kernel, NequIP's and Allegro's hand-written derivatives). Its ``forward(graph)`` returns the energy per structure
     [n_graphs] eV — the sum of :meth:`atomic_energies` over each structure's atoms — or, for
     an output head, the property per structure.
 

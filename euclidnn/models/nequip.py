@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
-from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
+from euclidnn.models import nequip_forces
+from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species, pair_edges
 from euclidnn.models.interface import Potential
 from euclidnn.nn.conv import EquivariantConv
 from euclidnn.nn.cutoff import polynomial_cutoff
@@ -286,6 +287,8 @@ class NequIP(Potential, nn.Module):
         )
         self.readout = Linear(irreps, "0e")
         self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
+        # layouts and index maps of the inference path (no weights: those are read per call)
+        self._inference_plan = nequip_forces.InferencePlan(self)
 
     @property
     def cutoff(self) -> float:
@@ -343,3 +346,35 @@ class NequIP(Potential, nn.Module):
 
     def forward(self, graph: Graph) -> Tensor:
         return scatter_sum(self.atomic_energies(graph), graph.batch, dim_size=graph.num_graphs)
+
+    def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
+        """Energy per structure and forces F = −∂E/∂R for inference, with the chain rule written
+        out and no autograd graph (:func:`~euclidnn.models.nequip_forces.energy_and_forces`:
+        features per degree, a few operations per layer, the convolution kernel for every
+        partial derivative).
+
+        It runs where it computes this class's own function (:meth:`_fast_path_applies`) on
+        CPU float32/float64 tensors with the convolution kernel available; autograd
+        (:meth:`Potential.energy_and_forces`, the reference it is tested against, and what
+        ``EUCLIDNN_NATIVE=0`` selects) runs everywhere else.
+
+        Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
+        """
+        if not (self._fast_path_applies() and kernels.fused_conv_available(graph.positions)):
+            return Potential.energy_and_forces(self, graph)
+        edges = pair_edges(graph)
+        with torch.no_grad():
+            return nequip_forces.energy_and_forces(self, self._inference_plan, graph, edges)
+
+    def _fast_path_applies(self) -> bool:
+        """Whether the hand-written path computes ``self(graph)``: this class's own forward
+        over the modules the plan was built from, none of them hooked (a subclass that
+        overrides a step of the forward pass, a replaced layer or a hook gets autograd)."""
+        cls = type(self)
+        return (
+            cls is NequIP
+            or all(
+                getattr(cls, name) is getattr(NequIP, name)
+                for name in ("forward", "atomic_energies", "features", "_edges")
+            )
+        ) and self._inference_plan.applies(self)

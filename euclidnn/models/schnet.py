@@ -14,6 +14,7 @@ from euclidnn.models.common import (
     PerSpeciesScaleShift,
     SpeciesIndex,
     check_species,
+    pair_edges,
     shifted_softplus,
 )
 from euclidnn.models.interface import Potential
@@ -334,17 +335,3 @@ def _rows(graph: Graph) -> _Rows:
         return _Rows(src, dst, shift if bool(shift.any()) else None, g.batch.index_select(0, src))
 
     return graph.derived("schnet pair rows", make)
-
-
-def pair_edges(graph: Graph) -> kernels.Edges:
-    """The graph's edges for the kernels, each reading the filter row of its undirected pair
-    (:meth:`~euclidnn.data.Graph.edge_pairs`); made once per graph."""
-
-    def make(g: Graph) -> kernels.Edges:
-        pair_edge, edge_pair = g.edge_pairs()
-        n = g.numbers.shape[0]
-        return kernels.Edges(
-            g.edge_src, g.edge_dst, n, n, edge_pair, pair_edge.shape[0], row_edge=pair_edge
-        )
-
-    return graph.derived("schnet pair edges", make)

@@ -95,18 +95,24 @@ class ScalarMLP(nn.Module):
 
         Shapes: → [[dims[0] or len(input_rows), dims[1]], …, [dims[-2], dims[-1] or len(output_cols)]]
         """
-        # φ̃ = φ · cst: the constant is folded into the next layer's 1/sqrt(fan_in) factor
-        cst = getattr(self.act, "cst", 1.0)
-        scale, last, out = 1.0, len(self.weights) - 1, []
-        for k, w in enumerate(self.weights):
-            w = w * (scale / math.sqrt(w.shape[0]))
+        last, out = len(self.weights) - 1, []
+        for k, (w, scale) in enumerate(zip(self.weights, self.matrix_scales())):
+            w = w * scale
             if k == 0 and input_rows is not None:
                 w = w.index_select(0, input_rows)
             if k == last and output_cols is not None:
                 w = w.index_select(1, output_cols)
             out.append(w)
-            scale = cst
         return out
+
+    def matrix_scales(self) -> list[float]:
+        """The factor of each weight in :meth:`matrices`: 1/sqrt(fan_in), times the activation's
+        normalization constant for every layer after the first (φ̃ = φ · cst is folded into the
+        next layer's factor)."""
+        cst = getattr(self.act, "cst", 1.0)
+        return [
+            (1.0 if k == 0 else cst) / math.sqrt(w.shape[0]) for k, w in enumerate(self.weights)
+        ]
 
     def run(self, x: Tensor, matrices: list[Tensor]) -> Tensor:
         """The MLP with these :meth:`matrices`: x @ m₀, then φ and @ m_k for each next one.

@@ -31,7 +31,7 @@ from .rotations import (
     rand_quaternion,
     xyz_to_angles,
 )
-from .spherical_harmonics import spherical_harmonics
+from .spherical_harmonics import spherical_harmonics, spherical_harmonics_gradient
 from .tensor_product import (
     Path,
     Paths,
@@ -83,6 +83,7 @@ __all__ = [
     "rand_matrix",
     "rand_quaternion",
     "spherical_harmonics",
+    "spherical_harmonics_gradient",
     "uvu_paths",
     "wigner_3j",
     "wigner_D",

@@ -234,6 +234,41 @@ class Linear(nn.Module):
         has_bias = block.outs[0] in self.bias_terms  # the 0e block: all its outputs have biases
         return _BlockPlan(block.dim, mul_in, mul_out, weights, has_bias)
 
+    def degree_index(self, l: int) -> tuple[Tensor, Tensor]:  # noqa: E741
+        """Where the weights acting on degree ``l`` sit, as one matrix over all its terms.
+
+        Rows are the channels of the terms of degree l of ``irreps_in`` (term after term, in
+        order), columns those of ``irreps_out``. With ``W_l = weight[index] * scale``, the map
+        restricted to degree l is ``y[..., m, :] = x[..., m, :] @ W_l`` for every component m
+        (biases apart): ``scale`` is 1/sqrt(fan_in) where the two terms carry the same irrep and
+        0 (with ``index`` 0) between different parities. A caller that keeps its features per
+        degree multiplies them by W_l directly, with no permutation.
+
+        Shapes: → (index [Σ mul_in(l), Σ mul_out(l)] int64, scale [same] float64)
+
+        >>> index, scale = Linear("2x0e + 1x0o", "1x0e + 1x0o").degree_index(0)
+        >>> index.tolist(), scale.tolist()
+        ([[0, 0], [1, 0], [0, 2]], [[0.7071067811865475, 0.0], [0.7071067811865475, 0.0], [0.0, 1.0]])
+        """
+        offsets, _ = _weight_offsets(self.irreps_in, self.irreps_out)
+        ins = [(i, mul, ir) for i, (mul, ir) in enumerate(self.irreps_in) if ir.l == l]
+        outs = [(j, mul, ir) for j, (mul, ir) in enumerate(self.irreps_out) if ir.l == l]
+        fan_in = {ir: sum(mul for _, mul, ir_in in ins if ir_in == ir) for _, _, ir in ins}
+        rows, cols = sum(mul for _, mul, _ in ins), sum(mul for _, mul, _ in outs)
+        index = torch.zeros(rows, cols, dtype=torch.int64)
+        scale = torch.zeros(rows, cols, dtype=torch.float64)
+        a = 0
+        for i, mul_in, ir_in in ins:
+            b = 0
+            for j, mul_out, ir_out in outs:
+                if ir_in == ir_out and mul_in * mul_out > 0:
+                    block = torch.arange(mul_in * mul_out).view(mul_in, mul_out)
+                    index[a : a + mul_in, b : b + mul_out] = offsets[i, j] + block
+                    scale[a : a + mul_in, b : b + mul_out] = 1.0 / math.sqrt(fan_in[ir_in])
+                b += mul_out
+            a += mul_in
+        return index, scale
+
     def dense_matrix(self, dtype: torch.dtype | None = None) -> Tensor:
         """The map as a matrix M with ``forward(x) = x @ M (+ bias)``.
 

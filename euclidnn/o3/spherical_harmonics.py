@@ -40,7 +40,7 @@ import torch
 
 from .irreps import Irreps
 
-__all__ = ["spherical_harmonics"]
+__all__ = ["spherical_harmonics", "spherical_harmonics_gradient"]
 
 _POLY_LMAX = 3
 _NORMALIZATIONS = ("component", "norm", "integral")
@@ -176,6 +176,44 @@ def _sh_poly(
     return torch.addmm(bias, torch.stack(cols, dim=0).T, M)
 
 
+@functools.cache
+def _poly_gradient_matrix(
+    ls: tuple, normalization: str, dtype: torch.dtype, device
+) -> torch.Tensor:
+    """B [Σ(2l+1), 3 · n_lower] with ∂/∂x_a ⟨g, Y(x)⟩ = Σ_c (g @ B)[a · n_lower + c] low_c(x):
+    the derivatives of the monomials (x, y, z, x², …) of :func:`_poly_matrix` written in the
+    monomials low_c of degree < lmax (1, x, y, z, … ; :func:`_lower_monomials`)."""
+    lmax = max(ls)
+    exps, _ = _monomials(max(lmax, 1))
+    index = {e: i for i, e in enumerate(exps)}
+    n_lower = sum(1 for e in exps if sum(e) < lmax)
+    A = torch.zeros(len(exps) - 1, 3 * n_lower, dtype=torch.float64)
+    for k, e in enumerate(exps[1:]):
+        for a in range(3):
+            if e[a] > 0:
+                lower = tuple(v - (i == a) for i, v in enumerate(e))
+                A[k, a * n_lower + index[lower]] = e[a]
+    _, M = _poly_matrix(ls, normalization, torch.float64, torch.device("cpu"))
+    return (M.T @ A).to(dtype=dtype, device=device).contiguous()
+
+
+def _lower_monomials(
+    lmax: int, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor
+) -> torch.Tensor:
+    """The monomials of degree < lmax (1, x, y, z, x², …, in :func:`_monomials`' order).
+
+    Shapes: x0, x1, x2: [n] → [n, n_lower]
+    """
+    exps, plan = _monomials(max(lmax, 1))
+    n_lower = sum(1 for e in exps if sum(e) < lmax)
+    full = [torch.ones_like(x0), x0, x1, x2]
+    for parent, var in plan:
+        if len(full) >= n_lower:
+            break
+        full.append(full[parent] * full[var + 1])
+    return torch.stack(full[:n_lower], dim=1)
+
+
 # ---------------------------------------------------------------- recurrence for any l
 
 
@@ -291,3 +329,36 @@ def spherical_harmonics(
     else:
         y = _sh_recurrence(ls, x0, x1, x2, normalization)
     return y.reshape(batch + (y.shape[-1],))
+
+
+def spherical_harmonics_gradient(
+    l, x: torch.Tensor, grad: torch.Tensor, normalization: str = "component"
+) -> torch.Tensor:
+    r"""∂/∂x of :math:`\langle g, Y(\vec x) \rangle` for the harmonics of
+    :func:`spherical_harmonics` with ``normalize=False`` (homogeneous polynomials of x): the
+    vector–Jacobian product a hand-written backward needs, without autograd.
+
+    For l ≤ 3 it is one matrix product with constant coefficients and the monomials of degree
+    < lmax; larger l differentiate :func:`spherical_harmonics` by autograd.
+
+    Shapes: x: [n, 3], grad: [n, Σ_l (2l+1)] → [n, 3]
+
+    >>> x = torch.tensor([[0.3, -0.2, 0.9]], dtype=torch.float64, requires_grad=True)
+    >>> g = torch.randn(1, 9, dtype=torch.float64)
+    >>> (y,) = torch.autograd.grad(spherical_harmonics([0, 1, 2], x, normalize=False), x, g)
+    >>> torch.allclose(spherical_harmonics_gradient([0, 1, 2], x.detach(), g), y)
+    True
+    """
+    ls = _as_ls(l)
+    lmax = max(ls, default=0)
+    if lmax == 0:
+        return torch.zeros_like(x)
+    if lmax > _POLY_LMAX or x.dim() != 2:
+        with torch.enable_grad():
+            at = x.detach().requires_grad_(True)
+            y = spherical_harmonics(ls, at, normalize=False, normalization=normalization)
+            return torch.autograd.grad(y, at, grad)[0]
+    B = _poly_gradient_matrix(tuple(ls), normalization, x.dtype, x.device)
+    lower = _lower_monomials(lmax, *x.unbind(1))  # [n, n_lower]
+    n, n_lower = lower.shape
+    return (grad.mm(B).view(n, 3, n_lower) * lower[:, None, :]).sum(-1)

@@ -71,3 +71,29 @@ def test_biases_on_outputs_no_input_reaches():
     torch.nn.init.normal_(lin.bias)
     y = lin(torch.randn(4, 6))
     assert torch.equal(y[:, :3], lin.bias.detach().expand(4, 3))
+
+
+@pytest.mark.parametrize("irreps_in, irreps_out", CASES)
+def test_degree_index_gives_the_map_per_degree(irreps_in, irreps_out):
+    """Features regrouped per degree ([n, 2l+1, Σ mul], terms side by side) times
+    weight[index] · scale equal forward(), degree by degree."""
+    lin = Linear(irreps_in, irreps_out).to(F64)
+    x = torch.randn(5, lin.irreps_in.dim, dtype=F64)
+    y = lin(x)
+
+    def per_degree(features, irreps, l):  # noqa: E741
+        blocks, start = [], 0
+        for mul, ir in irreps:
+            if ir.l == l:
+                blocks.append(features[:, start : start + mul * ir.dim].view(-1, mul, ir.dim))
+            start += mul * ir.dim
+        return torch.cat(blocks, dim=1).transpose(1, 2) if blocks else None  # [n, d, Σ mul]
+
+    for l in {ir.l for _, ir in lin.irreps_out}:  # noqa: E741
+        index, scale = lin.degree_index(l)
+        want, x_l = per_degree(y, lin.irreps_out, l), per_degree(x, lin.irreps_in, l)
+        if x_l is None:
+            assert index.numel() == 0 and bool((want == 0).all())
+            continue
+        matrix = lin.weight.detach()[index] * scale
+        torch.testing.assert_close(x_l @ matrix, want, rtol=0, atol=1e-12)

@@ -159,3 +159,18 @@ def test_agrees_with_e3nn(e3nn_o3, normalization):
     ours = spherical_harmonics([1, 2, 3, 4, 7], x, False, normalization)
     theirs = e3nn_o3.spherical_harmonics([1, 2, 3, 4, 7], x, False, normalization=normalization)
     assert ((ours - theirs).abs() / theirs.abs().max()).max() < 1e-12
+
+
+@pytest.mark.parametrize("normalization", ["component", "norm", "integral"])
+@pytest.mark.parametrize("ls", [[0], [1], [0, 1], [0, 1, 2], [2], [0, 1, 2, 3], [1, 3], [0, 4]])
+def test_gradient_is_the_vector_jacobian_product(ls, normalization):
+    """spherical_harmonics_gradient equals autograd through spherical_harmonics (the
+    polynomial formula for l ≤ 3, autograd beyond)."""
+    from euclidnn.o3 import spherical_harmonics_gradient
+
+    x = torch.randn(11, 3, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(11, sum(2 * l + 1 for l in ls), dtype=torch.float64)  # noqa: E741
+    y = spherical_harmonics(ls, x, normalize=False, normalization=normalization)
+    (want,) = torch.autograd.grad(y, x, g)
+    got = spherical_harmonics_gradient(ls, x.detach(), g, normalization)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * float(want.abs().max()))
