@@ -9,23 +9,11 @@ import ase.io
 import numpy as np
 import pytest
 from ase import units
-from ase.optimize import FIRE
 
 from euclidnn.cli.__main__ import main
 from euclidnn.md import Calculator, MDConfig, read_log, run_md
 from euclidnn.md.run import density
 from euclidnn.models import save_model
-
-
-@pytest.fixture
-def relaxed_box(schnet, periodic_box):
-    """The periodic box with its atoms at a minimum of the model's energy (fixed cell), so a
-    short run's pressure is its equilibrium value, not that of atoms falling off a slope."""
-    atoms = periodic_box.copy()
-    atoms.calc = Calculator(schnet)
-    FIRE(atoms, logfile=None).run(fmax=0.05, steps=300)
-    atoms.calc = None
-    return atoms
 
 
 def virial_pressure(model, atoms, step: float = 1e-5) -> float:
