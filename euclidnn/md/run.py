@@ -163,10 +163,10 @@ class MDResult:
         energy_drift_meV_per_atom_per_ps: slope of a line fitted to the total energy (NVE), to
             MTK's conserved energy (NPT: total + thermostat + barostat energies + P V); None
             for NVT.
+        wall_seconds: time the steps took.
         mean_volume_A3, mean_density_g_cm3, mean_pressure_GPa: NPT: the means of the logged
             volume (Å³), density (g/cm³) and pressure (GPa, virial and kinetic terms) over the
             whole run, equilibration included; None for NVE and NVT.
-        wall_seconds: time the steps took.
     """
 
     ensemble: str
@@ -177,10 +177,10 @@ class MDResult:
     ns_per_day: float
     mean_temperature_K: float
     energy_drift_meV_per_atom_per_ps: float | None
-    mean_volume_A3: float | None
-    mean_density_g_cm3: float | None
-    mean_pressure_GPa: float | None
     wall_seconds: float
+    mean_volume_A3: float | None = None
+    mean_density_g_cm3: float | None = None
+    mean_pressure_GPa: float | None = None
 
 
 def ns_per_day(steps: int, timestep_fs: float, seconds: float) -> float:
@@ -456,10 +456,10 @@ def _result(
         ns_per_day=ns_per_day(steps, config.timestep, seconds),
         mean_temperature_K=mean("temperature_K"),
         energy_drift_meV_per_atom_per_ps=drift,
+        wall_seconds=seconds,
         mean_volume_A3=mean("volume_A3"),
         mean_density_g_cm3=mean("density_g_cm3"),
         mean_pressure_GPa=mean("pressure_GPa"),
-        wall_seconds=seconds,
     )
 
 
