@@ -1,7 +1,9 @@
-"""Molecular dynamics with a trained model: NVE, NVT (Langevin or Bussi) through ASE or through
-LAMMPS on MPI ranks (``--engine lammps --ranks 4``: pair_style euclidnn; the input is kept as
-in.lammps), or path-integral MD through i-PI (``--ensemble pimd --beads 8``). The run folder
-gets the trajectory and a per-step log as the run goes, and ``summary.json`` at the end.
+"""Molecular dynamics with a trained model: NVE, NVT (Langevin or Bussi), NPT (a periodic cell
+at ``--pressure`` GPa: Martyna–Tobias–Klein, isotropic or ``--cell-fluctuations triclinic``)
+through ASE or through LAMMPS on MPI ranks (``--engine lammps --ranks 4``: pair_style euclidnn;
+the input is kept as in.lammps), or path-integral MD through i-PI (``--ensemble pimd --beads
+8``). The run folder gets the trajectory and a per-step log as the run goes (NPT: with the
+volume, density and pressure), and ``summary.json`` at the end (NPT: their means).
 
 A folder that holds an earlier run's results (or files md does not write) is not touched
 without ``--overwrite``, which replaces md's own files there and keeps the others. A run that
@@ -12,6 +14,7 @@ first step (i-PI or a client failed; their logs say why) is replaced by the next
 is written; pressing Ctrl-C again does not cut that short).
 
 Example: euclidnn md model.safetensors ethanol --ensemble nvt --temperature 300 --steps 10000
+         euclidnn md model.safetensors glass.xyz --ensemble npt --pressure 0 --temperature 600
 """
 
 from __future__ import annotations
@@ -93,14 +96,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "structure", help="structure file (xyz, extxyz, cif, …; first frame) or molecule name"
     )
-    parser.add_argument("--ensemble", choices=("nve", "nvt", "pimd"), default="nve")
-    parser.add_argument("--thermostat", choices=("langevin", "bussi"), default="langevin")
+    parser.add_argument(
+        "--ensemble",
+        choices=("nve", "nvt", "npt", "pimd"),
+        default="nve",
+        help="nve (default); nvt (--thermostat); npt: constant pressure, periodic cells only "
+        "(Martyna–Tobias–Klein barostat with Nosé–Hoover chains, τ = --relaxation-time); "
+        "pimd: path integrals through i-PI",
+    )
+    parser.add_argument(
+        "--thermostat", choices=("langevin", "bussi"), default="langevin", help="of nvt"
+    )
     parser.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     parser.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
     parser.add_argument("--steps", type=int, default=1000, help="MD steps (default 1000)")
     parser.add_argument("--friction", type=float, default=0.01, help="Langevin, 1/fs (0.01)")
     parser.add_argument(
-        "--relaxation-time", type=float, default=100.0, help="Bussi τ / PILE-L centroid τ, fs"
+        "--relaxation-time",
+        type=float,
+        default=100.0,
+        help="Bussi τ / NPT's Nosé–Hoover τ / PILE-L centroid τ, fs (100)",
+    )
+    npt = parser.add_argument_group("constant pressure (--ensemble npt)")
+    npt.add_argument(
+        "--pressure",
+        type=float,
+        default=None,
+        help="external pressure, GPa (default 0; 1 GPa = 10 kbar; LAMMPS gets it in bar)",
+    )
+    npt.add_argument(
+        "--barostat-time",
+        type=float,
+        default=None,
+        help="barostat time constant τ_P, fs (default 1000 timesteps, as LAMMPS and ASE "
+        "advise: the volume follows the pressure within a few τ_P)",
+    )
+    npt.add_argument(
+        "--cell-fluctuations",
+        choices=("isotropic", "triclinic"),
+        default=None,
+        help="isotropic (default): the volume changes, the shape is kept (liquids, glasses); "
+        "triclinic: lengths and angles change too (crystals)",
     )
     parser.add_argument("--log-interval", type=int, default=1, help="steps between log lines")
     parser.add_argument(
@@ -131,7 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("ase", "lammps"),
         default="ase",
         help="ase (default): one Python process; lammps: LAMMPS with pair_style euclidnn on "
-        "--ranks MPI ranks (NVE and NVT), the input kept in --out as in.lammps",
+        "--ranks MPI ranks (NVE, NVT and NPT), the input kept in --out as in.lammps",
     )
     lammps.add_argument(
         "--ranks", type=ranks_argument, default=1, help="MPI ranks of LAMMPS (default 1)"
@@ -180,9 +216,16 @@ def run(args: argparse.Namespace) -> int:
         )
     atoms = load_molecule(args.structure)
     check_positions(atoms, where(args.structure))
+    npt = args.ensemble == "npt"
+    if npt:
+        from euclidnn.md.run import check_npt_structure
+
+        check_npt_structure(atoms, where(args.structure), option="--ensemble npt")
     torch.set_num_threads(args.threads)
     dtype = None if args.dtype is None else getattr(torch, args.dtype)
-    calculator = Calculator(args.model, dtype=dtype, device=args.device, skin=args.skin)
+    calculator = Calculator(
+        args.model, dtype=dtype, device=args.device, skin=args.skin, with_stress=npt
+    )
     probe = atoms.copy()
     probe.calc = calculator
     probe.get_forces()  # elements the model knows; run_md reuses these forces
@@ -199,6 +242,12 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{out}: {result.steps} steps, {result.ns_per_day:.3g} ns/day, "
         f"<T> = {result.mean_temperature_K:.1f} K"
+        + (
+            f", <P> = {result.mean_pressure_GPa:.3g} GPa, <V> = {result.mean_volume_A3:.6g} Å³, "
+            f"<ρ> = {result.mean_density_g_cm3:.4g} g/cm³"
+            if result.mean_pressure_GPa is not None
+            else ""
+        )
         + (f", drift {drift:.3g} meV/atom/ps" if drift is not None else "")
     )
     return 0
@@ -239,7 +288,20 @@ def _config(args: argparse.Namespace):
         seed=args.seed,
     )
     if args.engine == "lammps" and args.ensemble == "pimd":
-        raise ValueError("--engine lammps: runs NVE and NVT; PIMD runs through i-PI (--engine ase)")
+        raise ValueError(
+            "--engine lammps: runs NVE, NVT and NPT; PIMD runs through i-PI (--engine ase)"
+        )
+    npt_options = {
+        "--pressure": args.pressure,
+        "--barostat-time": args.barostat_time,
+        "--cell-fluctuations": args.cell_fluctuations,
+    }
+    given = [option for option, value in npt_options.items() if value is not None]
+    if given and args.ensemble != "npt":
+        raise ValueError(
+            f"{given[0]}: sets the constant-pressure run; add --ensemble npt (this run is "
+            f"{args.ensemble}, at constant volume)"
+        )
     if args.ensemble == "pimd":
         return PIMDConfig(
             beads=args.beads,
@@ -249,7 +311,13 @@ def _config(args: argparse.Namespace):
             **common,
         )
     return MDConfig(
-        ensemble=args.ensemble, thermostat=args.thermostat, friction=args.friction, **common
+        ensemble=args.ensemble,
+        thermostat=args.thermostat,
+        friction=args.friction,
+        pressure=0.0 if args.pressure is None else args.pressure,
+        barostat_time=args.barostat_time,
+        cell_fluctuations=args.cell_fluctuations or "isotropic",
+        **common,
     )
 
 

@@ -1,6 +1,6 @@
 """Simulation with a trained potential: the ASE calculator, MD, path-integral MD, analysis.
 
-:class:`Calculator` serves a model to ASE; :func:`run_md` runs NVE/NVT with ASE's
+:class:`Calculator` serves a model to ASE; :func:`run_md` runs NVE/NVT/NPT with ASE's
 integrators or our :class:`StochasticVelocityRescaling` (Bussi) thermostat; :func:`run_pimd`
 runs path-integral MD with i-PI, the model serving forces over its socket (:func:`serve`);
 :mod:`euclidnn.md.analysis` turns runs into distributions, spectra and normal modes.

@@ -12,9 +12,12 @@ structure's own frame, rotated back from LAMMPS's for a skewed cell) and ``summa
 ``lammps.out``. Ctrl-C or a failed rank stops every rank (their process group).
 
 Ensembles: NVE is ``fix nve``; NVT Langevin is ``fix nve`` + ``fix langevin`` (damping 1/γ);
-NVT Bussi is ``fix nve`` + ``fix temp/csvr`` (the same Bussi–Donadio–Parrinello thermostat).
-The temperature counts the same degrees of freedom as the ASE engine
-(:func:`euclidnn.md.run.degrees_of_freedom`).
+NVT Bussi is ``fix nve`` + ``fix temp/csvr`` (the same Bussi–Donadio–Parrinello thermostat);
+NPT is ``fix npt`` (Martyna–Tobias–Klein with Nosé–Hoover chains, as the ASE engine's), ``iso``
+or ``tri`` (after ``change_box all triclinic``), the pressure converted from GPa to ``metal``
+units' bar once, here; its log adds the volume, density, pressure and ``econserve``, and each
+frame of the trajectory has its own cell. The temperature counts the same degrees of freedom
+as the ASE engine (:func:`euclidnn.md.run.degrees_of_freedom`).
 """
 
 from __future__ import annotations
@@ -27,11 +30,25 @@ import numpy as np
 from ase import Atoms, units
 
 from euclidnn.export.lammps import model_lines
-from euclidnn.md.run import LOG_COLUMNS, MDConfig, MDResult, _result, read_log, write_summary
+from euclidnn.md.run import MDConfig, MDResult, _result, log_columns, read_log, write_summary
 
 __all__ = ["run_lammps_md", "lammps_input"]
 
 _DUMP = "trajectory.dump"
+
+#: each md.log column as a LAMMPS variable expression (metal units: eV, Å, ps, bar, g/cm³)
+_LOG_EXPRESSIONS = {
+    "step": "step",
+    "time_fs": "step*dt*1000",
+    "potential_eV": "pe",
+    "kinetic_eV": "ke",
+    "total_eV": "etotal",
+    "temperature_K": "temp",
+    "volume_A3": "vol",
+    "density_g_cm3": "density",
+    "pressure_GPa": f"press*{units.bar / units.GPa:.10g}",
+    "conserved_eV": "econserve",  # etotal + the energy the thermostat and barostat exchanged
+}
 
 
 def lammps_input(
@@ -51,8 +68,20 @@ def lammps_input(
         f"compute_modify thermo_temp extra/dof {3 * len(atoms) - dof}",  # 3N − dof
         f"velocity all create {config.temperature!r} {seed} mom yes "
         f"rot {'no' if atoms.pbc.any() else 'yes'} dist gaussian temp thermo_temp",
-        "fix integrate all nve",
     ]
+    if config.ensemble == "npt":
+        # fix npt's own temperature compute counts 3N − 3, as dof does for a periodic cell
+        coupling = {"isotropic": "iso", "triclinic": "tri"}[config.cell_fluctuations]
+        if coupling == "tri":
+            lines.append("change_box all triclinic")  # tri needs tilt factors, even at 0
+        bar = config.pressure * units.GPa / units.bar  # GPa → bar, the pressure of metal units
+        lines.append(
+            f"fix integrate all npt temp {config.temperature!r} {config.temperature!r} "
+            f"{config.relaxation_time * 1e-3!r} {coupling} {bar:.10g} {bar:.10g} "
+            f"{config.barostat_time * 1e-3!r}"  # fs → ps
+        )
+    else:
+        lines.append("fix integrate all nve")
     if config.ensemble == "nvt" and config.thermostat == "langevin":
         damp = 1e-3 / config.friction  # 1/γ in ps
         lines.append(f"fix thermostat all langevin {config.temperature!r} "
@@ -61,16 +90,14 @@ def lammps_input(
         tau = config.relaxation_time * 1e-3
         lines.append(f"fix thermostat all temp/csvr {config.temperature!r} "
                      f"{config.temperature!r} {tau!r} {seed}")  # fmt: skip
-    columns = ("step", "time_fs", "pe", "ke", "etotal", "temp")
+    columns = log_columns(config)
     lines += [
-        "variable time_fs equal step*dt*1000",
-        *(f"variable {c} equal {c}" for c in columns if c not in ("step", "time_fs")),
-        "variable step equal step",
+        *(f"variable {c} equal {_LOG_EXPRESSIONS[c]}" for c in columns),
         f"fix log all print {config.log_interval} "
         f'"{" ".join(f"${{{c}}}" for c in columns)}" file md.log screen no '
-        f'title "# {" ".join(LOG_COLUMNS)}"',
+        f'title "# {" ".join(columns)}"',
         f"thermo {max(config.log_interval, 100)}",
-        "thermo_style custom step time pe ke etotal temp press",
+        "thermo_style custom step time pe ke etotal temp press vol",
     ]
     if config.trajectory_interval:
         lines += [
@@ -128,11 +155,11 @@ def run_lammps_md(
         except KeyboardInterrupt:
             status = "interrupted"
     seconds = time.perf_counter() - start
-    rows = _log_rows(out_dir)
-    steps = int(rows[-1, 0]) if len(rows) else 0
-    _write_trajectory(out_dir, atoms, prism, symbols, rows)
+    log = _log_columns(out_dir, config)
+    steps = int(log["step"][-1]) if len(log["step"]) else 0
+    _write_trajectory(out_dir, atoms, prism, symbols, log)
     loop = _loop_seconds(out_dir / "lammps.out")
-    result = _result(atoms, config, dof, rows, steps, loop if loop else seconds)
+    result = _result(atoms, config, dof, log, steps, loop if loop else seconds)
     write_summary(out_dir, result, config, status)
     if status == "interrupted":
         raise KeyboardInterrupt(f"interrupted at step {steps} of {config.steps}")
@@ -156,9 +183,9 @@ def _wait(child, out_dir: Path, config: MDConfig, progress: bool) -> None:
     with tqdm(total=config.steps, unit="step", desc="MD (LAMMPS)", disable=not progress) as bar:
         while child.poll() is None:
             time.sleep(0.2)
-            rows = _log_rows(out_dir)
-            if len(rows):
-                bar.update(int(rows[-1, 0]) - bar.n)
+            steps = _log_columns(out_dir, config)["step"]
+            if len(steps):
+                bar.update(int(steps[-1]) - bar.n)
     if child.poll() != 0:
         raise ChildProcessError(_lammps_error(child.log_path, child.poll()))
 
@@ -169,15 +196,16 @@ def _lammps_error(path: Path, code: int | None) -> str:
     return errors[-1] if errors else f"LAMMPS exited with code {code}: see {path}"
 
 
-def _log_rows(out_dir: Path) -> np.ndarray:
+def _log_columns(out_dir: Path, config: MDConfig) -> dict[str, np.ndarray]:
+    """``md.log`` as :func:`read_log` reads it; no rows while it is missing or being written."""
     path = out_dir / "md.log"
+    empty = {name: np.zeros(0) for name in log_columns(config)}
     if not path.exists() or path.stat().st_size == 0:
-        return np.zeros((0, len(LOG_COLUMNS)))
+        return empty
     try:
-        columns = read_log(path)
+        return read_log(path)
     except ValueError:  # a line being written
-        return np.zeros((0, len(LOG_COLUMNS)))
-    return np.stack([columns[c] for c in LOG_COLUMNS], axis=1)
+        return empty
 
 
 def _loop_seconds(path: Path) -> float | None:
@@ -186,19 +214,22 @@ def _loop_seconds(path: Path) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _write_trajectory(out_dir: Path, atoms: Atoms, prism, symbols: list[str], rows) -> None:
-    """``trajectory.xyz`` from LAMMPS's dump: the structure's frame, momenta in ASE units, and
-    the potential energy of the step where ``md.log`` has it."""
+def _write_trajectory(out_dir: Path, atoms: Atoms, prism, symbols: list[str], log) -> None:
+    """``trajectory.xyz`` from LAMMPS's dump: the structure's frame (each frame's cell, which
+    NPT changes, rotated back like the positions), momenta in ASE units, and the potential
+    energy of the step where ``md.log`` has it."""
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
     path = out_dir / _DUMP
     if not path.exists():
         return
-    energies = {int(r[0]): r[2] for r in rows}
+    energies = dict(zip(log["step"].astype(int).tolist(), log["potential_eV"].tolist()))
     frames = []
-    for step, table in _dump_frames(path):
+    for step, box, table in _dump_frames(path):
         frame = atoms.copy()
+        if atoms.pbc.any():  # a molecule keeps its own cell (LAMMPS's box is shrink-wrapped)
+            frame.set_cell(prism.vector_to_ase(box), scale_atoms=False)
         order = np.argsort(table[:, 0])
         table = table[order]
         frame.positions = prism.vector_to_ase(table[:, 2:5], wrap=False)
@@ -213,13 +244,19 @@ def _write_trajectory(out_dir: Path, atoms: Atoms, prism, symbols: list[str], ro
 
 
 def _dump_frames(path: Path):
-    """(step, [n_atoms, columns] table) for each frame of a LAMMPS custom dump."""
+    """(step, box [3, 3], [n_atoms, columns] table) for each frame of a LAMMPS custom dump; the
+    box's rows are the lattice vectors in LAMMPS's frame (from its bounds and tilt factors)."""
+    from ase.io.lammpsrun import construct_cell
+
     lines = path.read_text().splitlines()
     k = 0
     while k + 9 <= len(lines):
         step, n = int(lines[k + 1]), int(lines[k + 3])
         if k + 9 + n > len(lines):
             break  # a frame being written when the run stopped
+        bounds = np.array([line.split() for line in lines[k + 5 : k + 8]], dtype=float)
+        tilts = bounds[:, 2] if bounds.shape[1] > 2 else np.zeros(3)  # xy xz yz, or orthogonal
+        box, _ = construct_cell(bounds[:, :2].ravel(), tilts)
         table = np.array([line.split() for line in lines[k + 9 : k + 9 + n]], dtype=float)
-        yield step, table
+        yield step, box, table
         k += 9 + n

@@ -4,14 +4,17 @@
 #   1. force MAE vs training-set size, trained on melt frames only, tested on held-out melt
 #      frames and on every quench stage (learning-curve --test);
 #   2. the model's own melt → quench MD on the reference's protocol (NVT 2000 K, then 1000,
-#      600, 300 K, each stage from the last frame of the one before), and its P–O–P / O–P–O
+#      600, 300 K, each stage from the last frame of the one before, with its cell; NPT at
+#      PRESSURE for the quench when it is set), and its P–O–P / O–P–O
 #      angles and Li–O / P–O g(r) beside the reference method's frames (analyze);
 #   3. Li diffusion: the model's NVT at each of TEMPS (MSD, D with block error bars, Arrhenius
 #      E_a), beside the reference method's own MD at 2000 K.
 # Settings (environment): DATA (labelled frames, one file), OUT (study), SIZES (training-set
 # sizes, at most the melt frames less N_TEST + N_VALID), MINUTES (per fit), MODEL (nequip,
 # allegro, schnet), STAGE_STEPS and DIFFUSION_STEPS (MD steps of 1 fs), TEMPS, ENGINE (ase or
-# lammps), RANKS (lammps). Results: OUT/curve/learning_curve.png, OUT/structure_*/*.png,
+# lammps), RANKS (lammps), PRESSURE (GPa: the quench stages at constant pressure, NPT, to find
+# the glass's density — the reference's 52-atom cell carries ~4 GPa; default empty: NVT in the
+# reference's cell, its own protocol, so the angles and g(r) compare like with like). Results: OUT/curve/learning_curve.png, OUT/structure_*/*.png,
 # OUT/diffusion/msd_species.png and each folder's JSON. A step whose output exists is skipped,
 # so a stopped study resumes at the step it was in (rm -r that step's folder first).
 set -euo pipefail
@@ -28,6 +31,7 @@ DIFFUSION_STEPS=${DIFFUSION_STEPS:-10000}
 TEMPS=${TEMPS:-1200 1600 2000}
 ENGINE=${ENGINE:-ase}
 RANKS=${RANKS:-1}
+PRESSURE=${PRESSURE:-}
 mkdir -p "$OUT/data" "$OUT/md"
 
 # 0. the reference's MD runs in DATA: the hottest is the melt, the others the quench stages
@@ -63,12 +67,20 @@ if [ ! -f "$OUT/curve/learning_curve.json" ]; then
 fi
 model="$OUT/curve/$MODEL-N$largest/model.safetensors"
 
-md() {  # md OUT_NAME STRUCTURE TEMPERATURE STEPS: NVT with the model, skipped when done
+md() {  # md OUT_NAME STRUCTURE TEMPERATURE STEPS [ENSEMBLE…]: the model's MD (default NVT,
+        # Bussi), skipped when done
     [ -f "$OUT/md/$1/summary.json" ] && return 0
-    euclidnn md "$model" "$2" --ensemble nvt --thermostat bussi --temperature "$3" \
-        --timestep 1.0 --steps "$4" --trajectory-interval 20 --log-interval 100 --seed 0 \
-        --engine "$ENGINE" --ranks "$RANKS" --out "$OUT/md/$1" --overwrite --quiet
+    local name=$1 structure=$2 temperature=$3 steps=$4
+    shift 4
+    [ $# -gt 0 ] || set -- --ensemble nvt --thermostat bussi
+    euclidnn md "$model" "$structure" "$@" --temperature "$temperature" \
+        --timestep 1.0 --steps "$steps" --trajectory-interval 20 --log-interval 100 --seed 0 \
+        --engine "$ENGINE" --ranks "$RANKS" --out "$OUT/md/$name" --overwrite --quiet
 }
+quench_ensemble=(--ensemble nvt --thermostat bussi)
+if [ -n "$PRESSURE" ]; then
+    quench_ensemble=(--ensemble npt --pressure "$PRESSURE")
+fi
 last_frame() {  # the last frame of run $1 as a structure file $2 (positions and cell only)
     python -c "import ase.io, sys; a = ase.io.read(sys.argv[1], -1); \
 ase.io.write(sys.argv[2], ase.Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc))" \
@@ -80,7 +92,7 @@ md melt_2000K "$OUT/data/start.xyz" 2000 "$STAGE_STEPS"
 previous=melt_2000K
 for T in 1000 600 300; do
     last_frame "$previous" "$OUT/data/start_${T}K.xyz"
-    md "quench_${T}K" "$OUT/data/start_${T}K.xyz" "$T" "$STAGE_STEPS"
+    md "quench_${T}K" "$OUT/data/start_${T}K.xyz" "$T" "$STAGE_STEPS" "${quench_ensemble[@]}"
     previous="quench_${T}K"
 done
 for stage in melt_2000K:melt quench_300K:quench_300K; do  # the model's run beside the reference's

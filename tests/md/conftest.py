@@ -97,3 +97,18 @@ def periodic_box():
         ):
             positions.append(candidate)
     return Atoms("C4H6O2", positions=positions, cell=cell, pbc=True)
+
+
+@pytest.fixture
+def relaxed_box(schnet, periodic_box):
+    """The periodic box with its atoms at a minimum of ``schnet``'s energy (fixed cell), so a
+    short NPT run's pressure is its equilibrium value, not that of atoms falling off a slope."""
+    from ase.optimize import FIRE
+
+    from euclidnn.md import Calculator
+
+    atoms = periodic_box.copy()
+    atoms.calc = Calculator(schnet)
+    FIRE(atoms, logfile=None).run(fmax=0.05, steps=300)
+    atoms.calc = None
+    return atoms
