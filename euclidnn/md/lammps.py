@@ -156,7 +156,10 @@ def run_lammps_md(
             status = "interrupted"
     seconds = time.perf_counter() - start
     log = _log_columns(out_dir, config)
-    steps = int(log["step"][-1]) if len(log["step"]) else 0
+    # a finished run did every step, logged or not (--log-interval may exceed --steps)
+    steps = (
+        config.steps if status == "completed" else int(log["step"][-1]) if len(log["step"]) else 0
+    )
     _write_trajectory(out_dir, atoms, prism, symbols, log)
     loop = _loop_seconds(out_dir / "lammps.out")
     result = _result(atoms, config, dof, log, steps, loop if loop else seconds)

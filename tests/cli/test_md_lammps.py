@@ -55,6 +55,14 @@ def test_run_folder_like_the_ase_engine(model, tmp_path):
     assert 2 * kinetic / (units.kB * temperature) == pytest.approx(21, rel=1e-4)
     # step 0: the same structure and model, so the same potential energy
     assert float(logs[1][1].split()[2]) == pytest.approx(float(logs[0][1].split()[2]), rel=1e-5)
+    # a finished run did all its steps, also when none after step 0 was logged
+    args = ("ethanol", "--steps", "3", "--log-interval", "100", "--quiet", "--engine")
+    for engine in ("ase", "lammps"):
+        assert (
+            euclidnn("md", model, *args, engine, "--out", f"short-{engine}", cwd=tmp_path).code == 0
+        )
+        summary = json.loads((tmp_path / f"short-{engine}" / "summary.json").read_text())
+        assert summary["steps"] == 3, engine
 
 
 def test_ctrl_c_stops_every_rank(model, tmp_path):
