@@ -83,16 +83,27 @@ def _predicted(model, atoms: Atoms):
     return out.energy.item(), out.forces.detach().double().numpy(), stress
 
 
-@pytest.mark.parametrize("ranks", [1, 2, 4])
+@pytest.mark.parametrize("ranks, chunk", [(1, None), (2, None), (4, None), (1, 5), (2, 5)])
 @pytest.mark.parametrize("name", ["schnet", "nequip", "allegro"])
-def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks):
+def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks, chunk):
+    """With ``chunk 5`` each rank evaluates the model on groups of at most 5 of its atoms, each
+    group with its own receptive field (2 hops × r_max for SchNet and NequIP here, one r_max for
+    Allegro), and sums: the same numbers as one evaluation of everything."""
     model = _models()[name]
     export(model, tmp_path / "model.pt")
     structures = _structures()
     results = lammps.single_point(
-        tmp_path / "model.pt", list(structures.values()), SYMBOLS, ranks=ranks, workdir=tmp_path
+        tmp_path / "model.pt",
+        list(structures.values()),
+        SYMBOLS,
+        ranks=ranks,
+        workdir=tmp_path,
+        chunk=chunk,
     )
     for (where, atoms), got in zip(structures.items(), results):
+        # the chunks were there: at least ceil(n / chunk) evaluations; else one per busy rank
+        assert got["evaluations"] >= (-(-len(atoms) // chunk) if chunk else 1), where
+        assert chunk or got["evaluations"] <= ranks, where
         energy, forces, stress = _predicted(model, atoms)
         scale = max(abs(energy), 1.0)
         assert got["energy"] == pytest.approx(energy, rel=1e-10, abs=1e-10 * scale), where
@@ -132,6 +143,22 @@ def test_unknown_element_and_not_an_export(plugin, tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(ChildProcessError, match="not a TorchScript file written by"):
         lammps.single_point(tmp_path / "bad.pt", [atoms], SYMBOLS, workdir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "chunk, message",
+    [
+        (-1, "chunk N: N must be a whole number of atoms >= 0 .* not -1"),
+        ("5x", "chunk N: N must be a whole number of atoms >= 0 .* not 5x"),
+        ("5 skin 2", "unknown option skin"),
+    ],
+)
+def test_bad_pair_style_options_are_named(plugin, tmp_path, chunk, message):
+    export(_models()["allegro"], tmp_path / "model.pt")
+    atoms = molecule("CH4")
+    atoms.center(vacuum=5.0)
+    with pytest.raises(ChildProcessError, match=message):  # "chunk 5 skin 2": an option after
+        lammps.single_point(tmp_path / "model.pt", [atoms], SYMBOLS, workdir=tmp_path, chunk=chunk)
 
 
 def test_a_file_calling_an_op_the_plugin_lacks(plugin, tmp_path):
