@@ -127,6 +127,7 @@ class PairEuclidnn : public Pair {
   double cutoff_ = 0.0;
   int num_hops_ = 1;
   int chunk_ = DEFAULT_CHUNK;    // most owned atoms in one evaluation of the model; 0: no limit
+  bool report_ = false;    // log the evaluations of the next step (the first of a run)
   std::vector<int64_t> type_number_;    // LAMMPS type (1-based) -> atomic number
 
   void allocate();
@@ -269,6 +270,7 @@ void PairEuclidnn::init_style()
   ghostneigh = (num_hops_ > 1 && comm->nprocs > 1) ? 1 : 0;
   int flags = NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0);
   neighbor->add_request(this, flags);
+  report_ = true;
   if (ghostneigh) {
     double shell = num_hops_ * cutoff_ + neighbor->skin;
     if (comm->get_comm_cutoff() < shell) comm->cutghostuser = shell;
@@ -414,19 +416,29 @@ void PairEuclidnn::compute(int eflag, int vflag)
   if (vflag_atom) error->all(FLERR, "pair_style euclidnn: per-atom virial is not available");
   int nlocal = atom->nlocal;
   pvector[0] = 0;
-  if (nlocal == 0) return;    // a rank that owns no atoms: nothing to add
-
-  // E = sum over chunks of the chunk's centres' energies; each chunk's graph holds what those
-  // energies depend on, so energies, forces and virial are sums over chunks, exact.
-  std::vector<int> copy = copies();
-  int nall = nlocal + atom->nghost;
-  std::vector<int> node(nall, -1), hop(nall, 0);
-  for (const auto &centres : chunks()) {
-    EdgeGraph g;
-    build_graph(g, centres, copy, node, hop);
-    evaluate(g, (int) centres.size());
-    for (int i : g.atom) node[i] = -1;
-    pvector[0] += 1;
+  if (nlocal > 0) {    // a rank that owns no atoms has nothing to add
+    // E = sum over chunks of the chunk's centres' energies; each chunk's graph holds what
+    // those energies depend on, so energies, forces and virial are sums over chunks, exact.
+    std::vector<int> copy = copies();
+    int nall = nlocal + atom->nghost;
+    std::vector<int> node(nall, -1), hop(nall, 0);
+    for (const auto &centres : chunks()) {
+      EdgeGraph g;
+      build_graph(g, centres, copy, node, hop);
+      evaluate(g, (int) centres.size());
+      for (int i : g.atom) node[i] = -1;
+      pvector[0] += 1;
+    }
+  }
+  if (report_) {    // every rank is here: compute() is collective
+    double total = 0;
+    MPI_Allreduce(pvector, &total, 1, MPI_DOUBLE, MPI_SUM, world);
+    if (comm->me == 0)
+      utils::logmesg(lmp,
+                     "euclidnn: {:.0f} evaluations of the model per step (chunks of at most {} "
+                     "owned atoms), all ranks together\n",
+                     total, chunk_ ? std::to_string(chunk_) : std::string("all"));
+    report_ = false;
   }
 }
 

@@ -87,7 +87,7 @@ def _predicted(model, atoms: Atoms):
 @pytest.mark.parametrize("name", ["schnet", "nequip", "allegro"])
 def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks, chunk):
     """With ``chunk 5`` each rank evaluates the model on groups of at most 5 of its atoms, each
-    group with its own receptive field (2 hops × r_max for SchNet and NequIP here, one r_max for
+    group with its own receptive field (3 hops × r_max for SchNet here, 2 for NequIP, one r_max for
     Allegro), and sums: the same numbers as one evaluation of everything."""
     model = _models()[name]
     export(model, tmp_path / "model.pt")
