@@ -142,14 +142,18 @@ def one(
     atoms = water_box(size, copies=ranks if weak else 1)
     model = _model(model_name)
     config = MDConfig(
-        ensemble="nve", steps=steps, timestep=0.001, log_interval=steps, trajectory_interval=0
+        ensemble="nve",
+        steps=steps,
+        timestep=0.001,
+        log_interval=max(steps, 1),
+        trajectory_interval=0,
     )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         if engine in ("ase", "ase-reference"):
             torch.set_num_threads(ranks)
             result = run_md(atoms, Calculator(model, skin=1.0), config, out, progress=False)
-            seconds, ghosts, evaluations = result.wall_seconds, 1.0, 1
+            seconds, ghosts, evaluations, first = result.wall_seconds, 1.0, 1, float("nan")
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             total, wall = peak, seconds
         else:
@@ -171,9 +175,11 @@ def one(
             if watch.killed:
                 raise MemoryError(f"stopped: the ranks passed {limit_gb} GB together")
             wall = time.perf_counter() - start
-            seconds = result.wall_seconds  # LAMMPS's loop time
             ghosts = _ghost_factor(out / "lammps.out")
-            evaluations = _evaluations(out / "lammps.out")
+            evaluations, first = _evaluations(out / "lammps.out")
+            # LAMMPS's loop time; with 0 steps (one force evaluation: a million atoms), the
+            # time of that evaluation
+            seconds = result.wall_seconds if steps else first
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             total = watch.peak_kB
     return {
@@ -184,8 +190,9 @@ def one(
         "chunk": chunk,
         "weak": weak,
         "steps": steps,
-        "atom_steps_per_s": len(atoms) * steps / seconds,
-        "seconds_per_step": seconds / steps,
+        "atom_steps_per_s": len(atoms) * max(steps, 1) / seconds,
+        "seconds_per_step": seconds / max(steps, 1),
+        "first_force_s": first,
         "ns_per_day": result.ns_per_day,
         "peak_kB_per_atom": peak / len(atoms),  # the largest process over all atoms
         "peak_kB_per_owned_atom": peak * ranks / len(atoms),  # … over the atoms of one rank
@@ -206,11 +213,15 @@ def _ghost_factor(path: Path) -> float:
     return (float(owned.group(1)) + float(ghost.group(1))) / float(owned.group(1))
 
 
-def _evaluations(path: Path) -> float:
-    """Evaluations of the model per step, all ranks together (the chunks), from the plugin's
-    own line in LAMMPS's output ("euclidnn: … evaluations …"); NaN where it is missing."""
-    found = re.findall(r"euclidnn: ([0-9.]+) evaluations of the model per step", path.read_text())
-    return float(found[-1]) if found else float("nan")
+def _evaluations(path: Path) -> tuple[float, float]:
+    """Evaluations of the model per step, all ranks together (the chunks), and the seconds of
+    the first step's forces (the slowest rank), from the plugin's own line in LAMMPS's output;
+    NaN where it is missing."""
+    found = re.findall(
+        r"euclidnn: ([0-9.]+) evaluations of the model per step.* the first took ([0-9.]+) s",
+        path.read_text(),
+    )
+    return tuple(map(float, found[-1])) if found else (float("nan"), float("nan"))
 
 
 def _spec(text: str) -> tuple[str, int, int, bool]:
@@ -238,7 +249,10 @@ def main() -> None:
         "times the atoms, RANKS boxes side by side)",
     )
     parser.add_argument(
-        "--steps", default="0", help="one number, or one per size; 0: 20 000 / atoms, ≥ 10"
+        "--steps",
+        default="",
+        help="one number, or one per size; 0: one force evaluation (LAMMPS's setup), timed by "
+        "the pair style; default: 20 000 / atoms, ≥ 10",
     )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--max-ase-atoms", type=int, default=20000)
@@ -254,14 +268,16 @@ def main() -> None:
         print(json.dumps(row))
         return
     sizes = list(map(int, args.sizes.split(",")))
-    steps_given = list(map(int, args.steps.split(",")))
-    steps_of = dict(zip(sizes, steps_given * len(sizes) if len(steps_given) == 1 else steps_given))
+    given = [max(10, 20_000 // size) for size in sizes]
+    if args.steps:
+        given = list(map(int, args.steps.split(",")))
+    steps_of = dict(zip(sizes, given * len(sizes) if len(given) == 1 else given))
     print(f"{header()}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     rows: dict[tuple, list[dict]] = {}
     for _ in range(args.repeats):
         for model in args.models.split(","):
             for size in sizes:
-                steps = steps_of[size] or max(10, 20_000 // size)
+                steps = steps_of[size]
                 for spec in args.engines.split(","):
                     engine, ranks, chunk, weak = _spec(spec)
                     if engine.startswith("ase") and size > args.max_ase_atoms:

@@ -1,7 +1,7 @@
 // pair_style euclidnn: any euclidnn model, exported by `euclidnn export`, as a LAMMPS plugin.
 //
 //   plugin load  <the library `euclidnn lammps build` prints>
-//   pair_style   euclidnn
+//   pair_style   euclidnn [chunk N]       (N: most owned atoms per evaluation; 0: no limit)
 //   pair_coeff   * * model.pt H C O        (LAMMPS type k -> the k-th element)
 //
 // The exported file is TorchScript: forward(positions [N,3], numbers [N] int64, edge_src [E],
@@ -16,6 +16,17 @@
 // A ghost that is a periodic image of an atom this rank holds is not passed: its edges point to
 // that atom with a lattice shift (edge_shift, cell), so one rank holds no ghost shell at all.
 // Global virial: W = sum over the atoms passed of r (x) F - cell^T dE/dcell.
+//
+// Chunks: the model's autograd graph (every edge's features, kept for the backward pass) is
+// what fills memory, about 0.5 MB per atom, so a rank owning more than N atoms evaluates the
+// model on spatially compact groups of at most N of them (k-d bisection), each group passed
+// exactly as a rank of its own would be: the group as centres and, one node per atom, every
+// atom within num_hops - 1 hops as a centre too (its messages reach the group), the atoms one
+// hop further as sources only. Energies of the group's atoms, the forces of that energy on every
+// node and its virial add up over groups to the rank's. Memory is then bounded by N (not the
+// system's size); the cost is the shell each group recomputes: nothing but its sources for a
+// strictly local model (Allegro), (num_hops - 1) * r_max of centres for message passing.
+// `compute ID all pair euclidnn` gives the evaluations per step (c_ID[1], all ranks).
 //
 // An export may call custom ops (its metadata lists them in "ops"): euclidnn_ops.cpp, compiled
 // into this plugin, registers euclidnn::uvu_conv (the fused convolution kernel) when the plugin
@@ -416,6 +427,7 @@ void PairEuclidnn::compute(int eflag, int vflag)
   if (vflag_atom) error->all(FLERR, "pair_style euclidnn: per-atom virial is not available");
   int nlocal = atom->nlocal;
   pvector[0] = 0;
+  double start = MPI_Wtime();
   if (nlocal > 0) {    // a rank that owns no atoms has nothing to add
     // E = sum over chunks of the chunk's centres' energies; each chunk's graph holds what
     // those energies depend on, so energies, forces and virial are sums over chunks, exact.
@@ -431,13 +443,14 @@ void PairEuclidnn::compute(int eflag, int vflag)
     }
   }
   if (report_) {    // every rank is here: compute() is collective
-    double total = 0;
+    double total = 0, seconds = MPI_Wtime() - start, slowest = 0;
     MPI_Allreduce(pvector, &total, 1, MPI_DOUBLE, MPI_SUM, world);
+    MPI_Allreduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, world);
     if (comm->me == 0)
       utils::logmesg(lmp,
                      "euclidnn: {:.0f} evaluations of the model per step (chunks of at most {} "
-                     "owned atoms), all ranks together\n",
-                     total, chunk_ ? std::to_string(chunk_) : std::string("all"));
+                     "owned atoms), all ranks together; the first took {:.3f} s\n",
+                     total, chunk_ ? std::to_string(chunk_) : std::string("all"), slowest);
     report_ = false;
   }
 }
