@@ -225,13 +225,13 @@ def single_point(
     symbols: list[str],
     ranks: int = 1,
     workdir: Path = None,
-    chunk: int | None = None,
+    chunk: int | None | list[int | None] = None,
 ) -> list[dict]:
     """Energy, forces, per-atom energies and stress of each of ``structures`` (ASE atoms, a box
     for each; non-periodic directions get LAMMPS's fixed boundary) from LAMMPS with
-    ``pair_style euclidnn`` (``chunk``: see :func:`model_lines`) on ``ranks`` MPI ranks, all in
-    one LAMMPS run (``clear`` between structures). Vectors and tensors come back in each
-    structure's own frame.
+    ``pair_style euclidnn`` (``chunk``: see :func:`model_lines`; one for all structures, or a
+    list with one for each) on ``ranks`` MPI ranks, all in one LAMMPS run (``clear`` between
+    structures). Vectors and tensors come back in each structure's own frame.
 
     Returns one dict per structure: ``energy`` (eV), ``forces`` [n, 3] eV/Å, ``energies`` [n]
     eV, ``stress`` [3, 3] eV/Å³ (ASE's sign: −virial/volume), ``evaluations``: of the model, all
@@ -246,10 +246,11 @@ def single_point(
     plugin = build_plugin(install, progress=lambda line: None)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="euclidnn_lammps_"))
     blocks, prisms = [f"plugin load {plugin}"], []
-    for k, atoms in enumerate(structures):
+    chunks = chunk if isinstance(chunk, list) else [chunk] * len(structures)
+    for k, (atoms, chunk_k) in enumerate(zip(structures, chunks, strict=True)):
         prisms.append(write_data(atoms, workdir / f"data_{k}.lmp", symbols))
         setup = model_lines(
-            f"data_{k}.lmp", Path(exported).resolve(), symbols, atoms.pbc, "f", chunk
+            f"data_{k}.lmp", Path(exported).resolve(), symbols, atoms.pbc, "f", chunk_k
         )
         blocks.append(
             "clear\n"
