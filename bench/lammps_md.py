@@ -156,6 +156,7 @@ def one(
             seconds, ghosts, evaluations, first = result.wall_seconds, 1.0, 1, float("nan")
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             total, wall = peak, seconds
+            cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
         else:
             from euclidnn.export import export
             from euclidnn.md.lammps import run_lammps_md
@@ -180,7 +181,8 @@ def one(
             # LAMMPS's loop time; with 0 steps (one force evaluation: a million atoms), the
             # time of that evaluation
             seconds = result.wall_seconds if steps else first
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            peak, cpu = children.ru_maxrss, children.ru_utime + children.ru_stime
             total = watch.peak_kB
     return {
         "engine": engine,
@@ -198,6 +200,10 @@ def one(
         "peak_kB_per_owned_atom": peak * ranks / len(atoms),  # … over the atoms of one rank
         "peak_total_MB": total / 1024,  # all ranks together, sampled
         "wall_s": wall,  # LAMMPS: with setup, files and the first force evaluation
+        # CPU seconds of the ranks (LAMMPS: the whole run, setup and every force evaluation;
+        # ASE: this process, model building included), what load on a shared machine
+        # does not inflate
+        "cpu_s": cpu,
         "ghost_factor": ghosts,
         "evaluations_per_step": evaluations,
     }
