@@ -153,7 +153,13 @@ def one(
         if engine in ("ase", "ase-reference"):
             torch.set_num_threads(ranks)
             result = run_md(atoms, Calculator(model, skin=1.0), config, out, progress=False)
-            seconds, ghosts, evaluations, first = result.wall_seconds, 1.0, 1, float("nan")
+            seconds, ghosts, evaluations, first, shell = (
+                result.wall_seconds,
+                1.0,
+                1,
+                float("nan"),
+                1.0,
+            )
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             total, wall = peak, seconds
             cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
@@ -177,7 +183,7 @@ def one(
                 raise MemoryError(f"stopped: the ranks passed {limit_gb} GB together")
             wall = time.perf_counter() - start
             ghosts = _ghost_factor(out / "lammps.out")
-            evaluations, first = _evaluations(out / "lammps.out")
+            evaluations, first, shell = _evaluations(out / "lammps.out")
             # LAMMPS's loop time; with 0 steps (one force evaluation: a million atoms), the
             # time of that evaluation
             seconds = result.wall_seconds if steps else first
@@ -206,6 +212,7 @@ def one(
         "cpu_s": cpu,
         "ghost_factor": ghosts,
         "evaluations_per_step": evaluations,
+        "shell_work": shell,  # atoms given their edges / atoms (1: no shell recomputed)
     }
 
 
@@ -219,15 +226,19 @@ def _ghost_factor(path: Path) -> float:
     return (float(owned.group(1)) + float(ghost.group(1))) / float(owned.group(1))
 
 
-def _evaluations(path: Path) -> tuple[float, float]:
-    """Evaluations of the model per step, all ranks together (the chunks), and the seconds of
-    the first step's forces (the slowest rank), from the plugin's own line in LAMMPS's output;
-    NaN where it is missing."""
+def _evaluations(path: Path) -> tuple[float, float, float]:
+    """Evaluations of the model per step, all ranks together (the chunks), the seconds of the
+    first step's forces (the slowest rank) and the shell's work (atoms given their edges over
+    atoms), from the plugin's own line in LAMMPS's output; NaN where it is missing."""
+    text = path.read_text()
     found = re.findall(
         r"euclidnn: ([0-9.]+) evaluations of the model per step.* the first took ([0-9.]+) s",
-        path.read_text(),
+        text,
     )
-    return tuple(map(float, found[-1])) if found else (float("nan"), float("nan"))
+    shell = re.findall(r"atoms with their edges evaluated / atoms: ([0-9.]+)", text)
+    nan = float("nan")
+    first = tuple(map(float, found[-1])) if found else (nan, nan)
+    return (*first, float(shell[-1]) if shell else nan)
 
 
 def _spec(text: str) -> tuple[str, int, int, bool]:

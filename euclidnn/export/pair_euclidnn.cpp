@@ -95,6 +95,7 @@ struct EdgeGraph {
   std::vector<int> atom;    // node -> LAMMPS index
   std::vector<int64_t> src, dst;
   std::vector<double> shift;    // [E, 3] lattice translations
+  int64_t centres = 0;    // nodes with their edges (fewer than num_hops hops from a centre)
 };
 
 // Owned atoms per evaluation of the model (pair_style euclidnn chunk N): the model's autograd
@@ -399,6 +400,7 @@ void PairEuclidnn::build_graph(EdgeGraph &g, const std::vector<int> &centres,
   for (size_t q = 0; q < g.atom.size(); q++) {    // g.atom grows: the breadth-first queue
     int i = g.atom[q];
     if (hop[i] >= num_hops_) continue;    // its state never reaches a centre through a message
+    g.centres++;
     int *jlist = list->firstneigh[i];
     for (int jj = 0; jj < list->numneigh[i]; jj++) {
       int j = jlist[jj] & NEIGHMASK;
@@ -427,7 +429,7 @@ void PairEuclidnn::compute(int eflag, int vflag)
   if (vflag_atom) error->all(FLERR, "pair_style euclidnn: per-atom virial is not available");
   int nlocal = atom->nlocal;
   pvector[0] = 0;
-  double start = MPI_Wtime();
+  double start = MPI_Wtime(), evaluated = 0;
   if (nlocal > 0) {    // a rank that owns no atoms has nothing to add
     // E = sum over chunks of the chunk's centres' energies; each chunk's graph holds what
     // those energies depend on, so energies, forces and virial are sums over chunks, exact.
@@ -440,17 +442,24 @@ void PairEuclidnn::compute(int eflag, int vflag)
       evaluate(g, (int) centres.size());
       for (int i : g.atom) node[i] = -1;
       pvector[0] += 1;
+      evaluated += (double) g.centres;
     }
   }
   if (report_) {    // every rank is here: compute() is collective
-    double total = 0, seconds = MPI_Wtime() - start, slowest = 0;
+    // the work a chunk's (or a rank's) shell adds: atoms given their edges / atoms owned
+    double total = 0, seconds = MPI_Wtime() - start, slowest = 0, mine[2] = {evaluated, 0};
+    double sums[2] = {0, 0};
+    mine[1] = nlocal;
     MPI_Allreduce(pvector, &total, 1, MPI_DOUBLE, MPI_SUM, world);
     MPI_Allreduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, world);
+    MPI_Allreduce(mine, sums, 2, MPI_DOUBLE, MPI_SUM, world);
     if (comm->me == 0)
       utils::logmesg(lmp,
                      "euclidnn: {:.0f} evaluations of the model per step (chunks of at most {} "
-                     "owned atoms), all ranks together; the first took {:.3f} s\n",
-                     total, chunk_ ? std::to_string(chunk_) : std::string("all"), slowest);
+                     "owned atoms), all ranks together; the first took {:.3f} s; atoms with "
+                     "their edges evaluated / atoms: {:.2f}\n",
+                     total, chunk_ ? std::to_string(chunk_) : std::string("all"), slowest,
+                     sums[1] > 0 ? sums[0] / sums[1] : 0.0);
     report_ = false;
   }
 }
