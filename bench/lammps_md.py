@@ -21,6 +21,13 @@ images are its own atoms and no shell is passed to the model. ``ghost ×`` repor
 atom it needs).
 
     python bench/lammps_md.py --sizes 1000,10000 --models schnet,nequip,allegro --repeats 3
+
+Large systems: a rank evaluates the model on chunks of at most N of its atoms (``pair_style
+euclidnn chunk N``; ``lammps:1:chunk0`` for none, ``lammps:1:chunk2048`` …), so memory stays
+bounded; ``lammps:2:weak`` runs 2 ranks on two boxes side by side (weak scaling); ``--steps 0``
+times one force evaluation (LAMMPS's setup) by the pair style's own log line, the way to reach
+a million atoms (``--sizes 1029000``) in reasonable time. Each row also has the CPU seconds of
+the ranks (robust to a shared machine's load) and the chunks' shell work.
 """
 
 from __future__ import annotations
