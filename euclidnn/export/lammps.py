@@ -202,30 +202,40 @@ def write_data(atoms, path: Path, symbols: list[str]):
     return prism
 
 
-def model_lines(data: str, model: str, symbols: list[str], pbc, open_boundary: str) -> list[str]:
+def model_lines(
+    data: str, model: str, symbols: list[str], pbc, open_boundary: str, chunk: int | None = None
+) -> list[str]:
     """The input lines that read ``data`` and put ``model`` (an export) on it with
     ``pair_style euclidnn``, LAMMPS type k being ``symbols[k-1]``; a non-periodic direction gets
-    ``open_boundary`` (``f`` fixed, ``s`` shrink-wrapped)."""
+    ``open_boundary`` (``f`` fixed, ``s`` shrink-wrapped). ``chunk``: the pair style's ``chunk
+    N`` (owned atoms per evaluation of the model; 0 for no chunks), its default where None."""
     return [
         "units metal",
         "atom_style atomic",
         "boundary " + " ".join("p" if p else open_boundary for p in pbc),
         f"read_data {data}",
-        "pair_style euclidnn",
+        "pair_style euclidnn" + ("" if chunk is None else f" chunk {chunk}"),
         f"pair_coeff * * {model} {' '.join(symbols)}",
     ]
 
 
 def single_point(
-    exported: Path, structures: list, symbols: list[str], ranks: int = 1, workdir: Path = None
+    exported: Path,
+    structures: list,
+    symbols: list[str],
+    ranks: int = 1,
+    workdir: Path = None,
+    chunk: int | None | list[int | None] = None,
 ) -> list[dict]:
     """Energy, forces, per-atom energies and stress of each of ``structures`` (ASE atoms, a box
     for each; non-periodic directions get LAMMPS's fixed boundary) from LAMMPS with
-    ``pair_style euclidnn`` on ``ranks`` MPI ranks, all in one LAMMPS run (``clear`` between
+    ``pair_style euclidnn`` (``chunk``: see :func:`model_lines`; one for all structures, or a
+    list with one for each) on ``ranks`` MPI ranks, all in one LAMMPS run (``clear`` between
     structures). Vectors and tensors come back in each structure's own frame.
 
     Returns one dict per structure: ``energy`` (eV), ``forces`` [n, 3] eV/Å, ``energies`` [n]
-    eV, ``stress`` [3, 3] eV/Å³ (ASE's sign: −virial/volume).
+    eV, ``stress`` [3, 3] eV/Å³ (ASE's sign: −virial/volume), ``evaluations``: of the model, all
+    ranks together (one per rank that owns atoms, more with chunks).
 
     Raises:
         ChildProcessError: LAMMPS stopped with an error (its ``ERROR`` line).
@@ -236,16 +246,20 @@ def single_point(
     plugin = build_plugin(install, progress=lambda line: None)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="euclidnn_lammps_"))
     blocks, prisms = [f"plugin load {plugin}"], []
-    for k, atoms in enumerate(structures):
+    chunks = chunk if isinstance(chunk, list) else [chunk] * len(structures)
+    for k, (atoms, chunk_k) in enumerate(zip(structures, chunks, strict=True)):
         prisms.append(write_data(atoms, workdir / f"data_{k}.lmp", symbols))
-        setup = model_lines(f"data_{k}.lmp", Path(exported).resolve(), symbols, atoms.pbc, "f")
+        setup = model_lines(
+            f"data_{k}.lmp", Path(exported).resolve(), symbols, atoms.pbc, "f", chunk_k
+        )
         blocks.append(
             "clear\n"
             + "\n".join(setup)
             + f"""
 compute atom_pe all pe/atom
 compute vir all pressure NULL virial
-thermo_style custom step pe c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6] vol
+compute evaluations all pair euclidnn
+thermo_style custom step pe c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6] vol c_evaluations[1]
 thermo_modify format float %.17g
 dump forces all custom 1 forces_{k}.dump id fx fy fz c_atom_pe
 dump_modify forces sort id format float %.17g
@@ -280,6 +294,7 @@ run 0"""
                 forces=prism.vector_to_ase(table[:, 1:4]),
                 energies=table[:, 4],
                 stress=-prism.tensor2_to_ase(pressure),
+                evaluations=int(values[9]),
             )
         )
     return results

@@ -1,7 +1,7 @@
 // pair_style euclidnn: any euclidnn model, exported by `euclidnn export`, as a LAMMPS plugin.
 //
 //   plugin load  <the library `euclidnn lammps build` prints>
-//   pair_style   euclidnn
+//   pair_style   euclidnn [chunk N]       (N: most owned atoms per evaluation; 0: no limit)
 //   pair_coeff   * * model.pt H C O        (LAMMPS type k -> the k-th element)
 //
 // The exported file is TorchScript: forward(positions [N,3], numbers [N] int64, edge_src [E],
@@ -16,6 +16,17 @@
 // A ghost that is a periodic image of an atom this rank holds is not passed: its edges point to
 // that atom with a lattice shift (edge_shift, cell), so one rank holds no ghost shell at all.
 // Global virial: W = sum over the atoms passed of r (x) F - cell^T dE/dcell.
+//
+// Chunks: the model's autograd graph (every edge's features, kept for the backward pass) is
+// what fills memory, about 0.5 MB per atom, so a rank owning more than N atoms evaluates the
+// model on spatially compact groups of at most N of them (k-d bisection), each group passed
+// exactly as a rank of its own would be: the group as centres and, one node per atom, every
+// atom within num_hops - 1 hops as a centre too (its messages reach the group), the atoms one
+// hop further as sources only. Energies of the group's atoms, the forces of that energy on every
+// node and its virial add up over groups to the rank's. Memory is then bounded by N (not the
+// system's size); the cost is the shell each group recomputes: nothing but its sources for a
+// strictly local model (Allegro), (num_hops - 1) * r_max of centres for message passing.
+// `compute ID all pair euclidnn` gives the evaluations per step (c_ID[1], all ranks).
 //
 // An export may call custom ops (its metadata lists them in "ops"): euclidnn_ops.cpp, compiled
 // into this plugin, registers euclidnn::uvu_conv (the fused convolution kernel) when the plugin
@@ -37,10 +48,13 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
-#include <unordered_map>
+#include <cstdlib>
 #include <cstring>
+#include <unordered_map>
+#include <utility>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -81,7 +95,12 @@ struct EdgeGraph {
   std::vector<int> atom;    // node -> LAMMPS index
   std::vector<int64_t> src, dst;
   std::vector<double> shift;    // [E, 3] lattice translations
+  int64_t centres = 0;    // nodes with their edges (fewer than num_hops hops from a centre)
 };
+
+// Owned atoms per evaluation of the model (pair_style euclidnn chunk N): the model's autograd
+// graph, not LAMMPS, bounds the memory of a large system (see the header).
+constexpr int DEFAULT_CHUNK = 8192;
 
 class PairEuclidnn : public Pair {
  public:
@@ -93,10 +112,13 @@ class PairEuclidnn : public Pair {
     manybody_flag = 1;
     centroidstressflag = CENTROID_NOTAVAIL;
     no_virial_fdotr_compute = 1;    // the virial is computed from the model's gradients
+    nextra = 1;    // `compute ID all pair euclidnn`: c_ID[1] = evaluations of the model (chunks)
+    pvector = new double[nextra]();
   }
 
   ~PairEuclidnn() override
   {
+    delete[] pvector;
     if (allocated) {
       memory->destroy(setflag);
       memory->destroy(cutsq);
@@ -104,10 +126,7 @@ class PairEuclidnn : public Pair {
     }
   }
 
-  void settings(int narg, char ** /*arg*/) override
-  {
-    if (narg != 0) error->all(FLERR, "pair_style euclidnn takes no arguments");
-  }
+  void settings(int narg, char **arg) override;
 
   void coeff(int narg, char **arg) override;
   void init_style() override;
@@ -119,13 +138,37 @@ class PairEuclidnn : public Pair {
   torch::ScalarType dtype_ = torch::kFloat64;
   double cutoff_ = 0.0;
   int num_hops_ = 1;
+  int chunk_ = DEFAULT_CHUNK;    // most owned atoms in one evaluation of the model; 0: no limit
+  bool report_ = false;    // log the evaluations of the next step (the first of a run)
   std::vector<int64_t> type_number_;    // LAMMPS type (1-based) -> atomic number
 
   void allocate();
   void load(const std::string &path, const std::vector<std::string> &elements);
   std::vector<int> hops() const;
-  void build_graph(EdgeGraph &g);
+  std::vector<int> copies() const;
+  std::vector<std::vector<int>> chunks() const;
+  void build_graph(EdgeGraph &g, const std::vector<int> &centres, const std::vector<int> &copy,
+                   std::vector<int> &node, std::vector<int> &hop) const;
+  void evaluate(const EdgeGraph &g, int ncentre);
 };
+
+void PairEuclidnn::settings(int narg, char **arg)
+{
+  chunk_ = DEFAULT_CHUNK;
+  for (int iarg = 0; iarg < narg; iarg += 2) {
+    if (strcmp(arg[iarg], "chunk") != 0)
+      error->all(FLERR, "pair_style euclidnn: unknown option {} (the only option is: chunk N)",
+                 arg[iarg]);
+    char *end = nullptr;
+    long value = iarg + 1 < narg ? strtol(arg[iarg + 1], &end, 10) : -1;
+    if (iarg + 1 >= narg || *end != '\0' || end == arg[iarg + 1] || value < 0 || value > INT_MAX)
+      error->all(FLERR,
+                 "pair_style euclidnn chunk N: N must be a whole number of atoms >= 0 (0: no "
+                 "chunks), not {}",
+                 iarg + 1 < narg ? arg[iarg + 1] : "nothing");
+    chunk_ = (int) value;
+  }
+}
 
 void PairEuclidnn::allocate()
 {
@@ -239,6 +282,7 @@ void PairEuclidnn::init_style()
   ghostneigh = (num_hops_ > 1 && comm->nprocs > 1) ? 1 : 0;
   int flags = NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0);
   neighbor->add_request(this, flags);
+  report_ = true;
   if (ghostneigh) {
     double shell = num_hops_ * cutoff_ + neighbor->skin;
     if (comm->get_comm_cutoff() < shell) comm->cutghostuser = shell;
@@ -279,52 +323,102 @@ std::vector<int> PairEuclidnn::hops() const
   return hop;
 }
 
-void PairEuclidnn::build_graph(EdgeGraph &g)
+// The copy of each atom that stands for all its copies: the owned one, else the one fewest hops
+// away (its neighbourhood LAMMPS holds whole); copy[i] for every LAMMPS index i.
+std::vector<int> PairEuclidnn::copies() const
 {
-  double **x = atom->x;
   tagint *tag = atom->tag;
-  int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  int nall = atom->nlocal + atom->nghost;
   std::vector<int> hop = hops();
-  // the copy of each atom that stands for all its copies: the owned one, else the fewest hops
-  std::unordered_map<tagint, int> copy;
+  std::unordered_map<tagint, int> first;
   for (int i = 0; i < nall; i++) {
-    auto found = copy.find(tag[i]);
-    if (found == copy.end())
-      copy.emplace(tag[i], i);
+    auto found = first.find(tag[i]);
+    if (found == first.end())
+      first.emplace(tag[i], i);
     else if (hop[i] < hop[found->second])
       found->second = i;
   }
-  std::vector<int> node(nall, -1);
-  g.atom.resize(nlocal);
-  for (int i = 0; i < nlocal; i++) g.atom[i] = node[i] = i;
-  auto node_of = [&](int j) {
-    if (node[j] < 0) {
-      node[j] = (int) g.atom.size();
-      g.atom.push_back(j);
+  std::vector<int> copy(nall);
+  for (int i = 0; i < nall; i++) copy[i] = first[tag[i]];
+  return copy;
+}
+
+// This rank's owned atoms in spatially compact groups of at most chunk_ atoms: halved at the
+// median along their longest extent until each part is small enough (a k-d tree's leaves).
+// One group of all of them where chunk_ is 0 or not smaller than their number.
+std::vector<std::vector<int>> PairEuclidnn::chunks() const
+{
+  double **x = atom->x;
+  int nlocal = atom->nlocal;
+  std::vector<int> order(nlocal);
+  for (int i = 0; i < nlocal; i++) order[i] = i;
+  std::vector<std::vector<int>> parts;
+  std::vector<std::pair<int, int>> todo{{0, nlocal}};
+  while (!todo.empty()) {
+    auto [begin, end] = todo.back();
+    todo.pop_back();
+    if (chunk_ == 0 || end - begin <= chunk_) {
+      parts.emplace_back(order.begin() + begin, order.begin() + end);
+      continue;
     }
-    return node[j];
-  };
+    double lo[3] = {INFINITY, INFINITY, INFINITY}, hi[3] = {-INFINITY, -INFINITY, -INFINITY};
+    for (int a = begin; a < end; a++)
+      for (int d = 0; d < 3; d++) {
+        lo[d] = std::min(lo[d], x[order[a]][d]);
+        hi[d] = std::max(hi[d], x[order[a]][d]);
+      }
+    int axis = 0;
+    for (int d = 1; d < 3; d++)
+      if (hi[d] - lo[d] > hi[axis] - lo[axis]) axis = d;
+    int middle = begin + (end - begin) / 2;
+    std::nth_element(order.begin() + begin, order.begin() + middle, order.begin() + end,
+                     [&](int p, int q) { return x[p][axis] < x[q][axis]; });
+    todo.emplace_back(middle, end);
+    todo.emplace_back(begin, middle);
+  }
+  return parts;
+}
+
+// The graph that gives the energies of `centres` (owned atoms; nodes 0 … centres.size() - 1)
+// exactly: breadth first from them through edges shorter than r_max, one node per atom (its
+// copy), and the edges into every node fewer than num_hops hops away. With all owned atoms as
+// centres it is the rank's graph; with a chunk of them, the chunk's receptive field only (what
+// a rank of its own would hold). `node` (-1) and `hop` span all LAMMPS indices; the nodes'
+// entries are set here, and `node` must be reset to -1 by the caller before the next graph.
+void PairEuclidnn::build_graph(EdgeGraph &g, const std::vector<int> &centres,
+                               const std::vector<int> &copy, std::vector<int> &node,
+                               std::vector<int> &hop) const
+{
+  double **x = atom->x;
   const double *h_inv = domain->h_inv;
-  int ncentre = list->inum + (ghostneigh ? list->gnum : 0);
   double cut2 = cutoff_ * cutoff_;
-  for (int ii = 0; ii < ncentre; ii++) {
-    int i = list->ilist[ii];
-    // a centre: an owned atom, or the copy of a ghost whose state reaches an owned atom
-    if (hop[i] >= num_hops_ || copy[tag[i]] != i) continue;
-    int dst = node_of(i);
+  g.atom.assign(centres.begin(), centres.end());
+  for (size_t a = 0; a < centres.size(); a++) {
+    node[centres[a]] = (int) a;
+    hop[centres[a]] = 0;
+  }
+  for (size_t q = 0; q < g.atom.size(); q++) {    // g.atom grows: the breadth-first queue
+    int i = g.atom[q];
+    if (hop[i] >= num_hops_) continue;    // its state never reaches a centre through a message
+    g.centres++;
     int *jlist = list->firstneigh[i];
     for (int jj = 0; jj < list->numneigh[i]; jj++) {
       int j = jlist[jj] & NEIGHMASK;
       double d[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
       if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2] >= cut2) continue;
-      int k = copy[tag[j]];
+      int k = copy[j];
+      if (node[k] < 0) {
+        node[k] = (int) g.atom.size();
+        hop[k] = hop[i] + 1;
+        g.atom.push_back(k);
+      }
       double t[3] = {x[j][0] - x[k][0], x[j][1] - x[k][1], x[j][2] - x[k][2]};
       // lattice coordinates of the translation (LAMMPS's x2lamda without the origin)
       g.shift.push_back(std::round(h_inv[0] * t[0] + h_inv[5] * t[1] + h_inv[4] * t[2]));
       g.shift.push_back(std::round(h_inv[1] * t[1] + h_inv[3] * t[2]));
       g.shift.push_back(std::round(h_inv[2] * t[2]));
-      g.src.push_back(node_of(k));
-      g.dst.push_back(dst);
+      g.src.push_back(node[k]);
+      g.dst.push_back((int64_t) q);
     }
   }
 }
@@ -334,10 +428,46 @@ void PairEuclidnn::compute(int eflag, int vflag)
   ev_init(eflag, vflag);
   if (vflag_atom) error->all(FLERR, "pair_style euclidnn: per-atom virial is not available");
   int nlocal = atom->nlocal;
-  if (nlocal == 0) return;    // a rank that owns no atoms: nothing to add
+  pvector[0] = 0;
+  double start = MPI_Wtime(), evaluated = 0;
+  if (nlocal > 0) {    // a rank that owns no atoms has nothing to add
+    // E = sum over chunks of the chunk's centres' energies; each chunk's graph holds what
+    // those energies depend on, so energies, forces and virial are sums over chunks, exact.
+    std::vector<int> copy = copies();
+    int nall = nlocal + atom->nghost;
+    std::vector<int> node(nall, -1), hop(nall, 0);
+    for (const auto &centres : chunks()) {
+      EdgeGraph g;
+      build_graph(g, centres, copy, node, hop);
+      evaluate(g, (int) centres.size());
+      for (int i : g.atom) node[i] = -1;
+      pvector[0] += 1;
+      evaluated += (double) g.centres;
+    }
+  }
+  if (report_) {    // every rank is here: compute() is collective
+    // the work a chunk's (or a rank's) shell adds: atoms given their edges / atoms owned
+    double total = 0, seconds = MPI_Wtime() - start, slowest = 0, mine[2] = {evaluated, 0};
+    double sums[2] = {0, 0};
+    mine[1] = nlocal;
+    MPI_Allreduce(pvector, &total, 1, MPI_DOUBLE, MPI_SUM, world);
+    MPI_Allreduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, world);
+    MPI_Allreduce(mine, sums, 2, MPI_DOUBLE, MPI_SUM, world);
+    if (comm->me == 0)
+      utils::logmesg(lmp,
+                     "euclidnn: {:.0f} evaluations of the model per step (chunks of at most {} "
+                     "owned atoms), all ranks together; the first took {:.3f} s; atoms with "
+                     "their edges evaluated / atoms: {:.2f}\n",
+                     total, chunk_ ? std::to_string(chunk_) : std::string("all"), slowest,
+                     sums[1] > 0 ? sums[0] / sums[1] : 0.0);
+    report_ = false;
+  }
+}
 
-  EdgeGraph g;
-  build_graph(g);
+// Runs the model on `g` and adds the energies of its first `ncentre` nodes (owned atoms), the
+// forces of that energy on every node, and its virial.
+void PairEuclidnn::evaluate(const EdgeGraph &g, int ncentre)
+{
   int64_t n = (int64_t) g.atom.size(), e = (int64_t) g.src.size();
   double **x = atom->x;
   // positions relative to this rank's corner: float32 keeps its digits in a large box (a
@@ -356,15 +486,15 @@ void PairEuclidnn::compute(int eflag, int vflag)
   auto f64 = torch::kFloat64;
   auto positions = torch::from_blob(pos.data(), {n, 3}, f64).to(dtype_).clone().requires_grad_();
   auto cell = torch::from_blob(cell_rows, {3, 3}, f64).to(dtype_).clone().requires_grad_();
-  auto shift = torch::from_blob(g.shift.data(), {e, 3}, f64).to(dtype_);
+  auto shift = torch::from_blob((void *) g.shift.data(), {e, 3}, f64).to(dtype_);
   auto numbers_t = torch::from_blob(numbers.data(), {n}, torch::kInt64);
-  auto src = torch::from_blob(g.src.data(), {e}, torch::kInt64);
-  auto dst = torch::from_blob(g.dst.data(), {e}, torch::kInt64);
+  auto src = torch::from_blob((void *) g.src.data(), {e}, torch::kInt64);
+  auto dst = torch::from_blob((void *) g.dst.data(), {e}, torch::kInt64);
 
   torch::Tensor atom_energy, grad_positions, grad_cell;
   try {
     atom_energy = module_.forward({positions, numbers_t, src, dst, shift, cell}).toTensor();
-    auto energy = atom_energy.narrow(0, 0, nlocal).sum();
+    auto energy = atom_energy.narrow(0, 0, ncentre).sum();
     auto grads = torch::autograd::grad({energy}, {positions, cell}, {}, false, false, true);
     grad_positions = grads[0];
     grad_cell = grads[1];
@@ -374,9 +504,9 @@ void PairEuclidnn::compute(int eflag, int vflag)
   auto energies = atom_energy.detach().to(f64).contiguous();
   auto e_acc = energies.accessor<double, 1>();
   if (eflag_global)
-    for (int i = 0; i < nlocal; i++) eng_vdwl += e_acc[i];
+    for (int a = 0; a < ncentre; a++) eng_vdwl += e_acc[a];
   if (eflag_atom)
-    for (int i = 0; i < nlocal; i++) eatom[i] += e_acc[i];
+    for (int a = 0; a < ncentre; a++) eatom[g.atom[a]] += e_acc[a];
   double w[3][3] = {{0}};
   if (grad_positions.defined()) {
     auto g_acc_t = grad_positions.to(f64).contiguous();

@@ -52,16 +52,23 @@ _LOG_EXPRESSIONS = {
 
 
 def lammps_input(
-    atoms: Atoms, config: MDConfig, plugin: Path, symbols: list[str], dof: int, skin: float
+    atoms: Atoms,
+    config: MDConfig,
+    plugin: Path,
+    symbols: list[str],
+    dof: int,
+    skin: float,
+    chunk: int | None = None,
 ) -> str:
     """The LAMMPS input of a run: ``data.lmp`` and ``model.pt`` beside it, ``md.log`` and the
-    dump written as it goes."""
+    dump written as it goes (``chunk``: the pair style's, see
+    :func:`euclidnn.export.lammps.model_lines`)."""
     dt = config.timestep * 1e-3  # ps (metal units)
     seed = config.seed % 900_000_000 + 1  # LAMMPS wants a positive seed
     lines = [
         "# written by `euclidnn md --engine lammps`; rerun with: mpirun -np N lmp -in in.lammps",
         f"plugin load {plugin}",
-        *model_lines("data.lmp", "model.pt", symbols, atoms.pbc, "s"),
+        *model_lines("data.lmp", "model.pt", symbols, atoms.pbc, "s", chunk),
         f"neighbor {skin} bin",
         "neigh_modify every 1 delay 0 check yes",
         f"timestep {dt!r}",
@@ -119,10 +126,12 @@ def run_lammps_md(
     threads: int = 1,
     skin: float = 1.0,
     progress: bool = True,
+    chunk: int | None = None,
 ) -> MDResult:
     """Run ``config`` on ``atoms`` in LAMMPS on ``ranks`` MPI ranks (``threads`` OpenMP threads
     each) with the exported model ``exported`` (knowing ``symbols``), in ``out_dir`` (which
-    exists); see the module's docstring for what the folder gets.
+    exists); see the module's docstring for what the folder gets. ``chunk``: owned atoms per
+    evaluation of the model (``pair_style euclidnn chunk N``; its default where None).
 
     Raises:
         ChildProcessError: LAMMPS stopped with an error (its last ``ERROR`` line).
@@ -138,7 +147,7 @@ def run_lammps_md(
     data_atoms = _boxed(atoms)
     prism = write_data(data_atoms, out_dir / "data.lmp", symbols)
     dof = degrees_of_freedom(atoms, config)
-    text = lammps_input(atoms, config, plugin, symbols, dof, skin)
+    text = lammps_input(atoms, config, plugin, symbols, dof, skin, chunk)
     (out_dir / "in.lammps").write_text(text)
     if exported.resolve() != (out_dir / "model.pt").resolve():
         (out_dir / "model.pt").write_bytes(exported.read_bytes())

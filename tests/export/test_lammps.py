@@ -86,13 +86,27 @@ def _predicted(model, atoms: Atoms):
 @pytest.mark.parametrize("ranks", [1, 2, 4])
 @pytest.mark.parametrize("name", ["schnet", "nequip", "allegro"])
 def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks):
+    """Every structure in one evaluation per rank, and (1 and 2 ranks, in the same LAMMPS run)
+    again with ``chunk 5``: each rank evaluates the model on groups of at most 5 of its atoms,
+    each group with its own receptive field (3 hops × r_max for SchNet here, 2 for NequIP, one
+    r_max for Allegro), and sums: the same numbers as one evaluation of everything."""
     model = _models()[name]
     export(model, tmp_path / "model.pt")
-    structures = _structures()
+    cases = [(where, atoms, None) for where, atoms in _structures().items()]
+    if ranks < 4:
+        cases += [(f"{where}, chunk 5", atoms, 5) for where, atoms, _ in cases]
     results = lammps.single_point(
-        tmp_path / "model.pt", list(structures.values()), SYMBOLS, ranks=ranks, workdir=tmp_path
+        tmp_path / "model.pt",
+        [atoms for _, atoms, _ in cases],
+        SYMBOLS,
+        ranks=ranks,
+        workdir=tmp_path,
+        chunk=[chunk for _, _, chunk in cases],
     )
-    for (where, atoms), got in zip(structures.items(), results):
+    for (where, atoms, chunk), got in zip(cases, results):
+        # the chunks were there: at least ceil(n / chunk) evaluations; else one per busy rank
+        assert got["evaluations"] >= (-(-len(atoms) // chunk) if chunk else 1), where
+        assert chunk or got["evaluations"] <= ranks, where
         energy, forces, stress = _predicted(model, atoms)
         scale = max(abs(energy), 1.0)
         assert got["energy"] == pytest.approx(energy, rel=1e-10, abs=1e-10 * scale), where
@@ -100,6 +114,9 @@ def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks):
         assert got["energies"].sum() == pytest.approx(energy, rel=1e-10, abs=1e-10 * scale)
         if stress is not None:
             np.testing.assert_allclose(got["stress"], stress, atol=1e-10, err_msg=where)
+    plain = results[: len(_structures())]
+    for chunked, one in zip(results[len(plain) :], plain):  # each atom's energy, too
+        np.testing.assert_allclose(chunked["energies"], one["energies"], rtol=1e-10, atol=1e-12)
 
 
 def test_lammps_float32(plugin, tmp_path):
@@ -132,6 +149,23 @@ def test_unknown_element_and_not_an_export(plugin, tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(ChildProcessError, match="not a TorchScript file written by"):
         lammps.single_point(tmp_path / "bad.pt", [atoms], SYMBOLS, workdir=tmp_path)
+
+
+def test_bad_pair_style_options_are_named(plugin, tmp_path):
+    """``pair_style euclidnn chunk N``: a bad N or an unknown option is a LAMMPS error naming it
+    (the strings go into the input line as they are: "5 skin 2" is chunk 5, then "skin 2")."""
+    export(_models()["allegro"], tmp_path / "model.pt")
+    atoms = molecule("CH4")
+    atoms.center(vacuum=5.0)
+    for chunk, message in [
+        (-1, "chunk N: N must be a whole number of atoms >= 0 .* not -1"),
+        ("5x", "chunk N: N must be a whole number of atoms >= 0 .* not 5x"),
+        ("5 skin 2", "unknown option skin"),
+    ]:
+        with pytest.raises(ChildProcessError, match=message):
+            lammps.single_point(
+                tmp_path / "model.pt", [atoms], SYMBOLS, workdir=tmp_path, chunk=chunk
+            )
 
 
 def test_a_file_calling_an_op_the_plugin_lacks(plugin, tmp_path):
