@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import molecule
+from marks import slow_beyond
 
 from euclidnn.models import SchNet, SchNetConfig, save_model
 
@@ -91,7 +92,7 @@ MD_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", MD_CASES)
+@pytest.mark.parametrize("case", slow_beyond(MD_CASES, 4))
 def test_md_refuses_bad_input_and_leaves_no_folder(folder, case):
     extra, messages = MD_CASES[case]
     out = folder / f"run {case}"
@@ -202,7 +203,7 @@ ANALYZE_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", ANALYZE_CASES)
+@pytest.mark.parametrize("case", slow_beyond(ANALYZE_CASES, 3))
 def test_analyze_refuses_and_leaves_no_folder(runs, case):
     extra, messages = ANALYZE_CASES[case]
     out = runs / f"plots {case}"

@@ -12,6 +12,7 @@ import ase.io
 import pytest
 import torch
 from ase.build import molecule
+from marks import slow_beyond
 from test_errors_md import assert_refused, euclidnn
 
 from euclidnn.models import SchNet, SchNetConfig, save_model
@@ -55,7 +56,7 @@ SYMMETRY_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", SYMMETRY_CASES)
+@pytest.mark.parametrize("case", slow_beyond(SYMMETRY_CASES, 4))
 def test_symmetry_refuses_with_one_line(folder, case):
     extra, messages = SYMMETRY_CASES[case]
     assert_refused(euclidnn("symmetry", *extra, cwd=folder), *messages)
@@ -105,7 +106,7 @@ INTERPRET_MESSAGES = {
 }
 
 
-@pytest.mark.parametrize("case", INTERPRET_CASES)
+@pytest.mark.parametrize("case", slow_beyond(INTERPRET_CASES, 3))
 def test_interpret_refuses_with_one_line(folder, case):
     extra = INTERPRET_CASES[case]
     result = euclidnn("interpret", *extra, cwd=folder)

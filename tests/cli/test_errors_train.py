@@ -28,6 +28,7 @@ import ase.io
 import numpy as np
 import pytest
 from ase import units
+from marks import slow_beyond
 from safetensors.torch import save_file
 
 from euclidnn.cli.__main__ import main
@@ -166,13 +167,16 @@ def test_debug_shows_the_traceback(monkeypatch, capsys):
 
 @pytest.mark.parametrize(
     "command, option, value, expected",
-    [
-        ("train", "--energy-unit", "Bohr", "it is a length); e.g. eV, meV, kcal/mol"),
-        ("evaluate", "--length-unit", "eV", "it is an energy); e.g. Å, Bohr"),
-        ("learning-curve", "--forces-unit", "1", "it is dimensionless); e.g. eV/Å"),
-        ("train", "--stress-unit", "eV/Å", "it is a force); e.g. eV/Å^3"),
-        ("evaluate", "--energy-unit", "kcl/mol", "unknown unit 'kcl'"),
-    ],
+    slow_beyond(
+        [
+            ("train", "--energy-unit", "Bohr", "it is a length); e.g. eV, meV, kcal/mol"),
+            ("evaluate", "--length-unit", "eV", "it is an energy); e.g. Å, Bohr"),
+            ("learning-curve", "--forces-unit", "1", "it is dimensionless); e.g. eV/Å"),
+            ("train", "--stress-unit", "eV/Å", "it is a force); e.g. eV/Å^3"),
+            ("evaluate", "--energy-unit", "kcl/mol", "unknown unit 'kcl'"),
+        ],
+        3,
+    ),
 )
 def test_units_are_checked_by_dimension(command, option, value, expected, data, tmp_path):
     extra = [str(data / "model.safetensors")] if command == "evaluate" else []
@@ -202,7 +206,7 @@ def test_a_config_that_is_a_folder(command, tmp_path):
     user_error(result, command, "--config configs: is a folder; give a YAML file")
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "learning-curve"])
+@pytest.mark.parametrize("command", slow_beyond(["train", "evaluate", "learning-curve"], 1))
 def test_a_label_key_not_in_the_file(command, data, tmp_path):
     extra = [str(data / "model.safetensors")] if command == "evaluate" else []
     result = euclidnn(command, *extra, str(data / "eth.xyz"), "--forces-key", "F", cwd=tmp_path)
@@ -236,14 +240,14 @@ def test_extxyz_unit_headers_are_honoured(tmp_path):
         read(tmp_path / "bad.xyz")
 
 
-@pytest.mark.parametrize("size", ["-1", "0", "eight"])
+@pytest.mark.parametrize("size", slow_beyond(["-1", "0", "eight"], 1))
 def test_evaluate_refuses_a_batch_size_below_one(size, data, tmp_path):
     model = str(data / "model.safetensors")
     result = euclidnn("evaluate", model, str(data / "eth.xyz"), "--batch-size", size, cwd=tmp_path)
     user_error(result, "evaluate", "argument --batch-size: expected an integer ≥ 1")
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "learning-curve"])
+@pytest.mark.parametrize("command", slow_beyond(["train", "evaluate", "learning-curve"], 1))
 def test_an_index_out_of_range_names_the_frame_count(command, data, tmp_path):
     extra = [str(data / "model.safetensors")] if command == "evaluate" else []
     result = euclidnn(command, *extra, str(data / "eth.xyz"), "--index", "30", cwd=tmp_path)
@@ -253,12 +257,15 @@ def test_an_index_out_of_range_names_the_frame_count(command, data, tmp_path):
 
 @pytest.mark.parametrize(
     "command, option, kind",
-    [
-        ("train", "--out", "file"),
-        ("learning-curve", "--out", "file"),
-        ("evaluate", "--plots", "file"),
-        ("evaluate", "--json", "folder"),
-    ],
+    slow_beyond(
+        [
+            ("train", "--out", "file"),
+            ("learning-curve", "--out", "file"),
+            ("evaluate", "--plots", "file"),
+            ("evaluate", "--json", "folder"),
+        ],
+        2,
+    ),
 )
 def test_an_output_path_of_the_wrong_kind(command, option, kind, data, tmp_path):
     target = tmp_path / "target"

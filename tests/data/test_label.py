@@ -212,6 +212,7 @@ def _command(out, frames):
     ]
 
 
+@pytest.mark.slow  # ~10 s; the periodic labeller's Ctrl-C test stays in the default suite
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     pytest.importorskip("pyscf")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -83,7 +83,7 @@ def _predicted(model, atoms: Atoms):
     return out.energy.item(), out.forces.detach().double().numpy(), stress
 
 
-@pytest.mark.parametrize("ranks", [1, 2, 4])
+@pytest.mark.parametrize("ranks", [1, 2, pytest.param(4, marks=pytest.mark.slow)])  # 4: ~6 s each
 @pytest.mark.parametrize("name", ["schnet", "nequip", "allegro"])
 def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks):
     """Every structure in one evaluation per rank, and (1 and 2 ranks, in the same LAMMPS run)

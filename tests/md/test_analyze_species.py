@@ -131,6 +131,7 @@ def test_analyze_glass_run_writes_plots_and_numbers(tmp_path):
     assert report["arrhenius"] == {}  # one temperature
 
 
+@pytest.mark.slow  # ~9 s: three MD runs
 def test_analyze_fits_arrhenius_over_three_temperatures(tmp_path):
     runs = []
     for k, temperature in enumerate([600.0, 800.0, 1000.0]):

@@ -153,6 +153,7 @@ def test_ctrl_c_pressed_again_during_the_cleanup_leaves_nothing_behind(schnet, t
     assert not (run_dir / "summary.json").exists()
 
 
+@pytest.mark.slow  # ~14 s: two client timeouts
 def test_no_local_clients_says_how_to_connect_them_and_gives_up(schnet, tmp_path):
     """``--no-local-clients``: md prints i-PI's address and the `euclidnn serve` command,
     and stops after --client-timeout when no client came; the folder of that run, which did

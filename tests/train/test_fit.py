@@ -107,6 +107,7 @@ def _train_command(out, data_index=":40"):
     ]
 
 
+@pytest.mark.slow  # ~20 s; resume is also checked by the CLI Ctrl-C test
 def test_resume_after_a_kill_mid_epoch_ends_with_the_same_weights(tmp_path):
     (tmp_path / "config.yaml").write_text(
         "model: {name: schnet, settings: {num_features: 8, num_interactions: 2, num_basis: 8}}\n"

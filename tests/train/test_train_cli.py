@@ -283,6 +283,7 @@ def test_learning_curve_fits_each_size_and_reports_beta(tmp_path):
     assert (out / "learning_curve.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow  # ~9 s of fits
 def test_learning_curve_evaluates_every_fit_on_further_test_sets(tmp_path):
     import ase.io
 
