@@ -47,6 +47,7 @@ def check_overwrite(args: list[str], outputs: list[Path], capsys) -> None:
     assert main([*args, "--overwrite"]) == 0, capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~7 s of plots
 def test_evaluate_json_and_plots(model, tmp_path, capsys):
     json_file, plots = tmp_path / "metrics.json", tmp_path / "report"
     args = ["evaluate", str(model), "ethanol", "--index", ":4"]

@@ -185,6 +185,7 @@ def test_units_are_checked_by_dimension(command, option, value, expected, data, 
     assert listing(tmp_path) == []
 
 
+@pytest.mark.slow  # ~11 s of commands
 def test_config_units_and_model_settings_are_checked_at_load(tmp_path):
     """--print-config refuses what the run would: a unit of the wrong dimension, a model
     setting of the wrong type or range, naming the file and the key."""

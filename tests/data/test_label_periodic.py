@@ -305,6 +305,7 @@ def environment():
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow  # ~8 s; the stress and single-point checks of the labeller stay
 def test_command_line_labels_the_lif_cell_as_tblite_does(tmp_path):
     from tblite.ase import TBLite
 

@@ -38,6 +38,7 @@ def mean_field(atoms, field=(0.0, 0.0, 0.0), xc="pbe"):
     return mf
 
 
+@pytest.mark.slow  # ~7 s of field derivatives
 def test_polarizability_is_the_field_derivative_of_the_dipole():
     atoms = molecule("NH3")
     atoms.positions[0] += [0.05, -0.03, 0.02]  # a distorted, asymmetric geometry

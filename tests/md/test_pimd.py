@@ -39,6 +39,7 @@ def harmonic_expectation(beta_hbar_omega: float, beads: int) -> float:
     return 1 + sum(1 / (1 + 4 * ratio**2 * np.sin(k * np.pi / beads) ** 2) for k in range(1, beads))
 
 
+@pytest.mark.slow  # ~7 s of PIMD
 def test_harmonic_centroid_virial_kinetic_energy(tmp_path):
     """8 H atoms on springs, βħω = 3, 4 beads: K_cv = 1.562 × the classical 3/2 N k_B T
     (the P → ∞ limit is 1.657); a classical run would give 1."""
