@@ -35,6 +35,10 @@
 #include <stdint.h>
 
 #define ENTRY 5 /* int64 values per entry: xo, j, go, wo, U */
+/* Multiply-adds (edges × Σ_n U_n) from which a call runs on several threads: below it, opening
+ * an OpenMP region costs more than the work, and far more when another process holds a core
+ * (a region waits for its slowest thread). */
+#define PARALLEL_MIN 65536
 
 #define T float
 #define SUFFIX(name) name##_f32
@@ -72,7 +76,7 @@ static void SUFFIX(node_mode)(int mode, int64_t n_nodes, const int64_t *src, con
                               int64_t wn, int64_t gn, const int64_t *entries, const T *coef,
                               int64_t n_entries, int threads) {
     const int out_col = mode == 0 ? 2 : 0, in_col = mode == 0 ? 0 : 2;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t v = 0; v < n_nodes; v++) {
         T *out = mode == 0 ? g + v * gn : x + v * xn;
         for (int64_t q = ptr[v]; q < ptr[v + 1]; q++) {
@@ -91,7 +95,7 @@ static void SUFFIX(weight_mode)(int64_t n_rows, const int64_t *src, const int64_
                                 const T *y, T *w, const T *g, int64_t xn, int64_t yn, int64_t wn,
                                 int64_t gn, const int64_t *entries, const T *coef,
                                 int64_t n_entries, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t r = 0; r < n_rows; r++) {
         T *restrict wr = w + r * wn;
         const int64_t first = order ? ptr[r] : r, last = order ? ptr[r + 1] : r + 1;
@@ -117,7 +121,7 @@ static void SUFFIX(edge_mode)(int64_t n_edges, const int64_t *src, const int64_t
                               int64_t xn, int64_t yn, int64_t wn, int64_t gn,
                               const int64_t *entries, const T *coef, int64_t n_entries,
                               int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t e = 0; e < n_edges; e++) {
         const T *restrict xe = x + src[e] * xn, *restrict ge = g + dst[e] * gn;
         const T *restrict we = w + (wrow ? wrow[e] : e) * wn;
@@ -141,6 +145,9 @@ void SUFFIX(uvu_conv)(int mode, int64_t n_out, int64_t n_edges, const int64_t *s
                       const int64_t *wrow, T *x, T *y, T *w, T *g, int64_t xn, int64_t yn,
                       int64_t wn, int64_t gn, const int64_t *entries, const T *coef,
                       int64_t n_entries, int threads) {
+    int64_t work = 0;
+    for (int64_t n = 0; n < n_entries; n++) work += entries[n * ENTRY + 4];
+    if (work * n_edges < PARALLEL_MIN) threads = 1;
     if (mode == 0 || mode == 1)
         SUFFIX(node_mode)(mode, n_out, src, dst, order, ptr, wrow, x, y, w, g, xn, yn, wn, gn,
                           entries, coef, n_entries, threads);

@@ -94,16 +94,17 @@ def value_and_derivatives(fn, leaves, seed):
     return [out.detach(), *[g.detach() for g in firsts], *seconds]
 
 
-def filter_case(seed):
-    """continuous_filter_conv and its derivatives on one random case."""
+def filter_case(seed, big=False):
+    """continuous_filter_conv and its derivatives on one random case (``big``: enough edges
+    that the kernel runs on 2 threads, above its minimum work per thread)."""
     from euclidnn.nn import continuous_filter_conv
 
     rng = np.random.default_rng(seed)
     dtype = (torch.float32, torch.float64)[seed % 2]
     index_dtype = (torch.int32, torch.int64)[rng.integers(2)]
     n_src, num_nodes = int(rng.integers(1, 9)), int(rng.integers(1, 9))
-    n_edges = int(rng.choice([0, 1, 7, 60]))
-    width = int(rng.choice([0, 1, 3, 16]))
+    n_edges = 6000 if big else int(rng.choice([0, 1, 7, 60]))
+    width = 16 if big else int(rng.choice([0, 1, 3, 16]))
     shared = bool(rng.integers(2))
     n_rows = int(rng.integers(1, 12)) if shared else n_edges
     x, x_leaf = tensor(rng, n_src, width, dtype, rng.choice(LAYOUTS))
@@ -113,7 +114,7 @@ def filter_case(seed):
         indices(rng, n_edges, num_nodes, index_dtype),
     )
     row = indices(rng, n_edges, n_rows, index_dtype) if shared else None
-    threads = int(rng.integers(1, 3))
+    threads = 2 if big else int(rng.integers(1, 3))
 
     def fused():
         return continuous_filter_conv(x, w, src, dst, num_nodes, row)
@@ -133,22 +134,23 @@ def filter_case(seed):
 IRREPS = [("2x0e+0x1o+3x1o", 1), ("3x0e+2x1o+1x2e", 2), ("1x0e", 0), ("0x0e+2x1e", 1)]
 
 
-def tensor_product_case(seed):
-    """TensorProduct.convolve (the equivariant convolution kernel) on one random case."""
+def tensor_product_case(seed, big=False):
+    """TensorProduct.convolve (the equivariant convolution kernel) on one random case
+    (``big``: as :func:`filter_case`)."""
     rng = np.random.default_rng(seed)
     dtype = (torch.float32, torch.float64)[seed % 2]
     index_dtype = (torch.int32, torch.int64)[rng.integers(2)]
-    irreps, lmax = IRREPS[rng.integers(len(IRREPS))]
+    irreps, lmax = IRREPS[1 if big else rng.integers(len(IRREPS))]
     sh = Irreps.spherical_harmonics(lmax)
     tp = TensorProduct(irreps, sh, uvu_paths(irreps, sh, irreps))
     assert tp.conv_spec is not None
     n, num_nodes = int(rng.integers(1, 8)), int(rng.integers(1, 8))
-    n_edges = int(rng.choice([0, 1, 9, 50]))
+    n_edges = 3000 if big else int(rng.choice([0, 1, 9, 50]))
     x, x_leaf = tensor(rng, n, tp.irreps_in1.dim, dtype, rng.choice(LAYOUTS))
     y, y_leaf = tensor(rng, n_edges, sh.dim, dtype, rng.choice(LAYOUTS))
     w, w_leaf = tensor(rng, n_edges, tp.weight_numel, dtype, rng.choice(LAYOUTS))
     src, dst = indices(rng, n_edges, n, index_dtype), indices(rng, n_edges, num_nodes, index_dtype)
-    threads = int(rng.integers(1, 3))
+    threads = 2 if big else int(rng.integers(1, 3))
 
     def fused():
         return tp.convolve(x, y, w, src, dst, num_nodes)
@@ -209,6 +211,12 @@ CASES = {"filter": filter_case, "tensor_product": tensor_product_case, "schnet":
 @pytest.mark.parametrize("seed", range(12))
 def test_random_inputs_match_the_reference(kind, seed):
     CASES[kind](seed)
+
+
+@pytest.mark.parametrize("kind", ["filter", "tensor_product"])
+@pytest.mark.parametrize("seed", range(2))
+def test_work_for_several_threads_matches_the_reference(kind, seed):
+    CASES[kind](seed, big=True)
 
 
 @pytest.mark.slow
