@@ -102,7 +102,7 @@ class Graph:
         :meth:`with_positions` or :meth:`deformed` share the store; an entry is used only while those five tensors are
         the same objects, unmodified (``Tensor._version``), so a copy with other edges, or
         edges changed in place, computes its own. Nothing is kept while ``torch.compile``
-        traces.
+        traces, nor in inference mode (its tensors could not serve autograd later).
 
         >>> s = Structure([1, 1], [[0, 0, 0], [0, 0, 0.74]])
         >>> g = Graph.from_structure(s, r_max=2.0)
@@ -117,6 +117,8 @@ class Graph:
             a is b and version == b._version for (a, version), b in zip(entry[0], tensors)
         ):
             return entry[1]
+        if torch.is_inference_mode_enabled():
+            return compute(self)
         stamp = tuple((t, t._version) for t in tensors)
         value = compute(self)
         self._derived[name] = (stamp, value)

@@ -95,8 +95,11 @@ class Edges:
         self._prepared: Prepared | None = None
 
     def prepared(self) -> Prepared:
-        """The checked copies and groupings (computed on the first call, then kept)."""
+        """The checked copies and groupings (computed on the first call, then kept; not kept
+        when made in inference mode, whose tensors could not serve autograd later)."""
         if self._prepared is None:
+            if torch.is_inference_mode_enabled():
+                return self._prepare()
             self._prepared = self._prepare()  # two threads may both compute it: same result
         return self._prepared
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.models import nequip_forces
-from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species, pair_edges
+from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
 from euclidnn.models.interface import Potential
 from euclidnn.nn.conv import EquivariantConv
 from euclidnn.nn.cutoff import polynomial_cutoff
@@ -362,9 +362,11 @@ class NequIP(Potential, nn.Module):
         """
         if not (self._fast_path_applies() and kernels.fused_conv_available(graph.positions)):
             return Potential.energy_and_forces(self, graph)
-        edges = pair_edges(graph)
-        with torch.no_grad():
-            return nequip_forces.energy_and_forces(self, self._inference_plan, graph, edges)
+        with torch.inference_mode(False), torch.no_grad():  # (also under a caller's inference mode)
+            top = nequip_forces.topology(self, graph)
+        with torch.inference_mode():
+            energy, forces = nequip_forces.energy_and_forces(self, self._inference_plan, graph, top)
+        return energy.clone(), forces.clone()  # tensors autograd may read, as everywhere else
 
     def _fast_path_applies(self) -> bool:
         """Whether the hand-written path computes ``self(graph)``: this class's own forward

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
+from euclidnn.models.common import pair_edges
 from euclidnn.models.edge_derivatives import bessel_cutoff_and_derivative, edge_vector_derivative
 from euclidnn.nn.scatter import scatter_sum
 from euclidnn.o3.irreps import Irreps
@@ -49,7 +50,7 @@ from euclidnn.o3.spherical_harmonics import spherical_harmonics
 if TYPE_CHECKING:
     from euclidnn.models.nequip import NequIP
 
-__all__ = ["InferencePlan", "energy_and_forces"]
+__all__ = ["InferencePlan", "Topology", "energy_and_forces", "topology"]
 
 _ACTIVATIONS = {nn.functional.silu: "silu", torch.tanh: "tanh"}
 
@@ -554,14 +555,40 @@ def _radial_backward(
     return torch.bmm(g, hidden[0].transpose(1, 2)).sum(0)
 
 
+class Topology(NamedTuple):
+    """What :func:`energy_and_forces` reads of a graph's topology (:func:`topology`)."""
+
+    edges: kernels.Edges  # the edges reading the rows of their undirected pairs, prepared
+    pair_edge: Tensor  # [n_pairs] an edge of each undirected pair
+    species: Tensor  # [n_atoms] the model's species row of each atom
+    one_hot: Tensor | None  # [n_atoms, 1, 1, S] the species one-hot (None: one species)
+
+
+def topology(model: NequIP, graph: Graph) -> Topology:
+    """The graph's topology as :func:`energy_and_forces` reads it, kept with the graph
+    (:meth:`~euclidnn.data.Graph.derived`): an MD step on the same edges reuses it. Made
+    outside inference mode, so that the kept tensors can serve autograd later."""
+    edges = pair_edges(graph)
+    edges.prepared()  # every index checked, the edge orders made
+    species = model.species_index.of_graph(graph)
+    one_hot, species_list = None, model.config.species
+    dtype = graph.positions.dtype
+    if len(species_list) > 1:
+        one_hot = graph.derived(
+            f"species one-hot {species_list} {dtype}",
+            lambda g: nn.functional.one_hot(species, len(species_list)).to(dtype)[:, None, None],
+        )
+    return Topology(edges, graph.edge_pairs()[0], species, one_hot)
+
+
 def energy_and_forces(
-    model: NequIP, plan: InferencePlan, graph: Graph, edges: kernels.Edges
+    model: NequIP, plan: InferencePlan, graph: Graph, top: Topology
 ) -> tuple[Tensor, Tensor]:
     """Energy per structure and forces of ``model`` (the function of
     :meth:`~euclidnn.models.NequIP.forward`), the derivative written by hand; call without
-    autograd, where ``plan.applies(model)`` and :func:`euclidnn.kernels.fused_conv_available`.
-    ``edges``: the graph's edges reading the rows of their undirected pairs
-    (:func:`~euclidnn.models.common.pair_edges`).
+    autograd (in inference mode: a few hundred small operations, each cheaper there), where
+    ``plan.applies(model)`` and :func:`euclidnn.kernels.fused_conv_available`. ``top``: the
+    graph's :func:`topology`.
 
     Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
     """
@@ -570,7 +597,7 @@ def energy_and_forces(
     r = edge_vec.norm(dim=-1)  # [n_edges]
     sh = spherical_harmonics(model.irreps_sh, edge_vec, normalize=True)  # [n_edges, (lmax+1)²]
     # the radial part depends on the length alone: once per undirected pair (edges.row)
-    pair_edge, _ = graph.edge_pairs()
+    edges, pair_edge, species, one_hot = top
     pair_len = r.index_select(0, pair_edge)  # [n_pairs]
     pair_radial, pair_radial_dr = bessel_cutoff_and_derivative(
         pair_len, cfg.r_max, cfg.num_basis, cfg.polynomial_p
@@ -579,15 +606,8 @@ def energy_and_forces(
     hidden = [matrices[i] for i in plan.radial_hidden]
     last = [matrices[i] for i in plan.radial_last]
     radial, pre = _radial_forward(hidden, last, pair_radial)  # [n_pairs, wn_t] each
-    species = model.species_index.of_graph(graph)
     dtype = edge_vec.dtype
     h = {0: model.embedding.weight.index_select(0, species).to(dtype).view(n, 1, -1)}
-    one_hot = None  # [n, 1, 1, S]: the species of each atom, kept with the graph
-    if len(cfg.species) > 1:
-        one_hot = graph.derived(
-            f"species one-hot {cfg.species} {dtype}",
-            lambda g: nn.functional.one_hot(species, len(cfg.species)).to(dtype)[:, None, None],
-        )
     kept = []
     for layer_plan, w in zip(plan.layers, radial):
         h, k = _layer_forward(layer_plan, matrices, h, sh, w, one_hot, edges, n)

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ._constants import constant_table
 from .irreps import Irreps
 
 __all__ = ["spherical_harmonics", "spherical_harmonics_gradient"]
@@ -143,7 +144,7 @@ def _monomials(lmax: int) -> tuple[tuple, tuple]:
     return tuple(exps), tuple(plan)
 
 
-@functools.cache
+@constant_table
 def _poly_matrix(
     ls: tuple, normalization: str, dtype: torch.dtype, device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +177,7 @@ def _sh_poly(
     return torch.addmm(bias, torch.stack(cols, dim=0).T, M)
 
 
-@functools.cache
+@constant_table
 def _poly_gradient_matrix(
     ls: tuple, normalization: str, dtype: torch.dtype, device
 ) -> torch.Tensor:
@@ -217,7 +218,7 @@ def _lower_monomials(
 # ---------------------------------------------------------------- recurrence for any l
 
 
-@functools.cache
+@constant_table
 def _recurrence_constants(lmax: int, normalization: str, dtype: torch.dtype, device):
     """Normalized recurrence coefficients for Q̃^m_l = sqrt((l-m)!/(l+m)!) Q^m_l."""
     consts = []

@@ -30,6 +30,8 @@ import math
 import numpy as np
 import torch
 
+from ._constants import constant_table
+
 __all__ = ["wigner_D", "wigner_D_from_matrix", "wigner_3j", "clebsch_gordan"]
 
 
@@ -55,7 +57,7 @@ def _gauss_sphere(n: int):
     return torch.from_numpy(xyz), torch.from_numpy(weights)
 
 
-@functools.cache
+@constant_table
 def _j_matrix(l: int) -> torch.Tensor:
     r"""J = D^l(R_z(−π/2)) in float64: :math:`J_{mn} = \int Y_m(P x) Y_n(x)\, d\Omega`."""
     from .rotations import matrix_z
@@ -173,7 +175,7 @@ def _complex_to_real(l: int) -> np.ndarray:
     return (-1j) ** l * U
 
 
-@functools.cache
+@constant_table
 def _wigner_3j(l1: int, l2: int, l3: int) -> torch.Tensor:
     C = _su2_cg(l1, l2, l3).astype(np.complex128)
     C = np.tensordot(_complex_to_real(l1), C, axes=([0], [0]))  # [i, b, c]

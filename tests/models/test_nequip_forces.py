@@ -156,6 +156,26 @@ def test_predict_runs_it_and_training_keeps_autograd(monkeypatch):
     assert all(p.grad is not None for p in model.layers[-1].conv.radial.parameters())
 
 
+@needs_fused
+def test_inference_mode_leaves_nothing_behind(monkeypatch):
+    """The path runs in inference mode: its results, and what it kept with the graph (species
+    rows, edge orders, one-hot), must still serve autograd and in-place updates afterwards."""
+    model = nequip()
+    graph = Graph.from_ase(molecule("CH3CH2OH"), 4.0, torch.float64)  # nothing kept yet
+    calls = paths_taken(monkeypatch)
+    energy, forces = model.energy_and_forces(graph)
+    assert calls == ["fast"] and not energy.is_inference() and not forces.is_inference()
+    forces.mul_(2.0)  # an inference tensor would refuse this
+    trained = predict(model, graph, training=True)  # saves the kept index tensors for backward
+    trained.forces.pow(2).sum().backward()
+    torch.testing.assert_close(forces / 2, trained.forces.detach(), rtol=0, atol=1e-12)
+    fresh = Graph.from_ase(molecule("CH3CH2OH"), 4.0, torch.float64)
+    with torch.inference_mode():  # a caller's inference mode: the graph's topology is kept
+        energy_im, _ = model.energy_and_forces(fresh)  # outside it all the same
+    torch.testing.assert_close(energy_im, energy)
+    predict(model, fresh, training=True).forces.pow(2).sum().backward()
+
+
 def test_reference_where_the_fast_path_does_not_apply(monkeypatch):
     """EUCLIDNN_NATIVE=0, a hook, a subclass that changes the energy or a replaced layer: the
     forces are those of what the model computes, by autograd."""

@@ -174,3 +174,31 @@ def test_gradient_is_the_vector_jacobian_product(ls, normalization):
     (want,) = torch.autograd.grad(y, x, g)
     got = spherical_harmonics_gradient(ls, x.detach(), g, normalization)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * float(want.abs().max()))
+
+
+def test_tables_first_made_in_inference_mode_still_serve_autograd():
+    """The constant tables are kept per process: one first asked for in inference mode must not
+    be an inference tensor, or every later autograd call through it fails. A fresh process,
+    so that no earlier test made the tables first."""
+    import subprocess
+    import sys
+
+    code = """
+import torch
+from euclidnn.o3 import spherical_harmonics, wigner_3j
+from euclidnn.o3.spherical_harmonics import spherical_harmonics_gradient
+x = torch.randn(5, 3, dtype=torch.float64)
+with torch.inference_mode():
+    spherical_harmonics([0, 1, 2, 5], x, normalize=True)
+    spherical_harmonics_gradient([0, 1, 2], x, torch.randn(5, 9, dtype=torch.float64))
+    wigner_3j(1, 1, 2, dtype=torch.float64)
+x.requires_grad_(True)
+y = spherical_harmonics([0, 1, 2, 5], x, normalize=True)
+(y.pow(2).sum() + (wigner_3j(1, 1, 2, dtype=torch.float64) * x[0, 0]).sum()).backward()
+g = torch.randn(5, 9, dtype=torch.float64)
+spherical_harmonics_gradient([0, 1, 2], x, g).sum().backward()
+assert torch.isfinite(x.grad).all()
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
