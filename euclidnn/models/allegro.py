@@ -12,11 +12,8 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
-from euclidnn.models.allegro_forces import (
-    FrozenEdges,
-    _run_or_index,
-    _select,
-)
+from euclidnn.models import allegro_forces
+from euclidnn.models.allegro_forces import _run_or_index, _select
 from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
 from euclidnn.models.edge_derivatives import harmonic_degrees
 from euclidnn.models.interface import Potential
@@ -530,7 +527,7 @@ class Allegro(Potential, nn.Module):
         self.edge_energy = ScalarMLP([cfg.latent_dim, cfg.edge_energy_width, 1])
         self.sum_norm = 1.0 / math.sqrt(cfg.avg_num_neighbors or 1.0)
         self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
-        # every MLP the default SiLU one: what FrozenEdges differentiates by hand
+        # every MLP the default SiLU one: what allegro_forces differentiates by hand
         self.silu_only = all(
             getattr(m.act, "__wrapped__", m.act) is nn.functional.silu
             for m in self.modules()
@@ -580,26 +577,13 @@ class Allegro(Potential, nn.Module):
         """:meth:`atomic_energies` through :meth:`AllegroLayer.fast` (channel-major features),
         the species one-hots of the edges kept with the graph; the reference runs with
         ``EUCLIDNN_NATIVE=0``. ``frozen``: the weight matrices are made outside autograd
-        (no derivative with respect to the weights; :meth:`energy_and_forces`)."""
+        (no derivative with respect to the weights)."""
         cfg = self.config
         edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
-        dtype = edge_vec.dtype
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            two_body = self.two_body.matrices()
-            initial = self.initial_embed.matrices(output_cols=self.layers[0].env_cols)
-            layer_weights = [layer.fast_weights(dtype) for layer in self.layers]
-            edge_energy_weights = self.edge_energy.matrices()
-        species = self.species_index.of_graph(graph)  # [n_atoms]
-        pair_species = graph.derived(
-            f"allegro pair one-hot {cfg.species} {dtype}",
-            lambda g: _pair_one_hot(species, g.edge_src, g.edge_dst, len(cfg.species), dtype),
-        )
+            two_body, initial, layer_weights, edge_energy_weights = self._weights(edge_vec.dtype)
+        species, pair_species = self._species(graph, edge_vec.dtype)
         dst, num_atoms = graph.edge_dst, graph.numbers.shape[0]
-        if frozen and self.silu_only:
-            weights = (two_body, initial, layer_weights, edge_energy_weights)
-            edge_energy = FrozenEdges.apply(self, weights, edge_vec, pair_species, dst, num_atoms)
-            atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
-            return self.scale_shift(atom_energy, species)
         edge_len = edge_vec.norm(dim=-1)  # [n_edges]
         edge_sh = spherical_harmonics(self.irreps_sh, edge_vec, normalize=True)  # [n_edges, (l+1)²]
         edge_cutoff = polynomial_cutoff(edge_len, cfg.r_max, cfg.polynomial_p)  # [n_edges]
@@ -618,16 +602,47 @@ class Allegro(Potential, nn.Module):
         atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
         return self.scale_shift(atom_energy, species)
 
+    def _weights(self, dtype: torch.dtype) -> tuple:
+        """The fast path's matrices: (two-body MLP, initial embedding, per layer, edge energy)."""
+        two_body = self.two_body.matrices()
+        initial = self.initial_embed.matrices(output_cols=self.layers[0].env_cols)
+        layer_weights = [layer.fast_weights(dtype) for layer in self.layers]
+        return two_body, initial, layer_weights, self.edge_energy.matrices()
+
+    def _species(self, graph: Graph, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The species row of each atom and the one-hots of each edge's two atoms, both kept
+        with the graph.
+
+        Shapes: → ([n_atoms], [n_edges, 2 · num_species])
+        """
+        species_list = self.config.species
+        species = self.species_index.of_graph(graph)  # [n_atoms]
+        pair_species = graph.derived(
+            f"allegro pair one-hot {species_list} {dtype}",
+            lambda g: _pair_one_hot(species, g.edge_src, g.edge_dst, len(species_list), dtype),
+        )
+        return species, pair_species
+
     def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
-        """Energy per structure and forces F = −∂E/∂R for inference, by autograd through the
-        fast path with its weight matrices made outside autograd and the network differentiated
-        by hand (:class:`~euclidnn.models.allegro_forces.FrozenEdges`) (the reference's
-        :meth:`~euclidnn.models.Potential.energy_and_forces` under ``EUCLIDNN_NATIVE=0``).
+        """Energy per structure and forces F = −∂E/∂R for inference: with the default SiLU
+        networks, the chain rule written out and no autograd graph, in inference mode
+        (:func:`~euclidnn.models.allegro_forces.energy_and_forces`); else autograd through the
+        fast path with its weight matrices made outside autograd. The reference is
+        :meth:`~euclidnn.models.Potential.energy_and_forces` (``EUCLIDNN_NATIVE=0``).
 
         Shapes: graph (n_atoms, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
         """
         if not kernels.native_enabled():
             return Potential.energy_and_forces(self, graph)
+        if self.silu_only:
+            dtype = graph.positions.dtype
+            # weights and what is kept with the graph: outside inference mode (also under a
+            # caller's), so that they can serve autograd later
+            with torch.inference_mode(False), torch.no_grad():
+                frozen = allegro_forces.Frozen(self._weights(dtype), *self._species(graph, dtype))
+            with torch.inference_mode():
+                energy, forces = allegro_forces.energy_and_forces(self, frozen, graph)
+            return energy.clone(), forces.clone()  # tensors autograd may read
         positions = graph.positions.detach().requires_grad_(True)
         with torch.enable_grad():
             graph = replace(graph, positions=positions)

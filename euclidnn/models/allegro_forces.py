@@ -1,14 +1,14 @@
 """Allegro's energy and forces for inference with the derivative written by hand
-(:class:`FrozenEdges`, what :meth:`euclidnn.models.Allegro.energy_and_forces` runs): the edge
-geometry (|r|, Y(r̂), u(r), B(r) u(r)) and the network with constant weights, one autograd node
-from the edge vectors instead of a few hundred; first derivatives only. Its reference is
-autograd through :meth:`~euclidnn.models.Allegro.atomic_energies` (tests compare the two).
+(:func:`energy_and_forces`, what :meth:`euclidnn.models.Allegro.energy_and_forces` runs): the
+edge geometry (|r|, Y(r̂), u(r), B(r) u(r)) and the network with constant weights, no autograd
+graph at all; first derivatives only. Its reference is autograd through
+:meth:`~euclidnn.models.Allegro.atomic_energies` (tests compare the two).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -16,12 +16,14 @@ from torch import Tensor, nn
 from euclidnn.models.edge_derivatives import edge_vector_derivative, radial_derivative
 from euclidnn.nn.cutoff import polynomial_cutoff
 from euclidnn.nn.radial import bessel_basis
+from euclidnn.nn.scatter import scatter_sum
 from euclidnn.o3.spherical_harmonics import spherical_harmonics
 
-__all__ = ["FrozenEdges"]
+__all__ = ["Frozen", "energy_and_forces"]
 
 if TYPE_CHECKING:
-    from euclidnn.models.allegro import AllegroLayer, _LayerWeights
+    from euclidnn.data.graph import Graph
+    from euclidnn.models.allegro import Allegro, AllegroLayer, _LayerWeights
 
 
 def _run_or_index(index: Tensor) -> tuple[int, int] | Tensor:
@@ -171,36 +173,46 @@ def _network_backward(model, weights, saved, g_energy, sh, u, uc, pair_species, 
     return g_sh, g_u, g_uc, g_pair[:, pair_species.shape[1] :]
 
 
-class FrozenEdges(torch.autograd.Function):
-    """Allegro's edge energies from the edge vectors with constant weights — the geometry
-    (|r|, Y(r̂), u(r), B(r) u(r)) and the network — differentiated by hand: one autograd node
-    instead of a few hundred. What :meth:`Allegro.energy_and_forces` runs; first derivatives
-    only. The forward computes the numbers of the autograd fast path (the same functions)."""
+class Frozen(NamedTuple):
+    """What :func:`energy_and_forces` reads besides the graph, made outside inference mode
+    (:meth:`~euclidnn.models.Allegro.energy_and_forces`)."""
 
-    @staticmethod
-    def forward(ctx, model, weights, edge_vec, pair_species, dst, num_atoms):
-        cfg = model.config
-        r = edge_vec.norm(dim=-1)  # [n_edges]
-        sh = spherical_harmonics(model.irreps_sh, edge_vec, normalize=True)
-        u = polynomial_cutoff(r, cfg.r_max, cfg.polynomial_p)
-        basis = bessel_basis(r, cfg.r_max, cfg.num_basis)
-        uc = u * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else u
-        energy, saved = _network_forward(
-            model, weights, sh, u, uc, basis * u[:, None], pair_species, dst, num_atoms
-        )
-        ctx.model, ctx.weights, ctx.num_atoms, ctx.saved = model, weights, num_atoms, saved
-        ctx.save_for_backward(edge_vec, r, sh, u, uc, basis, pair_species, dst)
-        return energy
+    weights: tuple  # (two-body, initial, per layer, edge energy) matrices, constant
+    species: Tensor  # [n_atoms] the model's species row of each atom
+    pair_species: Tensor  # [n_edges, 2 · S] the species one-hots of each edge's two atoms
 
-    @staticmethod
-    def backward(ctx, g_energy):
-        edge_vec, r, sh, u, uc, basis, pair_species, dst = ctx.saved_tensors
-        cfg = ctx.model.config
-        g_sh, g_u, g_uc, g_radial = _network_backward(
-            ctx.model, ctx.weights, ctx.saved, g_energy, sh, u, uc, pair_species, dst,
-            ctx.num_atoms,
-        )  # fmt: skip
-        g_u = g_u + (g_uc * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else g_uc)
-        g_r = radial_derivative(r, u, basis, g_u, g_radial, cfg.r_max, cfg.polynomial_p)
-        g_vec = edge_vector_derivative(edge_vec, r, sh, g_sh, g_r, cfg.lmax)
-        return None, None, g_vec, None, None, None
+
+def energy_and_forces(model: Allegro, frozen: Frozen, graph: Graph) -> tuple[Tensor, Tensor]:
+    """Energy per structure and forces of ``model`` with constant weights, the geometry
+    (|r|, Y(r̂), u(r), B(r) u(r)), the network, the sums over atoms and the chain rule back to
+    the positions all written out: no autograd graph, so it runs in inference mode, where a
+    small molecule's few hundred operations cost less each. The same numbers as autograd
+    through :meth:`~euclidnn.models.Allegro.atomic_energies` (its reference, in the tests).
+
+    Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
+    """
+    cfg, weights = model.config, frozen.weights
+    dst, num_atoms = graph.edge_dst, graph.numbers.shape[0]
+    edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
+    r = edge_vec.norm(dim=-1)  # [n_edges]
+    sh = spherical_harmonics(model.irreps_sh, edge_vec, normalize=True)
+    u = polynomial_cutoff(r, cfg.r_max, cfg.polynomial_p)
+    basis = bessel_basis(r, cfg.r_max, cfg.num_basis)
+    uc = u * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else u
+    edge_energy, saved = _network_forward(
+        model, weights, sh, u, uc, basis * u[:, None], frozen.pair_species, dst, num_atoms
+    )
+    scales = model.scale_shift.scales.to(r.dtype).index_select(0, frozen.species) * model.sum_norm
+    atom_energy = scatter_sum(edge_energy, dst, num_atoms) * scales  # E_i = s_i Σ_j ε_ij + b_i
+    atom_energy += model.scale_shift.shifts.to(r.dtype).index_select(0, frozen.species)
+    energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
+
+    g_sh, g_u, g_uc, g_radial = _network_backward(
+        model, weights, saved, scales.index_select(0, dst), sh, u, uc, frozen.pair_species, dst,
+        num_atoms,
+    )  # fmt: skip
+    g_u = g_u + (g_uc * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else g_uc)
+    g_r = radial_derivative(r, u, basis, g_u, g_radial, cfg.r_max, cfg.polynomial_p)
+    g_vec = edge_vector_derivative(edge_vec, r, sh, g_sh, g_r, cfg.lmax)  # ∂E/∂edge_vec
+    forces = torch.zeros_like(graph.positions).index_add_(0, dst, g_vec)
+    return energy, forces.index_add_(0, graph.edge_src, g_vec, alpha=-1.0)

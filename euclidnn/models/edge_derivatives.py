@@ -1,5 +1,5 @@
 """Derivatives of the edge geometry that the hand-written inference paths share (Allegro's
-:class:`~euclidnn.models.allegro_forces.FrozenEdges`, NequIP's
+:func:`~euclidnn.models.allegro_forces.energy_and_forces`, NequIP's
 :func:`~euclidnn.models.nequip_forces.energy_and_forces`): the radial basis times its cutoff,
 and the spherical harmonics of the edge direction, differentiated with respect to the edge
 length and the edge vector."""

@@ -371,3 +371,22 @@ def test_construction_draws_only_the_parameters():
     for p in model.parameters():
         torch.randn(p.shape)
     assert torch.equal(after, torch.rand(3))
+
+
+def test_hand_written_path_runs_and_leaves_nothing_behind(monkeypatch):
+    """predict takes the hand-written path (inference mode inside); its results and what it
+    kept with the graph still serve autograd and in-place updates afterwards."""
+    from euclidnn.models import allegro_forces
+
+    calls, run = [], allegro_forces.energy_and_forces
+    monkeypatch.setattr(allegro_forces, "energy_and_forces", lambda *a: calls.append(1) or run(*a))
+    torch.manual_seed(0)
+    model = make_allegro(lmax=1)
+    graph = _graph(molecule("CH3CH2OH"))  # nothing kept with it yet
+    fast = predict(model, graph)
+    assert calls == [1] and not fast.forces.is_inference()
+    fast.forces.mul_(2.0)  # an inference tensor would refuse this
+    trained = predict(model, graph, training=True)  # saves the kept tensors for backward
+    trained.forces.pow(2).sum().backward()
+    torch.testing.assert_close(fast.forces / 2, trained.forces.detach(), rtol=1e-10, atol=1e-10)
+    assert calls == [1]
