@@ -22,9 +22,9 @@ atom it needs).
 
     python bench/lammps_md.py --sizes 1000,10000 --models schnet,nequip,allegro --repeats 3
 
-Large systems: a rank evaluates the model on chunks of at most N of its atoms (``pair_style
-euclidnn chunk N``; ``lammps:1:chunk0`` for none, ``lammps:1:chunk2048`` …), so memory stays
-bounded; ``lammps:2:weak`` runs 2 ranks on two boxes side by side (weak scaling); ``--steps 0``
+Large systems: a rank evaluates the model on chunks of its atoms (the pair style's default
+``chunk auto``: at most 16384 atoms with edges per evaluation; ``lammps:1:chunkN`` for ``chunk
+N``, at most N owned atoms, ``lammps:1:chunk0`` for none), so memory stays bounded; ``lammps:2:weak`` runs 2 ranks on two boxes side by side (weak scaling); ``--steps 0``
 times one force evaluation (LAMMPS's setup) by the pair style's own log line, the way to reach
 a million atoms (``--sizes 1029000``) in reasonable time. Each row also has the CPU seconds of
 the ranks (robust to a shared machine's load) and the chunks' shell work.

@@ -203,12 +203,18 @@ def write_data(atoms, path: Path, symbols: list[str]):
 
 
 def model_lines(
-    data: str, model: str, symbols: list[str], pbc, open_boundary: str, chunk: int | None = None
+    data: str,
+    model: str,
+    symbols: list[str],
+    pbc,
+    open_boundary: str,
+    chunk: int | str | None = None,
 ) -> list[str]:
     """The input lines that read ``data`` and put ``model`` (an export) on it with
     ``pair_style euclidnn``, LAMMPS type k being ``symbols[k-1]``; a non-periodic direction gets
     ``open_boundary`` (``f`` fixed, ``s`` shrink-wrapped). ``chunk``: the pair style's ``chunk
-    N`` (owned atoms per evaluation of the model; 0 for no chunks), its default where None."""
+    N`` (owned atoms per evaluation of the model; 0 for no chunks; ``"auto"``, its default where
+    None, or the rest of the options as text, e.g. ``"auto auto_limit 4096"``)."""
     return [
         "units metal",
         "atom_style atomic",
@@ -225,7 +231,7 @@ def single_point(
     symbols: list[str],
     ranks: int = 1,
     workdir: Path = None,
-    chunk: int | None | list[int | None] = None,
+    chunk: int | str | None | list[int | str | None] = None,
 ) -> list[dict]:
     """Energy, forces, per-atom energies and stress of each of ``structures`` (ASE atoms, a box
     for each; non-periodic directions get LAMMPS's fixed boundary) from LAMMPS with

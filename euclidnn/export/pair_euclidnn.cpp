@@ -1,7 +1,8 @@
 // pair_style euclidnn: any euclidnn model, exported by `euclidnn export`, as a LAMMPS plugin.
 //
 //   plugin load  <the library `euclidnn lammps build` prints>
-//   pair_style   euclidnn [chunk N]       (N: most owned atoms per evaluation; 0: no limit)
+//   pair_style   euclidnn [chunk auto|N] [auto_limit M]   (auto, the default: see Chunks;
+//                N: most owned atoms per evaluation, 0: no limit; M: auto's bound, 16384)
 //   pair_coeff   * * model.pt H C O        (LAMMPS type k -> the k-th element)
 //
 // The exported file is TorchScript: forward(positions [N,3], numbers [N] int64, edge_src [E],
@@ -18,14 +19,19 @@
 // Global virial: W = sum over the atoms passed of r (x) F - cell^T dE/dcell.
 //
 // Chunks: the model's autograd graph (every edge's features, kept for the backward pass) is
-// what fills memory, about 0.5 MB per atom, so a rank owning more than N atoms evaluates the
-// model on spatially compact groups of at most N of them (k-d bisection), each group passed
+// what fills memory, about 0.3-0.6 MB per atom given its edges, so a rank evaluates the model
+// on spatially compact groups of its owned atoms (k-d bisection), each group passed
 // exactly as a rank of its own would be: the group as centres and, one node per atom, every
 // atom within num_hops - 1 hops as a centre too (its messages reach the group), the atoms one
 // hop further as sources only. Energies of the group's atoms, the forces of that energy on every
-// node and its virial add up over groups to the rank's. Memory is then bounded by N (not the
-// system's size); the cost is the shell each group recomputes: nothing but its sources for a
-// strictly local model (Allegro), (num_hops - 1) * r_max of centres for message passing.
+// node and its virial add up over groups to the rank's. Memory is then bounded by the group's
+// size (not the system's); the cost is the shell each group recomputes: nothing but its sources
+// for a strictly local model (Allegro), (num_hops - 1) * r_max of centres for message passing
+// (SchNet's 3 layers in water: 2.6x the work at 8192 atoms; NequIP's 4: about 5x). `chunk auto`
+// keeps that cost where it is needed only: the rank's atoms in one evaluation while at most
+// M atoms get their edges (`auto_limit M`, default 16384; 10k atoms of water in one piece took
+// ~3-5 GB for each of our models), else halved until each group's graph is that small.
+// `chunk N`: groups of at most N owned atoms.
 // `compute ID all pair euclidnn` gives the evaluations per step (c_ID[1], all ranks).
 //
 // An export may call custom ops (its metadata lists them in "ops"): euclidnn_ops.cpp, compiled
@@ -98,9 +104,10 @@ struct EdgeGraph {
   int64_t centres = 0;    // nodes with their edges (fewer than num_hops hops from a centre)
 };
 
-// Owned atoms per evaluation of the model (pair_style euclidnn chunk N): the model's autograd
-// graph, not LAMMPS, bounds the memory of a large system (see the header).
-constexpr int DEFAULT_CHUNK = 8192;
+// `chunk auto`: most atoms given their edges (g.centres) in one evaluation of the model; the
+// model's autograd graph, not LAMMPS, bounds the memory of a large system (see the header).
+constexpr int AUTO_CENTRES = 16384;
+constexpr int CHUNK_AUTO = -1;
 
 class PairEuclidnn : public Pair {
  public:
@@ -138,7 +145,8 @@ class PairEuclidnn : public Pair {
   torch::ScalarType dtype_ = torch::kFloat64;
   double cutoff_ = 0.0;
   int num_hops_ = 1;
-  int chunk_ = DEFAULT_CHUNK;    // most owned atoms in one evaluation of the model; 0: no limit
+  int chunk_ = CHUNK_AUTO;    // most owned atoms in one evaluation; 0: no limit; or CHUNK_AUTO
+  int auto_limit_ = AUTO_CENTRES;    // chunk auto: most atoms with edges in one evaluation
   bool report_ = false;    // log the evaluations of the next step (the first of a run)
   std::vector<int64_t> type_number_;    // LAMMPS type (1-based) -> atomic number
 
@@ -146,7 +154,7 @@ class PairEuclidnn : public Pair {
   void load(const std::string &path, const std::vector<std::string> &elements);
   std::vector<int> hops() const;
   std::vector<int> copies() const;
-  std::vector<std::vector<int>> chunks() const;
+  std::vector<std::vector<int>> chunks(std::vector<int> owned, int most) const;
   void build_graph(EdgeGraph &g, const std::vector<int> &centres, const std::vector<int> &copy,
                    std::vector<int> &node, std::vector<int> &hop) const;
   void evaluate(const EdgeGraph &g, int ncentre);
@@ -154,19 +162,34 @@ class PairEuclidnn : public Pair {
 
 void PairEuclidnn::settings(int narg, char **arg)
 {
-  chunk_ = DEFAULT_CHUNK;
+  chunk_ = CHUNK_AUTO;
+  auto_limit_ = AUTO_CENTRES;
   for (int iarg = 0; iarg < narg; iarg += 2) {
-    if (strcmp(arg[iarg], "chunk") != 0)
-      error->all(FLERR, "pair_style euclidnn: unknown option {} (the only option is: chunk N)",
-                 arg[iarg]);
-    char *end = nullptr;
-    long value = iarg + 1 < narg ? strtol(arg[iarg + 1], &end, 10) : -1;
-    if (iarg + 1 >= narg || *end != '\0' || end == arg[iarg + 1] || value < 0 || value > INT_MAX)
+    bool chunk = strcmp(arg[iarg], "chunk") == 0;
+    if (!chunk && strcmp(arg[iarg], "auto_limit") != 0)
       error->all(FLERR,
-                 "pair_style euclidnn chunk N: N must be a whole number of atoms >= 0 (0: no "
-                 "chunks), not {}",
-                 iarg + 1 < narg ? arg[iarg + 1] : "nothing");
-    chunk_ = (int) value;
+                 "pair_style euclidnn: unknown option {} (the options are: chunk auto|N, "
+                 "auto_limit M)",
+                 arg[iarg]);
+    const char *text = iarg + 1 < narg ? arg[iarg + 1] : "nothing";
+    if (chunk && strcmp(text, "auto") == 0) {
+      chunk_ = CHUNK_AUTO;
+      continue;
+    }
+    char *end = nullptr;
+    long value = iarg + 1 < narg ? strtol(text, &end, 10) : -1;
+    bool whole = iarg + 1 < narg && *end == '\0' && end != text && value <= INT_MAX;
+    if (chunk && !(whole && value >= 0))
+      error->all(FLERR,
+                 "pair_style euclidnn chunk N: N must be auto or a whole number of atoms >= 0 "
+                 "(0: no chunks), not {}",
+                 text);
+    if (!chunk && !(whole && value >= 1))
+      error->all(FLERR,
+                 "pair_style euclidnn auto_limit M: M must be a whole number of atoms >= 1, "
+                 "not {}",
+                 text);
+    (chunk ? chunk_ : auto_limit_) = (int) value;
   }
 }
 
@@ -343,21 +366,18 @@ std::vector<int> PairEuclidnn::copies() const
   return copy;
 }
 
-// This rank's owned atoms in spatially compact groups of at most chunk_ atoms: halved at the
-// median along their longest extent until each part is small enough (a k-d tree's leaves).
-// One group of all of them where chunk_ is 0 or not smaller than their number.
-std::vector<std::vector<int>> PairEuclidnn::chunks() const
+// `owned` (atoms of this rank) in spatially compact groups of at most `most` atoms: halved at
+// the median along their longest extent until each part is small enough (a k-d tree's
+// leaves). One group of all of them where `most` is 0 or not smaller than their number.
+std::vector<std::vector<int>> PairEuclidnn::chunks(std::vector<int> order, int most) const
 {
   double **x = atom->x;
-  int nlocal = atom->nlocal;
-  std::vector<int> order(nlocal);
-  for (int i = 0; i < nlocal; i++) order[i] = i;
   std::vector<std::vector<int>> parts;
-  std::vector<std::pair<int, int>> todo{{0, nlocal}};
+  std::vector<std::pair<int, int>> todo{{0, (int) order.size()}};
   while (!todo.empty()) {
     auto [begin, end] = todo.back();
     todo.pop_back();
-    if (chunk_ == 0 || end - begin <= chunk_) {
+    if (most == 0 || end - begin <= most) {
       parts.emplace_back(order.begin() + begin, order.begin() + end);
       continue;
     }
@@ -433,14 +453,26 @@ void PairEuclidnn::compute(int eflag, int vflag)
   if (nlocal > 0) {    // a rank that owns no atoms has nothing to add
     // E = sum over chunks of the chunk's centres' energies; each chunk's graph holds what
     // those energies depend on, so energies, forces and virial are sums over chunks, exact.
-    std::vector<int> copy = copies();
+    // chunk auto: a group whose graph gives more than auto_limit_ atoms their edges is halved
+    // (its graph built again for each half), down to single atoms
+    std::vector<int> copy = copies(), owned(nlocal);
+    for (int i = 0; i < nlocal; i++) owned[i] = i;
     int nall = nlocal + atom->nghost;
     std::vector<int> node(nall, -1), hop(nall, 0);
-    for (const auto &centres : chunks()) {
+    bool automatic = chunk_ == CHUNK_AUTO;
+    std::vector<std::vector<int>> todo = chunks(owned, automatic ? auto_limit_ : chunk_);
+    while (!todo.empty()) {
+      std::vector<int> centres = std::move(todo.back());
+      todo.pop_back();
       EdgeGraph g;
       build_graph(g, centres, copy, node, hop);
-      evaluate(g, (int) centres.size());
       for (int i : g.atom) node[i] = -1;
+      if (automatic && g.centres > auto_limit_ && centres.size() > 1) {
+        for (auto &half : chunks(centres, (int) (centres.size() + 1) / 2))
+          todo.push_back(std::move(half));
+        continue;
+      }
+      evaluate(g, (int) centres.size());
       pvector[0] += 1;
       evaluated += (double) g.centres;
     }
@@ -455,10 +487,16 @@ void PairEuclidnn::compute(int eflag, int vflag)
     MPI_Allreduce(mine, sums, 2, MPI_DOUBLE, MPI_SUM, world);
     if (comm->me == 0)
       utils::logmesg(lmp,
-                     "euclidnn: {:.0f} evaluations of the model per step (chunks of at most {} "
-                     "owned atoms), all ranks together; the first took {:.3f} s; atoms with "
-                     "their edges evaluated / atoms: {:.2f}\n",
-                     total, chunk_ ? std::to_string(chunk_) : std::string("all"), slowest,
+                     "euclidnn: {:.0f} evaluations of the model per step ({}), all ranks "
+                     "together; the first took {:.3f} s; atoms with their edges evaluated / "
+                     "atoms: {:.2f}\n",
+                     total,
+                     chunk_ == CHUNK_AUTO
+                         ? "chunk auto: at most " + std::to_string(auto_limit_) +
+                               " atoms with edges"
+                     : chunk_ ? "chunks of at most " + std::to_string(chunk_) + " owned atoms"
+                              : std::string("no chunks"),
+                     slowest,
                      sums[1] > 0 ? sums[0] / sums[1] : 0.0);
     report_ = false;
   }

@@ -58,7 +58,7 @@ def lammps_input(
     symbols: list[str],
     dof: int,
     skin: float,
-    chunk: int | None = None,
+    chunk: int | str | None = None,
 ) -> str:
     """The LAMMPS input of a run: ``data.lmp`` and ``model.pt`` beside it, ``md.log`` and the
     dump written as it goes (``chunk``: the pair style's, see
@@ -126,12 +126,12 @@ def run_lammps_md(
     threads: int = 1,
     skin: float = 1.0,
     progress: bool = True,
-    chunk: int | None = None,
+    chunk: int | str | None = None,
 ) -> MDResult:
     """Run ``config`` on ``atoms`` in LAMMPS on ``ranks`` MPI ranks (``threads`` OpenMP threads
     each) with the exported model ``exported`` (knowing ``symbols``), in ``out_dir`` (which
-    exists); see the module's docstring for what the folder gets. ``chunk``: owned atoms per
-    evaluation of the model (``pair_style euclidnn chunk N``; its default where None).
+    exists); see the module's docstring for what the folder gets. ``chunk``: the pair style's
+    (:func:`euclidnn.export.lammps.model_lines`; ``chunk auto`` where None).
 
     Raises:
         ChildProcessError: LAMMPS stopped with an error (its last ``ERROR`` line).

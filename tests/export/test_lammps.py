@@ -89,12 +89,16 @@ def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks):
     """Every structure in one evaluation per rank, and (1 and 2 ranks, in the same LAMMPS run)
     again with ``chunk 5``: each rank evaluates the model on groups of at most 5 of its atoms,
     each group with its own receptive field (3 hops × r_max for SchNet here, 2 for NequIP, one
-    r_max for Allegro), and sums: the same numbers as one evaluation of everything."""
+    r_max for Allegro), and sums: the same numbers as one evaluation of everything; and with
+    ``chunk auto auto_limit 6`` (groups halved until at most 6 atoms get their edges, so again
+    at most 6 owned atoms per evaluation, bar single atoms)."""
     model = _models()[name]
     export(model, tmp_path / "model.pt")
     cases = [(where, atoms, None) for where, atoms in _structures().items()]
     if ranks < 4:
-        cases += [(f"{where}, chunk 5", atoms, 5) for where, atoms, _ in cases]
+        plain = list(cases)
+        cases += [(f"{where}, chunk 5", atoms, 5) for where, atoms, _ in plain]
+        cases += [(f"{where}, auto 6", atoms, "auto auto_limit 6") for where, atoms, _ in plain]
     results = lammps.single_point(
         tmp_path / "model.pt",
         [atoms for _, atoms, _ in cases],
@@ -104,8 +108,9 @@ def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks):
         chunk=[chunk for _, _, chunk in cases],
     )
     for (where, atoms, chunk), got in zip(cases, results):
-        # the chunks were there: at least ceil(n / chunk) evaluations; else one per busy rank
-        assert got["evaluations"] >= (-(-len(atoms) // chunk) if chunk else 1), where
+        # the chunks were there: at least ceil(n / most) evaluations; else one per busy rank
+        most = 6 if isinstance(chunk, str) else chunk
+        assert got["evaluations"] >= (-(-len(atoms) // most) if most else 1), where
         assert chunk or got["evaluations"] <= ranks, where
         energy, forces, stress = _predicted(model, atoms)
         scale = max(abs(energy), 1.0)
@@ -115,7 +120,8 @@ def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks):
         if stress is not None:
             np.testing.assert_allclose(got["stress"], stress, atol=1e-10, err_msg=where)
     plain = results[: len(_structures())]
-    for chunked, one in zip(results[len(plain) :], plain):  # each atom's energy, too
+    for k, chunked in enumerate(results[len(plain) :]):  # each atom's energy, too
+        one = plain[k % len(plain)]
         np.testing.assert_allclose(chunked["energies"], one["energies"], rtol=1e-10, atol=1e-12)
 
 
@@ -152,15 +158,18 @@ def test_unknown_element_and_not_an_export(plugin, tmp_path):
 
 
 def test_bad_pair_style_options_are_named(plugin, tmp_path):
-    """``pair_style euclidnn chunk N``: a bad N or an unknown option is a LAMMPS error naming it
-    (the strings go into the input line as they are: "5 skin 2" is chunk 5, then "skin 2")."""
+    """``pair_style euclidnn chunk auto|N auto_limit M``: a bad N or M or an unknown option is a
+    LAMMPS error naming it (the strings go into the input line as they are: "5 skin 2" is chunk
+    5, then "skin 2")."""
     export(_models()["allegro"], tmp_path / "model.pt")
     atoms = molecule("CH4")
     atoms.center(vacuum=5.0)
     for chunk, message in [
-        (-1, "chunk N: N must be a whole number of atoms >= 0 .* not -1"),
-        ("5x", "chunk N: N must be a whole number of atoms >= 0 .* not 5x"),
+        (-1, "chunk N: N must be auto or a whole number of atoms >= 0 .* not -1"),
+        ("5x", "chunk N: N must be auto or a whole number of atoms >= 0 .* not 5x"),
         ("5 skin 2", "unknown option skin"),
+        ("auto auto_limit 0", "auto_limit M: M must be a whole number of atoms >= 1, not 0"),
+        ("auto auto_limit", "auto_limit M: M must be .*, not nothing"),
     ]:
         with pytest.raises(ChildProcessError, match=message):
             lammps.single_point(
