@@ -56,7 +56,7 @@ def _op(spec, x, y, w, src, dst, num_nodes, row=None, slot=3, g=None, num_out=No
 
 
 def _reference(tp, x, y, w, src, dst, num_nodes):
-    messages = tp(x.index_select(0, src), y, w)
+    messages = tp.contraction(x.index_select(0, src), y, w)  # plain PyTorch
     return messages.new_zeros(num_nodes, messages.shape[1]).index_add_(0, dst, messages)
 
 

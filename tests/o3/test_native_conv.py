@@ -17,7 +17,7 @@ needs_kernel = pytest.mark.skipif(
 
 
 def reference(tp: TensorProduct, x, y, w, src, dst, n):
-    messages = tp(x.index_select(0, src), y, w)
+    messages = tp.contraction(x.index_select(0, src), y, w)  # plain PyTorch
     return messages.new_zeros(n, messages.shape[-1]).index_add_(0, dst, messages)
 
 
@@ -70,6 +70,30 @@ def test_second_derivatives_match_composition():
 
     for a, b in zip(double(lambda *args: args[0].convolve(*args[1:])), double(reference)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+
+
+@needs_kernel
+@pytest.mark.parametrize("irreps_in,lmax,target", CASES)
+def test_per_edge_product_runs_the_kernel(irreps_in, lmax, target, monkeypatch):
+    """TensorProduct(x, y, w) with one row of each per edge runs the fused kernel (each row its
+    own node): the plain contraction's numbers, first and second derivatives included, for
+    strided inputs too."""
+    tp, x, y, w, _, _ = problem(irreps_in, lmax, target, n=40, n_edges=40)
+    calls, convolve = [], kernels.convolve
+    monkeypatch.setattr(kernels, "convolve", lambda *a, **k: calls.append(1) or convolve(*a, **k))
+
+    def double(fn):
+        out = fn(x, y, w)
+        (gy,) = torch.autograd.grad(out.pow(2).sum(), y, create_graph=True)
+        return [out, *torch.autograd.grad(gy.sin().sum(), (x, y, w))]
+
+    for a, b in zip(double(tp), double(tp.contraction)):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+    assert calls
+    strided = torch.cat([x, x], dim=1)[:, ::2]  # every other column: not contiguous
+    assert not strided.is_contiguous()
+    got, want = tp(strided, y, w), tp.contraction(strided.contiguous(), y, w)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
 
 
 @needs_kernel
