@@ -8,7 +8,8 @@
 // edge_dst [E]) -> per-atom energies [N] eV, with edge vectors positions[src] - positions[dst]
 // and no periodic shifts (see euclidnn/export/torchscript.py). This rank passes its owned atoms
 // and its ghosts (periodic images and other ranks' atoms are both ghosts), sums the energies of
-// the atoms it owns, and takes forces on owned and ghost atoms by autograd of that sum; with
+// the atoms it owns, and takes forces on owned and ghost atoms by autograd of that sum (or from
+// the file's energy_forces, below); with
 // newton on, LAMMPS sends the ghost forces back to their owners. So every rank needs the atoms
 // that can change its own atoms' energies: within num_hops * r_max (the receptive field, the
 // whole ghost shell of a message-passing model; r_max for a strictly local one). The pair style

@@ -9,9 +9,9 @@ device, extra_files)`` and in Python with :func:`load_exported`.
 
 **Metadata** (``euclidnn.json``, a JSON object)::
 
-    {"format": "euclidnn-export", "format_version": 3,
+    {"format": "euclidnn-export", "format_version": 4,
      "model": "schnet" | "nequip" | "allegro",
-     "ops": ["euclidnn::uvu_conv"] | [],
+     "ops": ["euclidnn::schnet_energy_forces", "euclidnn::uvu_conv"] | ["euclidnn::uvu_conv"] | [],
      "species": [atomic numbers, in the model's order], "symbols": ["H", "C", "O"],
      "cutoff": r_max in Å (float), "num_hops": int, "receptive_field": Å (float),
      "dtype": "float32" | "float64",
@@ -25,6 +25,8 @@ loads the file: ``import euclidnn.export`` does in Python, and the LAMMPS plugin
 (from the same C source). ``export(..., portable=True)`` (``euclidnn export --portable``) records
 the plain PyTorch reference instead: ``ops`` is empty and stock libtorch runs the file, 5–6×
 slower for NequIP in LAMMPS (bench/RESULTS.md, "LAMMPS"). Version 3 added ``ops``; version 2 files (no custom ops) still load.
+Version 4 added the optional method ``energy_forces`` (below; SchNet, not ``portable``), which
+calls ``euclidnn::schnet_energy_forces``; version 2 and 3 files still load.
 
 ``receptive_field`` = ``num_hops`` · ``cutoff``: how far an atom may be from atom i and still
 change E_i, i.e. the ghost shell a rank needs (Allegro: one cutoff; NequIP and SchNet: one per
@@ -54,6 +56,19 @@ neighbourhood is cut off) and must not be summed; its positions still receive fo
 LAMMPS sends back to the owner (``newton on``). N = 0 and E = 0 work (a rank that owns no
 atoms, an isolated atom). Inputs of the wrong shape, dtype or range raise an error with a
 message (a ``c10::Error`` in C++), never crash.
+
+**Forces without autograd (optional, version 4).** A file may have the method
+``module.energy_forces(positions, numbers, edge_src, edge_dst, edge_shift=None, cell=None,
+weight=None) -> (atom_energy [N], forces [N, 3], cell_grad [3, 3])``: the same ``atom_energy``
+as ``forward``, ``forces`` = −∂(Σ_i weight_i E_i)/∂positions and ``cell_grad`` =
+∂(Σ_i weight_i E_i)/∂cell, with ``weight`` [N] in the model's dtype (default ones). A caller
+passes 1 for the atoms it owns and 0 for the others, and gets what it would get by autograd of
+``forward`` (same inputs checks; the virial as above with ``cell_grad`` for ∂E/∂cell), from one
+kernel call. An exported SchNet has it (:mod:`euclidnn.export.schnet`: the whole-model C kernel
+as the custom op ``euclidnn::schnet_energy_forces``; checked against autograd of ``forward``,
+with a 0/1 weight, before the file is written); a caller that finds no such method (other
+models, ``portable`` files, versions 2 and 3) uses autograd. The LAMMPS plugin calls it unless
+``EUCLIDNN_NATIVE=0`` is set (autograd: the reference).
 
 Why TorchScript
 ---------------
@@ -104,10 +119,10 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
+from euclidnn.export.schnet import SchNetEnergyForces, schnet_op_applies
 from euclidnn.files import replacing
 from euclidnn.models.interface import Potential
 from euclidnn.models.io import describe_model
-from euclidnn.export.schnet import SchNetEnergyForces, schnet_op_applies
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "METADATA_FILE", "export", "load_exported"]
 
@@ -261,7 +276,11 @@ class ExportedSchNet(ExportedPotential):
     """
 
     def __init__(
-        self, traced: nn.Module, traced_forces: nn.Module, species: tuple[int, ...], dtype: torch.dtype
+        self,
+        traced: nn.Module,
+        traced_forces: nn.Module,
+        species: tuple[int, ...],
+        dtype: torch.dtype,
     ) -> None:
         super().__init__(traced, species, dtype)
         self.traced_energy_forces = traced_forces
@@ -348,7 +367,10 @@ def _check_energy_forces(module: nn.Module, reference: nn.Module, model: Potenti
         want = reference(positions, *inputs[1:])
         (grad,) = torch.autograd.grad((want * weight).sum(), positions, allow_unused=True)
         want_forces = torch.zeros_like(positions) if grad is None else -grad
-        for name, a, b in (("atomic energies", energies, want.detach()), ("forces", forces, want_forces)):
+        for name, a, b in (
+            ("atomic energies", energies, want.detach()),
+            ("forces", forces, want_forces),
+        ):
             scale = float(b.abs().max()) if b.numel() else 0.0
             if a.shape != b.shape or not torch.allclose(a, b, rtol=0, atol=rtol * (1 + scale)):
                 raise RuntimeError(

@@ -311,7 +311,9 @@ def schnet_op(
         1, species, mu,
     )  # fmt: skip
     weight = weight.contiguous()
-    pointers = (ctypes.c_void_p * len(tensors))(*(t if t is None else t.data_ptr() for t in tensors))
+    pointers = (ctypes.c_void_p * len(tensors))(
+        *(t if t is None else t.data_ptr() for t in tensors)
+    )
     energy, forces = positions.new_empty(1), positions.new_empty(n, 3)
     atom_energy, row_grad = positions.new_empty(n), positions.new_empty(num_pairs, 3)
     status = getattr(lib, f"schnet_energy_forces_{_SUFFIX[dtype]}")(

@@ -127,7 +127,11 @@ def test_no_atoms_no_edges_and_odd_inputs(files):
     assert energies.shape == (0,) and forces.shape == (0, 3) and cell_grad.abs().sum() == 0
     one = module.energy_forces(torch.zeros(1, 3, dtype=torch.float64), torch.tensor([8]), empty,
                                empty)  # fmt: skip
-    _close(one[0], model.atomic_energies(Graph.from_ase(molecule("O"), 3.5, torch.float64)).detach(), 1e-10)
+    _close(
+        one[0],
+        model.atomic_energies(Graph.from_ase(molecule("O"), 3.5, torch.float64)).detach(),
+        1e-10,
+    )
     assert one[1].abs().sum() == 0
 
     graph = Graph.from_ase(molecule("CH3CH2OH"), r_max=3.5, dtype=torch.float64)
