@@ -24,10 +24,12 @@ from euclidnn.nn.radial import gaussian_centres
 
 
 def schnet_op_applies(model: nn.Module) -> bool:
-    """Whether ``model`` is a SchNet whose function the kernel computes exactly and the kernel
-    builds here (else the export has no ``energy_forces``)."""
+    """Whether ``model`` is a SchNet whose function the kernel computes exactly, and the kernel
+    is on (``EUCLIDNN_NATIVE`` not ``"0"``, as for the convolution op) and builds here; else the
+    export has no ``energy_forces``."""
     return (
-        isinstance(model, SchNet)
+        kernels.native_enabled()
+        and isinstance(model, SchNet)
         and model._kernel_is_exact()
         and kernels.schnet.LIBRARY.get() is not None
     )
