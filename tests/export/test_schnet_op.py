@@ -8,6 +8,7 @@ input (errors, never a crash; int32, strided and empty inputs answer).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -146,8 +147,6 @@ def test_no_atoms_no_edges_and_odd_inputs(files):
 
 def _op_args(dtype=torch.float64):
     """A valid call of the op on ethanol (periodic shifts zero), as a dict."""
-    from euclidnn.export.schnet import SchNetEnergyForces  # noqa: F401  (the op's caller)
-
     model = _model().to(dtype)
     graph = Graph.from_ase(molecule("CH3CH2OH"), r_max=3.5, dtype=dtype)
     pair_edge, edge_pair = graph.edge_pairs()
@@ -217,8 +216,6 @@ def test_the_op_refuses_bad_input_without_crashing():
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
-    import json
-
     answers = json.loads(run.stdout.strip().splitlines()[-1])
     assert "no error" not in answers.values(), answers
     assert answers["src out of range"] == answers["species out of range"] == "IndexError"
