@@ -8,7 +8,8 @@ Examples:
   euclidnn export model.safetensors --out plain.pt --portable
 
 By default the file calls euclidnn's fused convolution kernel (NequIP, SchNet) as the custom op
-euclidnn::uvu_conv, which the LAMMPS plugin (`euclidnn lammps build`) and `import
+euclidnn::uvu_conv, and SchNet's whole-model kernel as euclidnn::schnet_energy_forces (forces
+without autograd), which the LAMMPS plugin (`euclidnn lammps build`) and `import
 euclidnn.export` provide; --portable writes a file that stock libtorch runs on its own (the
 plain PyTorch operations: several times slower for NequIP).
 

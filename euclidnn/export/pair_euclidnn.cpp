@@ -9,7 +9,8 @@
 // edge_dst [E]) -> per-atom energies [N] eV, with edge vectors positions[src] - positions[dst]
 // and no periodic shifts (see euclidnn/export/torchscript.py). This rank passes its owned atoms
 // and its ghosts (periodic images and other ranks' atoms are both ghosts), sums the energies of
-// the atoms it owns, and takes forces on owned and ghost atoms by autograd of that sum; with
+// the atoms it owns, and takes forces on owned and ghost atoms by autograd of that sum (or from
+// the file's energy_forces, below); with
 // newton on, LAMMPS sends the ghost forces back to their owners. So every rank needs the atoms
 // that can change its own atoms' energies: within num_hops * r_max (the receptive field, the
 // whole ghost shell of a message-passing model; r_max for a strictly local one). The pair style
@@ -34,9 +35,16 @@
 // `chunk N`: groups of at most N owned atoms.
 // `compute ID all pair euclidnn` gives the evaluations per step (c_ID[1], all ranks).
 //
-// An export may call custom ops (its metadata lists them in "ops"): euclidnn_ops.cpp, compiled
-// into this plugin, registers euclidnn::uvu_conv (the fused convolution kernel) when the plugin
-// is loaded; a file that needs an op this plugin lacks is refused by name before it is loaded.
+// An export may call custom ops (its metadata lists them in "ops"): euclidnn_ops.cpp and
+// schnet_op.cpp, compiled into this plugin, register euclidnn::uvu_conv (the fused convolution
+// kernel) and euclidnn::schnet_energy_forces (SchNet's whole-model kernel) when the plugin is
+// loaded; a file that needs an op this plugin lacks is refused by name before it is loaded.
+//
+// Forces without autograd: a file with the method energy_forces (format version 4, SchNet)
+// returns per-atom energies, the forces of sum_i weight_i E_i and that sum's derivative in the
+// cell from one kernel call; the pair style passes weight 1 for a chunk's centres (owned atoms)
+// and 0 for every other node, the same sum it otherwise differentiates by autograd of forward.
+// EUCLIDNN_NATIVE=0 in the environment keeps autograd (the reference).
 
 #include "atom.h"
 #include "comm.h"
@@ -142,6 +150,7 @@ class PairEuclidnn : public Pair {
 
  private:
   torch::jit::Module module_;
+  bool energy_forces_ = false;    // call the file's energy_forces (no autograd)
   torch::ScalarType dtype_ = torch::kFloat64;
   double cutoff_ = 0.0;
   int num_hops_ = 1;
@@ -249,8 +258,8 @@ void PairEuclidnn::load(const std::string &path, const std::vector<std::string> 
                path);
   }
   int version = meta.value("format_version", 0);
-  if (meta.value("format", "") != "euclidnn-export" || (version != 2 && version != 3))
-    error->all(FLERR, "euclidnn: {} is not a euclidnn export of format version 2 or 3 (export it again with this euclidnn)", path);
+  if (meta.value("format", "") != "euclidnn-export" || version < 2 || version > 4)
+    error->all(FLERR, "euclidnn: {} is not a euclidnn export of format version 2, 3 or 4 (export it again with this euclidnn)", path);
   for (const auto &op : meta.value("ops", std::vector<std::string>{}))
     if (!c10::Dispatcher::singleton().findSchema({op, ""}).has_value())
       error->all(FLERR,
@@ -266,6 +275,9 @@ void PairEuclidnn::load(const std::string &path, const std::vector<std::string> 
                std::string(err.what()).substr(0, 200));
   }
   module_.eval();
+  const char *native = std::getenv("EUCLIDNN_NATIVE");
+  energy_forces_ = module_.find_method("energy_forces").has_value() &&
+                   !(native && std::string(native) == "0");
   cutoff_ = meta.at("cutoff").get<double>();
   num_hops_ = meta.at("num_hops").get<int>();
   std::string dtype = meta.at("dtype").get<std::string>();
@@ -290,9 +302,11 @@ void PairEuclidnn::load(const std::string &path, const std::vector<std::string> 
   }
   if (comm->me == 0)
     utils::logmesg(lmp,
-                   "euclidnn: {} ({}, {}), r_max {} A, {} hop(s): ghost shell {} A; custom ops: {}\n",
+                   "euclidnn: {} ({}, {}), r_max {} A, {} hop(s): ghost shell {} A; custom ops: {}; "
+                   "forces by {}\n",
                    path, meta.value("model", "?"), dtype, cutoff_, num_hops_, num_hops_ * cutoff_,
-                   meta.value("ops", std::vector<std::string>{}).empty() ? "none" : meta["ops"].dump());
+                   meta.value("ops", std::vector<std::string>{}).empty() ? "none" : meta["ops"].dump(),
+                   energy_forces_ ? "energy_forces (one kernel call)" : "autograd");
 }
 
 void PairEuclidnn::init_style()
@@ -522,8 +536,8 @@ void PairEuclidnn::evaluate(const EdgeGraph &g, int ncentre)
   const double *h = domain->h;    // rows a = (h0, 0, 0), b = (h5, h1, 0), c = (h4, h3, h2)
   double cell_rows[9] = {h[0], 0, 0, h[5], h[1], 0, h[4], h[3], h[2]};
   auto f64 = torch::kFloat64;
-  auto positions = torch::from_blob(pos.data(), {n, 3}, f64).to(dtype_).clone().requires_grad_();
-  auto cell = torch::from_blob(cell_rows, {3, 3}, f64).to(dtype_).clone().requires_grad_();
+  auto positions = torch::from_blob(pos.data(), {n, 3}, f64).to(dtype_).clone();
+  auto cell = torch::from_blob(cell_rows, {3, 3}, f64).to(dtype_).clone();
   auto shift = torch::from_blob((void *) g.shift.data(), {e, 3}, f64).to(dtype_);
   auto numbers_t = torch::from_blob(numbers.data(), {n}, torch::kInt64);
   auto src = torch::from_blob((void *) g.src.data(), {e}, torch::kInt64);
@@ -531,11 +545,25 @@ void PairEuclidnn::evaluate(const EdgeGraph &g, int ncentre)
 
   torch::Tensor atom_energy, grad_positions, grad_cell;
   try {
-    atom_energy = module_.forward({positions, numbers_t, src, dst, shift, cell}).toTensor();
-    auto energy = atom_energy.narrow(0, 0, ncentre).sum();
-    auto grads = torch::autograd::grad({energy}, {positions, cell}, {}, false, false, true);
-    grad_positions = grads[0];
-    grad_cell = grads[1];
+    if (energy_forces_) {    // one kernel call: the energy of the centres only (weight 1)
+      torch::NoGradGuard no_grad;
+      auto weight = torch::zeros({n}, torch::TensorOptions().dtype(dtype_));
+      weight.narrow(0, 0, ncentre).fill_(1);
+      auto out = module_.get_method("energy_forces")({positions, numbers_t, src, dst, shift, cell,
+                                                      weight})
+                     .toTuple();
+      atom_energy = out->elements()[0].toTensor();
+      grad_positions = -out->elements()[1].toTensor();
+      grad_cell = out->elements()[2].toTensor();
+    } else {
+      positions.requires_grad_();
+      cell.requires_grad_();
+      atom_energy = module_.forward({positions, numbers_t, src, dst, shift, cell}).toTensor();
+      auto energy = atom_energy.narrow(0, 0, ncentre).sum();
+      auto grads = torch::autograd::grad({energy}, {positions, cell}, {}, false, false, true);
+      grad_positions = grads[0];
+      grad_cell = grads[1];
+    }
   } catch (const std::exception &err) {
     error->one(FLERR, "euclidnn: the model failed: {}", std::string(err.what()).substr(0, 300));
   }

@@ -9,9 +9,9 @@ device, extra_files)`` and in Python with :func:`load_exported`.
 
 **Metadata** (``euclidnn.json``, a JSON object)::
 
-    {"format": "euclidnn-export", "format_version": 3,
+    {"format": "euclidnn-export", "format_version": 4,
      "model": "schnet" | "nequip" | "allegro",
-     "ops": ["euclidnn::uvu_conv"] | [],
+     "ops": ["euclidnn::schnet_energy_forces", "euclidnn::uvu_conv"] | ["euclidnn::uvu_conv"] | [],
      "species": [atomic numbers, in the model's order], "symbols": ["H", "C", "O"],
      "cutoff": r_max in Å (float), "num_hops": int, "receptive_field": Å (float),
      "dtype": "float32" | "float64",
@@ -25,6 +25,8 @@ loads the file: ``import euclidnn.export`` does in Python, and the LAMMPS plugin
 (from the same C source). ``export(..., portable=True)`` (``euclidnn export --portable``) records
 the plain PyTorch reference instead: ``ops`` is empty and stock libtorch runs the file, 5–6×
 slower for NequIP in LAMMPS (bench/RESULTS.md, "LAMMPS"). Version 3 added ``ops``; version 2 files (no custom ops) still load.
+Version 4 added the optional method ``energy_forces`` (below; SchNet, not ``portable``), which
+calls ``euclidnn::schnet_energy_forces``; version 2 and 3 files still load.
 
 ``receptive_field`` = ``num_hops`` · ``cutoff``: how far an atom may be from atom i and still
 change E_i, i.e. the ghost shell a rank needs (Allegro: one cutoff; NequIP and SchNet: one per
@@ -54,6 +56,19 @@ neighbourhood is cut off) and must not be summed; its positions still receive fo
 LAMMPS sends back to the owner (``newton on``). N = 0 and E = 0 work (a rank that owns no
 atoms, an isolated atom). Inputs of the wrong shape, dtype or range raise an error with a
 message (a ``c10::Error`` in C++), never crash.
+
+**Forces without autograd (optional, version 4).** A file may have the method
+``module.energy_forces(positions, numbers, edge_src, edge_dst, edge_shift=None, cell=None,
+weight=None) -> (atom_energy [N], forces [N, 3], cell_grad [3, 3])``: the same ``atom_energy``
+as ``forward``, ``forces`` = −∂(Σ_i weight_i E_i)/∂positions and ``cell_grad`` =
+∂(Σ_i weight_i E_i)/∂cell, with ``weight`` [N] in the model's dtype (default ones). A caller
+passes 1 for the atoms it owns and 0 for the others, and gets what it would get by autograd of
+``forward`` (same inputs checks; the virial as above with ``cell_grad`` for ∂E/∂cell), from one
+kernel call. An exported SchNet has it (:mod:`euclidnn.export.schnet`: the whole-model C kernel
+as the custom op ``euclidnn::schnet_energy_forces``; checked against autograd of ``forward``,
+with a 0/1 weight, before the file is written); a caller that finds no such method (other
+models, ``portable`` files, versions 2 and 3) uses autograd. The LAMMPS plugin calls it unless
+``EUCLIDNN_NATIVE=0`` is set (autograd: the reference).
 
 Why TorchScript
 ---------------
@@ -104,6 +119,7 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
+from euclidnn.export.schnet import SchNetEnergyForces, schnet_op_applies
 from euclidnn.files import replacing
 from euclidnn.models.interface import Potential
 from euclidnn.models.io import describe_model
@@ -111,8 +127,8 @@ from euclidnn.models.io import describe_model
 __all__ = ["FORMAT", "FORMAT_VERSION", "METADATA_FILE", "export", "load_exported"]
 
 FORMAT = "euclidnn-export"
-FORMAT_VERSION = 3
-_READABLE_VERSIONS = (2, 3)  # 2: no "ops" (no custom operators)
+FORMAT_VERSION = 4
+_READABLE_VERSIONS = (2, 3, 4)  # 2: no "ops" (no custom operators); 3: no energy_forces
 METADATA_FILE = "euclidnn.json"
 _MAX_Z = 118
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -199,6 +215,19 @@ class ExportedPotential(nn.Module):
         edge_shift: Tensor | None = None,
         cell: Tensor | None = None,
     ) -> Tensor:
+        edge_shift, cell = self.checked(positions, numbers, edge_src, edge_dst, edge_shift, cell)
+        return self.atomic_energies(positions, numbers, edge_src, edge_dst, edge_shift, cell)
+
+    def checked(
+        self,
+        positions: Tensor,
+        numbers: Tensor,
+        edge_src: Tensor,
+        edge_dst: Tensor,
+        edge_shift: Tensor | None,
+        cell: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        """``ValueError`` for a bad input; ``(edge_shift, cell)`` with their defaults."""
         n = positions.shape[0]
         if positions.dim() != 2 or positions.shape[1] != 3:
             raise ValueError("euclidnn export: positions must have shape [N, 3]")
@@ -235,7 +264,46 @@ class ExportedPotential(nn.Module):
             raise ValueError("euclidnn export: edge_shift must have shape [E, 3], positions' dtype")
         if cell.shape != (3, 3) or cell.dtype != positions.dtype:
             raise ValueError("euclidnn export: cell must have shape [3, 3], positions' dtype")
-        return self.atomic_energies(positions, numbers, edge_src, edge_dst, edge_shift, cell)
+        return edge_shift, cell
+
+
+class ExportedSchNet(ExportedPotential):
+    """:class:`ExportedPotential` with the method ``energy_forces`` (:mod:`.schnet`): per-atom
+    energies, forces of Σ weight_i E_i and its cell derivative from SchNet's C kernel, the
+    custom op ``euclidnn::schnet_energy_forces``, without autograd.
+
+    Shapes: as ``forward``, weight: [N] → ([N] eV, [N, 3] eV/Å, [3, 3] eV/Å)
+    """
+
+    def __init__(
+        self,
+        traced: nn.Module,
+        traced_forces: nn.Module,
+        species: tuple[int, ...],
+        dtype: torch.dtype,
+    ) -> None:
+        super().__init__(traced, species, dtype)
+        self.traced_energy_forces = traced_forces
+
+    @torch.jit.export
+    def energy_forces(
+        self,
+        positions: Tensor,
+        numbers: Tensor,
+        edge_src: Tensor,
+        edge_dst: Tensor,
+        edge_shift: Tensor | None = None,
+        cell: Tensor | None = None,
+        weight: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        edge_shift, cell = self.checked(positions, numbers, edge_src, edge_dst, edge_shift, cell)
+        if weight is None:
+            weight = torch.ones_like(positions[:, 0])
+        if weight.shape != (positions.shape[0],) or weight.dtype != positions.dtype:
+            raise ValueError("euclidnn export: weight must have shape [N], positions' dtype")
+        return self.traced_energy_forces(
+            positions, numbers, edge_src, edge_dst, edge_shift, cell, weight
+        )
 
 
 def example_inputs(
@@ -284,6 +352,30 @@ def _check_trace(module: nn.Module, reference: nn.Module, model: Potential) -> N
                     f"export: the traced {type(model).__name__} differs from the model in its "
                     f"{name} on {num_atoms} atoms (a Python number from a tensor in the model's "
                     "code became a constant of the trace); please report this"
+                )
+
+
+def _check_energy_forces(module: nn.Module, reference: nn.Module, model: Potential) -> None:
+    """``module.energy_forces`` (the SchNet op) against autograd of ``reference`` on the check
+    clusters, with a weight of 1 on some atoms and 0 on others (LAMMPS's owned and ghosts)."""
+    dtype, rtol = model.dtype, _CHECK_RTOL[model.dtype]
+    for num_atoms, seed in ((23, 1), (1, 2), (0, 3)):
+        inputs = example_inputs(model.species, model.cutoff, num_atoms, dtype, seed)
+        weight = (torch.arange(num_atoms) % 3 != 2).to(dtype)
+        energies, forces, _ = module.energy_forces(*inputs, weight)
+        positions = inputs[0].detach().requires_grad_(True)
+        want = reference(positions, *inputs[1:])
+        (grad,) = torch.autograd.grad((want * weight).sum(), positions, allow_unused=True)
+        want_forces = torch.zeros_like(positions) if grad is None else -grad
+        for name, a, b in (
+            ("atomic energies", energies, want.detach()),
+            ("forces", forces, want_forces),
+        ):
+            scale = float(b.abs().max()) if b.numel() else 0.0
+            if a.shape != b.shape or not torch.allclose(a, b, rtol=0, atol=rtol * (1 + scale)):
+                raise RuntimeError(
+                    f"export: the SchNet kernel's {name} differ from autograd's on {num_atoms} "
+                    "atoms; please report this (export with --portable meanwhile)"
                 )
 
 
@@ -339,13 +431,25 @@ def export(
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
         with contextlib.nullcontext() if portable else kernels.recording_ops():
             traced = torch.jit.trace(reference, inputs, check_trace=False)
-        module = torch.jit.script(ExportedPotential(traced, model.species, dtype))
+        if not portable and schnet_op_applies(model):
+            weight = torch.ones_like(inputs[0][:, 0])
+            traced_forces = torch.jit.trace(
+                SchNetEnergyForces(model), (*inputs, weight), check_trace=False
+            )
+            wrapper = ExportedSchNet(traced, traced_forces, model.species, dtype)
+        else:
+            wrapper = ExportedPotential(traced, model.species, dtype)
+        module = torch.jit.script(wrapper)
     _check_trace(module, reference, model)
+    ops = custom_ops(module.inlined_graph)
+    if isinstance(wrapper, ExportedSchNet):
+        _check_energy_forces(module, reference, model)
+        ops = sorted({*ops, *custom_ops(module.energy_forces.inlined_graph)})
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": name.lower(),
-        "ops": custom_ops(module.inlined_graph),
+        "ops": ops,
         "species": list(model.species),
         "symbols": [chemical_symbols[z] for z in model.species],
         "cutoff": float(model.cutoff),

@@ -19,7 +19,9 @@ Kernels:
   autograd node, for a hand-written backward (NequIP's inference path; ask
   :func:`fused_conv_available` first);
 - :func:`filter_conv`: SchNet's continuous-filter convolution (any order of derivative);
-- :func:`schnet_energy_and_forces`: a whole SchNet energy and force evaluation in one call.
+- :func:`schnet_energy_and_forces`: a whole SchNet energy and force evaluation in one call
+  (also the custom op ``euclidnn::schnet_energy_forces`` of exported SchNet files, with a
+  per-atom weight on the energies it differentiates: :func:`euclidnn.kernels.schnet.schnet_op`).
 
 :class:`Edges` is an edge list checked once and grouped by destination, source and filter row;
 prepare one per graph (:meth:`euclidnn.data.Graph.derived`) and pass it to every layer.

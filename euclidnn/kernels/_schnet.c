@@ -177,7 +177,12 @@ static SUFFIX(interaction_t) SUFFIX(interaction)(const void *const *ptr, int64_t
  *       readout2 W [1, H], b [1], per-species scales, shifts [S]; then per interaction t:
  *       filter1 W [W, K], b [W], filter2 W [W, W], b [W], in2filter W [W, F],
  *       out1 W [F, W], b [F], out2 W [F, F], b [F]
- * out:  energy [n_graphs], forces [n, 3]
+ * weight: [n] or NULL (all 1): the forces are those of Σ_i weight_i E_i, i.e. the backward pass
+ *       starts from ∂(Σ_i weight_i E_i)/∂E_i = weight_i (LAMMPS: 1 for the atoms a rank owns, 0
+ *       for its ghosts, whose energies are wrong but whose positions still move owned energies)
+ * out:  energy [n_graphs] (Σ E_i, unweighted), forces [n, 3] = −∂(Σ_i weight_i E_i)/∂R;
+ *       atom_energy [n] (E_i) and row_grad [n_rows, 3] (∂(Σ_i weight_i E_i)/∂vec of each row,
+ *       for the derivative in the cell) where not NULL
  * Returns 0; 1 where the workspace could not be allocated, 2 where an entry of batch is not in
  * 0 … n_graphs − 1, 3 where a species is not in 0 … S − 1 (nothing written in those cases; the
  * caller checked every other index). Not reentrant within one thread (the workspace is per
@@ -185,7 +190,7 @@ static SUFFIX(interaction_t) SUFFIX(interaction)(const void *const *ptr, int64_t
  */
 int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, double gamma,
                                  double r_max, double log_tiny, SUFFIX(gemm_t) *gemm, T *energy,
-                                 T *forces) {
+                                 T *forces, const T *weight, T *atom_energy, T *row_grad) {
     const int64_t n = dims[0], P = dims[1], G = dims[3], NT = dims[4], F = dims[5], W = dims[6],
                   K = dims[7], H = dims[8], TW = NT * W;
     const int threads = (int)dims[9];
@@ -274,9 +279,12 @@ int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, do
     for (int64_t i = 0; i < n; i++) {
         T out = rb2[0];
         for (int64_t j = 0; j < H; j++) out += sp[i * H + j] * R2[j];
-        energy[batch[i]] += shifts[species[i]] + out * scales[species[i]];
-        for (int64_t j = 0; j < H; j++) /* ∂E/∂p, into p */
-            p[i * H + j] = psig[i * H + j] * scales[species[i]] * R2[j];
+        const T e_i = shifts[species[i]] + out * scales[species[i]];
+        energy[batch[i]] += e_i;
+        if (atom_energy) atom_energy[i] = e_i;
+        const T seed = scales[species[i]] * (weight ? weight[i] : (T)1);
+        for (int64_t j = 0; j < H; j++) /* ∂(Σ weight E)/∂p, into p */
+            p[i * H + j] = psig[i * H + j] * seed * R2[j];
     }
 
     /* reverse pass: g_z = ∂E/∂z */
@@ -320,6 +328,9 @@ int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, do
         for (int64_t k = 0; k < K; k++) g_r += ge[q * K + k] * de[q * K + k];
         r[q] = g_r / r[q]; /* r = (∂E/∂r) / r from here on */
     }
+    if (row_grad)
+        for (int64_t q = 0; q < P; q++)
+            for (int c = 0; c < 3; c++) row_grad[q * 3 + c] = r[q] * vec[q * 3 + c];
     memset(forces, 0, n * 3 * sizeof(T));
     for (int64_t q = 0; q < P; q++) {
         const T s = r[q];

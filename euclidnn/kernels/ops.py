@@ -45,8 +45,9 @@ from torch import Tensor
 from euclidnn.kernels.checks import FLOAT_DTYPES, INDEX_DTYPES
 from euclidnn.kernels.conv import LIBRARY, ConvSpec, W, X, Y, _call
 from euclidnn.kernels.edges import Edges
+from euclidnn.kernels.schnet import SCHNET_OP, SCHNET_SCHEMA, schnet_op
 
-__all__ = ["CONV_OP", "SCHEMA", "available", "register"]
+__all__ = ["CONV_OP", "SCHEMA", "SCHNET_OP", "available", "register"]
 
 CONV_OP = "euclidnn::uvu_conv"
 SCHEMA = (
@@ -67,14 +68,18 @@ def available(name: str) -> bool:
 
 
 def register() -> None:
-    """Register ``euclidnn::uvu_conv`` (CPU kernel and autograd) unless it is registered already
-    (by an earlier call, or by the C++ plugin loaded into this process)."""
+    """Register ``euclidnn::uvu_conv`` (CPU kernel and autograd) and
+    ``euclidnn::schnet_energy_forces`` (:func:`euclidnn.kernels.schnet.schnet_op`: SchNet's
+    energies, forces and cell derivative in one call, not differentiable) unless registered
+    already (by an earlier call, or by the C++ plugin loaded into this process)."""
     with _lock:
-        if available(CONV_OP):
-            return
-        torch.library.define(CONV_OP, SCHEMA)
-        torch.library.impl(CONV_OP, "CPU", func=_uvu_conv)
-        torch.library.register_autograd(CONV_OP, _backward, setup_context=_setup_context)
+        if not available(CONV_OP):
+            torch.library.define(CONV_OP, SCHEMA)
+            torch.library.impl(CONV_OP, "CPU", func=_uvu_conv)
+            torch.library.register_autograd(CONV_OP, _backward, setup_context=_setup_context)
+        if not available(SCHNET_OP):
+            torch.library.define(SCHNET_OP, SCHNET_SCHEMA)
+            torch.library.impl(SCHNET_OP, "CPU", func=schnet_op)
 
 
 def _uvu_conv(

@@ -40,7 +40,7 @@ def _find_blas(handle: ctypes.CDLL) -> dict[torch.dtype, int]:
 
 
 _p, _i64, _f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-_SIGNATURE = [_p, _p, _f64, _f64, _f64, _p, _p, _p]
+_SIGNATURE = [_p, _p, _f64, _f64, _f64, _p, _p, _p, _p, _p, _p]
 LIBRARY = Library(
     Path(__file__).with_name("_schnet.c"),
     "PyTorch SchNet",
@@ -152,6 +152,9 @@ def schnet_energy_and_forces(
         LIBRARY.extra[dtype],
         energy.data_ptr(),
         forces.data_ptr(),
+        None,  # weight: every atom's energy counts
+        None,
+        None,
     )
     _raise_for_status(status, n, num_graphs, weights.embedding.shape[0])
     return energy, forces
@@ -221,3 +224,119 @@ def _raise_for_status(status: int, n: int, num_graphs: int, num_species: int) ->
         raise IndexError(f"species: an index is out of range for {num_species} rows")
     if status != 0:
         raise MemoryError(f"SchNet kernel: no memory for the workspace of {n} atoms")
+
+
+SCHNET_OP = "euclidnn::schnet_energy_forces"
+SCHNET_SCHEMA = (
+    "(Tensor positions, Tensor species, Tensor edge_src, Tensor edge_dst, Tensor edge_pair, "
+    "Tensor pair_edge, Tensor edge_shift, Tensor cell, Tensor weight, Tensor mu, "
+    "Tensor[] params, float gamma, float r_max) -> (Tensor, Tensor, Tensor)"
+)
+
+
+def schnet_op(
+    positions: Tensor,
+    species: Tensor,
+    edge_src: Tensor,
+    edge_dst: Tensor,
+    edge_pair: Tensor,
+    pair_edge: Tensor,
+    edge_shift: Tensor,
+    cell: Tensor,
+    weight: Tensor,
+    mu: Tensor,
+    params: list[Tensor],
+    gamma: float,
+    r_max: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The CPU kernel of the custom op ``euclidnn::schnet_energy_forces`` (registered by
+    :func:`euclidnn.kernels.ops.register`; ``euclidnn/export/schnet_op.cpp`` is its C++ twin):
+    one structure, every argument checked, then one call of ``_schnet.c``.
+
+    Returns ``(atom_energy, forces, cell_grad)``: E_i of every atom, F = −∂(Σ_i weight_i E_i)/∂R
+    and ∂(Σ_i weight_i E_i)/∂cell, for the edge vectors ``positions[edge_src] −
+    positions[edge_dst] + edge_shift @ cell``. ``edge_pair`` / ``pair_edge`` are the undirected
+    pairs of :func:`euclidnn.data.pairs.edge_pairs` (each pair's representative edge must be the
+    edge itself or its reverse: checked); ``params`` are :class:`SchNetWeights` flattened (the
+    seven top tensors, then nine per interaction); ``species`` are rows of the embedding.
+
+    Shapes: positions [N, 3], species [N], edge_src, edge_dst, edge_pair [E], pair_edge [P],
+        edge_shift [E, 3], cell [3, 3], weight [N], mu [K] → ([N], [N, 3], [3, 3])
+    """
+    op = SCHNET_OP
+    if positions.dtype not in _SUFFIX or not positions.is_cpu:
+        raise TypeError(f"{op}: positions must be a float32 or float64 CPU tensor")
+    dtype = positions.dtype
+    if positions.dim() != 2 or positions.shape[1] != 3:
+        raise ValueError(f"{op}: positions must have shape [N, 3], got {list(positions.shape)}")
+    n = positions.shape[0]
+    if edge_src.dim() != 1:
+        raise ValueError(f"{op}: edge_src must have shape [E], got {list(edge_src.shape)}")
+    n_edges = edge_src.shape[0]
+    for name, t, shape in (
+        ("edge_shift", edge_shift, (n_edges, 3)),
+        ("cell", cell, (3, 3)),
+        ("weight", weight, (n,)),
+        ("mu", mu, (mu.shape[0] if mu.dim() == 1 else -1,)),
+    ):
+        if t.dtype != dtype or not t.is_cpu:
+            raise TypeError(f"{op}: {name} must be a CPU tensor of {dtype}, got {t.dtype}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{op}: {name} must have shape {list(shape)}, got {list(t.shape)}")
+    if len(params) < 16 or (len(params) - 7) % 9:
+        raise ValueError(f"{op}: params must be 7 + 9 · interactions tensors, got {len(params)}")
+    if pair_edge.dim() != 1:
+        raise ValueError(f"{op}: pair_edge must have shape [P], got {list(pair_edge.shape)}")
+    num_interactions = (len(params) - 7) // 9
+    weights = SchNetWeights(
+        *params[:7], [tuple(params[7 + 9 * t : 16 + 9 * t]) for t in range(num_interactions)]
+    )
+    checked = weights.checked(dtype)  # ValueError for a wrong shape
+    if checked is None:
+        raise TypeError(f"{op}: params must be CPU tensors of the positions' dtype ({dtype})")
+    num_pairs = pair_edge.shape[0]
+    edges = Edges(edge_src, edge_dst, n, n, edge_pair, num_pairs, row_edge=pair_edge)
+    ready = edges.prepared()  # every index checked: TypeError, IndexError, ValueError
+    row_shift = edge_shift.index_select(0, pair_edge.to(torch.int64))  # pair_edge: checked
+    _check_pairs(ready, edge_shift, row_shift)
+    lib = LIBRARY.get()
+    if lib is None:
+        raise RuntimeError(
+            f"{op}: the C kernel {LIBRARY.source.name} is unavailable in this process (see the "
+            "warning above); export the model with --portable to run it without"
+        )
+    row_offset = row_shift @ cell  # [P, 3]: S·cell of each pair's representative edge
+    tensors = _kernel_tensors(
+        weights, checked, positions, row_offset, edges, positions.new_zeros(n, dtype=torch.int64),
+        1, species, mu,
+    )  # fmt: skip
+    weight = weight.contiguous()
+    pointers = (ctypes.c_void_p * len(tensors))(
+        *(t if t is None else t.data_ptr() for t in tensors)
+    )
+    energy, forces = positions.new_empty(1), positions.new_empty(n, 3)
+    atom_energy, row_grad = positions.new_empty(n), positions.new_empty(num_pairs, 3)
+    status = getattr(lib, f"schnet_energy_forces_{_SUFFIX[dtype]}")(
+        _dimensions(weights, n, edges, 1), pointers, float(gamma), float(r_max),
+        math.log(torch.finfo(dtype).tiny), LIBRARY.extra[dtype], energy.data_ptr(),
+        forces.data_ptr(), weight.data_ptr(), atom_energy.data_ptr(), row_grad.data_ptr(),
+    )  # fmt: skip
+    _raise_for_status(status, n, 1, weights.embedding.shape[0])
+    return atom_energy, forces, row_shift.transpose(0, 1) @ row_grad
+
+
+def _check_pairs(ready, edge_shift: Tensor, row_shift: Tensor) -> None:
+    """``ValueError`` unless the representative edge of each edge's pair is the edge itself or
+    its reverse (same endpoints, swapped, with the opposite shift)."""
+    if ready.row is None or ready.row.numel() == 0:
+        return
+    rs, rd = ready.row_src[ready.row], ready.row_dst[ready.row]
+    shift = row_shift[ready.row]
+    same = (rs == ready.src) & (rd == ready.dst) & (shift == edge_shift).all(-1)
+    reverse = (rs == ready.dst) & (rd == ready.src) & (shift == -edge_shift).all(-1)
+    if not bool((same | reverse).all()):
+        bad = int((~(same | reverse)).nonzero()[0])
+        raise ValueError(
+            f"{SCHNET_OP}: edge {bad}'s pair (edge_pair, pair_edge) is neither the edge nor its "
+            "reverse"
+        )

@@ -249,6 +249,11 @@ class SchNet(Potential, nn.Module):
                 cfg.r_max, reference=lambda: Potential.energy_and_forces(self, graph),
             )  # fmt: skip
 
+    def kernel_weights(self) -> kernels.SchNetWeights:
+        """The weights in the order of the C kernel (``euclidnn::schnet_energy_forces`` takes
+        them flattened: the seven top tensors, then nine per interaction)."""
+        return _kernel_weights(self, self.embedding.weight.dtype)
+
     def _kernel_is_exact(self) -> bool:
         """Whether the kernel computes the function of ``self(graph)``.
 

@@ -152,7 +152,7 @@ def test_metadata(exported):
     _, metadata = load_exported(path)
     assert metadata == {
         "format": FORMAT,
-        "format_version": 3,  # 2: edge_shift and cell; 3: ops
+        "format_version": 4,  # 2: edge_shift and cell; 3: ops; 4: energy_forces (SchNet)
         "model": "nequip",
         "ops": ["euclidnn::uvu_conv"] if KERNELS_ON else [],
         "species": [1, 6, 8],
@@ -261,7 +261,11 @@ def test_default_export_calls_the_kernel_op_and_portable_does_not(tmp_path, name
         calls = "euclidnn::uvu_conv" in str(module.inlined_graph)
         in_code = any("ops.euclidnn.uvu_conv" in getattr(m, "code", "") for m in module.modules())
         assert calls == in_code == (not portable), (portable, calls, in_code)
-        assert metadata["ops"] == written["ops"] == ([] if portable else ["euclidnn::uvu_conv"])
+        ops = ["euclidnn::uvu_conv"]
+        if name == "schnet":  # and its whole-model kernel, in the method energy_forces
+            ops = ["euclidnn::schnet_energy_forces", *ops]
+        assert hasattr(module, "energy_forces") == (name == "schnet" and not portable)
+        assert metadata["ops"] == written["ops"] == ([] if portable else ops)
         results[portable] = energies_and_forces(module, graph)
         assert_close(results[portable][0].sum().reshape(1), reference.energy, 1e-10)
         assert_close(results[portable][1], reference.forces, 1e-10)
@@ -280,9 +284,11 @@ def test_version_2_files_load_and_unknown_ops_are_named(exported, tmp_path):
     _resave(path, tmp_path / "old.pt", drop=("ops",), format_version=2)
     _, metadata = load_exported(tmp_path / "old.pt")
     assert metadata["format_version"] == 2 and "ops" not in metadata
-    _resave(path, tmp_path / "future.pt", format_version=4)
+    _resave(path, tmp_path / "v3.pt", format_version=3)
+    assert load_exported(tmp_path / "v3.pt")[1]["format_version"] == 3
+    _resave(path, tmp_path / "future.pt", format_version=5)
     with pytest.raises(
-        ValueError, match="future.pt: export format version 4, this euclidnn reads 2, 3"
+        ValueError, match="future.pt: export format version 5, this euclidnn reads 2, 3, 4"
     ):
         load_exported(tmp_path / "future.pt")
     _resave(path, tmp_path / "needs.pt", ops=["euclidnn::not_an_op"])

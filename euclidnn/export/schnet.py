@@ -1,0 +1,68 @@
+"""SchNet's whole energy-and-forces kernel in an exported file: the method ``energy_forces``.
+
+An exported SchNet file (not ``--portable``) has, beside ``forward`` (per-atom energies, forces
+by autograd: the reference), a method that returns per-atom energies, forces and the cell
+derivative from one call of the C kernel ``_schnet.c`` as the custom op
+``euclidnn::schnet_energy_forces`` (:func:`euclidnn.kernels.schnet.schnet_op` in Python,
+``schnet_op.cpp`` in the LAMMPS plugin), with no autograd graph:
+
+    energy_forces(positions, numbers, edge_src, edge_dst, edge_shift=None, cell=None,
+                  weight=None) -> (atom_energy [N], forces [N, 3], cell_grad [3, 3])
+
+``forces`` = −∂(Σ_i weight_i E_i)/∂positions and ``cell_grad`` = ∂(Σ_i weight_i E_i)/∂cell
+(``weight`` [N], default ones): LAMMPS passes 1 for the atoms it owns and 0 for its ghosts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from euclidnn import kernels
+from euclidnn.models.schnet import SchNet
+from euclidnn.nn.radial import gaussian_centres
+
+
+def schnet_op_applies(model: nn.Module) -> bool:
+    """Whether ``model`` is a SchNet whose function the kernel computes exactly, and the kernel
+    is on (``EUCLIDNN_NATIVE`` not ``"0"``, as for the convolution op) and builds here; else the
+    export has no ``energy_forces``."""
+    return (
+        kernels.native_enabled()
+        and isinstance(model, SchNet)
+        and model._kernel_is_exact()
+        and kernels.schnet.LIBRARY.get() is not None
+    )
+
+
+class SchNetEnergyForces(nn.Module):
+    """What is traced for ``energy_forces``: the six tensors and ``weight`` → the undirected
+    pairs (:meth:`~euclidnn.data.Graph.edge_pairs`), species rows → the custom op."""
+
+    def __init__(self, model: SchNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        positions: Tensor,
+        numbers: Tensor,
+        edge_src: Tensor,
+        edge_dst: Tensor,
+        edge_shift: Tensor,
+        cell: Tensor,
+        weight: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        from euclidnn.export.torchscript import exported_graph
+
+        model, cfg = self.model, self.model.config
+        graph = exported_graph(positions, numbers, edge_src, edge_dst, edge_shift, cell)
+        pair_edge, edge_pair = graph.edge_pairs()
+        species = model.species_index.of_graph(graph)
+        mu, gamma = gaussian_centres(cfg.r_max, cfg.num_basis, 0.0, cfg.gamma, positions.dtype)
+        weights = model.kernel_weights()
+        params = [*weights[:7], *(w for block in weights.interactions for w in block)]
+        return torch.ops.euclidnn.schnet_energy_forces(
+            positions, species, edge_src, edge_dst, edge_pair, pair_edge, edge_shift, cell,
+            weight, mu, params, float(gamma), float(cfg.r_max),
+        )  # fmt: skip
