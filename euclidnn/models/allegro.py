@@ -414,7 +414,8 @@ class AllegroLayer(nn.Module):
         product = folded.scale
         if folded.index is not None:
             weight = self.linear.weight.to(dtype)
-            product = torch.cat([weight, weight.new_ones(1)])[folded.index] * product
+            entries = torch.cat([weight, weight.new_ones(1)])  # (index_select: 3x `[index]`)
+            product = entries.index_select(0, folded.index.reshape(-1)).view_as(product) * product
         return _LayerWeights(
             self.env_embed.matrices(output_cols=self.env_cols),
             self.latent_mlp.matrices(input_rows=self.latent_rows),
