@@ -30,8 +30,8 @@ def schnet_op_applies(model: nn.Module) -> bool:
     return (
         kernels.native_enabled()
         and isinstance(model, SchNet)
-        and model._kernel_is_exact()
-        and kernels.schnet.LIBRARY.get() is not None
+        and model.kernel_is_exact()
+        and kernels.schnet_kernel_available()
     )
 
 

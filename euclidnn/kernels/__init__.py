@@ -40,7 +40,11 @@ from euclidnn.kernels.conv import (
     fused_conv_available,
 )
 from euclidnn.kernels.edges import Edges
-from euclidnn.kernels.schnet import SchNetWeights, schnet_energy_and_forces
+from euclidnn.kernels.schnet import (
+    SchNetWeights,
+    schnet_energy_and_forces,
+    schnet_kernel_available,
+)
 
 __all__ = [
     "ConvSpec",
@@ -58,5 +62,6 @@ __all__ = [
     "ops",
     "recording_ops",
     "schnet_energy_and_forces",
+    "schnet_kernel_available",
     "target_flags",
 ]

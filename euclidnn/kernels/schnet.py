@@ -22,7 +22,7 @@ from euclidnn.kernels.build import Library
 from euclidnn.kernels.checks import float_tensor, fused_library, index_tensor
 from euclidnn.kernels.edges import Edges
 
-__all__ = ["SchNetWeights", "schnet_energy_and_forces"]
+__all__ = ["SchNetWeights", "schnet_energy_and_forces", "schnet_kernel_available"]
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
@@ -50,6 +50,11 @@ LIBRARY = Library(
     libs=["-lmvec", "-lm"],
     on_load=_find_blas,
 )
+
+
+def schnet_kernel_available() -> bool:
+    """Whether SchNet's C kernel builds and loads here (one warning where it does not)."""
+    return LIBRARY.get() is not None
 
 
 class SchNetWeights(NamedTuple):
@@ -263,37 +268,10 @@ def schnet_op(
     Shapes: positions [N, 3], species [N], edge_src, edge_dst, edge_pair [E], pair_edge [P],
         edge_shift [E, 3], cell [3, 3], weight [N], mu [K] → ([N], [N, 3], [3, 3])
     """
-    op = SCHNET_OP
-    if positions.dtype not in _SUFFIX or not positions.is_cpu:
-        raise TypeError(f"{op}: positions must be a float32 or float64 CPU tensor")
-    dtype = positions.dtype
-    if positions.dim() != 2 or positions.shape[1] != 3:
-        raise ValueError(f"{op}: positions must have shape [N, 3], got {list(positions.shape)}")
-    n = positions.shape[0]
-    if edge_src.dim() != 1:
-        raise ValueError(f"{op}: edge_src must have shape [E], got {list(edge_src.shape)}")
-    n_edges = edge_src.shape[0]
-    for name, t, shape in (
-        ("edge_shift", edge_shift, (n_edges, 3)),
-        ("cell", cell, (3, 3)),
-        ("weight", weight, (n,)),
-        ("mu", mu, (mu.shape[0] if mu.dim() == 1 else -1,)),
-    ):
-        if t.dtype != dtype or not t.is_cpu:
-            raise TypeError(f"{op}: {name} must be a CPU tensor of {dtype}, got {t.dtype}")
-        if tuple(t.shape) != shape:
-            raise ValueError(f"{op}: {name} must have shape {list(shape)}, got {list(t.shape)}")
-    if len(params) < 16 or (len(params) - 7) % 9:
-        raise ValueError(f"{op}: params must be 7 + 9 · interactions tensors, got {len(params)}")
+    op, dtype, n = SCHNET_OP, positions.dtype, positions.shape[0]
+    weights, checked = _op_weights(positions, edge_src, edge_shift, cell, weight, mu, params)
     if pair_edge.dim() != 1:
         raise ValueError(f"{op}: pair_edge must have shape [P], got {list(pair_edge.shape)}")
-    num_interactions = (len(params) - 7) // 9
-    weights = SchNetWeights(
-        *params[:7], [tuple(params[7 + 9 * t : 16 + 9 * t]) for t in range(num_interactions)]
-    )
-    checked = weights.checked(dtype)  # ValueError for a wrong shape
-    if checked is None:
-        raise TypeError(f"{op}: params must be CPU tensors of the positions' dtype ({dtype})")
     num_pairs = pair_edge.shape[0]
     edges = Edges(edge_src, edge_dst, n, n, edge_pair, num_pairs, row_edge=pair_edge)
     ready = edges.prepared()  # every index checked: TypeError, IndexError, ValueError
@@ -323,6 +301,42 @@ def schnet_op(
     )  # fmt: skip
     _raise_for_status(status, n, 1, weights.embedding.shape[0])
     return atom_energy, forces, row_shift.transpose(0, 1) @ row_grad
+
+
+def _op_weights(positions, edge_src, edge_shift, cell, weight, mu, params: list[Tensor]):
+    """:func:`schnet_op`'s checks of the positions, the per-edge and per-atom tensors and the
+    parameters (``TypeError`` / ``ValueError`` naming the argument); the parameters as
+    :class:`SchNetWeights` and their checked list."""
+    op = SCHNET_OP
+    if positions.dtype not in _SUFFIX or not positions.is_cpu:
+        raise TypeError(f"{op}: positions must be a float32 or float64 CPU tensor")
+    dtype = positions.dtype
+    if positions.dim() != 2 or positions.shape[1] != 3:
+        raise ValueError(f"{op}: positions must have shape [N, 3], got {list(positions.shape)}")
+    n = positions.shape[0]
+    if edge_src.dim() != 1:
+        raise ValueError(f"{op}: edge_src must have shape [E], got {list(edge_src.shape)}")
+    n_edges = edge_src.shape[0]
+    for name, t, shape in (
+        ("edge_shift", edge_shift, (n_edges, 3)),
+        ("cell", cell, (3, 3)),
+        ("weight", weight, (n,)),
+        ("mu", mu, (mu.shape[0] if mu.dim() == 1 else -1,)),
+    ):
+        if t.dtype != dtype or not t.is_cpu:
+            raise TypeError(f"{op}: {name} must be a CPU tensor of {dtype}, got {t.dtype}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{op}: {name} must have shape {list(shape)}, got {list(t.shape)}")
+    if len(params) < 16 or (len(params) - 7) % 9:
+        raise ValueError(f"{op}: params must be 7 + 9 · interactions tensors, got {len(params)}")
+    num_interactions = (len(params) - 7) // 9
+    weights = SchNetWeights(
+        *params[:7], [tuple(params[7 + 9 * t : 16 + 9 * t]) for t in range(num_interactions)]
+    )
+    checked = weights.checked(dtype)  # ValueError for a wrong shape
+    if checked is None:
+        raise TypeError(f"{op}: params must be CPU tensors of the positions' dtype ({dtype})")
+    return weights, checked
 
 
 def _check_pairs(ready, edge_shift: Tensor, row_shift: Tensor) -> None:

@@ -224,13 +224,13 @@ class SchNet(Potential, nn.Module):
 
         The kernel (:func:`euclidnn.kernels.schnet_energy_and_forces`) is :meth:`forward` with
         its chain rule written out, no autograd graph; it runs on CPU in float32/float64 when
-        it computes this class's own function (:meth:`_kernel_is_exact`), and autograd
+        it computes this class's own function (:meth:`kernel_is_exact`), and autograd
         (:meth:`Potential.energy_and_forces`, the reference it is tested against) runs
         everywhere else.
 
         Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
         """
-        if not self._kernel_is_exact():
+        if not self.kernel_is_exact():
             return Potential.energy_and_forces(self, graph)
         cfg, positions = self.config, graph.positions
         rows = _rows(graph)
@@ -254,7 +254,7 @@ class SchNet(Potential, nn.Module):
         them flattened: the seven top tensors, then nine per interaction)."""
         return _kernel_weights(self, self.embedding.weight.dtype)
 
-    def _kernel_is_exact(self) -> bool:
+    def kernel_is_exact(self) -> bool:
         """Whether the kernel computes the function of ``self(graph)``.
 
         It reads the weights of the layers below directly, so it is exact only for this class's

@@ -105,16 +105,16 @@ def test_schnet_kernel_forces_only_where_exact():
     confined = Confined(plain.config).double()
     confined.load_state_dict(plain.state_dict())
     graph = Graph.from_ase(molecule("CH3CH2OH"), 5.0, torch.float64)
-    assert plain._kernel_is_exact() and not confined._kernel_is_exact()
+    assert plain.kernel_is_exact() and not confined.kernel_is_exact()
     want = predict(plain, graph).forces - graph.positions
     torch.testing.assert_close(predict(confined, graph).forces, want, rtol=0, atol=1e-10)
     handle = plain.readout2.register_forward_hook(lambda module, args, out: 2 * out)
-    assert not plain._kernel_is_exact()
+    assert not plain.kernel_is_exact()
     torch.testing.assert_close(
         predict(plain, graph).forces, predict(plain, graph, training=True).forces.detach()
     )
     handle.remove()
-    assert plain._kernel_is_exact()
+    assert plain.kernel_is_exact()
 
 
 @pytest.mark.parametrize("make", [_schnet, _nequip], ids=["schnet", "nequip"])
