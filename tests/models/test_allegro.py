@@ -378,6 +378,7 @@ def test_hand_written_path_runs_and_leaves_nothing_behind(monkeypatch):
     kept with the graph still serve autograd and in-place updates afterwards."""
     from euclidnn.models import allegro_forces
 
+    monkeypatch.setenv("EUCLIDNN_NATIVE", "1")  # (PyTorch only: it runs without a compiler)
     calls, run = [], allegro_forces.energy_and_forces
     monkeypatch.setattr(allegro_forces, "energy_and_forces", lambda *a: calls.append(1) or run(*a))
     torch.manual_seed(0)
