@@ -119,6 +119,7 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
+from euclidnn.export.nequip import NequIPEnergyForces, nequip_op_applies
 from euclidnn.export.schnet import SchNetEnergyForces, schnet_op_applies
 from euclidnn.files import replacing
 from euclidnn.models.interface import Potential
@@ -267,10 +268,11 @@ class ExportedPotential(nn.Module):
         return edge_shift, cell
 
 
-class ExportedSchNet(ExportedPotential):
-    """:class:`ExportedPotential` with the method ``energy_forces`` (:mod:`.schnet`): per-atom
-    energies, forces of Σ weight_i E_i and its cell derivative from SchNet's C kernel, the
-    custom op ``euclidnn::schnet_energy_forces``, without autograd.
+class ExportedWithForces(ExportedPotential):
+    """:class:`ExportedPotential` with the method ``energy_forces``: per-atom energies, forces
+    of Σ weight_i E_i and its cell derivative without autograd, from SchNet's C kernel (the
+    custom op ``euclidnn::schnet_energy_forces``, :mod:`.schnet`) or NequIP's hand-written
+    derivative (the convolution op ``euclidnn::uvu_conv`` at each slot, :mod:`.nequip`).
 
     Shapes: as ``forward``, weight: [N] → ([N] eV, [N, 3] eV/Å, [3, 3] eV/Å)
     """
@@ -301,6 +303,8 @@ class ExportedSchNet(ExportedPotential):
             weight = torch.ones_like(positions[:, 0])
         if weight.shape != (positions.shape[0],) or weight.dtype != positions.dtype:
             raise ValueError("euclidnn export: weight must have shape [N], positions' dtype")
+        if positions.shape[0] == 0:  # no atoms (a rank that owns none): nothing to compute
+            return positions.new_zeros(0), positions.new_zeros(0, 3), positions.new_zeros(3, 3)
         return self.traced_energy_forces(
             positions, numbers, edge_src, edge_dst, edge_shift, cell, weight
         )
@@ -356,7 +360,8 @@ def _check_trace(module: nn.Module, reference: nn.Module, model: Potential) -> N
 
 
 def _check_energy_forces(module: nn.Module, reference: nn.Module, model: Potential) -> None:
-    """``module.energy_forces`` (the SchNet op) against autograd of ``reference`` on the check
+    """``module.energy_forces`` (SchNet's op, NequIP's hand-written derivative) against
+    autograd of ``reference`` on the check
     clusters, with a weight of 1 on some atoms and 0 on others (LAMMPS's owned and ghosts)."""
     dtype, rtol = model.dtype, _CHECK_RTOL[model.dtype]
     for num_atoms, seed in ((23, 1), (1, 2), (0, 3)):
@@ -374,9 +379,20 @@ def _check_energy_forces(module: nn.Module, reference: nn.Module, model: Potenti
             scale = float(b.abs().max()) if b.numel() else 0.0
             if a.shape != b.shape or not torch.allclose(a, b, rtol=0, atol=rtol * (1 + scale)):
                 raise RuntimeError(
-                    f"export: the SchNet kernel's {name} differ from autograd's on {num_atoms} "
-                    "atoms; please report this (export with --portable meanwhile)"
+                    f"export: the {type(model).__name__} energy_forces' {name} differ from "
+                    f"autograd's on {num_atoms} atoms; please report this (export with "
+                    "--portable meanwhile)"
                 )
+
+
+def _energy_forces_module(model: Potential) -> nn.Module | None:
+    """What ``energy_forces`` traces for this model (:mod:`.schnet`, :mod:`.nequip`), or
+    ``None``: another model, or the kernels off or unavailable."""
+    if schnet_op_applies(model):
+        return SchNetEnergyForces(model)
+    if nequip_op_applies(model):
+        return NequIPEnergyForces(model)
+    return None
 
 
 def export(
@@ -431,18 +447,18 @@ def export(
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
         with contextlib.nullcontext() if portable else kernels.recording_ops():
             traced = torch.jit.trace(reference, inputs, check_trace=False)
-        if not portable and schnet_op_applies(model):
+        forces = _energy_forces_module(model) if not portable else None
+        if forces is not None:
             weight = torch.ones_like(inputs[0][:, 0])
-            traced_forces = torch.jit.trace(
-                SchNetEnergyForces(model), (*inputs, weight), check_trace=False
-            )
-            wrapper = ExportedSchNet(traced, traced_forces, model.species, dtype)
+            with kernels.recording_ops(), torch.no_grad():
+                traced_forces = torch.jit.trace(forces, (*inputs, weight), check_trace=False)
+            wrapper = ExportedWithForces(traced, traced_forces, model.species, dtype)
         else:
             wrapper = ExportedPotential(traced, model.species, dtype)
         module = torch.jit.script(wrapper)
     _check_trace(module, reference, model)
     ops = custom_ops(module.inlined_graph)
-    if isinstance(wrapper, ExportedSchNet):
+    if isinstance(wrapper, ExportedWithForces):
         _check_energy_forces(module, reference, model)
         ops = sorted({*ops, *custom_ops(module.energy_forces.inlined_graph)})
     metadata = {
