@@ -19,6 +19,7 @@ backward pass serves any weights.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from euclidnn import kernels
@@ -29,13 +30,12 @@ from euclidnn.models.nequip import NequIP
 def nequip_op_applies(model: nn.Module) -> bool:
     """Whether ``model`` is a NequIP whose function the hand-written path computes (its plan
     applies: :meth:`~euclidnn.models.NequIP._fast_path_applies`), and the convolution kernel is
-    on (``EUCLIDNN_NATIVE`` not ``"0"``) and builds here; else the export has no
-    ``energy_forces``."""
+    on (``EUCLIDNN_NATIVE`` not ``"0"``) and builds here
+    (:func:`~euclidnn.kernels.fused_conv_available`); else the export has no ``energy_forces``."""
     return (
-        kernels.native_enabled()
-        and isinstance(model, NequIP)
+        isinstance(model, NequIP)
         and model._fast_path_applies()
-        and kernels.conv.LIBRARY.get() is not None
+        and kernels.fused_conv_available(torch.zeros(0, dtype=model.dtype))
     )
 
 

@@ -12,6 +12,7 @@ device, extra_files)`` and in Python with :func:`load_exported`.
     {"format": "euclidnn-export", "format_version": 4,
      "model": "schnet" | "nequip" | "allegro",
      "ops": ["euclidnn::schnet_energy_forces", "euclidnn::uvu_conv"] | ["euclidnn::uvu_conv"] | [],
+     (SchNet; NequIP; portable files and Allegro)
      "species": [atomic numbers, in the model's order], "symbols": ["H", "C", "O"],
      "cutoff": r_max in Å (float), "num_hops": int, "receptive_field": Å (float),
      "dtype": "float32" | "float64",
@@ -25,8 +26,9 @@ loads the file: ``import euclidnn.export`` does in Python, and the LAMMPS plugin
 (from the same C source). ``export(..., portable=True)`` (``euclidnn export --portable``) records
 the plain PyTorch reference instead: ``ops`` is empty and stock libtorch runs the file, 5–6×
 slower for NequIP in LAMMPS (bench/RESULTS.md, "LAMMPS"). Version 3 added ``ops``; version 2 files (no custom ops) still load.
-Version 4 added the optional method ``energy_forces`` (below; SchNet, not ``portable``), which
-calls ``euclidnn::schnet_energy_forces``; version 2 and 3 files still load.
+Version 4 added the optional method ``energy_forces`` (below; SchNet and NequIP, not
+``portable``); SchNet's calls ``euclidnn::schnet_energy_forces``, NequIP's ``euclidnn::uvu_conv``
+(as its ``forward`` does); version 2 and 3 files still load.
 
 ``receptive_field`` = ``num_hops`` · ``cutoff``: how far an atom may be from atom i and still
 change E_i, i.e. the ghost shell a rank needs (Allegro: one cutoff; NequIP and SchNet: one per
@@ -64,10 +66,13 @@ as ``forward``, ``forces`` = −∂(Σ_i weight_i E_i)/∂positions and ``cell_g
 ∂(Σ_i weight_i E_i)/∂cell, with ``weight`` [N] in the model's dtype (default ones). A caller
 passes 1 for the atoms it owns and 0 for the others, and gets what it would get by autograd of
 ``forward`` (same inputs checks; the virial as above with ``cell_grad`` for ∂E/∂cell), from one
-kernel call. An exported SchNet has it (:mod:`euclidnn.export.schnet`: the whole-model C kernel
-as the custom op ``euclidnn::schnet_energy_forces``; checked against autograd of ``forward``,
-with a 0/1 weight, before the file is written); a caller that finds no such method (other
-models, ``portable`` files, versions 2 and 3) uses autograd. The LAMMPS plugin calls it unless
+kernel call (SchNet) or a traced hand-written derivative (NequIP). An exported SchNet has it
+(:mod:`euclidnn.export.schnet`: the whole-model C kernel as the custom op
+``euclidnn::schnet_energy_forces``), and so does an exported NequIP
+(:mod:`euclidnn.export.nequip`: :mod:`euclidnn.models.nequip_forces` traced, each partial
+derivative of a convolution the op ``euclidnn::uvu_conv`` at its slot); each is checked against
+autograd of ``forward``, with a 0/1 weight, before the file is written. A caller that finds no
+such method (Allegro, ``portable`` files, versions 2 and 3) uses autograd. The LAMMPS plugin calls it unless
 ``EUCLIDNN_NATIVE=0`` is set (autograd: the reference).
 
 Why TorchScript
@@ -395,6 +400,28 @@ def _energy_forces_module(model: Potential) -> nn.Module | None:
     return None
 
 
+def _scripted(model: Potential, reference: nn.Module, portable: bool) -> torch.jit.ScriptModule:
+    """The traced model (``reference``, and ``energy_forces`` where the model has one and not
+    ``portable``) on a cluster of 12 atoms, in its scripted wrapper."""
+    dtype = model.dtype
+    inputs = example_inputs(model.species, model.cutoff, 12, dtype, seed=0)
+    with warnings.catch_warnings():
+        # the tracer warns at every Python number read from a tensor (constant weight shapes,
+        # the kernels' unused bookkeeping); _check_trace tests what matters, the result on
+        # other sizes. PyTorch 2.13 also marks torch.jit deprecated (libtorch still loads it).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+        with contextlib.nullcontext() if portable else kernels.recording_ops():
+            traced = torch.jit.trace(reference, inputs, check_trace=False)
+        forces = _energy_forces_module(model) if not portable else None
+        if forces is None:
+            return torch.jit.script(ExportedPotential(traced, model.species, dtype))
+        weight = torch.ones_like(inputs[0][:, 0])
+        with kernels.recording_ops(), torch.no_grad():
+            traced_forces = torch.jit.trace(forces, (*inputs, weight), check_trace=False)
+        return torch.jit.script(ExportedWithForces(traced, traced_forces, model.species, dtype))
+
+
 def export(
     model: Potential,
     path: str | os.PathLike,
@@ -412,7 +439,9 @@ def export(
     The trace records the fused convolution kernel as the custom op ``euclidnn::uvu_conv``
     where the model uses it and the kernel builds here; ``portable=True`` records the plain
     PyTorch reference instead, for a file that needs nothing but stock libtorch (slower).
-    ``metadata["ops"]`` lists the custom ops the file calls.
+    ``metadata["ops"]`` lists the custom ops the file calls. Unless ``portable``, a SchNet or
+    NequIP file also gets the method ``energy_forces`` (forces without autograd, traced too and
+    checked against autograd of the traced ``forward`` by :func:`_check_energy_forces`).
 
     Raises ``ValueError`` for a model without atomic energies (a property head) or a dtype
     other than float32/float64.
@@ -438,27 +467,10 @@ def export(
     model = copy.deepcopy(model).to(dtype).eval()
     model.requires_grad_(False)
     reference = _AtomicEnergies(model)
-    inputs = example_inputs(model.species, model.cutoff, 12, dtype, seed=0)
-    with warnings.catch_warnings():
-        # the tracer warns at every Python number read from a tensor (constant weight shapes,
-        # the kernels' unused bookkeeping); _check_trace tests what matters, the result on
-        # other sizes. PyTorch 2.13 also marks torch.jit deprecated (libtorch still loads it).
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
-        with contextlib.nullcontext() if portable else kernels.recording_ops():
-            traced = torch.jit.trace(reference, inputs, check_trace=False)
-        forces = _energy_forces_module(model) if not portable else None
-        if forces is not None:
-            weight = torch.ones_like(inputs[0][:, 0])
-            with kernels.recording_ops(), torch.no_grad():
-                traced_forces = torch.jit.trace(forces, (*inputs, weight), check_trace=False)
-            wrapper = ExportedWithForces(traced, traced_forces, model.species, dtype)
-        else:
-            wrapper = ExportedPotential(traced, model.species, dtype)
-        module = torch.jit.script(wrapper)
+    module = _scripted(model, reference, portable)
     _check_trace(module, reference, model)
     ops = custom_ops(module.inlined_graph)
-    if isinstance(wrapper, ExportedWithForces):
+    if module._c._has_method("energy_forces"):
         _check_energy_forces(module, reference, model)
         ops = sorted({*ops, *custom_ops(module.energy_forces.inlined_graph)})
     metadata = {
