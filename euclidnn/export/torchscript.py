@@ -124,6 +124,7 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
+from euclidnn.data.neighbors import neighbor_list
 from euclidnn.export.nequip import NequIPEnergyForces, nequip_op_applies
 from euclidnn.export.schnet import SchNetEnergyForces, schnet_op_applies
 from euclidnn.files import replacing
@@ -141,6 +142,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # how close the traced module must be to the model on the check graphs (relative, of the
 # largest atomic energy or force): the same operations, so in practice equal
 _CHECK_RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+_CHECK_SIZES = ((23, 1), (1, 2), (0, 3))  # (atoms, seed) of the check clusters
 
 
 def exported_graph(
@@ -350,7 +352,7 @@ def _check_trace(module: nn.Module, reference: nn.Module, model: Potential) -> N
     """``module`` (traced and scripted) against ``reference`` (the eager wrapper) on clusters
     of other sizes than the traced one, an isolated atom (E = 0) and no atoms (N = 0)."""
     dtype, rtol = model.dtype, _CHECK_RTOL[model.dtype]
-    for num_atoms, seed in ((23, 1), (1, 2), (0, 3)):
+    for num_atoms, seed in _CHECK_SIZES:
         inputs = example_inputs(model.species, model.cutoff, num_atoms, dtype, seed)
         got = _energies_and_forces(module, inputs)
         want = _energies_and_forces(reference, inputs)
@@ -366,20 +368,25 @@ def _check_trace(module: nn.Module, reference: nn.Module, model: Potential) -> N
 
 def _check_energy_forces(module: nn.Module, reference: nn.Module, model: Potential) -> None:
     """``module.energy_forces`` (SchNet's op, NequIP's hand-written derivative) against
-    autograd of ``reference`` on the check
-    clusters, with a weight of 1 on some atoms and 0 on others (LAMMPS's owned and ghosts)."""
+    autograd of ``reference`` on the check clusters and on one of them in a periodic triclinic
+    cell (edges with lattice shifts: the cell derivative), with a weight of 1 on some atoms and
+    0 on others (LAMMPS's owned and ghosts)."""
     dtype, rtol = model.dtype, _CHECK_RTOL[model.dtype]
-    for num_atoms, seed in ((23, 1), (1, 2), (0, 3)):
-        inputs = example_inputs(model.species, model.cutoff, num_atoms, dtype, seed)
+    cases = [example_inputs(model.species, model.cutoff, n, dtype, s) for n, s in _CHECK_SIZES]
+    cases.append(_periodic_inputs(cases[0][0], cases[0][1], model.cutoff))
+    for inputs in cases:
+        num_atoms = inputs[0].shape[0]
         weight = (torch.arange(num_atoms) % 3 != 2).to(dtype)
-        energies, forces, _ = module.energy_forces(*inputs, weight)
+        got = module.energy_forces(*inputs, weight)
         positions = inputs[0].detach().requires_grad_(True)
-        want = reference(positions, *inputs[1:])
-        (grad,) = torch.autograd.grad((want * weight).sum(), positions, allow_unused=True)
-        want_forces = torch.zeros_like(positions) if grad is None else -grad
-        for name, a, b in (
-            ("atomic energies", energies, want.detach()),
-            ("forces", forces, want_forces),
+        cell = inputs[5].detach().requires_grad_(True)
+        want = reference(positions, *inputs[1:5], cell)
+        grads = torch.autograd.grad((want * weight).sum(), (positions, cell), allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, (positions, cell))]
+        for name, a, b in zip(
+            ("atomic energies", "forces", "cell derivative"),
+            got,
+            (want.detach(), -grads[0], grads[1]),
         ):
             scale = float(b.abs().max()) if b.numel() else 0.0
             if a.shape != b.shape or not torch.allclose(a, b, rtol=0, atol=rtol * (1 + scale)):
@@ -388,6 +395,17 @@ def _check_energy_forces(module: nn.Module, reference: nn.Module, model: Potenti
                     f"autograd's on {num_atoms} atoms; please report this (export with "
                     "--portable meanwhile)"
                 )
+
+
+def _periodic_inputs(positions: Tensor, numbers: Tensor, cutoff: float) -> tuple[Tensor, ...]:
+    """``positions`` in a triclinic cell about as wide as the cluster, with every edge within
+    ``cutoff`` (periodic images: lattice shifts), as the six tensors of the call."""
+    side = float(positions.max()) + 0.4 * cutoff
+    cell = torch.tensor([[1.0, 0, 0], [0.2, 1.0, 0], [-0.1, 0.15, 1.0]], dtype=torch.float64) * side
+    src, dst, shift = neighbor_list(positions.double().numpy(), cell.numpy(), True, cutoff)
+    dtype = positions.dtype
+    return (positions, numbers, torch.from_numpy(src), torch.from_numpy(dst),
+            torch.from_numpy(shift).to(dtype), cell.to(dtype))  # fmt: skip
 
 
 def _energy_forces_module(model: Potential) -> nn.Module | None:
