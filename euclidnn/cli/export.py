@@ -8,8 +8,9 @@ Examples:
   euclidnn export model.safetensors --out plain.pt --portable
 
 By default the file calls euclidnn's fused convolution kernel (NequIP, SchNet) as the custom op
-euclidnn::uvu_conv, and SchNet's whole-model kernel as euclidnn::schnet_energy_forces (forces
-without autograd), which the LAMMPS plugin (`euclidnn lammps build`) and `import
+euclidnn::uvu_conv, and SchNet's whole-model kernel as euclidnn::schnet_energy_forces; SchNet
+and NequIP files get forces without autograd (the method energy_forces; NequIP's traced from
+its hand-written derivative), which the LAMMPS plugin (`euclidnn lammps build`) and `import
 euclidnn.export` provide; --portable writes a file that stock libtorch runs on its own (the
 plain PyTorch operations: several times slower for NequIP).
 

@@ -40,9 +40,10 @@
 // kernel) and euclidnn::schnet_energy_forces (SchNet's whole-model kernel) when the plugin is
 // loaded; a file that needs an op this plugin lacks is refused by name before it is loaded.
 //
-// Forces without autograd: a file with the method energy_forces (format version 4, SchNet)
-// returns per-atom energies, the forces of sum_i weight_i E_i and that sum's derivative in the
-// cell from one kernel call; the pair style passes weight 1 for a chunk's centres (owned atoms)
+// Forces without autograd: a file with the method energy_forces (format version 4; SchNet: its
+// whole-model kernel, one call; NequIP: its hand-written derivative, the convolution op at each
+// partial) returns per-atom energies, the forces of sum_i weight_i E_i and that sum's
+// derivative in the cell; the pair style passes weight 1 for a chunk's centres (owned atoms)
 // and 0 for every other node, the same sum it otherwise differentiates by autograd of forward.
 // EUCLIDNN_NATIVE=0 in the environment keeps autograd (the reference).
 
@@ -306,7 +307,7 @@ void PairEuclidnn::load(const std::string &path, const std::vector<std::string> 
                    "forces by {}\n",
                    path, meta.value("model", "?"), dtype, cutoff_, num_hops_, num_hops_ * cutoff_,
                    meta.value("ops", std::vector<std::string>{}).empty() ? "none" : meta["ops"].dump(),
-                   energy_forces_ ? "energy_forces (one kernel call)" : "autograd");
+                   energy_forces_ ? "energy_forces (no autograd)" : "autograd");
 }
 
 void PairEuclidnn::init_style()
@@ -545,7 +546,7 @@ void PairEuclidnn::evaluate(const EdgeGraph &g, int ncentre)
 
   torch::Tensor atom_energy, grad_positions, grad_cell;
   try {
-    if (energy_forces_) {    // one kernel call: the energy of the centres only (weight 1)
+    if (energy_forces_) {    // no autograd: the energy of the centres only (weight 1)
       torch::NoGradGuard no_grad;
       auto weight = torch::zeros({n}, torch::TensorOptions().dtype(dtype_));
       weight.narrow(0, 0, ncentre).fill_(1);

@@ -12,6 +12,7 @@ device, extra_files)`` and in Python with :func:`load_exported`.
     {"format": "euclidnn-export", "format_version": 4,
      "model": "schnet" | "nequip" | "allegro",
      "ops": ["euclidnn::schnet_energy_forces", "euclidnn::uvu_conv"] | ["euclidnn::uvu_conv"] | [],
+     (SchNet; NequIP; portable files and Allegro)
      "species": [atomic numbers, in the model's order], "symbols": ["H", "C", "O"],
      "cutoff": r_max in Å (float), "num_hops": int, "receptive_field": Å (float),
      "dtype": "float32" | "float64",
@@ -25,8 +26,9 @@ loads the file: ``import euclidnn.export`` does in Python, and the LAMMPS plugin
 (from the same C source). ``export(..., portable=True)`` (``euclidnn export --portable``) records
 the plain PyTorch reference instead: ``ops`` is empty and stock libtorch runs the file, 5–6×
 slower for NequIP in LAMMPS (bench/RESULTS.md, "LAMMPS"). Version 3 added ``ops``; version 2 files (no custom ops) still load.
-Version 4 added the optional method ``energy_forces`` (below; SchNet, not ``portable``), which
-calls ``euclidnn::schnet_energy_forces``; version 2 and 3 files still load.
+Version 4 added the optional method ``energy_forces`` (below; SchNet and NequIP, not
+``portable``); SchNet's calls ``euclidnn::schnet_energy_forces``, NequIP's ``euclidnn::uvu_conv``
+(as its ``forward`` does); version 2 and 3 files still load.
 
 ``receptive_field`` = ``num_hops`` · ``cutoff``: how far an atom may be from atom i and still
 change E_i, i.e. the ghost shell a rank needs (Allegro: one cutoff; NequIP and SchNet: one per
@@ -64,10 +66,13 @@ as ``forward``, ``forces`` = −∂(Σ_i weight_i E_i)/∂positions and ``cell_g
 ∂(Σ_i weight_i E_i)/∂cell, with ``weight`` [N] in the model's dtype (default ones). A caller
 passes 1 for the atoms it owns and 0 for the others, and gets what it would get by autograd of
 ``forward`` (same inputs checks; the virial as above with ``cell_grad`` for ∂E/∂cell), from one
-kernel call. An exported SchNet has it (:mod:`euclidnn.export.schnet`: the whole-model C kernel
-as the custom op ``euclidnn::schnet_energy_forces``; checked against autograd of ``forward``,
-with a 0/1 weight, before the file is written); a caller that finds no such method (other
-models, ``portable`` files, versions 2 and 3) uses autograd. The LAMMPS plugin calls it unless
+kernel call (SchNet) or a traced hand-written derivative (NequIP). An exported SchNet has it
+(:mod:`euclidnn.export.schnet`: the whole-model C kernel as the custom op
+``euclidnn::schnet_energy_forces``), and so does an exported NequIP
+(:mod:`euclidnn.export.nequip`: :mod:`euclidnn.models.nequip_forces` traced, each partial
+derivative of a convolution the op ``euclidnn::uvu_conv`` at its slot); each is checked against
+autograd of ``forward``, with a 0/1 weight, before the file is written. A caller that finds no
+such method (Allegro, ``portable`` files, versions 2 and 3) uses autograd. The LAMMPS plugin calls it unless
 ``EUCLIDNN_NATIVE=0`` is set (autograd: the reference).
 
 Why TorchScript
@@ -119,6 +124,8 @@ from torch import Tensor, nn
 
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
+from euclidnn.data.neighbors import neighbor_list
+from euclidnn.export.nequip import NequIPEnergyForces, nequip_op_applies
 from euclidnn.export.schnet import SchNetEnergyForces, schnet_op_applies
 from euclidnn.files import replacing
 from euclidnn.models.interface import Potential
@@ -135,6 +142,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # how close the traced module must be to the model on the check graphs (relative, of the
 # largest atomic energy or force): the same operations, so in practice equal
 _CHECK_RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+_CHECK_SIZES = ((23, 1), (1, 2), (0, 3))  # (atoms, seed) of the check clusters
 
 
 def exported_graph(
@@ -267,10 +275,11 @@ class ExportedPotential(nn.Module):
         return edge_shift, cell
 
 
-class ExportedSchNet(ExportedPotential):
-    """:class:`ExportedPotential` with the method ``energy_forces`` (:mod:`.schnet`): per-atom
-    energies, forces of Σ weight_i E_i and its cell derivative from SchNet's C kernel, the
-    custom op ``euclidnn::schnet_energy_forces``, without autograd.
+class ExportedWithForces(ExportedPotential):
+    """:class:`ExportedPotential` with the method ``energy_forces``: per-atom energies, forces
+    of Σ weight_i E_i and its cell derivative without autograd, from SchNet's C kernel (the
+    custom op ``euclidnn::schnet_energy_forces``, :mod:`.schnet`) or NequIP's hand-written
+    derivative (the convolution op ``euclidnn::uvu_conv`` at each slot, :mod:`.nequip`).
 
     Shapes: as ``forward``, weight: [N] → ([N] eV, [N, 3] eV/Å, [3, 3] eV/Å)
     """
@@ -301,6 +310,8 @@ class ExportedSchNet(ExportedPotential):
             weight = torch.ones_like(positions[:, 0])
         if weight.shape != (positions.shape[0],) or weight.dtype != positions.dtype:
             raise ValueError("euclidnn export: weight must have shape [N], positions' dtype")
+        if positions.shape[0] == 0:  # no atoms (a rank that owns none): nothing to compute
+            return positions.new_zeros(0), positions.new_zeros(0, 3), positions.new_zeros(3, 3)
         return self.traced_energy_forces(
             positions, numbers, edge_src, edge_dst, edge_shift, cell, weight
         )
@@ -341,7 +352,7 @@ def _check_trace(module: nn.Module, reference: nn.Module, model: Potential) -> N
     """``module`` (traced and scripted) against ``reference`` (the eager wrapper) on clusters
     of other sizes than the traced one, an isolated atom (E = 0) and no atoms (N = 0)."""
     dtype, rtol = model.dtype, _CHECK_RTOL[model.dtype]
-    for num_atoms, seed in ((23, 1), (1, 2), (0, 3)):
+    for num_atoms, seed in _CHECK_SIZES:
         inputs = example_inputs(model.species, model.cutoff, num_atoms, dtype, seed)
         got = _energies_and_forces(module, inputs)
         want = _energies_and_forces(reference, inputs)
@@ -356,27 +367,77 @@ def _check_trace(module: nn.Module, reference: nn.Module, model: Potential) -> N
 
 
 def _check_energy_forces(module: nn.Module, reference: nn.Module, model: Potential) -> None:
-    """``module.energy_forces`` (the SchNet op) against autograd of ``reference`` on the check
-    clusters, with a weight of 1 on some atoms and 0 on others (LAMMPS's owned and ghosts)."""
+    """``module.energy_forces`` (SchNet's op, NequIP's hand-written derivative) against
+    autograd of ``reference`` on the check clusters and on one of them in a periodic triclinic
+    cell (edges with lattice shifts: the cell derivative), with a weight of 1 on some atoms and
+    0 on others (LAMMPS's owned and ghosts)."""
     dtype, rtol = model.dtype, _CHECK_RTOL[model.dtype]
-    for num_atoms, seed in ((23, 1), (1, 2), (0, 3)):
-        inputs = example_inputs(model.species, model.cutoff, num_atoms, dtype, seed)
+    cases = [example_inputs(model.species, model.cutoff, n, dtype, s) for n, s in _CHECK_SIZES]
+    cases.append(_periodic_inputs(cases[0][0], cases[0][1], model.cutoff))
+    for inputs in cases:
+        num_atoms = inputs[0].shape[0]
         weight = (torch.arange(num_atoms) % 3 != 2).to(dtype)
-        energies, forces, _ = module.energy_forces(*inputs, weight)
+        got = module.energy_forces(*inputs, weight)
         positions = inputs[0].detach().requires_grad_(True)
-        want = reference(positions, *inputs[1:])
-        (grad,) = torch.autograd.grad((want * weight).sum(), positions, allow_unused=True)
-        want_forces = torch.zeros_like(positions) if grad is None else -grad
-        for name, a, b in (
-            ("atomic energies", energies, want.detach()),
-            ("forces", forces, want_forces),
+        cell = inputs[5].detach().requires_grad_(True)
+        want = reference(positions, *inputs[1:5], cell)
+        grads = torch.autograd.grad((want * weight).sum(), (positions, cell), allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, (positions, cell))]
+        for name, a, b in zip(
+            ("atomic energies", "forces", "cell derivative"),
+            got,
+            (want.detach(), -grads[0], grads[1]),
         ):
             scale = float(b.abs().max()) if b.numel() else 0.0
             if a.shape != b.shape or not torch.allclose(a, b, rtol=0, atol=rtol * (1 + scale)):
                 raise RuntimeError(
-                    f"export: the SchNet kernel's {name} differ from autograd's on {num_atoms} "
-                    "atoms; please report this (export with --portable meanwhile)"
+                    f"export: the {type(model).__name__} energy_forces' {name} differ from "
+                    f"autograd's on {num_atoms} atoms; please report this (export with "
+                    "--portable meanwhile)"
                 )
+
+
+def _periodic_inputs(positions: Tensor, numbers: Tensor, cutoff: float) -> tuple[Tensor, ...]:
+    """``positions`` in a triclinic cell about as wide as the cluster, with every edge within
+    ``cutoff`` (periodic images: lattice shifts), as the six tensors of the call."""
+    side = float(positions.max()) + 0.4 * cutoff
+    cell = torch.tensor([[1.0, 0, 0], [0.2, 1.0, 0], [-0.1, 0.15, 1.0]], dtype=torch.float64) * side
+    src, dst, shift = neighbor_list(positions.double().numpy(), cell.numpy(), True, cutoff)
+    dtype = positions.dtype
+    return (positions, numbers, torch.from_numpy(src), torch.from_numpy(dst),
+            torch.from_numpy(shift).to(dtype), cell.to(dtype))  # fmt: skip
+
+
+def _energy_forces_module(model: Potential) -> nn.Module | None:
+    """What ``energy_forces`` traces for this model (:mod:`.schnet`, :mod:`.nequip`), or
+    ``None``: another model, or the kernels off or unavailable."""
+    if schnet_op_applies(model):
+        return SchNetEnergyForces(model)
+    if nequip_op_applies(model):
+        return NequIPEnergyForces(model)
+    return None
+
+
+def _scripted(model: Potential, reference: nn.Module, portable: bool) -> torch.jit.ScriptModule:
+    """The traced model (``reference``, and ``energy_forces`` where the model has one and not
+    ``portable``) on a cluster of 12 atoms, in its scripted wrapper."""
+    dtype = model.dtype
+    inputs = example_inputs(model.species, model.cutoff, 12, dtype, seed=0)
+    with warnings.catch_warnings():
+        # the tracer warns at every Python number read from a tensor (constant weight shapes,
+        # the kernels' unused bookkeeping); _check_trace tests what matters, the result on
+        # other sizes. PyTorch 2.13 also marks torch.jit deprecated (libtorch still loads it).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+        with contextlib.nullcontext() if portable else kernels.recording_ops():
+            traced = torch.jit.trace(reference, inputs, check_trace=False)
+        forces = _energy_forces_module(model) if not portable else None
+        if forces is None:
+            return torch.jit.script(ExportedPotential(traced, model.species, dtype))
+        weight = torch.ones_like(inputs[0][:, 0])
+        with kernels.recording_ops(), torch.no_grad():
+            traced_forces = torch.jit.trace(forces, (*inputs, weight), check_trace=False)
+        return torch.jit.script(ExportedWithForces(traced, traced_forces, model.species, dtype))
 
 
 def export(
@@ -396,7 +457,9 @@ def export(
     The trace records the fused convolution kernel as the custom op ``euclidnn::uvu_conv``
     where the model uses it and the kernel builds here; ``portable=True`` records the plain
     PyTorch reference instead, for a file that needs nothing but stock libtorch (slower).
-    ``metadata["ops"]`` lists the custom ops the file calls.
+    ``metadata["ops"]`` lists the custom ops the file calls. Unless ``portable``, a SchNet or
+    NequIP file also gets the method ``energy_forces`` (forces without autograd, traced too and
+    checked against autograd of the traced ``forward`` by :func:`_check_energy_forces`).
 
     Raises ``ValueError`` for a model without atomic energies (a property head) or a dtype
     other than float32/float64.
@@ -422,27 +485,10 @@ def export(
     model = copy.deepcopy(model).to(dtype).eval()
     model.requires_grad_(False)
     reference = _AtomicEnergies(model)
-    inputs = example_inputs(model.species, model.cutoff, 12, dtype, seed=0)
-    with warnings.catch_warnings():
-        # the tracer warns at every Python number read from a tensor (constant weight shapes,
-        # the kernels' unused bookkeeping); _check_trace tests what matters, the result on
-        # other sizes. PyTorch 2.13 also marks torch.jit deprecated (libtorch still loads it).
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
-        with contextlib.nullcontext() if portable else kernels.recording_ops():
-            traced = torch.jit.trace(reference, inputs, check_trace=False)
-        if not portable and schnet_op_applies(model):
-            weight = torch.ones_like(inputs[0][:, 0])
-            traced_forces = torch.jit.trace(
-                SchNetEnergyForces(model), (*inputs, weight), check_trace=False
-            )
-            wrapper = ExportedSchNet(traced, traced_forces, model.species, dtype)
-        else:
-            wrapper = ExportedPotential(traced, model.species, dtype)
-        module = torch.jit.script(wrapper)
+    module = _scripted(model, reference, portable)
     _check_trace(module, reference, model)
     ops = custom_ops(module.inlined_graph)
-    if isinstance(wrapper, ExportedSchNet):
+    if module._c._has_method("energy_forces"):
         _check_energy_forces(module, reference, model)
         ops = sorted({*ops, *custom_ops(module.energy_forces.inlined_graph)})
     metadata = {

@@ -17,7 +17,8 @@ Kernels:
   :meth:`euclidnn.o3.TensorProduct.convolve` (NequIP), any order of derivative;
 - :func:`conv_partial`: one partial derivative of that convolution's quadrilinear form with no
   autograd node, for a hand-written backward (NequIP's inference path; ask
-  :func:`fused_conv_available` first);
+  :func:`fused_conv_available` first; recorded as ``euclidnn::uvu_conv`` at its slot by a trace
+  inside :func:`recording_ops`: an exported NequIP's ``energy_forces``);
 - :func:`filter_conv`: SchNet's continuous-filter convolution (any order of derivative);
 - :func:`schnet_energy_and_forces`: a whole SchNet energy and force evaluation in one call
   (also the custom op ``euclidnn::schnet_energy_forces`` of exported SchNet files, with a

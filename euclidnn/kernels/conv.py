@@ -255,16 +255,39 @@ def conv_partial(
     (``slot`` 0 … 3: x, y, w, g; that argument ``None``), with no autograd node: for a
     hand-written derivative. Slot 3 is the convolution (:func:`convolve`), the others its
     gradients. Features are in the kernel's layout (``spec.perm_in`` and ``spec.perm_out`` are
-    not applied). Only where :func:`fused_conv_available` says so.
+    not applied). Only where :func:`fused_conv_available` says so, or while ``torch.jit.trace``
+    records inside :func:`~euclidnn.kernels.checks.recording_ops`: then it is recorded as the
+    custom op ``euclidnn::uvu_conv`` at ``slot`` (a hand-written derivative in an exported file).
 
-    Shapes: x: [edges.num_src, dims[0]], y: [n_edges, dims[1]], w: [n_edges, dims[2]],
+    Shapes: x: [edges.num_src, dims[0]], y: [n_edges, dims[1]], w: [edges.num_rows, dims[2]],
         g: [edges.num_nodes, dims[3]] → the shape of the slot's argument
     """
+    if op_library(LIBRARY, x, y, w, g) is not None:
+        return _record_partial(spec, edges, slot, x, y, w, g)
     lib = LIBRARY.get()
     if lib is None:
         raise RuntimeError("conv_partial: the convolution kernel is unavailable")
     edges.prepared()  # every index checked
     return _call(lib, spec, edges, slot, [x, y, w, g])
+
+
+def _record_partial(spec: ConvSpec, edges: Edges, slot: int, x, y, w, g) -> Tensor:
+    """∂Q/∂(slot) as the custom op ``euclidnn::uvu_conv``, for a trace to record: the edge
+    tensors the edges were made from, the size of the slot's rows as the trace gave it
+    (:attr:`Edges.given_sizes`), the entries as constants. The edges are not prepared here: the
+    op checks and orders them at every call."""
+    from euclidnn.kernels import ops  # here: ops imports this module
+
+    ops.register()
+    if spec.perm_in is not None or spec.perm_out is not None:
+        raise ValueError("conv_partial: a spec with column permutations (the kernel's layout only)")
+    edge_src, edge_dst, row, _ = edges._tensors
+    size = edges.given_sizes[slot]
+    num_out = size if isinstance(size, Tensor) else torch.tensor(size)
+    return torch.ops.euclidnn.uvu_conv(
+        slot, x, y, w, g, edge_src, edge_dst, row, num_out, spec.entries,
+        spec.coefficients[torch.float64], list(spec.dims),
+    )  # fmt: skip
 
 
 def _record_op(spec: ConvSpec, x, y, w, edge_src, edge_dst, row, num_nodes) -> Tensor:

@@ -90,6 +90,15 @@ class Edges:
         self.num_src = self.num_nodes if num_src is None else int(num_src)
         self.num_edges = int(edge_src.shape[0]) if edge_src.dim() == 1 else -1
         self.num_rows = self.num_edges if row is None else int(num_rows)
+        # the sizes as given, by slot (x, y, w, g rows): while torch.jit.trace records, sizes
+        # read from shapes are 0-dim tensors, which an op it records (conv_partial) must keep
+        # as functions of the inputs (the ints above would be constants of the trace)
+        self.given_sizes = (
+            num_nodes if num_src is None else num_src,
+            edge_src.shape[0],
+            edge_src.shape[0] if row is None else num_rows,
+            num_nodes,
+        )
         self._tensors = (edge_src, edge_dst, row, row_edge)
         self._versions = tuple(None if t is None else t._version for t in self._tensors)
         self._prepared: Prepared | None = None

@@ -50,7 +50,14 @@ from euclidnn.o3.spherical_harmonics import spherical_harmonics
 if TYPE_CHECKING:
     from euclidnn.models.nequip import NequIP
 
-__all__ = ["InferencePlan", "Topology", "energy_and_forces", "topology"]
+__all__ = [
+    "InferencePlan",
+    "Topology",
+    "atomic_energies_and_edge_gradient",
+    "energy_and_forces",
+    "topology",
+    "weighted_energy_forces",
+]
 
 _ACTIVATIONS = {nn.functional.silu: "silu", torch.tanh: "tanh"}
 
@@ -569,7 +576,8 @@ def topology(model: NequIP, graph: Graph) -> Topology:
     (:meth:`~euclidnn.data.Graph.derived`): an MD step on the same edges reuses it. Made
     outside inference mode, so that the kept tensors can serve autograd later."""
     edges = pair_edges(graph)
-    edges.prepared()  # every index checked, the edge orders made
+    if not torch.jit.is_tracing():  # (a recorded op checks and orders its edges at every call)
+        edges.prepared()  # every index checked, the edge orders made
     species = model.species_index.of_graph(graph)
     one_hot, species_list = None, model.config.species
     dtype = graph.positions.dtype
@@ -591,6 +599,44 @@ def energy_and_forces(
     graph's :func:`topology`.
 
     Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
+    """
+    atom_energy, g_vec = atomic_energies_and_edge_gradient(model, plan, graph, top)
+    energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
+    return energy, _forces(graph, g_vec)
+
+
+def weighted_energy_forces(
+    model: NequIP, plan: InferencePlan, graph: Graph, top: Topology, weight: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-atom energies E_i, the forces −∂(Σ_i weight_i E_i)/∂R and the cell derivative
+    ∂(Σ_i weight_i E_i)/∂cell of one structure, the derivative written by hand (what an
+    exported NequIP's ``energy_forces`` traces, the kernel recorded as its custom op; LAMMPS
+    passes weight 1 for owned atoms, 0 for ghosts). Conditions as :func:`energy_and_forces`.
+
+    The edge vector r_e = R[src] − R[dst] + edge_shift_e · cell, so
+    ∂E/∂cell[k, c] = Σ_e edge_shift[e, k] · ∂E/∂r_e[c], i.e. edge_shiftᵀ · ∂E/∂r.
+
+    Shapes: graph (n_atoms, n_edges, one structure), weight: [n_atoms]
+        → ([n_atoms] eV, [n_atoms, 3] eV/Å, [3, 3] eV/Å)
+    """
+    atom_energy, g_vec = atomic_energies_and_edge_gradient(model, plan, graph, top, weight)
+    cell_grad = graph.edge_shift.to(g_vec.dtype).t().mm(g_vec)  # [3, 3]
+    return atom_energy, _forces(graph, g_vec), cell_grad
+
+
+def _forces(graph: Graph, g_vec: Tensor) -> Tensor:
+    """−∂E/∂R from ∂E/∂(edge vectors) [n_edges, 3]: r_e = R[src] − R[dst] + …"""
+    forces = torch.zeros_like(graph.positions).index_add_(0, graph.edge_dst, g_vec)
+    return forces.index_add_(0, graph.edge_src, g_vec, alpha=-1.0)
+
+
+def atomic_energies_and_edge_gradient(
+    model: NequIP, plan: InferencePlan, graph: Graph, top: Topology, weight: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """E_i of every atom and ∂(Σ_i weight_i E_i)/∂(edge vectors) (weight default ones): the
+    forward pass and the hand-written backward of :func:`energy_and_forces`.
+
+    Shapes: graph (n_atoms, n_edges), weight: [n_atoms] → ([n_atoms] eV, [n_edges, 3] eV/Å)
     """
     cfg, n = model.config, graph.positions.shape[0]
     edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
@@ -617,9 +663,9 @@ def energy_and_forces(
     scales = scale_shift.scales.to(dtype)[species]
     atom_energy = (h[0].view(n, -1) @ readout).squeeze(-1)
     atom_energy = atom_energy * scales + scale_shift.shifts.to(dtype)[species]
-    energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
 
-    g_h = {0: (scales[:, None] * readout.t()).view(n, 1, -1)}
+    seed = scales if weight is None else scales * weight  # ∂(Σ weight_i E_i)/∂(readout_i)
+    g_h = {0: (seed[:, None] * readout.t()).view(n, 1, -1)}
     g_sh, g_radial = torch.zeros_like(sh), []
     for t in range(len(kept) - 1, -1, -1):
         g_h, g_sh_t, g_w = _layer_backward(
@@ -631,5 +677,4 @@ def energy_and_forces(
     g_pair = (g_radial * pair_radial_dr).sum(1)  # ∂E/∂(pair length)
     g_r = torch.zeros_like(r).index_add_(0, pair_edge, g_pair)
     g_vec = edge_vector_derivative(edge_vec, r, sh, g_sh, g_r, cfg.lmax)  # ∂E/∂edge_vec
-    forces = torch.zeros_like(graph.positions).index_add_(0, graph.edge_dst, g_vec)
-    return energy, forces.index_add_(0, graph.edge_src, g_vec, alpha=-1.0)
+    return atom_energy, g_vec

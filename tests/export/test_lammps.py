@@ -123,17 +123,19 @@ def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks):
     for k, chunked in enumerate(results[len(plain) :]):  # each atom's energy, too
         one = plain[k % len(plain)]
         np.testing.assert_allclose(chunked["energies"], one["energies"], rtol=1e-10, atol=1e-12)
-    # SchNet's file has energy_forces (one kernel call, weight 1 on each chunk's owned atoms):
-    # the plugin calls it; the other models' forces come from autograd
-    way = "energy_forces (one kernel call)" if name == "schnet" else "autograd"
+    # SchNet's and NequIP's files have energy_forces (SchNet's whole-model kernel, NequIP's
+    # hand-written derivative; weight 1 on each chunk's owned atoms): the plugin calls it;
+    # Allegro's forces come from autograd
+    way = "energy_forces (no autograd)" if name in ("schnet", "nequip") else "autograd"
     assert f"forces by {way}" in (tmp_path / "log.lammps").read_text()
 
 
-def test_schnet_kernel_and_autograd_agree_in_lammps(plugin, tmp_path, monkeypatch):
-    """The same SchNet file on 2 ranks (periodic, and in chunks of 5 atoms) with its
-    energy_forces kernel and with ``EUCLIDNN_NATIVE=0`` (autograd of forward, the reference):
-    the same energies, per-atom energies, forces and stress."""
-    export(_models()["schnet"], tmp_path / "model.pt")
+@pytest.mark.parametrize("name", ["schnet", "nequip"])
+def test_energy_forces_and_autograd_agree_in_lammps(plugin, tmp_path, monkeypatch, name):
+    """The same SchNet or NequIP file on 2 ranks (periodic, and in chunks of 5 atoms) with its
+    energy_forces and with ``EUCLIDNN_NATIVE=0`` (autograd of forward, the reference): the
+    same energies, per-atom energies, forces and stress."""
+    export(_models()[name], tmp_path / "model.pt")
     structures = [_structures()["triclinic"], _structures()["small cell"]]
     cases, chunks = structures * 2, [None, None, 5, 5]
     runs = {}
@@ -144,7 +146,7 @@ def test_schnet_kernel_and_autograd_agree_in_lammps(plugin, tmp_path, monkeypatc
         runs[native] = lammps.single_point(
             tmp_path / "model.pt", cases, SYMBOLS, ranks=2, workdir=workdir, chunk=chunks
         )
-        way = "energy_forces (one kernel call)" if native == "1" else "autograd"
+        way = "energy_forces (no autograd)" if native == "1" else "autograd"
         assert f"forces by {way}" in (workdir / "log.lammps").read_text()
     for kernel, reference in zip(runs["1"], runs["0"]):
         assert kernel["energy"] == pytest.approx(reference["energy"], rel=1e-12)

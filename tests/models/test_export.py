@@ -152,7 +152,7 @@ def test_metadata(exported):
     _, metadata = load_exported(path)
     assert metadata == {
         "format": FORMAT,
-        "format_version": 4,  # 2: edge_shift and cell; 3: ops; 4: energy_forces (SchNet)
+        "format_version": 4,  # 2: edge_shift and cell; 3: ops; 4: energy_forces (SchNet, NequIP)
         "model": "nequip",
         "ops": ["euclidnn::uvu_conv"] if KERNELS_ON else [],
         "species": [1, 6, 8],
@@ -264,7 +264,7 @@ def test_default_export_calls_the_kernel_op_and_portable_does_not(tmp_path, name
         ops = ["euclidnn::uvu_conv"]
         if name == "schnet":  # and its whole-model kernel, in the method energy_forces
             ops = ["euclidnn::schnet_energy_forces", *ops]
-        assert hasattr(module, "energy_forces") == (name == "schnet" and not portable)
+        assert hasattr(module, "energy_forces") == (not portable)  # (SchNet's op, NequIP's path)
         assert metadata["ops"] == written["ops"] == ([] if portable else ops)
         results[portable] = energies_and_forces(module, graph)
         assert_close(results[portable][0].sum().reshape(1), reference.energy, 1e-10)
