@@ -29,12 +29,12 @@ from euclidnn.models.nequip import NequIP
 
 def nequip_op_applies(model: nn.Module) -> bool:
     """Whether ``model`` is a NequIP whose function the hand-written path computes (its plan
-    applies: :meth:`~euclidnn.models.NequIP._fast_path_applies`), and the convolution kernel is
+    applies: :meth:`~euclidnn.models.NequIP.fast_path_applies`), and the convolution kernel is
     on (``EUCLIDNN_NATIVE`` not ``"0"``) and builds here
     (:func:`~euclidnn.kernels.fused_conv_available`); else the export has no ``energy_forces``."""
     return (
         isinstance(model, NequIP)
-        and model._fast_path_applies()
+        and model.fast_path_applies()
         and kernels.fused_conv_available(torch.zeros(0, dtype=model.dtype))
     )
 
@@ -64,6 +64,4 @@ class NequIPEnergyForces(nn.Module):
         model = self.model
         graph = exported_graph(positions, numbers, edge_src, edge_dst, edge_shift, cell)
         top = nequip_forces.topology(model, graph)
-        return nequip_forces.weighted_energy_forces(
-            model, model._inference_plan, graph, top, weight
-        )
+        return nequip_forces.weighted_energy_forces(model, model.inference_plan, graph, top, weight)

@@ -288,7 +288,7 @@ class NequIP(Potential, nn.Module):
         self.readout = Linear(irreps, "0e")
         self.scale_shift = PerSpeciesScaleShift(num_species, cfg.energy_scales, cfg.energy_shifts)
         # layouts and index maps of the inference path (no weights: those are read per call)
-        self._inference_plan = nequip_forces.InferencePlan(self)
+        self.inference_plan = nequip_forces.InferencePlan(self)
 
     @property
     def cutoff(self) -> float:
@@ -353,22 +353,22 @@ class NequIP(Potential, nn.Module):
         features per degree, a few operations per layer, the convolution kernel for every
         partial derivative).
 
-        It runs where it computes this class's own function (:meth:`_fast_path_applies`) on
+        It runs where it computes this class's own function (:meth:`fast_path_applies`) on
         CPU float32/float64 tensors with the convolution kernel available; autograd
         (:meth:`Potential.energy_and_forces`, the reference it is tested against, and what
         ``EUCLIDNN_NATIVE=0`` selects) runs everywhere else.
 
         Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
         """
-        if not (self._fast_path_applies() and kernels.fused_conv_available(graph.positions)):
+        if not (self.fast_path_applies() and kernels.fused_conv_available(graph.positions)):
             return Potential.energy_and_forces(self, graph)
         with torch.inference_mode(False), torch.no_grad():  # (also under a caller's inference mode)
             top = nequip_forces.topology(self, graph)
         with torch.inference_mode():
-            energy, forces = nequip_forces.energy_and_forces(self, self._inference_plan, graph, top)
+            energy, forces = nequip_forces.energy_and_forces(self, self.inference_plan, graph, top)
         return energy.clone(), forces.clone()  # tensors autograd may read, as everywhere else
 
-    def _fast_path_applies(self) -> bool:
+    def fast_path_applies(self) -> bool:
         """Whether the hand-written path computes ``self(graph)``: this class's own forward
         over the modules the plan was built from, none of them hooked (a subclass that
         overrides a step of the forward pass, a replaced layer or a hook gets autograd)."""
@@ -379,4 +379,4 @@ class NequIP(Potential, nn.Module):
                 getattr(cls, name) is getattr(NequIP, name)
                 for name in ("forward", "atomic_energies", "features", "_edges")
             )
-        ) and self._inference_plan.applies(self)
+        ) and self.inference_plan.applies(self)

@@ -196,9 +196,9 @@ def test_reference_where_the_fast_path_does_not_apply(monkeypatch):
 
     confined = Confined(model.config).double()
     confined.load_state_dict(model.state_dict())
-    assert not confined._fast_path_applies()
+    assert not confined.fast_path_applies()
     want = predict(model, graph).forces - graph.positions
     torch.testing.assert_close(predict(confined, graph).forces, want, rtol=0, atol=1e-10)
     model.layers[0] = nequip(num_layers=3).layers[0].double()
-    assert not model._fast_path_applies()
+    assert not model.fast_path_applies()
     assert_matches_reference(model, graph, monkeypatch, expect="reference")
