@@ -125,6 +125,7 @@ from torch import Tensor, nn
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.data.neighbors import neighbor_list
+from euclidnn.export.allegro import AllegroEnergyForces, allegro_op_applies
 from euclidnn.export.nequip import NequIPEnergyForces, nequip_op_applies
 from euclidnn.export.schnet import SchNetEnergyForces, schnet_op_applies
 from euclidnn.files import replacing
@@ -415,6 +416,8 @@ def _energy_forces_module(model: Potential) -> nn.Module | None:
         return SchNetEnergyForces(model)
     if nequip_op_applies(model):
         return NequIPEnergyForces(model)
+    if allegro_op_applies(model):
+        return AllegroEnergyForces(model)
     return None
 
 

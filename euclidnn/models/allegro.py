@@ -624,6 +624,15 @@ class Allegro(Potential, nn.Module):
         )
         return species, pair_species
 
+    def frozen_inputs(self, graph: Graph) -> allegro_forces.Frozen:
+        """What the hand-written derivative (:mod:`~euclidnn.models.allegro_forces`) reads
+        besides the graph: the weight matrices (constant, in the positions' dtype) and the
+        species rows, made outside inference mode (also under a caller's) and without autograd,
+        so that what is kept with the graph can serve autograd later."""
+        dtype = graph.positions.dtype
+        with torch.inference_mode(False), torch.no_grad():
+            return allegro_forces.Frozen(self._weights(dtype), *self._species(graph, dtype))
+
     def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
         """Energy per structure and forces F = −∂E/∂R for inference: with the default SiLU
         networks, the chain rule written out and no autograd graph, in inference mode
@@ -636,11 +645,7 @@ class Allegro(Potential, nn.Module):
         if not kernels.native_enabled():
             return Potential.energy_and_forces(self, graph)
         if self.silu_only:
-            dtype = graph.positions.dtype
-            # weights and what is kept with the graph: outside inference mode (also under a
-            # caller's), so that they can serve autograd later
-            with torch.inference_mode(False), torch.no_grad():
-                frozen = allegro_forces.Frozen(self._weights(dtype), *self._species(graph, dtype))
+            frozen = self.frozen_inputs(graph)
             with torch.inference_mode():
                 energy, forces = allegro_forces.energy_and_forces(self, frozen, graph)
             return energy.clone(), forces.clone()  # tensors autograd may read

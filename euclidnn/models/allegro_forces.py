@@ -19,7 +19,12 @@ from euclidnn.nn.radial import bessel_basis
 from euclidnn.nn.scatter import scatter_sum
 from euclidnn.o3.spherical_harmonics import spherical_harmonics
 
-__all__ = ["Frozen", "energy_and_forces"]
+__all__ = [
+    "Frozen",
+    "atomic_energies_and_edge_gradient",
+    "energy_and_forces",
+    "weighted_energy_forces",
+]
 
 if TYPE_CHECKING:
     from euclidnn.data.graph import Graph
@@ -191,6 +196,46 @@ def energy_and_forces(model: Allegro, frozen: Frozen, graph: Graph) -> tuple[Ten
 
     Shapes: graph (n_atoms, n_edges, n_graphs) → ([n_graphs] eV, [n_atoms, 3] eV/Å)
     """
+    atom_energy, g_vec = atomic_energies_and_edge_gradient(model, frozen, graph)
+    energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
+    return energy, _forces(graph, g_vec)
+
+
+def weighted_energy_forces(
+    model: Allegro, frozen: Frozen, graph: Graph, weight: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-atom energies E_i, the forces −∂(Σ_i weight_i E_i)/∂R and the cell derivative
+    ∂(Σ_i weight_i E_i)/∂cell of one structure, the derivative written by hand (what an
+    exported Allegro's ``energy_forces`` traces; LAMMPS passes weight 1 for owned atoms, 0 for
+    ghosts).
+
+    The edge vector r_e = R[src] − R[dst] + edge_shift_e · cell, so
+    ∂E/∂cell[k, c] = Σ_e edge_shift[e, k] · ∂E/∂r_e[c], i.e. edge_shiftᵀ · ∂E/∂r.
+
+    Shapes: graph (n_atoms, n_edges, one structure), weight: [n_atoms]
+        → ([n_atoms] eV, [n_atoms, 3] eV/Å, [3, 3] eV/Å)
+    """
+    atom_energy, g_vec = atomic_energies_and_edge_gradient(model, frozen, graph, weight)
+    cell_grad = graph.edge_shift.to(g_vec.dtype).t().mm(g_vec)  # [3, 3]
+    return atom_energy, _forces(graph, g_vec), cell_grad
+
+
+def _forces(graph: Graph, g_vec: Tensor) -> Tensor:
+    """−∂E/∂R from ∂E/∂(edge vectors) [n_edges, 3]: r_e = R[src] − R[dst] + …"""
+    forces = torch.zeros_like(graph.positions).index_add_(0, graph.edge_dst, g_vec)
+    return forces.index_add_(0, graph.edge_src, g_vec, alpha=-1.0)
+
+
+def atomic_energies_and_edge_gradient(
+    model: Allegro, frozen: Frozen, graph: Graph, weight: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """E_i of every atom and ∂(Σ_i weight_i E_i)/∂(edge vectors) (weight default ones): the
+    forward pass and the hand-written backward of :func:`energy_and_forces`. Edge ij's energy
+    enters only E_i = s_i (1/√N̄) Σ_j ε_ij + b_i, so the backward's seed on edge ij is
+    weight_i · s_i / √N̄.
+
+    Shapes: graph (n_atoms, n_edges), weight: [n_atoms] → ([n_atoms] eV, [n_edges, 3] eV/Å)
+    """
     cfg, weights = model.config, frozen.weights
     dst, num_atoms = graph.edge_dst, graph.numbers.shape[0]
     edge_vec = graph.edge_vectors()  # [n_edges, 3] Å
@@ -205,14 +250,12 @@ def energy_and_forces(model: Allegro, frozen: Frozen, graph: Graph) -> tuple[Ten
     scales = model.scale_shift.scales.to(r.dtype).index_select(0, frozen.species) * model.sum_norm
     atom_energy = scatter_sum(edge_energy, dst, num_atoms) * scales  # E_i = s_i Σ_j ε_ij + b_i
     atom_energy += model.scale_shift.shifts.to(r.dtype).index_select(0, frozen.species)
-    energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
 
+    seed = scales if weight is None else scales * weight  # ∂(Σ weight_i E_i)/∂(Σ_j ε_ij)
     g_sh, g_u, g_uc, g_radial = _network_backward(
-        model, weights, saved, scales.index_select(0, dst), sh, u, uc, frozen.pair_species, dst,
+        model, weights, saved, seed.index_select(0, dst), sh, u, uc, frozen.pair_species, dst,
         num_atoms,
     )  # fmt: skip
     g_u = g_u + (g_uc * (1.0 / math.sqrt(2.0)) if cfg.latent_resnet else g_uc)
     g_r = radial_derivative(r, u, basis, g_u, g_radial, cfg.r_max, cfg.polynomial_p)
-    g_vec = edge_vector_derivative(edge_vec, r, sh, g_sh, g_r, cfg.lmax)  # ∂E/∂edge_vec
-    forces = torch.zeros_like(graph.positions).index_add_(0, dst, g_vec)
-    return energy, forces.index_add_(0, graph.edge_src, g_vec, alpha=-1.0)
+    return atom_energy, edge_vector_derivative(edge_vec, r, sh, g_sh, g_r, cfg.lmax)
