@@ -123,16 +123,14 @@ def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks):
     for k, chunked in enumerate(results[len(plain) :]):  # each atom's energy, too
         one = plain[k % len(plain)]
         np.testing.assert_allclose(chunked["energies"], one["energies"], rtol=1e-10, atol=1e-12)
-    # SchNet's and NequIP's files have energy_forces (SchNet's whole-model kernel, NequIP's
-    # hand-written derivative; weight 1 on each chunk's owned atoms): the plugin calls it;
-    # Allegro's forces come from autograd
-    way = "energy_forces (no autograd)" if name in ("schnet", "nequip") else "autograd"
-    assert f"forces by {way}" in (tmp_path / "log.lammps").read_text()
+    # every model's file has energy_forces (SchNet's whole-model kernel, NequIP's and Allegro's
+    # hand-written derivatives; weight 1 on each chunk's owned atoms): the plugin calls it
+    assert "forces by energy_forces (no autograd)" in (tmp_path / "log.lammps").read_text()
 
 
-@pytest.mark.parametrize("name", ["schnet", "nequip"])
+@pytest.mark.parametrize("name", ["schnet", "nequip", "allegro"])
 def test_energy_forces_and_autograd_agree_in_lammps(plugin, tmp_path, monkeypatch, name):
-    """The same SchNet or NequIP file on 2 ranks (periodic, and in chunks of 5 atoms) with its
+    """The same SchNet, NequIP or Allegro file on 2 ranks (periodic, and in chunks of 5 atoms) with its
     energy_forces and with ``EUCLIDNN_NATIVE=0`` (autograd of forward, the reference): the
     same energies, per-atom energies, forces and stress."""
     export(_models()[name], tmp_path / "model.pt")
