@@ -8,11 +8,12 @@ Examples:
   euclidnn export model.safetensors --out plain.pt --portable
 
 By default the file calls euclidnn's fused convolution kernel (NequIP, SchNet) as the custom op
-euclidnn::uvu_conv, and SchNet's whole-model kernel as euclidnn::schnet_energy_forces; SchNet
-and NequIP files get forces without autograd (the method energy_forces; NequIP's traced from
-its hand-written derivative), which the LAMMPS plugin (`euclidnn lammps build`) and `import
-euclidnn.export` provide; --portable writes a file that stock libtorch runs on its own (the
-plain PyTorch operations: several times slower for NequIP).
+euclidnn::uvu_conv, and SchNet's whole-model kernel as euclidnn::schnet_energy_forces; all
+three models' files get forces without autograd (the method energy_forces; NequIP's and
+Allegro's traced from their hand-written derivatives), which the LAMMPS plugin (`euclidnn
+lammps build`) and `import euclidnn.export` provide; --portable writes a file that stock
+libtorch runs on its own (the plain PyTorch operations and autograd: several times slower for
+NequIP).
 
 The output path is checked before the model loads; an existing file is replaced only with
 --overwrite. The export is checked against the model on clusters of other sizes before it is

@@ -26,9 +26,9 @@ loads the file: ``import euclidnn.export`` does in Python, and the LAMMPS plugin
 (from the same C source). ``export(..., portable=True)`` (``euclidnn export --portable``) records
 the plain PyTorch reference instead: ``ops`` is empty and stock libtorch runs the file, 5–6×
 slower for NequIP in LAMMPS (bench/RESULTS.md, "LAMMPS"). Version 3 added ``ops``; version 2 files (no custom ops) still load.
-Version 4 added the optional method ``energy_forces`` (below; SchNet and NequIP, not
+Version 4 added the optional method ``energy_forces`` (below; SchNet, NequIP and Allegro, not
 ``portable``); SchNet's calls ``euclidnn::schnet_energy_forces``, NequIP's ``euclidnn::uvu_conv``
-(as its ``forward`` does); version 2 and 3 files still load.
+(as its ``forward`` does), Allegro's only stock operations; version 2 and 3 files still load.
 
 ``receptive_field`` = ``num_hops`` · ``cutoff``: how far an atom may be from atom i and still
 change E_i, i.e. the ghost shell a rank needs (Allegro: one cutoff; NequIP and SchNet: one per
@@ -66,13 +66,15 @@ as ``forward``, ``forces`` = −∂(Σ_i weight_i E_i)/∂positions and ``cell_g
 ∂(Σ_i weight_i E_i)/∂cell, with ``weight`` [N] in the model's dtype (default ones). A caller
 passes 1 for the atoms it owns and 0 for the others, and gets what it would get by autograd of
 ``forward`` (same inputs checks; the virial as above with ``cell_grad`` for ∂E/∂cell), from one
-kernel call (SchNet) or a traced hand-written derivative (NequIP). An exported SchNet has it
-(:mod:`euclidnn.export.schnet`: the whole-model C kernel as the custom op
-``euclidnn::schnet_energy_forces``), and so does an exported NequIP
-(:mod:`euclidnn.export.nequip`: :mod:`euclidnn.models.nequip_forces` traced, each partial
-derivative of a convolution the op ``euclidnn::uvu_conv`` at its slot); each is checked against
+kernel call (SchNet) or a traced hand-written derivative (NequIP, Allegro). An exported
+SchNet has it (:mod:`euclidnn.export.schnet`: the whole-model C kernel as the custom op
+``euclidnn::schnet_energy_forces``), an exported NequIP (:mod:`euclidnn.export.nequip`:
+:mod:`euclidnn.models.nequip_forces` traced, each partial derivative of a convolution the op
+``euclidnn::uvu_conv`` at its slot) and an exported Allegro (:mod:`euclidnn.export.allegro`:
+:mod:`euclidnn.models.allegro_forces` traced, stock operations only); each is checked against
 autograd of ``forward``, with a 0/1 weight, before the file is written. A caller that finds no
-such method (Allegro, ``portable`` files, versions 2 and 3) uses autograd. The LAMMPS plugin calls it unless
+such method (``portable`` files, files exported with ``EUCLIDNN_NATIVE=0``, an Allegro whose
+MLPs are not all SiLU, versions 2 and 3) uses autograd. The LAMMPS plugin calls it unless
 ``EUCLIDNN_NATIVE=0`` is set (autograd: the reference).
 
 Why TorchScript
@@ -279,8 +281,9 @@ class ExportedPotential(nn.Module):
 class ExportedWithForces(ExportedPotential):
     """:class:`ExportedPotential` with the method ``energy_forces``: per-atom energies, forces
     of Σ weight_i E_i and its cell derivative without autograd, from SchNet's C kernel (the
-    custom op ``euclidnn::schnet_energy_forces``, :mod:`.schnet`) or NequIP's hand-written
-    derivative (the convolution op ``euclidnn::uvu_conv`` at each slot, :mod:`.nequip`).
+    custom op ``euclidnn::schnet_energy_forces``, :mod:`.schnet`), NequIP's hand-written
+    derivative (the convolution op ``euclidnn::uvu_conv`` at each slot, :mod:`.nequip`) or
+    Allegro's (stock operations, :mod:`.allegro`).
 
     Shapes: as ``forward``, weight: [N] → ([N] eV, [N, 3] eV/Å, [3, 3] eV/Å)
     """
@@ -368,7 +371,7 @@ def _check_trace(module: nn.Module, reference: nn.Module, model: Potential) -> N
 
 
 def _check_energy_forces(module: nn.Module, reference: nn.Module, model: Potential) -> None:
-    """``module.energy_forces`` (SchNet's op, NequIP's hand-written derivative) against
+    """``module.energy_forces`` (SchNet's op, NequIP's or Allegro's hand-written derivative) against
     autograd of ``reference`` on the check clusters and on one of them in a periodic triclinic
     cell (edges with lattice shifts: the cell derivative), with a weight of 1 on some atoms and
     0 on others (LAMMPS's owned and ghosts)."""
@@ -410,7 +413,8 @@ def _periodic_inputs(positions: Tensor, numbers: Tensor, cutoff: float) -> tuple
 
 
 def _energy_forces_module(model: Potential) -> nn.Module | None:
-    """What ``energy_forces`` traces for this model (:mod:`.schnet`, :mod:`.nequip`), or
+    """What ``energy_forces`` traces for this model (:mod:`.schnet`, :mod:`.nequip`,
+    :mod:`.allegro`), or
     ``None``: another model, or the kernels off or unavailable."""
     if schnet_op_applies(model):
         return SchNetEnergyForces(model)
@@ -460,9 +464,10 @@ def export(
     The trace records the fused convolution kernel as the custom op ``euclidnn::uvu_conv``
     where the model uses it and the kernel builds here; ``portable=True`` records the plain
     PyTorch reference instead, for a file that needs nothing but stock libtorch (slower).
-    ``metadata["ops"]`` lists the custom ops the file calls. Unless ``portable``, a SchNet or
-    NequIP file also gets the method ``energy_forces`` (forces without autograd, traced too and
-    checked against autograd of the traced ``forward`` by :func:`_check_energy_forces`).
+    ``metadata["ops"]`` lists the custom ops the file calls. Unless ``portable``, a SchNet,
+    NequIP or Allegro file also gets the method ``energy_forces`` (forces without autograd,
+    traced too and checked against autograd of the traced ``forward`` by
+    :func:`_check_energy_forces`).
 
     Raises ``ValueError`` for a model without atomic energies (a property head) or a dtype
     other than float32/float64.
