@@ -152,7 +152,7 @@ def test_metadata(exported):
     _, metadata = load_exported(path)
     assert metadata == {
         "format": FORMAT,
-        "format_version": 4,  # 2: edge_shift and cell; 3: ops; 4: energy_forces (SchNet, NequIP)
+        "format_version": 4,  # 2: edge_shift and cell; 3: ops; 4: energy_forces
         "model": "nequip",
         "ops": ["euclidnn::uvu_conv"] if KERNELS_ON else [],
         "species": [1, 6, 8],
