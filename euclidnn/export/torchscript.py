@@ -73,8 +73,9 @@ SchNet has it (:mod:`euclidnn.export.schnet`: the whole-model C kernel as the cu
 ``euclidnn::uvu_conv`` at its slot) and an exported Allegro (:mod:`euclidnn.export.allegro`:
 :mod:`euclidnn.models.allegro_forces` traced, stock operations only); each is checked against
 autograd of ``forward``, with a 0/1 weight, before the file is written. A caller that finds no
-such method (``portable`` files, files exported with ``EUCLIDNN_NATIVE=0``, an Allegro whose
-MLPs are not all SiLU, versions 2 and 3) uses autograd. The LAMMPS plugin calls it unless
+such method (``portable`` files, files exported with ``EUCLIDNN_NATIVE=0`` or of a model whose
+hand-written path does not apply, e.g. an Allegro with other than SiLU MLPs, versions 2 and 3)
+uses autograd. The LAMMPS plugin calls it unless
 ``EUCLIDNN_NATIVE=0`` is set (autograd: the reference).
 
 Why TorchScript
@@ -371,8 +372,8 @@ def _check_trace(module: nn.Module, reference: nn.Module, model: Potential) -> N
 
 
 def _check_energy_forces(module: nn.Module, reference: nn.Module, model: Potential) -> None:
-    """``module.energy_forces`` (SchNet's op, NequIP's or Allegro's hand-written derivative) against
-    autograd of ``reference`` on the check clusters and on one of them in a periodic triclinic
+    """``module.energy_forces`` (SchNet's op, NequIP's or Allegro's hand-written derivative)
+    against autograd of ``reference`` on the check clusters and on one of them in a periodic triclinic
     cell (edges with lattice shifts: the cell derivative), with a weight of 1 on some atoms and
     0 on others (LAMMPS's owned and ghosts)."""
     dtype, rtol = model.dtype, _CHECK_RTOL[model.dtype]
@@ -414,8 +415,8 @@ def _periodic_inputs(positions: Tensor, numbers: Tensor, cutoff: float) -> tuple
 
 def _energy_forces_module(model: Potential) -> nn.Module | None:
     """What ``energy_forces`` traces for this model (:mod:`.schnet`, :mod:`.nequip`,
-    :mod:`.allegro`), or
-    ``None``: another model, or the kernels off or unavailable."""
+    :mod:`.allegro`), or ``None``: the kernels off or unavailable, or a model whose hand-written
+    path does not apply."""
     if schnet_op_applies(model):
         return SchNetEnergyForces(model)
     if nequip_op_applies(model):
