@@ -373,9 +373,9 @@ def _check_trace(module: nn.Module, reference: nn.Module, model: Potential) -> N
 
 def _check_energy_forces(module: nn.Module, reference: nn.Module, model: Potential) -> None:
     """``module.energy_forces`` (SchNet's op, NequIP's or Allegro's hand-written derivative)
-    against autograd of ``reference`` on the check clusters and on one of them in a periodic triclinic
-    cell (edges with lattice shifts: the cell derivative), with a weight of 1 on some atoms and
-    0 on others (LAMMPS's owned and ghosts)."""
+    against autograd of ``reference`` on the check clusters and on one of them in a periodic
+    triclinic cell (edges with lattice shifts: the cell derivative), with a weight of 1 on some
+    atoms and 0 on others (LAMMPS's owned and ghosts)."""
     dtype, rtol = model.dtype, _CHECK_RTOL[model.dtype]
     cases = [example_inputs(model.species, model.cutoff, n, dtype, s) for n, s in _CHECK_SIZES]
     cases.append(_periodic_inputs(cases[0][0], cases[0][1], model.cutoff))
