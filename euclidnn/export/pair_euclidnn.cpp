@@ -42,9 +42,10 @@
 //
 // Forces without autograd: a file with the method energy_forces (format version 4; SchNet: its
 // whole-model kernel, one call; NequIP: its hand-written derivative, the convolution op at each
-// partial; Allegro: its hand-written derivative, stock operations) returns per-atom energies, the forces of sum_i weight_i E_i and that sum's
-// derivative in the cell; the pair style passes weight 1 for a chunk's centres (owned atoms)
-// and 0 for every other node, the same sum it otherwise differentiates by autograd of forward.
+// partial; Allegro: its hand-written derivative, stock operations) returns per-atom energies,
+// the forces of sum_i weight_i E_i and that sum's derivative in the cell; the pair style passes
+// weight 1 for a chunk's centres (owned atoms) and 0 for every other node, the same sum it
+// otherwise differentiates by autograd of forward.
 // EUCLIDNN_NATIVE=0 in the environment keeps autograd (the reference).
 
 #include "atom.h"

@@ -1,8 +1,8 @@
 """An exported Allegro file's ``energy_forces`` (the hand-written derivative of
 euclidnn/models/allegro_forces.py, traced, stock operations only: euclidnn/export/allegro.py)
-against :func:`euclidnn.models.predict` and against autograd of the same file's ``forward``: per-atom
-energies, forces and the cell derivative (hence the stress) in float64 and float32, for a
-molecule and a periodic triclinic cell; the per-atom weight (LAMMPS's owned 1 / ghost 0)
+against :func:`euclidnn.models.predict` and against autograd of the same file's ``forward``:
+per-atom energies, forces and the cell derivative (hence the stress) in float64 and float32,
+for a molecule and a periodic triclinic cell; the per-atom weight (LAMMPS's owned 1 / ghost 0)
 seeding the backward pass; N = 0, E = 0 and strided inputs; ``--portable`` and
 ``EUCLIDNN_NATIVE=0`` leave the method out.
 """

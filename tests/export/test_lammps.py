@@ -130,9 +130,9 @@ def test_lammps_equals_predict_float64(plugin, tmp_path, name, ranks):
 
 @pytest.mark.parametrize("name", ["schnet", "nequip", "allegro"])
 def test_energy_forces_and_autograd_agree_in_lammps(plugin, tmp_path, monkeypatch, name):
-    """The same SchNet, NequIP or Allegro file on 2 ranks (periodic, and in chunks of 5 atoms) with its
-    energy_forces and with ``EUCLIDNN_NATIVE=0`` (autograd of forward, the reference): the
-    same energies, per-atom energies, forces and stress."""
+    """The same SchNet, NequIP or Allegro file on 2 ranks (periodic, and in chunks of 5 atoms)
+    with its energy_forces and with ``EUCLIDNN_NATIVE=0`` (autograd of forward, the
+    reference): the same energies, per-atom energies, forces and stress."""
     export(_models()[name], tmp_path / "model.pt")
     structures = [_structures()["triclinic"], _structures()["small cell"]]
     cases, chunks = structures * 2, [None, None, 5, 5]
