@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from euclidnn.models.edge_derivatives import edge_vector_derivative, radial_derivative
+from euclidnn.models.edge_derivatives import (
+    cell_gradient,
+    edge_vector_derivative,
+    position_forces,
+    radial_derivative,
+)
 from euclidnn.nn.cutoff import polynomial_cutoff
 from euclidnn.nn.radial import bessel_basis
 from euclidnn.nn.scatter import scatter_sum
@@ -198,7 +203,7 @@ def energy_and_forces(model: Allegro, frozen: Frozen, graph: Graph) -> tuple[Ten
     """
     atom_energy, g_vec = atomic_energies_and_edge_gradient(model, frozen, graph)
     energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
-    return energy, _forces(graph, g_vec)
+    return energy, position_forces(graph, g_vec)
 
 
 def weighted_energy_forces(
@@ -216,14 +221,7 @@ def weighted_energy_forces(
         → ([n_atoms] eV, [n_atoms, 3] eV/Å, [3, 3] eV/Å)
     """
     atom_energy, g_vec = atomic_energies_and_edge_gradient(model, frozen, graph, weight)
-    cell_grad = graph.edge_shift.to(g_vec.dtype).t().mm(g_vec)  # [3, 3]
-    return atom_energy, _forces(graph, g_vec), cell_grad
-
-
-def _forces(graph: Graph, g_vec: Tensor) -> Tensor:
-    """−∂E/∂R from ∂E/∂(edge vectors) [n_edges, 3]: r_e = R[src] − R[dst] + …"""
-    forces = torch.zeros_like(graph.positions).index_add_(0, graph.edge_dst, g_vec)
-    return forces.index_add_(0, graph.edge_src, g_vec, alpha=-1.0)
+    return atom_energy, position_forces(graph, g_vec), cell_gradient(graph, g_vec)
 
 
 def atomic_energies_and_edge_gradient(

@@ -2,16 +2,21 @@
 :func:`~euclidnn.models.allegro_forces.energy_and_forces`, NequIP's
 :func:`~euclidnn.models.nequip_forces.energy_and_forces`): the radial basis times its cutoff,
 and the spherical harmonics of the edge direction, differentiated with respect to the edge
-length and the edge vector."""
+length and the edge vector; and from the edge vectors' gradient, the forces on the atoms and
+the derivative in the cell."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from euclidnn.o3.spherical_harmonics import spherical_harmonics_gradient
+
+if TYPE_CHECKING:
+    from euclidnn.data.graph import Graph
 
 __all__ = [
     "bessel_cutoff_and_derivative",
@@ -108,3 +113,21 @@ def edge_vector_derivative(
     g_unit = spherical_harmonics_gradient(list(range(lmax + 1)), unit, g_sh)  # Σ_c g_c ∇P_c(r̂)
     radial_part = (g_sh * sh) @ harmonic_degrees(lmax).to(sh.dtype)  # Σ_c l_c g_c P_c
     return (g_unit - radial_part[:, None] * unit) * inv[:, None] + g_r[:, None] * unit
+
+
+def position_forces(graph: Graph, g_vec: Tensor) -> Tensor:
+    """−∂E/∂R from ∂E/∂(edge vectors), the edge vector being R[src] − R[dst] + shift · cell.
+
+    Shapes: g_vec: [n_edges, 3] → [n_atoms, 3] eV/Å
+    """
+    forces = torch.zeros_like(graph.positions).index_add_(0, graph.edge_dst, g_vec)
+    return forces.index_add_(0, graph.edge_src, g_vec, alpha=-1.0)
+
+
+def cell_gradient(graph: Graph, g_vec: Tensor) -> Tensor:
+    """∂E/∂cell of one structure from ∂E/∂(edge vectors) r_e = R[src] − R[dst] + edge_shift_e ·
+    cell: ∂E/∂cell[k, c] = Σ_e edge_shift[e, k] ∂E/∂r_e[c], i.e. edge_shiftᵀ · ∂E/∂r.
+
+    Shapes: g_vec: [n_edges, 3] → [3, 3] eV/Å
+    """
+    return graph.edge_shift.to(g_vec.dtype).t().mm(g_vec)

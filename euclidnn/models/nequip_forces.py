@@ -41,7 +41,12 @@ from torch import Tensor, nn
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.models.common import pair_edges
-from euclidnn.models.edge_derivatives import bessel_cutoff_and_derivative, edge_vector_derivative
+from euclidnn.models.edge_derivatives import (
+    bessel_cutoff_and_derivative,
+    cell_gradient,
+    edge_vector_derivative,
+    position_forces,
+)
 from euclidnn.nn.scatter import scatter_sum
 from euclidnn.o3.irreps import Irreps
 from euclidnn.o3.linear import Linear
@@ -602,7 +607,7 @@ def energy_and_forces(
     """
     atom_energy, g_vec = atomic_energies_and_edge_gradient(model, plan, graph, top)
     energy = scatter_sum(atom_energy, graph.batch, dim_size=graph.num_graphs)
-    return energy, _forces(graph, g_vec)
+    return energy, position_forces(graph, g_vec)
 
 
 def weighted_energy_forces(
@@ -620,14 +625,7 @@ def weighted_energy_forces(
         → ([n_atoms] eV, [n_atoms, 3] eV/Å, [3, 3] eV/Å)
     """
     atom_energy, g_vec = atomic_energies_and_edge_gradient(model, plan, graph, top, weight)
-    cell_grad = graph.edge_shift.to(g_vec.dtype).t().mm(g_vec)  # [3, 3]
-    return atom_energy, _forces(graph, g_vec), cell_grad
-
-
-def _forces(graph: Graph, g_vec: Tensor) -> Tensor:
-    """−∂E/∂R from ∂E/∂(edge vectors) [n_edges, 3]: r_e = R[src] − R[dst] + …"""
-    forces = torch.zeros_like(graph.positions).index_add_(0, graph.edge_dst, g_vec)
-    return forces.index_add_(0, graph.edge_src, g_vec, alpha=-1.0)
+    return atom_energy, position_forces(graph, g_vec), cell_gradient(graph, g_vec)
 
 
 def atomic_energies_and_edge_gradient(
