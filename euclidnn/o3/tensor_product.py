@@ -298,14 +298,14 @@ class TensorProduct(nn.Module):
                 f"weight has {weight.shape[-1]} entries in its last dimension, expected {self.weight_numel}"
             )
         weight = weight.to(x1.dtype)
-        n = x1.shape[0]
         if (
             self.conv_spec is not None
             and x1.dim() == x2.dim() == weight.dim() == 2
-            and x2.shape[0] == weight.shape[0] == n
+            and x2.shape[0] == weight.shape[0] == x1.shape[0]
             and x2.dtype == x1.dtype
             and kernels.fused_conv_available(x1, x2, weight)
         ):  # one row per edge: the fused kernel, each row its own "atom" (no message stored)
+            n = x1.shape[0]
             rows = torch.arange(n, device=x1.device)
             return kernels.convolve(
                 self.conv_spec, x1, x2, weight, rows, rows, n,
