@@ -1,16 +1,15 @@
-"""An exported NequIP file's ``energy_forces`` (the hand-written derivative of
-euclidnn/models/nequip_forces.py, traced, each convolution partial the custom op
-``euclidnn::uvu_conv`` at its slot: euclidnn/export/nequip.py) against
+"""An exported NequIP or Allegro file's ``energy_forces``: the model's hand-written inference
+derivative, traced (NequIP: euclidnn/models/nequip_forces.py, each convolution partial the custom
+op ``euclidnn::uvu_conv`` at its slot, euclidnn/export/nequip.py; Allegro:
+euclidnn/models/allegro_forces.py, stock operations only, euclidnn/export/allegro.py), against
 :func:`euclidnn.models.predict` and against autograd of the same file's ``forward``: per-atom
 energies, forces and the cell derivative (hence the stress) in float64 and float32, for a
 molecule and a periodic triclinic cell; the per-atom weight (LAMMPS's owned 1 / ghost 0)
 seeding the backward pass; N = 0, E = 0 and strided inputs; ``--portable`` and
-``EUCLIDNN_NATIVE=0`` leave the method out.
+``EUCLIDNN_NATIVE=0`` leave the method out. (SchNet's kernel op: test_schnet_op.py.)
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
@@ -21,23 +20,42 @@ from ase.build import molecule
 from euclidnn import kernels
 from euclidnn.data import Graph
 from euclidnn.export import export, load_exported
-from euclidnn.models import NequIP, NequIPConfig, predict
+from euclidnn.models import Allegro, AllegroConfig, NequIP, NequIPConfig, predict
 
 SPECIES = (1, 6, 8)
 R_MAX = 3.5
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-pytestmark = pytest.mark.skipif(
-    os.environ.get("EUCLIDNN_NATIVE", "1") == "0" or kernels.conv.LIBRARY.get() is None,
-    reason="the convolution kernel is off (EUCLIDNN_NATIVE=0 or no C compiler)",
-)
+SCALES = dict(energy_scales=(0.5, 1.5, 2.0), energy_shifts=(-1.0, -2.0, -3.0))
+# name → (a small model with random scales and shifts, a smaller one, the file's custom ops)
+MODELS = {
+    "nequip": (
+        lambda: NequIP(NequIPConfig(species=SPECIES, r_max=R_MAX, lmax=2, num_features=8,
+                                    num_layers=3, radial_mlp_width=16, **SCALES)),
+        lambda: NequIP(NequIPConfig(species=(1, 8), r_max=3.0, num_features=4, num_layers=1)),
+        ["euclidnn::uvu_conv"],
+    ),
+    "allegro": (
+        lambda: Allegro(AllegroConfig(species=SPECIES, r_max=R_MAX, lmax=2, num_layers=2,
+                                      num_tensor_features=4, latent_dim=16, edge_energy_width=8,
+                                      avg_num_neighbors=6.0, **SCALES)),
+        lambda: Allegro(AllegroConfig(species=(1, 8), r_max=3.0, num_tensor_features=4,
+                                      latent_dim=8)),
+        [],
+    ),
+}  # fmt: skip
+NO_KERNEL = not kernels.fused_conv_available(torch.zeros(1))
 
 
-def _model() -> NequIP:
+def _model(name: str):
     torch.manual_seed(0)
-    config = NequIPConfig(species=SPECIES, r_max=R_MAX, lmax=2, num_features=8, num_layers=3,
-                          radial_mlp_width=16, energy_scales=(0.5, 1.5, 2.0),
-                          energy_shifts=(-1.0, -2.0, -3.0))  # fmt: skip
-    return NequIP(config).double()
+    return MODELS[name][0]().double()
+
+
+@pytest.fixture(autouse=True)
+def _native_on(monkeypatch):
+    """The paths are on whatever the shell says (make test's EUCLIDNN_NATIVE=0 pass skips
+    export/ anyway)."""
+    monkeypatch.setenv("EUCLIDNN_NATIVE", "1")
 
 
 def _periodic() -> Atoms:
@@ -53,17 +71,22 @@ def _periodic() -> Atoms:
 STRUCTURES = {"ethanol": lambda: molecule("CH3CH2OH"), "periodic": _periodic}
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """dtype → (model in that dtype, loaded module); exported once each."""
+@pytest.fixture(scope="module", params=list(MODELS))
+def files(request, tmp_path_factory):
+    """dtype → (model in that dtype, loaded module) of one kind of model; exported once each."""
+    name = request.param
+    if name == "nequip" and NO_KERNEL:
+        pytest.skip("no convolution kernel (no C compiler): a NequIP file has no energy_forces")
     made = {}
     for dtype in (torch.float64, torch.float32):
-        path = tmp_path_factory.mktemp("nequip") / "model.pt"
-        metadata = export(_model(), path, dtype=dtype)
-        assert metadata["ops"] == ["euclidnn::uvu_conv"]
+        path = tmp_path_factory.mktemp(name) / "model.pt"
+        with pytest.MonkeyPatch.context() as patch:  # (module scope: before the autouse one)
+            patch.setenv("EUCLIDNN_NATIVE", "1")
+            metadata = export(_model(name), path, dtype=dtype)
+        assert metadata["ops"] == MODELS[name][2]
         module = load_exported(path)[0]
         assert module._c._has_method("energy_forces")
-        made[dtype] = (_model().to(dtype), module)
+        made[dtype] = (_model(name).to(dtype), module)
     return made
 
 
@@ -152,9 +175,10 @@ def test_no_atoms_no_edges_and_odd_inputs(files):
         module.energy_forces(graph.positions, graph.numbers, graph.edge_src + n, graph.edge_dst)
 
 
-def test_portable_and_native_off_leave_the_method_out(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", list(MODELS))
+def test_portable_and_native_off_leave_the_method_out(name, tmp_path, monkeypatch):
     """``--portable`` and ``EUCLIDNN_NATIVE=0`` at export: no ``energy_forces`` (autograd only)."""
-    model = NequIP(NequIPConfig(species=(1, 8), r_max=3.0, num_features=4, num_layers=1))
+    model = MODELS[name][1]()
     export(model, tmp_path / "portable.pt", portable=True)
     assert not load_exported(tmp_path / "portable.pt")[0]._c._has_method("energy_forces")
     monkeypatch.setenv("EUCLIDNN_NATIVE", "0")
