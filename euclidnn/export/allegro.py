@@ -21,6 +21,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from euclidnn import kernels
+from euclidnn.data.graph import Graph
 from euclidnn.models import allegro_forces
 from euclidnn.models.allegro import Allegro
 
@@ -32,29 +33,10 @@ def allegro_op_applies(model: nn.Module) -> bool:
     return isinstance(model, Allegro) and model.silu_only and kernels.native_enabled()
 
 
-class AllegroEnergyForces(nn.Module):
-    """What is traced for ``energy_forces``: the seven tensors →
-    :func:`~euclidnn.export.torchscript.exported_graph` →
+def allegro_energy_forces(model: Allegro, graph: Graph, weight: Tensor) -> tuple[Tensor, ...]:
+    """What ``energy_forces`` traces for an Allegro (after
+    :func:`~euclidnn.export.torchscript.exported_graph`): its
     :meth:`~euclidnn.models.Allegro.frozen_inputs` →
     :func:`~euclidnn.models.allegro_forces.weighted_energy_forces`."""
-
-    def __init__(self, model: Allegro) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self,
-        positions: Tensor,
-        numbers: Tensor,
-        edge_src: Tensor,
-        edge_dst: Tensor,
-        edge_shift: Tensor,
-        cell: Tensor,
-        weight: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        from euclidnn.export.torchscript import exported_graph
-
-        model = self.model
-        graph = exported_graph(positions, numbers, edge_src, edge_dst, edge_shift, cell)
-        frozen = model.frozen_inputs(graph)
-        return allegro_forces.weighted_energy_forces(model, frozen, graph, weight)
+    frozen = model.frozen_inputs(graph)
+    return allegro_forces.weighted_energy_forces(model, frozen, graph, weight)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from euclidnn import kernels
+from euclidnn.data.graph import Graph
 from euclidnn.models import nequip_forces
 from euclidnn.models.nequip import NequIP
 
@@ -39,29 +40,11 @@ def nequip_op_applies(model: nn.Module) -> bool:
     )
 
 
-class NequIPEnergyForces(nn.Module):
-    """What is traced for ``energy_forces`` (inside :func:`euclidnn.kernels.recording_ops`):
-    the seven tensors → :func:`~euclidnn.export.torchscript.exported_graph` → the graph's
+def nequip_energy_forces(model: NequIP, graph: Graph, weight: Tensor) -> tuple[Tensor, ...]:
+    """What ``energy_forces`` traces for a NequIP (after
+    :func:`~euclidnn.export.torchscript.exported_graph`, inside
+    :func:`euclidnn.kernels.recording_ops`): the graph's
     :func:`~euclidnn.models.nequip_forces.topology` →
     :func:`~euclidnn.models.nequip_forces.weighted_energy_forces`."""
-
-    def __init__(self, model: NequIP) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self,
-        positions: Tensor,
-        numbers: Tensor,
-        edge_src: Tensor,
-        edge_dst: Tensor,
-        edge_shift: Tensor,
-        cell: Tensor,
-        weight: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        from euclidnn.export.torchscript import exported_graph
-
-        model = self.model
-        graph = exported_graph(positions, numbers, edge_src, edge_dst, edge_shift, cell)
-        top = nequip_forces.topology(model, graph)
-        return nequip_forces.weighted_energy_forces(model, model.inference_plan, graph, top, weight)
+    top = nequip_forces.topology(model, graph)
+    return nequip_forces.weighted_energy_forces(model, model.inference_plan, graph, top, weight)

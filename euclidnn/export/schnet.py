@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from euclidnn import kernels
+from euclidnn.data.graph import Graph
 from euclidnn.models.schnet import SchNet
 from euclidnn.nn.radial import gaussian_centres
 
@@ -35,34 +36,17 @@ def schnet_op_applies(model: nn.Module) -> bool:
     )
 
 
-class SchNetEnergyForces(nn.Module):
-    """What is traced for ``energy_forces``: the six tensors and ``weight`` → the undirected
-    pairs (:meth:`~euclidnn.data.Graph.edge_pairs`), species rows → the custom op."""
-
-    def __init__(self, model: SchNet) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self,
-        positions: Tensor,
-        numbers: Tensor,
-        edge_src: Tensor,
-        edge_dst: Tensor,
-        edge_shift: Tensor,
-        cell: Tensor,
-        weight: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        from euclidnn.export.torchscript import exported_graph
-
-        model, cfg = self.model, self.model.config
-        graph = exported_graph(positions, numbers, edge_src, edge_dst, edge_shift, cell)
-        pair_edge, edge_pair = graph.edge_pairs()
-        species = model.species_index.of_graph(graph)
-        mu, gamma = gaussian_centres(cfg.r_max, cfg.num_basis, 0.0, cfg.gamma, positions.dtype)
-        weights = model.kernel_weights()
-        params = [*weights[:7], *(w for block in weights.interactions for w in block)]
-        return torch.ops.euclidnn.schnet_energy_forces(
-            positions, species, edge_src, edge_dst, edge_pair, pair_edge, edge_shift, cell,
-            weight, mu, params, float(gamma), float(cfg.r_max),
-        )  # fmt: skip
+def schnet_energy_forces(model: SchNet, graph: Graph, weight: Tensor) -> tuple[Tensor, ...]:
+    """What ``energy_forces`` traces for a SchNet (after
+    :func:`~euclidnn.export.torchscript.exported_graph`): the undirected pairs
+    (:meth:`~euclidnn.data.Graph.edge_pairs`) and species rows → the custom op."""
+    cfg, positions = model.config, graph.positions
+    pair_edge, edge_pair = graph.edge_pairs()
+    species = model.species_index.of_graph(graph)
+    mu, gamma = gaussian_centres(cfg.r_max, cfg.num_basis, 0.0, cfg.gamma, positions.dtype)
+    weights = model.kernel_weights()
+    params = [*weights[:7], *(w for block in weights.interactions for w in block)]
+    return torch.ops.euclidnn.schnet_energy_forces(
+        positions, species, graph.edge_src, graph.edge_dst, edge_pair, pair_edge,
+        graph.edge_shift, graph.cell[0], weight, mu, params, float(gamma), float(cfg.r_max),
+    )  # fmt: skip

@@ -118,6 +118,7 @@ import math
 import os
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +129,9 @@ from torch import Tensor, nn
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.data.neighbors import neighbor_list
-from euclidnn.export.allegro import AllegroEnergyForces, allegro_op_applies
-from euclidnn.export.nequip import NequIPEnergyForces, nequip_op_applies
-from euclidnn.export.schnet import SchNetEnergyForces, schnet_op_applies
+from euclidnn.export.allegro import allegro_energy_forces, allegro_op_applies
+from euclidnn.export.nequip import nequip_energy_forces, nequip_op_applies
+from euclidnn.export.schnet import schnet_energy_forces, schnet_op_applies
 from euclidnn.files import replacing
 from euclidnn.models.interface import Potential
 from euclidnn.models.io import describe_model
@@ -196,6 +197,29 @@ class _AtomicEnergies(nn.Module):
     ) -> Tensor:
         graph = exported_graph(positions, numbers, edge_src, edge_dst, edge_shift, cell)
         return self.model.atomic_energies(graph)  # type: ignore[operator]
+
+
+class _EnergyForces(nn.Module):
+    """What is traced for ``energy_forces``: the seven tensors → :func:`exported_graph` →
+    ``compute(model, graph, weight)`` (a model's hand-written energy and forces: :mod:`.schnet`,
+    :mod:`.nequip`, :mod:`.allegro`)."""
+
+    def __init__(self, model: Potential, compute: Callable) -> None:
+        super().__init__()
+        self.model, self.compute = model, compute
+
+    def forward(
+        self,
+        positions: Tensor,
+        numbers: Tensor,
+        edge_src: Tensor,
+        edge_dst: Tensor,
+        edge_shift: Tensor,
+        cell: Tensor,
+        weight: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        graph = exported_graph(positions, numbers, edge_src, edge_dst, edge_shift, cell)
+        return self.compute(self.model, graph, weight)
 
 
 class ExportedPotential(nn.Module):
@@ -417,12 +441,13 @@ def _energy_forces_module(model: Potential) -> nn.Module | None:
     """What ``energy_forces`` traces for this model (:mod:`.schnet`, :mod:`.nequip`,
     :mod:`.allegro`), or ``None``: the kernels off or unavailable, or a model whose hand-written
     path does not apply."""
-    if schnet_op_applies(model):
-        return SchNetEnergyForces(model)
-    if nequip_op_applies(model):
-        return NequIPEnergyForces(model)
-    if allegro_op_applies(model):
-        return AllegroEnergyForces(model)
+    for applies, compute in (
+        (schnet_op_applies, schnet_energy_forces),
+        (nequip_op_applies, nequip_energy_forces),
+        (allegro_op_applies, allegro_energy_forces),
+    ):
+        if applies(model):
+            return _EnergyForces(model, compute)
     return None
 
 
