@@ -26,6 +26,7 @@ lammps = pytest.importorskip("euclidnn.export.lammps")
 pytestmark = pytest.mark.slow
 CASES_FILE = Path(__file__).parents[1] / "kernels" / "test_ops.py"
 SCHNET_CASES_FILE = Path(__file__).with_name("test_schnet_op.py")
+FILE_CASES_FILE = Path(__file__).with_name("test_traced_forces.py")  # (_periodic, _inputs)
 
 
 def _cases_module():
@@ -111,6 +112,9 @@ def test_cpp_schnet_op_answers_as_the_python_op(ops_library, tmp_path):
     spec = importlib.util.spec_from_file_location("schnet_cases", SCHNET_CASES_FILE)
     cases = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cases)
+    spec = importlib.util.spec_from_file_location("file_cases", FILE_CASES_FILE)
+    files = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(files)
     export(cases._model(), tmp_path / "model.pt")
     out = tmp_path / "answers.pt"
     script = textwrap.dedent(
@@ -122,14 +126,16 @@ def test_cpp_schnet_op_answers_as_the_python_op(ops_library, tmp_path):
         import euclidnn.export
         spec = importlib.util.spec_from_file_location("cases", {str(SCHNET_CASES_FILE)!r})
         cases = importlib.util.module_from_spec(spec); spec.loader.exec_module(cases)
+        spec = importlib.util.spec_from_file_location("files", {str(FILE_CASES_FILE)!r})
+        files = importlib.util.module_from_spec(spec); spec.loader.exec_module(files)
         answers = {{"bad": cases.run_bad_calls()}}
         for dtype in (torch.float64, torch.float32):
             args = cases._op_args(dtype)
             args["weight"] = (torch.arange(args["weight"].shape[0]) % 2).to(dtype)
             answers[str(dtype)] = torch.ops.euclidnn.schnet_energy_forces(*args.values())
         module, _ = euclidnn.export.load_exported({str(tmp_path / "model.pt")!r})
-        graph = cases.Graph.from_ase(cases._periodic(), 3.5, torch.float64)
-        answers["file"] = module.energy_forces(*cases._inputs(graph, torch.float64))
+        graph = cases.Graph.from_ase(files._periodic(), 3.5, torch.float64)
+        answers["file"] = module.energy_forces(*files._inputs(graph, torch.float64))
         torch.save(answers, {str(out)!r})
         """
     )
@@ -145,6 +151,6 @@ def test_cpp_schnet_op_answers_as_the_python_op(ops_library, tmp_path):
         for got, w in zip(cpp[str(dtype)], want):
             torch.testing.assert_close(got, w, rtol=0, atol=tol)
     module, _ = load_exported(tmp_path / "model.pt")
-    graph = cases.Graph.from_ase(cases._periodic(), 3.5, torch.float64)
-    for got, w in zip(cpp["file"], module.energy_forces(*cases._inputs(graph, torch.float64))):
+    graph = cases.Graph.from_ase(files._periodic(), 3.5, torch.float64)
+    for got, w in zip(cpp["file"], module.energy_forces(*files._inputs(graph, torch.float64))):
         torch.testing.assert_close(got, w, rtol=0, atol=1e-12)

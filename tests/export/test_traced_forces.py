@@ -1,12 +1,14 @@
-"""An exported NequIP or Allegro file's ``energy_forces``: the model's hand-written inference
-derivative, traced (NequIP: euclidnn/models/nequip_forces.py, each convolution partial the custom
-op ``euclidnn::uvu_conv`` at its slot, euclidnn/export/nequip.py; Allegro:
-euclidnn/models/allegro_forces.py, stock operations only, euclidnn/export/allegro.py), against
+"""An exported SchNet, NequIP or Allegro file's ``energy_forces``: the model's hand-written
+energy and forces, traced (SchNet: its whole-model C kernel as the custom op
+``euclidnn::schnet_energy_forces``, euclidnn/export/schnet.py; NequIP:
+euclidnn/models/nequip_forces.py, each convolution partial the custom op ``euclidnn::uvu_conv``
+at its slot, euclidnn/export/nequip.py; Allegro: euclidnn/models/allegro_forces.py, stock
+operations only, euclidnn/export/allegro.py), against
 :func:`euclidnn.models.predict` and against autograd of the same file's ``forward``: per-atom
 energies, forces and the cell derivative (hence the stress) in float64 and float32, for a
 molecule and a periodic triclinic cell; the per-atom weight (LAMMPS's owned 1 / ghost 0)
 seeding the backward pass; N = 0, E = 0 and strided inputs; ``--portable`` and
-``EUCLIDNN_NATIVE=0`` leave the method out. (SchNet's kernel op: test_schnet_op.py.)
+``EUCLIDNN_NATIVE=0`` leave the method out. (The SchNet op's own checks: test_schnet_op.py.)
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from ase.build import molecule
 from euclidnn import kernels
 from euclidnn.data import Graph
 from euclidnn.export import export, load_exported
-from euclidnn.models import Allegro, AllegroConfig, NequIP, NequIPConfig, predict
+from euclidnn.models import (
+    Allegro,
+    AllegroConfig,
+    NequIP,
+    NequIPConfig,
+    SchNet,
+    SchNetConfig,
+    predict,
+)
 
 SPECIES = (1, 6, 8)
 R_MAX = 3.5
@@ -28,6 +38,12 @@ RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 SCALES = dict(energy_scales=(0.5, 1.5, 2.0), energy_shifts=(-1.0, -2.0, -3.0))
 # name → (a small model with random scales and shifts, a smaller one, the file's custom ops)
 MODELS = {
+    "schnet": (
+        lambda: SchNet(SchNetConfig(species=SPECIES, num_features=16, num_basis=8, r_max=R_MAX,
+                                    **SCALES)),
+        lambda: SchNet(SchNetConfig(species=(1, 8), num_features=4, num_interactions=1)),
+        ["euclidnn::schnet_energy_forces", "euclidnn::uvu_conv"],
+    ),
     "nequip": (
         lambda: NequIP(NequIPConfig(species=SPECIES, r_max=R_MAX, lmax=2, num_features=8,
                                     num_layers=3, radial_mlp_width=16, **SCALES)),
@@ -43,7 +59,12 @@ MODELS = {
         [],
     ),
 }  # fmt: skip
-NO_KERNEL = not kernels.fused_conv_available(torch.zeros(1))
+# a kernel that does not build here (no C compiler): that model's file has no energy_forces
+NO_KERNEL = {
+    "schnet": not kernels.schnet_kernel_available(),
+    "nequip": not kernels.fused_conv_available(torch.zeros(1)),
+    "allegro": False,
+}
 
 
 def _model(name: str):
@@ -75,8 +96,8 @@ STRUCTURES = {"ethanol": lambda: molecule("CH3CH2OH"), "periodic": _periodic}
 def files(request, tmp_path_factory):
     """dtype → (model in that dtype, loaded module) of one kind of model; exported once each."""
     name = request.param
-    if name == "nequip" and NO_KERNEL:
-        pytest.skip("no convolution kernel (no C compiler): a NequIP file has no energy_forces")
+    if NO_KERNEL[name]:
+        pytest.skip(f"no C kernel (no compiler): a {name} file has no energy_forces")
     made = {}
     for dtype in (torch.float64, torch.float32):
         path = tmp_path_factory.mktemp(name) / "model.pt"
