@@ -23,6 +23,8 @@
 #include <torch/library.h>
 #include <torch/script.h>
 
+#include "ops_checks.h"
+
 #include <array>
 #include <optional>
 #include <vector>
@@ -61,22 +63,11 @@ bool present(const OptTensor &t)
   return t.has_value() && t->defined();
 }
 
-// a contiguous int64 copy of 1-d indices, each in 0 ... size - 1 (int32 converted)
-Tensor index_tensor(const Tensor &t, const char *name, int64_t size, int64_t length)
+// (index checks: ops_checks.h)
+Tensor index_tensor(const Tensor &t, const char *name, int64_t size, int64_t length,
+                    bool check_range = true)
 {
-  TORCH_CHECK_TYPE(t.scalar_type() == torch::kInt64 || t.scalar_type() == torch::kInt32, kOp,
-                   ": ", name, " must be int64 or int32, got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.dim() == 1 && (length < 0 || t.size(0) == length), kOp, ": ", name,
-                    " must have shape [", length, "], got ", t.sizes());
-  TORCH_CHECK_VALUE(t.device().is_cpu(), kOp, ": ", name, " must be on the CPU");
-  Tensor c = t.to(torch::kInt64).contiguous();
-  if (c.numel() > 0) {
-    auto [low, high] = torch::aminmax(c);
-    int64_t lo = low.item<int64_t>(), hi = high.item<int64_t>();
-    TORCH_CHECK_INDEX(lo >= 0 && hi < size, kOp, ": ", name, " index ", lo < 0 ? lo : hi,
-                      " is out of range for ", size, " rows");
-  }
-  return c;
+  return euclidnn::index_tensor(t, kOp, name, size, length, check_range);
 }
 
 // edges grouped by `index` (CSR): order lists the edges of group 0, then 1, ...; group v is

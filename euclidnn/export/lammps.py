@@ -43,6 +43,7 @@ __all__ = [
 SOURCE = Path(__file__).with_name("pair_euclidnn.cpp")
 OPS_SOURCE = Path(__file__).with_name("euclidnn_ops.cpp")
 SCHNET_OP_SOURCE = Path(__file__).with_name("schnet_op.cpp")
+OPS_HEADER = Path(__file__).with_name("ops_checks.h")  # included by both ops
 KERNEL_SOURCE = Path(__file__).parent.parent / "kernels" / "_conv.c"  # the one copy of its maths
 SCHNET_SOURCE = Path(__file__).parent.parent / "kernels" / "_schnet.c"
 # -fno-math-errno lets _schnet.c's elementwise loops call libmvec's vector exp and log1p (as
@@ -179,7 +180,7 @@ def build_plugin(install: LammpsInstall | None = None, progress=print) -> Path:
         raise LammpsMissing(f"{install.mpicxx} finds no C++ compiler: {compiler.stderr.strip()}")
     target, isa = target_flags(str(install.mpicxx))  # the kernel's instruction set, as for ctypes
     kernel_flags = [*target, *(f for extra in _KERNEL_EXTRA.values() for f in extra)]
-    files = (SOURCE, OPS_SOURCE, SCHNET_OP_SOURCE, *_KERNEL_EXTRA)
+    files = (SOURCE, OPS_SOURCE, SCHNET_OP_SOURCE, OPS_HEADER, *_KERNEL_EXTRA)
     sources = [p.read_text() for p in files]
     key = hashlib.sha256(
         "\0".join(
