@@ -139,6 +139,17 @@ def schnet_energy_and_forces(
     checked = None if lib is None else weights.checked(positions.dtype)
     if checked is None or not edges.has_rows or not weights.interactions:
         return reference()
+    energy, forces = positions.new_empty(num_graphs), positions.new_empty(positions.shape[0], 3)
+    _run(lib, weights, checked, positions, row_offset, edges, batch, num_graphs, species, mu,
+         gamma, r_max, [energy, forces, None, None, None])  # fmt: skip
+    return energy, forces
+
+
+def _run(lib, weights, checked, positions, row_offset, edges, batch, num_graphs, species, mu,
+         gamma: float, r_max: float, out: list[Tensor | None]) -> None:  # fmt: skip
+    """One call of ``_schnet.c`` on checked arguments. ``out``: energy [num_graphs] and forces
+    [n, 3] (written), the per-atom weight [n] seeding the backward pass (None: ones), per-atom
+    energies [n] and the gradient of each pair row's offset [P, 3] (written; None: not asked)."""
     n, dtype = positions.shape[0], positions.dtype
     # bound here: every tensor lives until the call returns
     tensors = _kernel_tensors(
@@ -147,22 +158,12 @@ def schnet_energy_and_forces(
     pointers = (ctypes.c_void_p * len(tensors))(
         *(t if t is None else t.data_ptr() for t in tensors)
     )
-    energy, forces = positions.new_empty(num_graphs), positions.new_empty(n, 3)
     status = getattr(lib, f"schnet_energy_forces_{_SUFFIX[dtype]}")(
-        _dimensions(weights, n, edges, num_graphs),
-        pointers,
-        gamma,
-        r_max,
-        math.log(torch.finfo(dtype).tiny),
-        LIBRARY.extra[dtype],
-        energy.data_ptr(),
-        forces.data_ptr(),
-        None,  # weight: every atom's energy counts
-        None,
-        None,
-    )
+        _dimensions(weights, n, edges, num_graphs), pointers, float(gamma), float(r_max),
+        math.log(torch.finfo(dtype).tiny), LIBRARY.extra[dtype],
+        *(None if t is None else t.data_ptr() for t in out),
+    )  # fmt: skip
     _raise_for_status(status, n, num_graphs, weights.embedding.shape[0])
-    return energy, forces
 
 
 def _kernel_tensors(
@@ -268,7 +269,7 @@ def schnet_op(
     Shapes: positions [N, 3], species [N], edge_src, edge_dst, edge_pair [E], pair_edge [P],
         edge_shift [E, 3], cell [3, 3], weight [N], mu [K] → ([N], [N, 3], [3, 3])
     """
-    op, dtype, n = SCHNET_OP, positions.dtype, positions.shape[0]
+    op, n = SCHNET_OP, positions.shape[0]
     weights, checked = _op_weights(positions, edge_src, edge_shift, cell, weight, mu, params)
     if pair_edge.dim() != 1:
         raise ValueError(f"{op}: pair_edge must have shape [P], got {list(pair_edge.shape)}")
@@ -284,22 +285,12 @@ def schnet_op(
             "warning above); export the model with --portable to run it without"
         )
     row_offset = row_shift @ cell  # [P, 3]: S·cell of each pair's representative edge
-    tensors = _kernel_tensors(
-        weights, checked, positions, row_offset, edges, positions.new_zeros(n, dtype=torch.int64),
-        1, species, mu,
-    )  # fmt: skip
-    weight = weight.contiguous()
-    pointers = (ctypes.c_void_p * len(tensors))(
-        *(t if t is None else t.data_ptr() for t in tensors)
-    )
-    energy, forces = positions.new_empty(1), positions.new_empty(n, 3)
-    atom_energy, row_grad = positions.new_empty(n), positions.new_empty(num_pairs, 3)
-    status = getattr(lib, f"schnet_energy_forces_{_SUFFIX[dtype]}")(
-        _dimensions(weights, n, edges, 1), pointers, float(gamma), float(r_max),
-        math.log(torch.finfo(dtype).tiny), LIBRARY.extra[dtype], energy.data_ptr(),
-        forces.data_ptr(), weight.data_ptr(), atom_energy.data_ptr(), row_grad.data_ptr(),
-    )  # fmt: skip
-    _raise_for_status(status, n, 1, weights.embedding.shape[0])
+    forces, atom_energy = positions.new_empty(n, 3), positions.new_empty(n)
+    row_grad = positions.new_empty(num_pairs, 3)
+    out = [positions.new_empty(1), forces, weight.contiguous(), atom_energy, row_grad]
+    batch = positions.new_zeros(n, dtype=torch.int64)
+    _run(lib, weights, checked, positions, row_offset, edges, batch, 1, species, mu, gamma, r_max,
+         out)  # fmt: skip
     return atom_energy, forces, row_shift.transpose(0, 1) @ row_grad
 
 
