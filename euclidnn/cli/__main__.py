@@ -160,6 +160,10 @@ def _report(error: BaseException) -> tuple[int, str]:
     """(exit status, the line after ``euclidnn <command>: ``) for what a command raised."""
     if isinstance(error, KeyboardInterrupt):
         return 130, _one_line(str(error)) or "interrupted"
+    if isinstance(error, RuntimeError) and "KeyboardInterrupt:" in str(error):
+        # Ctrl-C inside a Python op that TorchScript called (an exported model's custom op):
+        # the interpreter hands it back wrapped in a RuntimeError
+        return 130, "interrupted"
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         where = " → ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
         return 2, f"error: {where}: {error.strerror}"

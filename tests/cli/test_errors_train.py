@@ -131,6 +131,14 @@ def failing(error: BaseException):
         (MemoryError(), 2, "error: out of memory; use smaller inputs"),
         (KeyboardInterrupt(), 130, "interrupted"),
         (KeyboardInterrupt("interrupted at epoch 2; resume with: …"), 130, "resume with: …"),
+        (
+            RuntimeError(
+                "operation failed in the TorchScript interpreter.\n…\nRuntimeError: "
+                "KeyboardInterrupt: <EMPTY MESSAGE>"
+            ),
+            130,
+            "interrupted",
+        ),
         (IndexError("list index out of range"), 1, "internal error (IndexError"),
         (TypeError("unsupported operand"), 1, "internal error (TypeError"),
     ],
