@@ -29,6 +29,8 @@ reads them (ours on ethanol reads the shipped set by name with the same split). 
 gets OMP_NUM_THREADS=T.
 
 Rows: ours-nequip, ours-allegro, ours-schnet (``euclidnn train`` defaults, ``--model``), the
+deadline schedule for each of ours (``ours-nequip-cosine`` etc.: ``--schedule cosine``, run only
+when named in ``--models``: the default schedule is plateau), the
 peers on their recipes (nequip-pkg, allegro-pkg, schnetpack, mace), and with ``--matched`` the
 peers at our model size (nequip-pkg-matched, allegro-pkg-matched, mace-matched), so that the
 model and the implementation can be told apart.
@@ -123,7 +125,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OURS = ("ours-nequip", "ours-allegro", "ours-schnet")
 PEERS = ("nequip-pkg", "allegro-pkg", "schnetpack", "mace")
 MATCHED = ("nequip-pkg-matched", "allegro-pkg-matched", "mace-matched")
-MODELS = OURS + PEERS + MATCHED
+COSINE = tuple(f"{name}-cosine" for name in OURS)
+MODELS = OURS + PEERS + MATCHED + COSINE
 LITHIUM_PHOSPHATE = ROOT / "examples" / "lithium_phosphate" / "li4p2o7-gfn1xtb.xyz.gz"
 
 
@@ -170,23 +173,26 @@ def our_settings(model: str, work: Path, data: dict) -> dict:
     return yaml.safe_load(printed)["model"]["settings"]
 
 
-def run_ours(model: str, work: Path, data: dict, args) -> dict:
-    """``euclidnn train`` then ``euclidnn evaluate --json`` on test.xyz."""
-    out = work / f"ours-{model}"
+def run_ours(model: str, work: Path, data: dict, args, schedule: str | None = None) -> dict:
+    """``euclidnn train`` (``--schedule`` when given) then ``euclidnn evaluate --json`` on test.xyz."""
+    name = f"ours-{model}" + (f"-{schedule}" if schedule else "")
+    out = work / name
     train = [str(BIN / "euclidnn"), "train", *train_source(work, data), "--seed", "0",
              "--model", model, "--minutes", str(args.minutes), "--threads", str(args.threads),
              "--out", str(out), "--overwrite", "--quiet"]  # fmt: skip
-    wall = run_logged(train, work / "logs" / f"ours-{model}.log", args.threads, args.limit)
+    if schedule:
+        train += ["--schedule", schedule]
+    wall = run_logged(train, work / "logs" / f"{name}.log", args.threads, args.limit)
     if data["name"] == "ethanol":
         split = json.loads((out / "split.json").read_text())
         for part in ("train", "valid"):
             used = [int(name.rsplit(" ", 1)[1]) for name in split[part]]
             if used != data["index"][part]:
                 raise RuntimeError(f"{out}/split.json: {part} frames differ from the written split")
-    result = work / f"ours-{model}" / "test.json"
+    result = out / "test.json"
     evaluate = [str(BIN / "euclidnn"), "evaluate", str(out / "model.safetensors"),
                 str(work / "test.xyz"), "--json", str(result)]  # fmt: skip
-    run_logged(evaluate, work / "logs" / f"ours-{model}-evaluate.log", args.threads, 1800)
+    run_logged(evaluate, work / "logs" / f"{name}-evaluate.log", args.threads, 1800)
     with open(out / "log.csv") as f:
         rows = list(csv.DictReader(f))
     curve = [(float(r["seconds"]) / 60, float(r["forces_mae_meV_per_A"])) for r in rows]
@@ -204,6 +210,12 @@ def runners(work: Path, data: dict, args) -> dict:
         "ours-nequip": lambda: run_ours("nequip", work, data, args),
         "ours-allegro": lambda: run_ours("allegro", work, data, args),
         "ours-schnet": lambda: run_ours("schnet", work, data, args),
+        **{
+            f"ours-{model}-cosine": (
+                lambda model=model: run_ours(model, work, data, args, "cosine")
+            )
+            for model in ("nequip", "allegro", "schnet")
+        },
         "nequip-pkg": lambda: run_nequip("nequip-pkg", work, data, args),
         "allegro-pkg": lambda: run_nequip("allegro-pkg", work, data, args),
         "schnetpack": lambda: run_schnetpack(work, data, args),

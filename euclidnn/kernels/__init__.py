@@ -19,6 +19,9 @@ Kernels:
   autograd node, for a hand-written backward (NequIP's inference path; ask
   :func:`fused_conv_available` first; recorded as ``euclidnn::uvu_conv`` at its slot by a trace
   inside :func:`recording_ops`: an exported NequIP's ``energy_forces``);
+- :func:`row_products`: the same form with each row its own node and one shared weight row:
+  the Clebsch–Gordan step of a tensor product with shared "uvw" weights (any order of
+  derivative);
 - :func:`filter_conv`: SchNet's continuous-filter convolution (any order of derivative);
 - :func:`schnet_energy_and_forces`: a whole SchNet energy and force evaluation in one call
   (also the custom op ``euclidnn::schnet_energy_forces`` of exported SchNet files, with a
@@ -39,6 +42,7 @@ from euclidnn.kernels.conv import (
     convolve,
     filter_conv,
     fused_conv_available,
+    row_products,
 )
 from euclidnn.kernels.edges import Edges
 from euclidnn.kernels.schnet import (
@@ -62,6 +66,7 @@ __all__ = [
     "native_enabled",
     "ops",
     "recording_ops",
+    "row_products",
     "schnet_energy_and_forces",
     "schnet_kernel_available",
     "target_flags",

@@ -19,7 +19,14 @@ from euclidnn.kernels.build import Library
 from euclidnn.kernels.checks import fused_library, op_library
 from euclidnn.kernels.edges import Edges
 
-__all__ = ["ConvSpec", "conv_partial", "convolve", "filter_conv", "fused_conv_available"]
+__all__ = [
+    "ConvSpec",
+    "conv_partial",
+    "convolve",
+    "filter_conv",
+    "fused_conv_available",
+    "row_products",
+]
 
 _p, _i64, _i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURE = [_i32, _i64, _i64, *[_p] * 9, _i64, _i64, _i64, _i64, _p, _p, _i64, _i32]
@@ -269,6 +276,32 @@ def conv_partial(
         raise RuntimeError("conv_partial: the convolution kernel is unavailable")
     edges.prepared()  # every index checked
     return _call(lib, spec, edges, slot, [x, y, w, g])
+
+
+def row_products(spec: ConvSpec, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+    """∂Q/∂g with each row its own node and one weight row shared by every row, with an autograd
+    node where a gradient may be asked for (any order, through the same kernel):
+
+        out[z, go_n + u] = Σ_n c_n y[z, j_n] w[wo_n + u] x[z, xo_n + u]    (u < U_n)
+
+    The Clebsch–Gordan step of a tensor product whose weights are shared (see
+    :class:`euclidnn.o3.TensorProduct`): with ``w`` a row of ones it is every path's
+    x1 ⊗ x2 contracted with its coefficients, placed where the caller wants each channel.
+    Only where :func:`fused_conv_available` says so; features in the kernel's layout (the
+    spec's permutations are not applied).
+
+    Shapes: x: [z, dims[0]], y: [z, dims[1]], w: [dims[2]] → [z, dims[3]]
+    """
+    lib = LIBRARY.get()
+    if lib is None:
+        raise RuntimeError("row_products: the convolution kernel is unavailable")
+    if spec.perm_in is not None or spec.perm_out is not None:
+        raise ValueError("row_products: a spec with column permutations (the kernel's layout only)")
+    n = x.shape[0]
+    rows = torch.arange(n)
+    edges = Edges(rows, rows, n, n, torch.zeros_like(rows), 1)
+    edges.prepared()
+    return _partial(lib, spec, edges, G, x, y, w.reshape(1, -1), None)
 
 
 def _record_partial(spec: ConvSpec, edges: Edges, slot: int, x, y, w, g) -> Tensor:

@@ -96,6 +96,75 @@ def test_per_edge_product_runs_the_kernel(irreps_in, lmax, target, monkeypatch):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
 
 
+FULLY_CONNECTED = [
+    ("32x0e+32x1o+32x2e", "0e+1o+2e", "32x0e+32x1o+32x2e"),  # the benchmark's product
+    ("4x0e+3x1o", "0e+1o", "5x0e+2x1o+2x1e+3x2e+2x0o"),  # 2x0o: a term no path reaches
+    ("2x1o+3x0e+1x2e", "1e+0o", "3x1o+2x0e+1x2o"),  # unsorted terms, odd parities
+]
+
+
+@needs_kernel
+@pytest.mark.parametrize("irreps_in1,irreps_in2,out", FULLY_CONNECTED)
+def test_shared_weights_product_runs_the_kernel(irreps_in1, irreps_in2, out, monkeypatch):
+    """A fully connected product with shared weights runs the kernel's Clebsch–Gordan step
+    and one matrix product per output term: the plain contraction's numbers, first and second
+    derivatives included (weights too), for strided inputs and an empty batch too."""
+    g = torch.Generator().manual_seed(1)
+    tp = TensorProduct(
+        irreps_in1, irreps_in2, fully_connected_paths(irreps_in1, irreps_in2, out),
+        internal_weights=True,
+    ).double()  # fmt: skip
+    assert tp.shared_terms is not None
+    x = torch.randn(11, tp.irreps_in1.dim, generator=g, dtype=torch.float64).requires_grad_()
+    y = torch.randn(11, tp.irreps_in2.dim, generator=g, dtype=torch.float64).requires_grad_()
+    calls, row_products = [], kernels.row_products
+    monkeypatch.setattr(kernels, "row_products", lambda *a: calls.append(1) or row_products(*a))
+
+    def double(fn):
+        out = fn(x, y, tp.weight)
+        gx, gy = torch.autograd.grad(out.pow(2).sum(), (x, y), create_graph=True)
+        return [out, *torch.autograd.grad(gy.sin().sum() + gx.pow(2).sum(), (x, y, tp.weight))]
+
+    for a, b in zip(double(tp), double(tp.contraction)):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+    assert calls
+    strided = torch.cat([x, x], dim=1)[:, ::2]
+    torch.testing.assert_close(
+        tp(strided, y), tp.contraction(strided.contiguous(), y, tp.weight), rtol=0, atol=1e-11
+    )
+    empty = tp(x[:0], y[:0])
+    assert empty.shape == (0, tp.irreps_out.dim)
+
+
+@needs_kernel
+def test_shared_weights_gradcheck_float32_and_threads():
+    tp = TensorProduct(
+        "3x0e+2x1o", "0e+1o", fully_connected_paths("3x0e+2x1o", "0e+1o", "2x0e+3x1o"),
+        internal_weights=True,
+    ).double()  # fmt: skip
+    x = torch.randn(4, tp.irreps_in1.dim, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(4, tp.irreps_in2.dim, dtype=torch.float64, requires_grad=True)
+    w = tp.weight.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(tp, (x, y, w))
+    assert torch.autograd.gradgradcheck(tp, (x, y, w))
+
+    big = TensorProduct(*FULLY_CONNECTED[0][:2], fully_connected_paths(*FULLY_CONNECTED[0]),
+                        internal_weights=True)  # fmt: skip
+    x, y = big.irreps_in1.randn(3000, -1), big.irreps_in2.randn(3000, -1)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for t in (1, 2):  # 3000 rows: above the kernel's threshold for threads
+            torch.set_num_threads(t)
+            results.append(big(x, y))
+    finally:
+        torch.set_num_threads(threads)
+    want = big.contraction(x.double(), y.double(), big.weight.double())
+    for out in results:
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-4)
+
+
 @needs_kernel
 def test_gradcheck_to_second_order():
     tp, x, y, w, src, dst = problem("2x0e+2x1o+2x2e", 2, "2x0e+2x1o+2x2e", n=4, n_edges=9)
