@@ -30,6 +30,7 @@ the output together term by term.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -344,10 +345,11 @@ class GroupedContraction(nn.Module):
 
     def forward(self, x1: Tensor, x2: Tensor, weight: Tensor) -> Tensor:
         batch = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1], weight.shape[:-1])
-        x1 = x1.expand(*batch, x1.shape[-1]).reshape(-1, x1.shape[-1])
-        x2 = x2.expand(*batch, x2.shape[-1]).reshape(-1, x2.shape[-1])
+        rows = math.prod(batch)  # not -1 in the reshapes: a width can be 0 (0x1o)
+        x1 = x1.expand(*batch, x1.shape[-1]).reshape(rows, x1.shape[-1])
+        x2 = x2.expand(*batch, x2.shape[-1]).reshape(rows, x2.shape[-1])
         if weight.dim() > 1:  # one set of weights per row; else shared (kept unexpanded)
-            weight = weight.expand(*batch, weight.shape[-1]).reshape(-1, weight.shape[-1])
+            weight = weight.expand(*batch, weight.shape[-1]).reshape(rows, weight.shape[-1])
         if self.num_ones:
             weight = torch.cat([weight, weight.new_ones(*weight.shape[:-1], self.num_ones)], dim=-1)
         lead = weight.shape[:-1]  # () for shared weights, (z,) per row

@@ -15,7 +15,6 @@ The connection *mode* says which multiplicity indices the weights couple (e3nn's
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from euclidnn import kernels
+from euclidnn.o3 import _shared_product
 from euclidnn.o3._contraction import GroupedContraction
 from euclidnn.o3.irreps import Irreps
 from euclidnn.o3.wigner import wigner_3j
@@ -182,15 +182,6 @@ def elementwise_paths(
     return instruction_paths(irreps_in1, irreps_in2, Irreps(out), ins)
 
 
-class _SharedTerm(NamedTuple):
-    """One output term of the fused route for shared weights (:meth:`TensorProduct._shared_terms`)."""
-
-    i_out: int
-    spec: kernels.ConvSpec  # T[z, (k, q)]: each path into the term, its channels u at q = q_p + u
-    index: Tensor  # W[q, w] = weight[index[q, w]]: the paths' weights stacked, [Σ_p mul1, mul_out]
-    d3: int  # 2 l_out + 1
-
-
 def _weight_shape(mode: str, mul1: int, mul2: int, mul_out: int) -> tuple[int, ...]:
     return {
         "uvw": (mul1, mul2, mul_out),
@@ -290,7 +281,11 @@ class TensorProduct(nn.Module):
             wigner_3j,
         )
         self.conv_spec = self._conv_spec()  # None: convolve() runs the composition
-        self.shared_terms = self._shared_terms()  # None: shared weights run the contraction
+        # shared "uvw" weights: the kernel's CG step and one product per term (None: contraction)
+        self.shared = _shared_product.shared_product(
+            self.irreps_in1, self.irreps_in2, self.irreps_out, self.paths,
+            self.path_coefficients, [math.prod(s) for s in shapes], wigner_3j,
+        )  # fmt: skip
         perm = _to_ir_mul(self.irreps_in1)
         self.ir_mul_in1 = None if torch.equal(perm, torch.arange(perm.shape[0])) else perm
         if internal_weights:
@@ -325,37 +320,15 @@ class TensorProduct(nn.Module):
                 reference=lambda: self.contraction(x1, x2, weight),
             )  # fmt: skip
         if (
-            self.shared_terms is not None
+            self.shared is not None
             and weight.dim() == 1
             and x1.dim() == x2.dim() == 2
             and x1.shape[0] == x2.shape[0]
             and kernels.fused_conv_available(x1, x2, weight)
         ):
-            return self._shared(x1, x2, weight)
+            x = x1 if self.ir_mul_in1 is None else x1.index_select(1, self.ir_mul_in1)
+            return _shared_product.run(self.shared, x, x2, weight)
         return self.contraction(x1, x2, weight)
-
-    def _shared(self, x1: Tensor, x2: Tensor, weight: Tensor) -> Tensor:
-        """The fused route for weights shared by all rows (see :meth:`_shared_terms`): per output
-        term, the kernel's Clebsch–Gordan step, then one matrix product with the term's weights.
-
-        Shapes: x1: [z, dim1], x2: [z, dim2], weight: [weight_numel] → [z, dim_out]
-        """
-        z = x1.shape[0]
-        x = x1 if self.ir_mul_in1 is None else x1.index_select(1, self.ir_mul_in1)
-        pieces = {}
-        for term in self.shared_terms:
-            t = kernels.row_products(term.spec, x, x2, x1.new_ones(term.spec.dims[2]))
-            width, mul_out = term.index.shape
-            w = weight.index_select(0, term.index.view(-1)).view(width, mul_out)
-            out = (t.view(z * term.d3, width) @ w).view(z, term.d3, mul_out)  # [z, k, w]
-            pieces[term.i_out] = out.transpose(1, 2).reshape(z, mul_out * term.d3)
-        return torch.cat(
-            [
-                pieces[o] if o in pieces else x1.new_zeros(z, mul * ir.dim)
-                for o, (mul, ir) in enumerate(self.irreps_out)
-            ],
-            dim=1,
-        )
 
     def convolve(
         self,
@@ -443,65 +416,6 @@ class TensorProduct(nn.Module):
             _to_ir_mul(self.irreps_in1),
             _to_ir_mul(self.irreps_out).argsort(),
         )
-
-    def _shared_terms(self) -> tuple[_SharedTerm, ...] | None:
-        """The fused route for shared weights, where every path is a weighted "uvw" path with a
-        multiplicity-1 second input (e3nn's FullyConnectedTensorProduct of features with
-        spherical harmonics or scalars); else None.
-
-        Per output term o (multiplicity W, degree l_out), with the paths p → o side by side:
-
-            T[z, k, q_p + u] = α_p Σ_ij C_p[i, j, k] x1[z, u, i] x2[z, j]     (the kernel)
-            out_o[z, w, k]   = Σ_q T[z, k, q] W[q, w],  W[q_p + u, w] = W_p[u, w]
-
-        the first by :func:`euclidnn.kernels.row_products` (x1 in the "ir_mul" layout, a row of
-        ones for its weights), the second one matrix product of (z · (2 l_out + 1)) rows. The
-        contraction instead applies the weights first and then needs one small matrix product
-        per row, which is slow on a CPU.
-        """
-        if not (
-            self.paths
-            and all(p.mode == "uvw" and p.has_weight for p in self.paths)
-            and all(mul == 1 for mul, _ in self.irreps_in2)
-        ):
-            return None
-        offsets1, offsets2 = _offsets(self.irreps_in1), _offsets(self.irreps_in2)
-        weight_offsets = list(
-            itertools.accumulate((math.prod(s) for s in self.weight_shapes), initial=0)
-        )
-        terms = []
-        for o, (mul_out, ir_out) in enumerate(self.irreps_out):
-            mine = [n for n, p in enumerate(self.paths) if p.i_out == o]
-            width = sum(self.irreps_in1[self.paths[n].i_in1].mul for n in mine)
-            entries, coefficients, index, q = [], [], [], 0
-            for n in mine:
-                p = self.paths[n]
-                (mul1, ir1), (_, ir2) = self.irreps_in1[p.i_in1], self.irreps_in2[p.i_in2]
-                cg = wigner_3j(ir1.l, ir2.l, ir_out.l).to(torch.float64)
-                for i, j, k in (cg.abs() > 1e-12).nonzero().tolist():
-                    entries.append(
-                        (
-                            offsets1[p.i_in1] + i * mul1,
-                            offsets2[p.i_in2] + j,
-                            k * width + q,
-                            0,
-                            mul1,
-                        )
-                    )
-                    coefficients.append(self.path_coefficients[n] * cg[i, j, k].item())
-                index.append(weight_offsets[n] + torch.arange(mul1 * mul_out).view(mul1, mul_out))
-                q += mul1
-            if not mine:
-                continue
-            ones = max(self.irreps_in1[self.paths[n].i_in1].mul for n in mine)
-            dims = (self.irreps_in1.dim, self.irreps_in2.dim, ones, ir_out.dim * width)
-            spec = kernels.ConvSpec(
-                torch.tensor(entries, dtype=torch.int64).reshape(-1, 5),
-                torch.tensor(coefficients, dtype=torch.float64),
-                dims,
-            )
-            terms.append(_SharedTerm(o, spec, torch.cat(index), ir_out.dim))
-        return tuple(terms)
 
     def extra_repr(self) -> str:
         return (

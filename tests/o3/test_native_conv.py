@@ -100,6 +100,8 @@ FULLY_CONNECTED = [
     ("32x0e+32x1o+32x2e", "0e+1o+2e", "32x0e+32x1o+32x2e"),  # the benchmark's product
     ("4x0e+3x1o", "0e+1o", "5x0e+2x1o+2x1e+3x2e+2x0o"),  # 2x0o: a term no path reaches
     ("2x1o+3x0e+1x2e", "1e+0o", "3x1o+2x0e+1x2o"),  # unsorted terms, odd parities
+    ("0x0e+2x1o", "0e+1o", "3x0e+0x1o+2x1o"),  # empty terms
+    ("0x1o", "1o", "2x0e"),  # nothing in, zeros out
 ]
 
 
@@ -114,20 +116,28 @@ def test_shared_weights_product_runs_the_kernel(irreps_in1, irreps_in2, out, mon
         irreps_in1, irreps_in2, fully_connected_paths(irreps_in1, irreps_in2, out),
         internal_weights=True,
     ).double()  # fmt: skip
-    assert tp.shared_terms is not None
+    assert tp.shared is not None
     x = torch.randn(11, tp.irreps_in1.dim, generator=g, dtype=torch.float64).requires_grad_()
     y = torch.randn(11, tp.irreps_in2.dim, generator=g, dtype=torch.float64).requires_grad_()
-    calls, row_products = [], kernels.row_products
-    monkeypatch.setattr(kernels, "row_products", lambda *a: calls.append(1) or row_products(*a))
+    calls, conv_partial = [], kernels.conv_partial
+    monkeypatch.setattr(kernels, "conv_partial", lambda *a: calls.append(1) or conv_partial(*a))
 
     def double(fn):
         out = fn(x, y, tp.weight)
         gx, gy = torch.autograd.grad(out.pow(2).sum(), (x, y), create_graph=True)
         return [out, *torch.autograd.grad(gy.sin().sum() + gx.pow(2).sum(), (x, y, tp.weight))]
 
-    for a, b in zip(double(tp), double(tp.contraction)):
+    def single(fn):  # a backward that is not differentiated: the fused one
+        out = fn(x, y, tp.weight)
+        return list(torch.autograd.grad(out, (x, y, tp.weight), out.detach().cos()))
+
+    for a, b in zip(double(tp) + single(tp), double(tp.contraction) + single(tp.contraction)):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
     assert calls
+    (only_x,) = torch.autograd.grad(tp(x, y.detach()).sum(), x)  # some inputs need no gradient
+    torch.testing.assert_close(
+        only_x, torch.autograd.grad(tp.contraction(x, y, tp.weight).sum(), x)[0], rtol=0, atol=1e-11
+    )
     strided = torch.cat([x, x], dim=1)[:, ::2]
     torch.testing.assert_close(
         tp(strided, y), tp.contraction(strided.contiguous(), y, tp.weight), rtol=0, atol=1e-11
@@ -150,19 +160,25 @@ def test_shared_weights_gradcheck_float32_and_threads():
 
     big = TensorProduct(*FULLY_CONNECTED[0][:2], fully_connected_paths(*FULLY_CONNECTED[0]),
                         internal_weights=True)  # fmt: skip
-    x, y = big.irreps_in1.randn(3000, -1), big.irreps_in2.randn(3000, -1)
+    x = big.irreps_in1.randn(3000, -1).requires_grad_()
+    y = big.irreps_in2.randn(3000, -1).requires_grad_()
     threads = torch.get_num_threads()
     try:
         results = []
-        for t in (1, 2):  # 3000 rows: above the kernel's threshold for threads
+        for t in (1, 2):  # 3000 rows: two chunks, above the kernel's threshold for threads
             torch.set_num_threads(t)
-            results.append(big(x, y))
+            out = big(x, y)
+            results.append([out, *torch.autograd.grad(out, (x, y, big.weight), out.detach())])
     finally:
         torch.set_num_threads(threads)
-    want = big.contraction(x.double(), y.double(), big.weight.double())
-    for out in results:
-        assert out.dtype == torch.float32
-        torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-4)
+    x64, y64, w64 = (t.detach().double().requires_grad_() for t in (x, y, big.weight))
+    out = big.contraction(x64, y64, w64)
+    want = [out, *torch.autograd.grad(out, (x64, y64, w64), out.detach())]
+    for got in results:
+        assert got[0].dtype == torch.float32
+        for a, b in zip(got, want):
+            b = b.detach()
+            torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-3 * b.abs().max().item())
 
 
 @needs_kernel
