@@ -297,9 +297,7 @@ def row_products(spec: ConvSpec, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
         raise RuntimeError("row_products: the convolution kernel is unavailable")
     if spec.perm_in is not None or spec.perm_out is not None:
         raise ValueError("row_products: a spec with column permutations (the kernel's layout only)")
-    n = x.shape[0]
-    rows = torch.arange(n)
-    edges = Edges(rows, rows, n, n, torch.zeros_like(rows), 1)
+    edges = Edges.one_per_row(x.shape[0])
     edges.prepared()
     return _partial(lib, spec, edges, G, x, y, w.reshape(1, -1), None)
 

@@ -103,6 +103,13 @@ class Edges:
         self._versions = tuple(None if t is None else t._version for t in self._tensors)
         self._prepared: Prepared | None = None
 
+    @classmethod
+    def one_per_row(cls, n: int) -> Edges:
+        """n edges, edge r from node r to node r, all reading weight row 0: a per-row product
+        (each row its own node) with one set of weights shared by every row."""
+        rows = torch.arange(n)
+        return cls(rows, rows, n, n, torch.zeros_like(rows), 1)
+
     def prepared(self) -> Prepared:
         """The checked copies and groupings (computed on the first call, then kept; not kept
         when made in inference mode, whose tensors could not serve autograd later)."""

@@ -117,8 +117,7 @@ def _chunks(product: SharedProduct, z: int) -> list[tuple[int, int, kernels.Edge
     for start in range(0, z, size):
         n = min(size, z - start)
         if n not in edges:
-            rows = torch.arange(n)
-            edges[n] = kernels.Edges(rows, rows, n, n, torch.zeros_like(rows), 1)
+            edges[n] = kernels.Edges.one_per_row(n)
         out.append((start, start + n, edges[n]))
     return out
 

@@ -213,6 +213,12 @@ class TensorProduct(nn.Module):
     flattened in the shape (mul1, mul2, mul_out) for "uvw", (mul1, mul2) for "uvu"/"uvv",
     (mul1, mul_out) for "uuw", (mul1,) for "uuu" (e3nn's layout).
 
+    On CPU tensors two cases run the C kernel of :mod:`euclidnn.kernels` (same numbers, any
+    order of derivative): "uvu" paths with one set of weights per row (a convolution's
+    messages), and "uvw" paths with shared weights (fully connected, e.g. features ⊗ spherical
+    harmonics). Both need a multiplicity-1 second input; everything else, and every other
+    device, runs the grouped contraction (``self.contraction``, the reference).
+
     Args:
         irreps_in1: irreps of x1.
         irreps_in2: irreps of x2.
