@@ -326,7 +326,8 @@ int SUFFIX(schnet_energy_forces)(const int64_t *dims, const void *const *ptr, do
     for (int64_t q = 0; q < P; q++) {
         T g_r = gfc[q] * dfc[q];
         for (int64_t k = 0; k < K; k++) g_r += ge[q * K + k] * de[q * K + k];
-        r[q] = g_r / r[q]; /* r = (∂E/∂r) / r from here on */
+        /* r = (∂E/∂r) / r from here on; 0 for coincident atoms, as autograd's norm */
+        r[q] = r[q] > 0 ? g_r / r[q] : 0;
     }
     if (row_grad)
         for (int64_t q = 0; q < P; q++)

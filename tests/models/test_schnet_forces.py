@@ -172,6 +172,24 @@ def test_fused_kernel_edge_cases(monkeypatch):
     torch.testing.assert_close(f, f_ref, rtol=1e-10, atol=1e-12)
 
 
+@needs_fused
+def test_fused_kernel_coincident_atoms(monkeypatch):
+    """Two atoms moved onto each other after the graph was built (an MD step gone wrong; a
+    Structure refuses them): the pair's force term is 0 in both paths, as autograd's norm at 0,
+    not NaN."""
+    from euclidnn.data import Structure
+
+    model = schnet().double()
+    s = Structure([1, 8, 1], [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.9, 0.7, 0.1]])
+    graph = Graph.from_structure(s, r_max=5.0, dtype=torch.float64)
+    positions = graph.positions.clone()
+    positions[1] = positions[0]
+    (e, f), (e_ref, f_ref) = both_paths(model, graph.with_positions(positions), monkeypatch)
+    assert torch.isfinite(f_ref).all() and f_ref.abs().max() > 1e-3
+    torch.testing.assert_close(e, e_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(f, f_ref, rtol=0, atol=1e-12)
+
+
 def test_concurrent_calls_from_threads_agree_with_serial_ones():
     """Two Python threads alternate different molecules (index structures are kept with each
     graph, the C kernel's workspace is per thread): every result equals the serial one."""
