@@ -1,7 +1,8 @@
 """Training speed alone and beside a second CPU job, for several OpenMP thread settings.
 
 The workload is a short ``euclidnn train`` run (shipped ethanol, frames :300, 50 for
-validation, default NequIP, ``--max-epochs EPOCHS``) started as a subprocess; its time is the
+validation; ``--frames 1250 --n-valid 250``: the epoch of the 30-minute runs of
+``bench/train_accuracy.py``; default NequIP, ``--max-epochs EPOCHS``) started as a subprocess; its time is the
 median epoch of ``log.csv`` without the first (so imports, data reading and the first
 epoch's warm-up are left out). It runs
 
@@ -88,9 +89,11 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
     return env | extra
 
 
-def train_command(out: Path, epochs: int, threads: int | None) -> list[str]:
-    command = [sys.executable, "-m", "euclidnn", "train", "ethanol", "--index", ":300"]
-    command += ["--n-valid", "50", "--max-epochs", str(epochs), "--out", str(out)]
+def train_command(
+    out: Path, epochs: int, threads: int | None, frames: tuple[int, int] = (300, 50)
+) -> list[str]:
+    command = [sys.executable, "-m", "euclidnn", "train", "ethanol", "--index", f":{frames[0]}"]
+    command += ["--n-valid", str(frames[1]), "--max-epochs", str(epochs), "--out", str(out)]
     command += ["--overwrite", "--quiet"]
     return command + (["--threads", str(threads)] if threads else [])
 
@@ -193,12 +196,18 @@ def run_once(setting, condition: str, args, work: Path) -> dict:
         if condition == "matmul":
             neighbour = start([sys.executable, "-c", MATMUL], environment({}), subprocess.PIPE)
         elif condition == "train":
-            command = train_command(work / "neighbour", 100_000, threads)
+            command = train_command(
+                work / "neighbour", 100_000, threads, (args.frames, args.n_valid)
+            )
             neighbour = start(command, env)
         if neighbour is not None:
             time.sleep(args.head_start)
         errors = (work / "stderr.txt").open("w+")
-        process = start(train_command(work / "run", args.epochs, threads), env, stderr=errors)
+        process = start(
+            train_command(work / "run", args.epochs, threads, (args.frames, args.n_valid)),
+            env,
+            stderr=errors,
+        )
         began, deadline = None, time.time() + args.timeout
         try:
             while process.poll() is None and time.time() < deadline:
@@ -299,6 +308,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10, help="epochs per run (first not timed)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--frames", type=int, default=300, help="train on frames :N (the 30-minute runs: 1250)"
+    )
+    parser.add_argument("--n-valid", type=int, default=50, help="of them for validation")
     parser.add_argument("--timeout", type=float, default=60, help="seconds per run at most")
     parser.add_argument("--head-start", type=float, default=3, help="s the neighbour runs first")
     parser.add_argument("--spincounts", default="1000,10000", help="short GOMP_SPINCOUNTs")
@@ -320,7 +333,9 @@ def main() -> None:
         chosen = {names[i]: chosen[names[i]] for i in indices}
 
     print(f"{header()}; CPUs busy now: {cpu_busy():.0%}", flush=True)
-    print(f"# workload: {' '.join(train_command(Path('RUN'), args.epochs, None)[1:])}")
+    print(
+        f"# workload: {' '.join(train_command(Path('RUN'), args.epochs, None, (args.frames, args.n_valid))[1:])}"
+    )
     results = {(name, c): [] for name in chosen for c in conditions}
     rates = []
     with tempfile.TemporaryDirectory(prefix="contention-") as tmp:

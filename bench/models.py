@@ -1,5 +1,5 @@
-"""Potentials side by side: euclidnn vs nequip (NequIP), nequip-allegro (Allegro) and schnetpack
-(SchNet), energy + forces.
+"""Potentials side by side: euclidnn vs nequip (NequIP), nequip-allegro (Allegro), schnetpack
+(SchNet) and mace-torch (MACE, against our NequIP), energy + forces and a training step.
 
 Run with the benchmark environment (``make bench`` builds it):
 
@@ -12,7 +12,12 @@ outside the timed region, on both sides. Speedup = peer / ours.
 
 Systems: (a) ethanol (9 atoms), (b) aspirin (21 atoms, MMFF geometry), (c) a batch of 32
 ethanol molecules, (d) 64 water molecules in a periodic 12.4 Å box (1.0 g/cm³); and one full
-training step on (c): energy + force loss, double backward, Adam step.
+training step on (c) and (d): energy + force loss, double backward, Adam step.
+
+MACE runs in its own venv (``make .venv-mace/bin/.installed``; mace-torch 0.3.14 pins e3nn
+0.4.4), in the worker process of ``bench/md_mace.py``, which times its own calls (the pipe is
+outside the time); its size is ``bench/md.py``'s, matched to our NequIP (32x0e+32x1o, 2
+interactions, correlation 3, l_max 3). ``--only`` without ``mace`` needs no MACE venv.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -348,6 +354,8 @@ def peer_schnet_train(model, inputs):
 
 
 def _time(fn, n: int) -> float:
+    if hasattr(fn, "timed"):  # MACE's worker process times its own calls
+        return fn.timed(n)
     t = time.perf_counter()
     for _ in range(n):
         fn()
@@ -376,12 +384,17 @@ def main() -> None:
         "--compile", action="store_true", help="torch.compile our models (dynamic shapes)"
     )
     parser.add_argument(
-        "--only", default="", help="comma-separated model names: nequip-l1,nequip-l2,allegro,schnet"
+        "--only", default="", help="comma-separated: nequip-l1,nequip-l2,allegro,schnet,mace"
     )
     parser.add_argument(
         "--systems", default="", help="comma-separated systems (default all), e.g. ethanol,aspirin"
     )
     parser.add_argument("--json", default=None, help="write the rows as JSON to this path")
+    parser.add_argument(
+        "--mace-python",
+        default=str(Path(__file__).parent.parent / ".venv-mace/bin/python"),
+        help="the Python of MACE's venv (default: .venv-mace of this checkout)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(header(), flush=True)
@@ -439,6 +452,18 @@ def main() -> None:
             "schnetpack",
         ),
     }
+    from md import MACE
+    from md_mace import Worker
+
+    names = {id(v): k for k, v in data.items()}  # MACE's worker builds the systems itself
+    families["mace"] = (
+        lambda: ours_nequip(1),
+        lambda: Worker(Path(args.mace_python), args.threads, MACE["hidden_irreps"]),
+        lambda atoms_list: names[id(atoms_list)],
+        lambda worker, system: worker.timed(system, "step"),
+        lambda worker, system: worker.timed(system, "train"),
+        "mace",
+    )
     if args.only:
         families = {k: v for k, v in families.items() if k in args.only.split(",")}
     rows = []
@@ -452,14 +477,18 @@ def main() -> None:
         peer_name,
     ) in families.items():
         peer_model = make_peer()
+        if name == "mace":
+            v = peer_model.versions
+            print(f"MACE {v['mace']} (e3nn {v['e3nn']}): {MACE}, ours NequIP l1", flush=True)
         torch.set_default_dtype(torch.float32)
         ours_model = make_ours()
         fwd = torch.compile(ours_model, dynamic=True) if args.compile else ours_model
         cases = [(f"{name} {k}", v, ours_step, peer_step) for k, v in data.items()]
-        if "ethanol x32" in data:
-            cases.append(
-                (f"{name} train step ethanol x32", data["ethanol x32"], ours_train, peer_train)
-            )
+        cases += [
+            (f"{name} train step {k}", data[k], ours_train, peer_train)
+            for k in ("ethanol x32", "water 64 pbc")
+            if k in data
+        ]
         for case, atoms_list, make_ours_fn, make_peer_fn in cases:
             ours_fn = (
                 make_ours_fn(fwd, ours_input(atoms_list))
@@ -491,6 +520,8 @@ def main() -> None:
                 f"{case:34s} {t_ours:9.2f} {peer_name:>11s} {t_peer:9.2f} {t_peer / t_ours:7.2f}x",
                 flush=True,
             )
+        if name == "mace":
+            peer_model.close()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -179,32 +179,17 @@ def exported_graph(
     )
 
 
-class _AtomicEnergies(nn.Module):
-    """What is traced: the six tensors → :func:`exported_graph` → ``model.atomic_energies``."""
-
-    def __init__(self, model: Potential) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self,
-        positions: Tensor,
-        numbers: Tensor,
-        edge_src: Tensor,
-        edge_dst: Tensor,
-        edge_shift: Tensor,
-        cell: Tensor,
-    ) -> Tensor:
-        graph = exported_graph(positions, numbers, edge_src, edge_dst, edge_shift, cell)
-        return self.model.atomic_energies(graph)  # type: ignore[operator]
+def _atomic_energies(model: Potential, graph: Graph) -> Tensor:
+    return model.atomic_energies(graph)  # type: ignore[operator]
 
 
-class _EnergyForces(nn.Module):
-    """What is traced for ``energy_forces``: the seven tensors → :func:`exported_graph` →
-    ``compute(model, graph, weight)`` (a model's hand-written energy and forces: :mod:`.schnet`,
-    :mod:`.nequip`, :mod:`.allegro`)."""
+class _Traced(nn.Module):
+    """What is traced: the six tensors of the call (and for ``energy_forces`` the atoms'
+    weights) → :func:`exported_graph` → ``compute(model, graph, *weight)``: the model's
+    ``atomic_energies``, or its hand-written energy and forces (:mod:`.schnet`, :mod:`.nequip`,
+    :mod:`.allegro`)."""
 
-    def __init__(self, model: Potential, compute: Callable) -> None:
+    def __init__(self, model: Potential, compute: Callable = _atomic_energies) -> None:
         super().__init__()
         self.model, self.compute = model, compute
 
@@ -216,10 +201,10 @@ class _EnergyForces(nn.Module):
         edge_dst: Tensor,
         edge_shift: Tensor,
         cell: Tensor,
-        weight: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        *weight: Tensor,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         graph = exported_graph(positions, numbers, edge_src, edge_dst, edge_shift, cell)
-        return self.compute(self.model, graph, weight)
+        return self.compute(self.model, graph, *weight)
 
 
 class ExportedPotential(nn.Module):
@@ -447,7 +432,7 @@ def _energy_forces_module(model: Potential) -> nn.Module | None:
         (allegro_op_applies, allegro_energy_forces),
     ):
         if applies(model):
-            return _EnergyForces(model, compute)
+            return _Traced(model, compute)
     return None
 
 
@@ -518,7 +503,7 @@ def export(
         raise ValueError(f"export: dtype must be float32 or float64, got {dtype}")
     model = copy.deepcopy(model).to(dtype).eval()
     model.requires_grad_(False)
-    reference = _AtomicEnergies(model)
+    reference = _Traced(model)
     module = _scripted(model, reference, portable)
     _check_trace(module, reference, model)
     ops = custom_ops(module.inlined_graph)
