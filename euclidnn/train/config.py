@@ -173,11 +173,13 @@ class ScheduleSection:
             won where measured: NequIP on the shipped ethanol set (1000/250, test frames
             1500–1999, 5 minutes on a shared 2-core CPU) reached a test force MAE of 41.8 meV/Å
             on plateau (whose rate never dropped in 5 minutes) against 50.9 meV/Å with cosine
-            (a fast-changing load: single runs, noisy). At budgets this short the model is far
-            from converged and a rate kept high learns more than one that anneals. At 30 minutes
-            (same data, quiet machine, 2 threads, one run each) they tie: 10.4 meV/Å on
-            plateau (which lowered its rate five times and used the whole budget) against 10.8
-            with cosine.
+            (a fast-changing load: single runs, noisy), and again on a quiet machine (2
+            threads): 23.2 against 25.6 meV/Å. At budgets this short the model is far from
+            converged and a rate kept high learns more than one that anneals. At 30 minutes
+            (same data, quiet machine, 2 threads, one run each) they tie for NequIP: 10.4
+            meV/Å on plateau (which lowered its rate five times and used the whole budget)
+            against 10.8 with cosine; SchNet on plateau reached the rate's floor and stopped
+            at 18 of its 30 minutes (11.1 meV/Å), while cosine used them all (9.9).
         warmup_fraction: the share of the budget spent warming up, for cosine and linear
             (default 0.05; 0 = none).
         plateau_factor: multiply the learning rate by this when the validation loss has not
