@@ -2,9 +2,9 @@
 
 The workload is a short ``euclidnn train`` run (shipped ethanol, frames :300, 50 for
 validation; ``--frames 1250 --n-valid 250``: the epoch of the 30-minute runs of
-``bench/train_accuracy.py``; default NequIP, ``--max-epochs EPOCHS``) started as a subprocess; its time is the
-median epoch of ``log.csv`` without the first (so imports, data reading and the first
-epoch's warm-up are left out). It runs
+``bench/train_accuracy.py``; default NequIP, ``--max-epochs EPOCHS``) started as a
+subprocess; its time is the median epoch of ``log.csv`` without the first (so imports, data
+reading and the first epoch's warm-up are left out). It runs
 
 - alone,
 - beside a busy PyTorch job (``a @ a`` on a 384×384 matrix in a loop, default threads and
@@ -333,9 +333,8 @@ def main() -> None:
         chosen = {names[i]: chosen[names[i]] for i in indices}
 
     print(f"{header()}; CPUs busy now: {cpu_busy():.0%}", flush=True)
-    print(
-        f"# workload: {' '.join(train_command(Path('RUN'), args.epochs, None, (args.frames, args.n_valid))[1:])}"
-    )
+    workload = train_command(Path("RUN"), args.epochs, None, (args.frames, args.n_valid))
+    print(f"# workload: {' '.join(workload[1:])}")
     results = {(name, c): [] for name in chosen for c in conditions}
     rates = []
     with tempfile.TemporaryDirectory(prefix="contention-") as tmp:
