@@ -153,14 +153,18 @@ def test_ctrl_c_stops_md_with_its_log_trajectory_and_an_interrupted_summary(fold
             "--temperature", "1", "--trajectory-interval", "1", "--out", out]  # fmt: skip
     parent = subprocess.Popen(
         command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=environment(),
+        env={**environment(), "PYTHONFAULTHANDLER": "1"},
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while not (out / "md.log").is_file() or len((out / "md.log").read_text().splitlines()) < 20:
         assert parent.poll() is None and time.monotonic() < deadline, parent.stdout.read()
         time.sleep(0.1)
     parent.send_signal(signal.SIGINT)
-    text = parent.communicate(timeout=60)[0]
+    try:
+        text = parent.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:  # seen once (2026-12-06): say where every thread was
+        parent.send_signal(signal.SIGABRT)  # the fault handler prints each thread's stack
+        pytest.fail(f"md still running 60 s after Ctrl-C:\n{parent.communicate(timeout=30)[0]}")
     assert parent.returncode != 0
     assert "interrupted at step" in text and "status interrupted" in text, text
     summary = json.loads((out / "summary.json").read_text())
