@@ -1,10 +1,17 @@
-"""Shared pytest setup: every test starts from the same random state."""
+"""Shared pytest setup: every test starts from the same random state, with Ctrl-C as a
+terminal delivers it."""
 
 import random
+import signal
 
 import numpy as np
 import pytest
 import torch
+
+# A suite started in the background of a script (`make test &`) inherits SIGINT ignored, and so
+# would every command the Ctrl-C tests start: they would fail for a reason a user never meets.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
