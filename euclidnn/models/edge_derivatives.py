@@ -105,6 +105,10 @@ def edge_vector_derivative(
     Y(v) = P(v / |v|) with P homogeneous of degree l, so ∂Y/∂v = (∇P(r̂) − l P(r̂) r̂) / |v|, ∇P
     from :func:`~euclidnn.o3.spherical_harmonics_gradient`.
 
+    An edge of length 0 (two atoms on top of each other, which a
+    :class:`~euclidnn.data.Structure` refuses but a graph moved by hand may hold) has no
+    direction, so its derivative is NaN, as autograd's through the reference.
+
     Shapes: edge_vec: [n_edges, 3], r, g_r: [n_edges], sh, g_sh: [n_edges, (lmax + 1)²]
         → [n_edges, 3]
     """
@@ -112,7 +116,8 @@ def edge_vector_derivative(
     unit = edge_vec * inv[:, None]
     g_unit = spherical_harmonics_gradient(list(range(lmax + 1)), unit, g_sh)  # Σ_c g_c ∇P_c(r̂)
     radial_part = (g_sh * sh) @ harmonic_degrees(lmax).to(sh.dtype)  # Σ_c l_c g_c P_c
-    return (g_unit - radial_part[:, None] * unit) * inv[:, None] + g_r[:, None] * unit
+    g_vec = (g_unit - radial_part[:, None] * unit) * inv[:, None] + g_r[:, None] * unit
+    return g_vec.masked_fill_((r == 0)[:, None], float("nan"))
 
 
 def position_forces(graph: Graph, g_vec: Tensor) -> Tensor:

@@ -391,3 +391,19 @@ def test_hand_written_path_runs_and_leaves_nothing_behind(monkeypatch):
     trained.forces.pow(2).sum().backward()
     torch.testing.assert_close(fast.forces / 2, trained.forces.detach(), rtol=1e-10, atol=1e-10)
     assert calls == [1]
+
+
+def test_coincident_atoms_give_nan_forces_as_the_reference(monkeypatch, ethanol):
+    """Atom 1 moved onto atom 0 after the graph was built (a Structure refuses such atoms): the
+    pair has no direction, so the two atoms' forces are NaN on the hand-written path as on the
+    reference (it gave 3e12), the other atoms' forces and the energy equal."""
+    torch.manual_seed(0)
+    model = make_allegro(lmax=1)
+    positions = ethanol.positions.clone()
+    positions[1] = positions[0]
+    graph = ethanol.with_positions(positions)
+    fast, reference = _both(monkeypatch, lambda: predict(model, graph))
+    _close(fast.energy, reference.energy)
+    assert torch.equal(fast.forces.isnan(), reference.forces.isnan())
+    assert fast.forces[:2].isnan().all()
+    _close(fast.forces[2:], reference.forces[2:])

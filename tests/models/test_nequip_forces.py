@@ -107,6 +107,28 @@ def test_no_edges_and_a_single_atom(monkeypatch):
         monkeypatch.undo()
 
 
+def coincident(graph: Graph) -> Graph:
+    """``graph`` with its atom 1 moved onto atom 0 (an MD step gone wrong; a Structure
+    refuses such atoms, a graph moved by hand does not)."""
+    positions = graph.positions.clone()
+    positions[1] = positions[0]
+    return graph.with_positions(positions)
+
+
+@needs_fused
+def test_coincident_atoms_give_nan_forces_as_the_reference(monkeypatch):
+    """A pair at distance 0 has no direction: the two atoms' forces are NaN on both paths (the
+    fast path gave 1e16), the others finite and equal, the energy equal."""
+    graph = coincident(Graph.from_ase(molecule("CH3CH2OH"), 4.0, torch.float64))
+    calls = paths_taken(monkeypatch)
+    energy, forces = nequip().energy_and_forces(graph)
+    assert calls == ["fast"]
+    e_ref, f_ref = Potential.energy_and_forces(nequip(), graph)
+    torch.testing.assert_close(energy, e_ref, rtol=1e-12, atol=0)
+    assert torch.equal(forces.isnan(), f_ref.isnan()) and forces[:2].isnan().all()
+    torch.testing.assert_close(forces[2:], f_ref[2:], rtol=1e-12, atol=1e-12)
+
+
 @needs_fused
 def test_strided_and_int32_inputs(monkeypatch):
     graph = molecules()
