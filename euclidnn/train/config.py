@@ -164,7 +164,9 @@ class ScheduleSection:
     exactly when the budget is spent, as a function of the elapsed training time (see
     :class:`~euclidnn.train.schedule.DeadlineSchedule`); the run uses its whole budget: early
     stopping and the plateau keys do not apply, and only a divergence (below) or
-    ``run.max_epochs`` ends it sooner. A resumed run keeps the schedule it started with; resumed
+    ``run.max_epochs`` ends it sooner (the curve then follows the share of ``run.max_epochs``
+    done wherever that is further on than the clock, so it still reaches ``min_lr`` at the
+    run's end). A resumed run keeps the schedule it started with; resumed
     with a new ``run.minutes``, it follows the curve of the new budget from its elapsed time on.
 
     Attributes:

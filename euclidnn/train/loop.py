@@ -252,7 +252,9 @@ def fit(
     at ``config.learning_rate`` (``optimizer.lr``, or the default of ``model.name``) and follows
     ``config.lr_schedule``: on plateau (the default) it drops when the validation loss stops
     improving; with cosine or linear (which need ``run.minutes``) it warms up, then decays to
-    ``schedule.min_lr`` at the deadline, as a function of the elapsed time of the run.
+    ``schedule.min_lr`` at the deadline, as a function of the elapsed time of the run, or of
+    the share of ``run.max_epochs`` done where that is further on (the run ends at whichever
+    limit comes first, and the rate reaches its minimum there).
 
     Ctrl-C (SIGINT, in the main thread) stops the loop after the step in progress, writes
     ``last.ckpt`` and raises :class:`TrainingInterrupted`; a second Ctrl-C stops at once.
@@ -382,7 +384,7 @@ def _setup(
     run.budget = math.inf if cfg.run.minutes is None else 60 * cfg.run.minutes
     run.now, run.deadline = run.state.elapsed, _deadline(cfg, run.state.lr_scale)
     if run.deadline is not None:
-        run.say(run.deadline.describe())
+        run.say(f"{run.deadline.describe()}, or at epoch {cfg.run.max_epochs} if that comes first")
     run.started = clock() - run.state.elapsed
     run.last_checkpoint = clock()
     return run
@@ -413,6 +415,15 @@ def _deadline(cfg: TrainConfig, lr_scale: float) -> DeadlineSchedule | None:
         warmup=cfg.schedule.warmup_fraction * budget,
         shape=cfg.lr_schedule,
     )
+
+
+def _on_curve(run: _Run) -> float:
+    """Where the run stands on its deadline curve, in seconds of the budget: its elapsed time,
+    or the share of ``run.max_epochs`` it has trained times the budget when that is further,
+    so that a run the epoch limit ends before the clock does still decays to ``min_lr`` at its
+    end (a budget of 10 minutes with 1000 epochs done in 6 stopped at 0.36 × the peak rate)."""
+    epochs = run.state.epoch + run.state.batch / run.num_batches
+    return max(run.now, run.deadline.budget * epochs / run.cfg.run.max_epochs)
 
 
 def _epoch(run: _Run, progress: bool) -> str:
@@ -481,7 +492,7 @@ def _step(run: _Run, indices: list[int]) -> None:
     if cfg.optimizer.grad_clip > 0:
         nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optimizer.grad_clip)
     if run.deadline is not None:  # the rate at the step's start (the last batch's end)
-        _set_lr(run.optimizer, run.deadline(run.now))
+        _set_lr(run.optimizer, run.deadline(_on_curve(run)))
     run.optimizer.step()
     run.ema.update(run.model)
     run.state.step += 1
@@ -573,7 +584,7 @@ def _recover(run: _Run, loss: float, best: float) -> str:
     if run.deadline is not None:
         state.lr_scale *= schedule.plateau_factor
         run.deadline = _deadline(run.cfg, state.lr_scale)
-        lr = run.deadline(run.now)
+        lr = run.deadline(_on_curve(run))
     _set_lr(run.optimizer, lr)
     run.say(
         f"{what}: learning rate lowered to {lr:.2g}, {restored} "

@@ -5,13 +5,14 @@ model, so nothing sleeps and every run is deterministic."""
 
 import copy
 import math
+import signal
 
 import pytest
 import torch
 
 from euclidnn.data import load_dataset
 from euclidnn.models import SchNet, SchNetConfig
-from euclidnn.train import TrainConfig, fit, load_checkpoint
+from euclidnn.train import TrainConfig, TrainingInterrupted, fit, load_checkpoint
 from euclidnn.train.schedule import DeadlineSchedule
 from euclidnn.train.stats import data_statistics
 
@@ -87,6 +88,32 @@ def step_times_and_rates(history) -> list[tuple[float, float]]:
     return [(row["seconds"] - 2 * SECONDS_PER_FORWARD, row["lr"]) for row in history]
 
 
+def curve_positions_and_rates(history, config: TrainConfig) -> list[tuple[float, float]]:
+    """(where the step stood on the deadline curve, its rate), as :func:`step_times_and_rates`:
+    its start time, or the share of run.max_epochs done before it (one step less than the row's
+    epoch, 6 steps per epoch) times the budget where that is further."""
+    budget, epochs = 60 * config.run.minutes, config.run.max_epochs
+    return [
+        (max(t, budget * (round(6 * row["epoch"]) - 1) / (6 * epochs)), lr)  # epoch: 4 digits
+        for (t, lr), row in zip(step_times_and_rates(history), history)
+    ]
+
+
+class InterruptingClock(FakeClock):
+    """A :class:`FakeClock` that sends this process a Ctrl-C (SIGINT) once it reads ``at``
+    seconds or more: the run stops after the step in progress, as a user's Ctrl-C does."""
+
+    def __init__(self, model: torch.nn.Module, at: float):
+        super().__init__(model)
+        self.at, self.sent = at, False
+
+    def __call__(self) -> float:
+        if self.now >= self.at and not self.sent:
+            self.sent = True
+            signal.raise_signal(signal.SIGINT)
+        return self.now
+
+
 @pytest.mark.parametrize("shape", ["cosine", "linear"])
 def test_the_curve_warms_up_then_falls_monotonically_to_the_minimum_at_the_deadline(shape):
     curve = DeadlineSchedule(peak_lr=5e-3, min_lr=1e-5, budget=600.0, warmup=30.0, shape=shape)
@@ -134,9 +161,13 @@ def test_a_resumed_run_goes_on_along_the_same_curve(ethanol, tmp_path):
     config = deadline_config(kind="linear")
     whole = fit(twin, ethanol[:24], ethanol[24:], config, progress=False, clock=FakeClock(twin))
 
-    first = config.replace(run={"max_epochs": 2})
-    fit(model, ethanol[:24], ethanol[24:], first, tmp_path, progress=False, clock=FakeClock(model))
-    assert load_checkpoint(tmp_path / "last.ckpt").state.elapsed == 24.0
+    with pytest.raises(TrainingInterrupted):  # a Ctrl-C, not a lower max_epochs: that is a
+        # shorter run, whose curve ends at its last epoch
+        fit(
+            model, ethanol[:24], ethanol[24:], config, tmp_path, progress=False,
+            clock=InterruptingClock(model, at=24.0),
+        )  # fmt: skip
+    assert load_checkpoint(tmp_path / "last.ckpt").state.elapsed >= 24.0
     clock = FakeClock(model, start=1000.0)  # a new process: another origin of its clock
     resumed = fit(
         model,
@@ -173,6 +204,23 @@ def test_a_resumed_run_goes_on_along_the_same_curve(ethanol, tmp_path):
     assert [lr for _, lr in new] == [pytest.approx(curve_of(longer)(t), rel=1e-12) for t, _ in new]
 
 
+def test_a_run_the_epoch_limit_ends_first_decays_to_the_minimum_at_its_last_epoch(ethanol):
+    """A budget of 100 minutes but 3 epochs of 12 fake seconds: the curve follows the share of
+    the epochs done (it stopped at a third of the peak rate when it followed the clock alone),
+    warms up, falls, and the last step runs near the minimum rate."""
+    model = small_schnet(ethanol[:24])
+    config = deadline_config(minutes=100.0, max_epochs=3, kind="cosine")
+    result = fit(model, ethanol[:24], ethanol[24:], config, progress=False, clock=FakeClock(model))
+    assert result.stop_reason == "reached max_epochs = 3" and result.seconds < 40.0
+    rows, curve = curve_positions_and_rates(result.history, config), curve_of(config)
+    assert [lr for _, lr in rows] == [pytest.approx(curve(t), rel=1e-12) for t, _ in rows]
+    rates = [lr for _, lr in rows]
+    peak = rates.index(max(rates))
+    assert rates[peak] == pytest.approx(5e-3, rel=0.05) and 0 < peak < len(rates) - 1
+    assert rates[peak:] == sorted(rates[peak:], reverse=True)
+    assert rates[-1] < 0.02 * rates[peak]  # the last step: 1/18 of the curve before its end
+
+
 def test_each_divergence_halves_the_whole_curve(ethanol):
     """The test_fit divergence (lr 0.3: the validation loss jumps without NaN), on a deadline:
     each recovery halves the curve's peak, and the steps after it follow the lowered curve."""
@@ -180,7 +228,7 @@ def test_each_divergence_halves_the_whole_curve(ethanol):
     config = TrainConfig.from_dict({
         "optimizer": {"batch_size": 4, "lr": 0.3, "ema_decay": 0.0},
         "schedule": {"validations_per_epoch": 2, "warmup_fraction": 0.0, "kind": "linear"},
-        "run": {"max_epochs": 6, "minutes": 1000.0},
+        "run": {"max_epochs": 1000, "minutes": 10.0},
     })  # fmt: skip
     clock = FakeClock(model)
     result = fit(
@@ -189,7 +237,9 @@ def test_each_divergence_halves_the_whole_curve(ethanol):
     lowered = [line for line in lines if line.startswith("validation loss")]
     assert lowered and "lowered to 0.15, best weights restored (recovery 1 " in lowered[0]
     scale, best = 1.0, math.inf
-    for (seconds, lr), row in zip(step_times_and_rates(result.history), result.history):
+    for (seconds, lr), row in zip(
+        curve_positions_and_rates(result.history, config), result.history
+    ):
         curve = curve_of(config.replace(optimizer={"lr": 0.3 * scale}))
         assert lr == pytest.approx(curve(seconds), rel=1e-12)
         if row["valid_loss"] > 5 * best:
