@@ -190,6 +190,7 @@ def run_ours(model: str, work: Path, data: dict, args, schedule: str | None = No
             if used != data["index"][part]:
                 raise RuntimeError(f"{out}/split.json: {part} frames differ from the written split")
     result = out / "test.json"
+    result.unlink(missing_ok=True)  # an earlier run's, which evaluate would not overwrite
     evaluate = [str(BIN / "euclidnn"), "evaluate", str(out / "model.safetensors"),
                 str(work / "test.xyz"), "--json", str(result)]  # fmt: skip
     run_logged(evaluate, work / "logs" / f"{name}-evaluate.log", args.threads, 1800)
