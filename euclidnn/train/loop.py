@@ -252,9 +252,7 @@ def fit(
     at ``config.learning_rate`` (``optimizer.lr``, or the default of ``model.name``) and follows
     ``config.lr_schedule``: on plateau (the default) it drops when the validation loss stops
     improving; with cosine or linear (which need ``run.minutes``) it warms up, then decays to
-    ``schedule.min_lr`` at the deadline, as a function of the elapsed time of the run, or of
-    the share of ``run.max_epochs`` done where that is further on (the run ends at whichever
-    limit comes first, and the rate reaches its minimum there).
+    ``schedule.min_lr`` at the deadline or at ``run.max_epochs``, whichever comes first.
 
     Ctrl-C (SIGINT, in the main thread) stops the loop after the step in progress, writes
     ``last.ckpt`` and raises :class:`TrainingInterrupted`; a second Ctrl-C stops at once.
