@@ -206,7 +206,7 @@ def test_a_resumed_run_goes_on_along_the_same_curve(ethanol, tmp_path):
 
 def test_a_run_the_epoch_limit_ends_first_decays_to_the_minimum_at_its_last_epoch(ethanol):
     """A budget of 100 minutes but 3 epochs of 12 fake seconds: the curve follows the share of
-    the epochs done (it stopped at a third of the peak rate when it followed the clock alone),
+    the epochs done (on the clock alone the run would end early in its 20-minute warm-up),
     warms up, falls, and the last step runs near the minimum rate."""
     model = small_schnet(ethanol[:24])
     config = deadline_config(minutes=100.0, max_epochs=3, kind="cosine")
