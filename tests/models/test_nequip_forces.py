@@ -107,19 +107,14 @@ def test_no_edges_and_a_single_atom(monkeypatch):
         monkeypatch.undo()
 
 
-def coincident(graph: Graph) -> Graph:
-    """``graph`` with its atom 1 moved onto atom 0 (an MD step gone wrong; a Structure
-    refuses such atoms, a graph moved by hand does not)."""
-    positions = graph.positions.clone()
-    positions[1] = positions[0]
-    return graph.with_positions(positions)
-
-
 @needs_fused
 def test_coincident_atoms_give_nan_forces_as_the_reference(monkeypatch):
     """A pair at distance 0 has no direction: the two atoms' forces are NaN on both paths (the
     fast path gave 1e16), the others finite and equal, the energy equal."""
-    graph = coincident(Graph.from_ase(molecule("CH3CH2OH"), 4.0, torch.float64))
+    graph = Graph.from_ase(molecule("CH3CH2OH"), 4.0, torch.float64)
+    positions = graph.positions.clone()
+    positions[1] = positions[0]  # an MD step gone wrong; a Structure refuses such atoms
+    graph = graph.with_positions(positions)
     calls = paths_taken(monkeypatch)
     energy, forces = nequip().energy_and_forces(graph)
     assert calls == ["fast"]
