@@ -5,8 +5,11 @@ Example:
   euclidnn learning-curve ethanol --models nequip-l0,nequip-l1,nequip-l2,schnet \\
       --sizes 50,100,250,500,1000 --minutes-per-fit 3 --out runs/curve
 
-Writes OUT/learning_curve.png, OUT/learning_curve.json (sizes, test MAEs, β ± σ per model)
-and one run folder per fit (OUT/<model>-N<size>/). ``--test FILE,…`` evaluates every fit on
+Writes OUT/learning_curve.png, OUT/learning_curve.json (sizes, test MAEs, β ± σ per model;
+per fit its epochs, minutes, stop reason and whether it converged) and one run folder per fit
+(OUT/<model>-N<size>/). A fit stopped by --minutes-per-fit or --max-epochs has not converged:
+its error is limited by compute, not data; the summary line of each model and the plot (open
+circles) say which. ``--test FILE,…`` evaluates every fit on
 other sets too (trained on a melt, tested on the quenched glass): a curve per model and set. OUT must be new or empty (or --overwrite);
 a run that fails or is interrupted removes what it wrote there. Training refuses data whose
 RMS force exceeds data.max_force_rms of --config (10 eV/Å: a wrong unit). --minutes-per-fit is
@@ -150,7 +153,11 @@ def _run(args, base, configs: dict, sizes: list[int], out: Path, options: dict) 
     for name, curve in table.items():
         curves[name if not others else f"{name}: test split"] = curve
         for path, other in curve.get("tests", {}).items():
-            curves[f"{name}: {Path(path).name}"] = {"sizes": curve["sizes"], **other}
+            curves[f"{name}: {Path(path).name}"] = {
+                "sizes": curve["sizes"],
+                "fits": curve["fits"],
+                **other,
+            }
     plot = learning_curve_plot(
         curves, out / "learning_curve.png", f"test {key.split('_')[0]} MAE ({unit})"
     )
@@ -209,7 +216,7 @@ def _curve(name: str, config, split: _Split, sizes: list[int], key: str, args) -
     others = {
         path: labelled_pairs(s, r_max, dtype, config.loss) for path, s in split.others.items()
     }
-    errors, other_errors = [], {path: [] for path in others}
+    errors, fits, other_errors = [], [], {path: [] for path in others}
     for size in sizes:
         structures, names = (list(column) for column in zip(*split.train[:size]))
         stats = data_statistics(structures, r_max, names=names)
@@ -217,7 +224,7 @@ def _curve(name: str, config, split: _Split, sizes: list[int], key: str, args) -
         model = new_model(config, stats).to(dtype)
         folder = Path(args.out) / f"{name}-N{size}"
         folder.mkdir(parents=True, exist_ok=True)  # inside the checked --out
-        fit(
+        result = fit(
             model,
             structures,
             split.valid,
@@ -227,6 +234,7 @@ def _curve(name: str, config, split: _Split, sizes: list[int], key: str, args) -
             progress=not args.quiet,
             log=lambda message: None,
         )
+        fits.append(_fit_summary(result))
         best = load_model(folder / "model.safetensors")
         comparison, _ = compare(best, test, config.loss)
         errors.append(metrics(comparison)[key])
@@ -234,13 +242,27 @@ def _curve(name: str, config, split: _Split, sizes: list[int], key: str, args) -
         for path, pairs in others.items():
             other_errors[path].append(metrics(compare(best, pairs, config.loss)[0])[key])
             line += f", {Path(path).name} {other_errors[path][-1]:.3f}"
-        print(line, flush=True)
+        print(f"{line} ({fits[-1]['epochs']:.0f} epochs, {fits[-1]['stop_reason']})", flush=True)
     law = power_law_fit(sizes, errors)
-    print(f"  {name}: β = {law.beta:.3f} ± {law.beta_error:.3f}", flush=True)
-    curve = {"sizes": sizes, "errors": errors, **law._asdict()}
+    capped = [size for size, f in zip(sizes, fits) if not f["converged"]]
+    note = f"; capped, not converged: N = {capped}" if capped else "; every fit converged"
+    print(f"  {name}: β = {law.beta:.3f} ± {law.beta_error:.3f}{note}", flush=True)
+    curve = {"sizes": sizes, "errors": errors, **law._asdict(), "fits": fits}
     if others:
         curve["tests"] = {
             path: {"errors": e, **power_law_fit(sizes, e)._asdict()}
             for path, e in other_errors.items()
         }
     return curve
+
+
+def _fit_summary(result) -> dict:
+    """One fit of a curve: its epochs, minutes, stop reason, and whether it converged (stopped
+    by its own rule, not by ``--minutes-per-fit`` or ``--max-epochs``: a capped fit is limited
+    by compute, not by data, and bends the curve)."""
+    return {
+        "epochs": result.epochs,
+        "minutes": result.seconds / 60,
+        "stop_reason": result.stop_reason,
+        "converged": result.converged,
+    }

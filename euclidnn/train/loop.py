@@ -107,6 +107,13 @@ class FitResult:
     stop_reason: str
     history: list[dict[str, Any]]
 
+    @property
+    def converged(self) -> bool:
+        """Whether the fit stopped by its own rule — early stopping, or the rate at its floor
+        with no improvement — rather than by ``run.minutes``, ``run.max_epochs``, an
+        interruption, a divergence or a deadline schedule's end."""
+        return self.stop_reason.endswith(_CONVERGED)
+
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The order of the training structures in ``epoch``: a permutation that depends only on
@@ -606,9 +613,9 @@ def _stop_rule(run: _Run, loss: float, lr: float) -> str:
         return ""
     patience = schedule.early_stopping_patience
     if patience and state.bad_validations >= patience:
-        return f"no improvement in {patience} validations (early stopping)"
+        return f"no improvement in {patience} validations {_CONVERGED[0]}"
     if lr <= schedule.min_lr and state.bad_validations > schedule.plateau_patience:
-        return f"learning rate at its minimum {schedule.min_lr:g} and no improvement"
+        return f"learning rate at its minimum {schedule.min_lr:g} {_CONVERGED[1]}"
     return ""
 
 
@@ -652,6 +659,9 @@ def _finish(run: _Run, stop_reason: str) -> FitResult:
 def _silent(message: str) -> None:
     """The log of a process other than rank 0."""
 
+
+#: how the reasons of the plateau schedule's own stopping rules end (FitResult.converged)
+_CONVERGED = ("(early stopping)", "and no improvement")
 
 #: validation metrics kept in the history and the CSV log
 _LOGGED = (

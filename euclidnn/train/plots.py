@@ -124,18 +124,26 @@ def learning_curve_plot(
     """Test error against training-set size on log–log axes, one line per model, each with
     its fitted power law MAE ∝ N^−β and β ± σ in the legend.
 
-    ``curves[name]`` holds ``sizes``, ``errors``, ``beta``, ``beta_error``, ``prefactor``.
+    ``curves[name]`` holds ``sizes``, ``errors``, ``beta``, ``beta_error``, ``prefactor``, and
+    optionally ``fits`` (one dict per size with ``converged``): a fit that did not converge
+    (stopped by a time or epoch cap) is drawn as an open circle.
     """
     fig = new_figure(figsize=(5.6, 4.4))
     ax = fig.subplots()
+    capped = False
     for k, (name, curve) in enumerate(curves.items()):
         sizes, errors = np.asarray(curve["sizes"], float), np.asarray(curve["errors"], float)
         label = f"{name}: β = {curve['beta']:.2f} ± {curve['beta_error']:.2f}"
-        ax.loglog(sizes, errors, "o", color=f"C{k}", label=label)
+        done = np.array([f["converged"] for f in curve.get("fits", [])] or [True] * len(sizes))
+        ax.loglog(sizes[done], errors[done], "o", color=f"C{k}", label=label)
+        ax.loglog(sizes[~done], errors[~done], "o", mfc="none", color=f"C{k}")
+        capped |= not done.all()
         if np.isfinite(curve["beta"]):
             grid = np.geomspace(sizes.min(), sizes.max(), 50)
             ax.loglog(grid, curve["prefactor"] * grid ** -curve["beta"], "-", color=f"C{k}", lw=1)
     ax.set(xlabel="training structures N", ylabel=ylabel)
+    if capped:
+        ax.plot([], [], "o", mfc="none", color="0.4", label="open: fit stopped by a cap")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

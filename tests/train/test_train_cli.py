@@ -280,7 +280,29 @@ def test_learning_curve_fits_each_size_and_reports_beta(tmp_path):
         curve = table["models"][name]
         assert curve["sizes"] == [8, 16, 32] and len(curve["errors"]) == 3
         assert np.isfinite(curve["beta"]) and np.isfinite(curve["beta_error"])
+        # two epochs are a cap, not convergence: the table says so for every fit
+        assert [f["converged"] for f in curve["fits"]] == [False] * 3
+        assert all(f["epochs"] == 2 and "max_epochs" in f["stop_reason"] for f in curve["fits"])
     assert (out / "learning_curve.png").stat().st_size > 10_000
+
+
+def test_learning_curve_says_which_fits_converged(tmp_path, capsys):
+    """A rate too small to move a float32 weight leaves the validation loss as it was, so early
+    stopping ends each fit after its patience: converged, well before the epoch cap."""
+    (tmp_path / "still.yaml").write_text(
+        "model: {name: schnet, settings: {num_features: 4, num_interactions: 1}}\n"
+        "optimizer: {batch_size: 4, lr: 1.0e-12}\n"
+        "schedule: {early_stopping_patience: 2}\n"
+    )
+    out = tmp_path / "curve"
+    argv = ["learning-curve", "ethanol", "--index", ":30", "--models", "schnet", "--sizes",
+            "8,12", "--max-epochs", "40", "--n-valid", "4", "--n-test", "8", "--config",
+            str(tmp_path / "still.yaml"), "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    fits = json.loads((out / "learning_curve.json").read_text())["models"]["schnet"]["fits"]
+    assert [f["converged"] for f in fits] == [True, True]
+    assert all(f["epochs"] < 40 and "early stopping" in f["stop_reason"] for f in fits)
+    assert "every fit converged" in capsys.readouterr().out
 
 
 @pytest.mark.slow  # ~9 s of fits
