@@ -13,7 +13,16 @@ from torch import Tensor, nn
 from euclidnn import kernels
 from euclidnn.data.graph import Graph
 from euclidnn.models import allegro_forces
-from euclidnn.models.allegro_forces import _run_or_index, _select
+from euclidnn.models.allegro_forces import (
+    CentreSlots,
+    _pad,
+    _run_or_index,
+    _select,
+    _unpad,
+    atom_maps,
+    centre_slots,
+    per_atom_product,
+)
 from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
 from euclidnn.models.edge_derivatives import harmonic_degrees
 from euclidnn.models.interface import Potential
@@ -232,12 +241,15 @@ class _LayerWeights(NamedTuple):
 
     env: the environment MLP's matrices, its degree weights expanded to every component;
     latent: the latent MLP's matrices, the first one's rows in the fast path's scalar order;
-    product: the map of :class:`_Folded` with the Linear's weights put in.
+    product: the map of :class:`_Folded` with the Linear's weights put in;
+    atom_product: the same map as [mul, d_env, d_in, K] for the product per centre
+        (:func:`~euclidnn.models.allegro_forces.atom_maps`; ``None`` where the layer has none).
     """
 
     env: list[Tensor]
     latent: list[Tensor]
     product: Tensor
+    atom_product: Tensor | None
 
 
 class AllegroLayer(nn.Module):
@@ -336,6 +348,8 @@ class AllegroLayer(nn.Module):
         # scalars need a few of them); a contiguous run of components is read as a view
         pairs = (product != 0).any(1).nonzero()[:, 0]
         self.dense_pairs = pairs.shape[0] == d_in * d_env
+        self.per_atom = self.dense_pairs and d_env > 1  # may multiply per centre (atom_maps)
+        self.in_dim = d_in
         self.pair_in = _run_or_index(pairs // d_env)
         self.pair_env = _run_or_index(pairs % d_env)
         product = product[pairs]  # [n_pairs, K]
@@ -369,6 +383,7 @@ class AllegroLayer(nn.Module):
             scale = torch.cat([ones, scalars], dim=1)
             index = torch.cat([index, torch.full(scalars.shape, n_weights)], dim=1)
         self.out_dim = self.irreps_out.dim // mul if self.irreps_out else 0
+        self.atom_columns = scale.shape[1]  # K: the new features' and the scalars' columns
         # the latent MLP reads the scalars as [latents, (path, channel)]; fast() has them
         # (channel, path): its first weight's rows permuted to match
         scalar_rows = torch.arange(n_s * mul).view(n_s, mul).t().reshape(-1)
@@ -416,10 +431,15 @@ class AllegroLayer(nn.Module):
             weight = self.linear.weight.to(dtype)
             entries = torch.cat([weight, weight.new_ones(1)])  # (index_select: 3x `[index]`)
             product = entries.index_select(0, folded.index.reshape(-1)).view_as(product) * product
+        atom_product = None
+        if self.per_atom:  # rows (n, i, j) → [n, j, i, K]
+            shape = (self.num_channels, self.in_dim, self.env_dim, product.shape[1])
+            atom_product = product.view(shape).transpose(1, 2).contiguous()
         return _LayerWeights(
             self.env_embed.matrices(output_cols=self.env_cols),
             self.latent_mlp.matrices(input_rows=self.latent_rows),
             product,
+            atom_product,
         )
 
     def fast(
@@ -431,11 +451,16 @@ class AllegroLayer(nn.Module):
         edge_dst: Tensor,
         num_atoms: int,
         weights: _LayerWeights | None = None,
+        slots: CentreSlots | None = None,
     ) -> tuple[Tensor, Tensor]:
         """:meth:`forward` with the features channel-major, in fewer and larger operations:
         the environment's degree weights expanded by the MLP's last weight, the products of
         the component pairs with a coefficient, then one matrix product that makes the new
         features (tensor product and Linear folded, :class:`_Folded`) and the scalars at once.
+        With ``slots`` (the edges by centre) and where it is cheaper
+        (:func:`~euclidnn.models.allegro_forces.per_atom_product`), the folded map is
+        contracted with each centre's environment first and an edge's outputs are its features
+        times its centre's map: one batched matrix product per layer, no pair stored.
         The same numbers up to rounding (tested against :meth:`forward`).
 
         ``edge_cutoff`` here is u(r) / √2 with ``resnet`` (the residual's factor folded in),
@@ -451,12 +476,17 @@ class AllegroLayer(nn.Module):
         env_weights = self.env_embed.run(latents, weights.env).view(n_edges, mul, self.env_dim)
         weighted = (env_weights * edge_sh[:, None, :]).view(n_edges, mul * self.env_dim)  # w Y
         env = weighted.new_zeros(num_atoms, weighted.shape[1]).index_add_(0, edge_dst, weighted)
-        env = env.index_select(0, edge_dst).view(n_edges, mul, self.env_dim)  # Γ_i (unnormalised)
-        if self.dense_pairs:
-            outer = features[:, :, :, None] * env[:, :, None, :]
+        if per_atom_product(self, slots, num_atoms):
+            maps = atom_maps(env.view(num_atoms, mul, self.env_dim), weights.atom_product)
+            padded = _pad(features.reshape(n_edges, mul * self.in_dim), slots, num_atoms)
+            out = _unpad(torch.bmm(padded, maps), slots)
         else:
-            outer = _select(features, self.pair_in) * _select(env, self.pair_env)
-        out = outer.reshape(n_edges, mul * self.num_pairs) @ weights.product
+            env = env.index_select(0, edge_dst).view(n_edges, mul, self.env_dim)  # Γ_i
+            if self.dense_pairs:
+                outer = features[:, :, :, None] * env[:, :, None, :]
+            else:
+                outer = _select(features, self.pair_in) * _select(env, self.pair_env)
+            out = outer.reshape(n_edges, mul * self.num_pairs) @ weights.product
         width = mul * self.out_dim
         hidden = torch.cat([latents, out[:, width:]], dim=-1)  # the scalars (channel, path)
         update = self.latent_mlp.run(hidden, weights.latent)
@@ -595,9 +625,10 @@ class Allegro(Potential, nn.Module):
         weights = self.initial_embed.run(latents, initial)
         n_edges, mul, d_sh = latents.shape[0], cfg.num_tensor_features, self.irreps_sh.dim
         features = weights.view(n_edges, mul, d_sh) * edge_sh[:, None, :]
+        slots = self._slots(graph)
         for layer, w in zip(self.layers, layer_weights):
             latents, features = layer.fast(
-                latents, features, edge_sh, layer_cutoff, dst, num_atoms, weights=w
+                latents, features, edge_sh, layer_cutoff, dst, num_atoms, weights=w, slots=slots
             )
         edge_energy = self.edge_energy.run(latents, edge_energy_weights).squeeze(-1)  # [n_edges]
         atom_energy = scatter_sum(edge_energy, dst, num_atoms) * self.sum_norm  # [n_atoms]
@@ -624,6 +655,15 @@ class Allegro(Potential, nn.Module):
         )
         return species, pair_species
 
+    @staticmethod
+    def _slots(graph: Graph) -> CentreSlots | None:
+        """The edges by centre, kept with the graph; ``None`` while a trace records (the
+        slots' width would be a constant of it: the layers then multiply per edge)."""
+        if torch.jit.is_tracing():
+            return None
+        num_atoms = graph.numbers.shape[0]
+        return graph.derived("edges by centre", lambda g: centre_slots(g.edge_dst, num_atoms))
+
     def frozen_inputs(self, graph: Graph) -> allegro_forces.Frozen:
         """What the hand-written derivative (:mod:`~euclidnn.models.allegro_forces`) reads
         besides the graph: the weight matrices (constant, in the positions' dtype) and the
@@ -631,7 +671,9 @@ class Allegro(Potential, nn.Module):
         so that what is kept with the graph can serve autograd later."""
         dtype = graph.positions.dtype
         with torch.inference_mode(False), torch.no_grad():
-            return allegro_forces.Frozen(self._weights(dtype), *self._species(graph, dtype))
+            return allegro_forces.Frozen(
+                self._weights(dtype), *self._species(graph, dtype), self._slots(graph)
+            )
 
     def energy_and_forces(self, graph: Graph) -> tuple[Tensor, Tensor]:
         """Energy per structure and forces F = −∂E/∂R for inference: with the default SiLU

@@ -361,6 +361,53 @@ def test_fast_layer_is_the_layer():
     _close(v_fast.reshape(n_edges, -1), v[:, _channel_major(layer.irreps_out)])
 
 
+def test_centre_slots_give_each_edge_its_own_row_of_its_centre():
+    """Random centres (int64 and int32): every edge its own row, inside its centre's block of
+    ``width`` rows, in list order within a centre; width = the most edges of one centre."""
+    from euclidnn.models.allegro_forces import centre_slots
+
+    torch.manual_seed(0)
+    dst = torch.randint(0, 7, (50,))
+    dst[dst == 3] = 2  # a centre without edges
+    for edges in (dst, dst.int()):
+        slots = centre_slots(edges, 9)
+        counts = torch.bincount(dst, minlength=9)
+        assert slots.width == int(counts.max()) and slots.index.unique().numel() == 50
+        assert torch.equal(slots.index // slots.width, dst)
+        for a in range(9):
+            assert torch.equal(slots.index[dst == a] % slots.width, torch.arange(int(counts[a])))
+    empty = centre_slots(dst[:0], 4)
+    assert empty.width == 0 and empty.index.shape == (0,)
+
+
+def test_product_per_centre_and_per_edge_are_the_reference(monkeypatch):
+    """The layers multiply per centre where that is cheaper and per edge where the padded
+    table would not be (one crowded centre among many lonely atoms): both routes, in the fast
+    path, the hand-written forces and training, equal the reference."""
+    from euclidnn.models.allegro_forces import centre_slots, per_atom_product
+
+    torch.manual_seed(0)
+    model = make_allegro(lmax=1, num_layers=2)
+    first = model.layers[0]
+    crowded = Structure.from_ase(molecule("C6H6"))  # 12 atoms within 4 Å of one another
+    lonely = [[20.0 + 9.0 * k, 0.0, 0.0] for k in range(40)]
+    crowd = Graph.from_structure(
+        Structure([*crowded.numbers.tolist(), *[1] * 40], [*crowded.positions.tolist(), *lonely]),
+        R_MAX,
+        torch.float64,
+    )
+    ethanol = _graph(molecule("CH3CH2OH"), rattle=0.05)
+    chosen = []
+    for graph in (ethanol, crowd):
+        n_atoms = graph.numbers.shape[0]
+        chosen.append(per_atom_product(first, centre_slots(graph.edge_dst, n_atoms), n_atoms))
+        for training in (False, True):
+            a, b = _both(monkeypatch, lambda g=graph, t=training: predict(model, g, training=t))
+            _close(a.energy, b.energy)
+            _close(a.forces, b.forces)
+    assert chosen == [True, False] and not per_atom_product(model.layers[1], None, 9)
+
+
 def test_construction_draws_only_the_parameters():
     """The fast path's constants draw nothing from the RNG: a seed gives the weights it gave
     before the fast path existed (the parameters, in order, are all that is drawn)."""
