@@ -95,20 +95,23 @@ def merge(models: list[str], out: Path) -> None:
         curves[name] = json.loads(path.read_text())["models"][name]
     if not curves:
         raise SystemExit("nothing to merge")
-    (out / "learning_curves.json").write_text(json.dumps(curves, indent=2))
     plot = learning_curve_plot(curves, out / "learning_curves.png", "test force MAE (meV/Å)")
     sizes = next(iter(curves.values()))["sizes"]
-    print("\n| test force MAE (meV/Å) | " + " | ".join(f"N = {n}" for n in sizes) + " | β |")
-    print("| --- |" + " ---: |" * (len(sizes) + 1))
+    columns = " | ".join(f"N = {n}" for n in sizes)
+    print(f"\n| test force MAE (meV/Å) | {columns} | β (all) | β (converged fits) |")
+    print("| --- |" + " ---: |" * (len(sizes) + 2))
     for name, curve in curves.items():
-        cells = [f"{e:.1f}" for e in curve["errors"]]
-        print(f"| {name} | " + " | ".join(cells) + f" | {curve['beta']:.2f} ± {curve['beta_error']:.2f} |")  # fmt: skip
-    print("| epochs (model: per N) |" + " |" * (len(sizes) + 1))
+        cells = " | ".join(f"{e:.1f}" for e in curve["errors"])
+        converged = _converged_beta(curve)
+        print(
+            f"| {name} | {cells} | {curve['beta']:.2f} ± {curve['beta_error']:.2f} | {converged} |"
+        )
+    print("| epochs (model: per N) |" + " |" * (len(sizes) + 2))
     for name, curve in curves.items():
         fits = curve.get("fits", [])
         cells = [f"{f['epochs']:.0f}{'' if f['converged'] else ' (capped)'}" for f in fits]
         minutes = sum(f["minutes"] for f in fits)
-        print(f"| {name} | " + " | ".join(cells) + f" | {minutes:.0f} min |")
+        print(f"| {name} | " + " | ".join(cells) + f" | {minutes:.0f} min in all | |")
     capped = [
         f"{name} N = {size}"
         for name, curve in curves.items()
@@ -116,7 +119,24 @@ def merge(models: list[str], out: Path) -> None:
         if not fit["converged"]
     ]
     print("\nevery fit converged" if not capped else f"\ncapped, not converged: {capped}")
+    (out / "learning_curves.json").write_text(json.dumps(curves, indent=2))
     print(f"table: {out / 'learning_curves.json'}; plot: {plot}")
+
+
+def _converged_beta(curve: dict) -> str:
+    """β ± σ of the power law through the converged fits alone (their sizes, in brackets,
+    where some fits were capped); stored in the curve as ``beta_converged``."""
+    from euclidnn.train.curves import power_law_fit
+
+    kept = [
+        (n, e) for n, e, f in zip(curve["sizes"], curve["errors"], curve["fits"]) if f["converged"]
+    ]
+    if len(kept) < 3:
+        return "fewer than 3 converged"
+    law = power_law_fit(*zip(*kept))
+    curve["beta_converged"] = {"sizes": [n for n, _ in kept], **law._asdict()}
+    sizes = "" if len(kept) == len(curve["sizes"]) else f" (N = {kept[0][0]}–{kept[-1][0]})"
+    return f"{law.beta:.2f} ± {law.beta_error:.2f}{sizes}"
 
 
 if __name__ == "__main__":

@@ -85,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = {}
         if args.runs:
-            report["runs"] = _runs(args, out)
+            report["runs"], distances = _runs(args, out)
+            if distances:
+                report["distances"] = distances
+                _print_distances(distances)
             if args.diffusion:
                 report["arrhenius"] = analyze_species.arrhenius_report(
                     report["runs"], args.diffusion
@@ -151,8 +154,19 @@ class _RunPlots:
             self.dynamics.savefig(out / "dynamics.png", dpi=120)
 
 
-def _runs(args, out: Path) -> dict:
-    """Overlay the runs' distributions, energies and dynamics; their numbers by folder."""
+def _print_distances(distances: dict) -> None:
+    """One line per distribution and two runs: how far apart (and, for angles, the level two
+    samples of one distribution would show)."""
+    for name, pairs in distances.items():
+        for runs, entry in pairs.items():
+            level = entry.get("same_distribution_level")
+            noise = f" (two samples of one distribution: {level:.2f})" if level is not None else ""
+            print(f"{name}, {runs}: integrated |difference| {entry['distance']:.3f}{noise}")
+
+
+def _runs(args, out: Path) -> tuple[dict, dict]:
+    """Overlay the runs' distributions, energies and dynamics; their numbers by folder, and
+    how far apart their species distributions are (:meth:`SpeciesPlots.distances`)."""
     from euclidnn.md import analysis
 
     plots, summary = _RunPlots(), {}
@@ -187,7 +201,7 @@ def _runs(args, out: Path) -> dict:
             _plot_dynamics(frames, interval, label, plots.dynamics_axes)
     plots.save(out)
     species_plots.save(out)
-    return summary
+    return summary, species_plots.distances()
 
 
 def _reference_runs(path: Path, skip: float) -> list[tuple[str, str, list, dict]]:

@@ -2,8 +2,9 @@
 distributions (``--angles P-O-P:1.9,O-P-O:1.9`` → ``angles.png``), partial pair distributions
 (``--pairs Li-O,P-O`` → ``partial_rdf.png``), per-species mean-square displacement and
 diffusion coefficient with block error bars (``--diffusion Li`` → ``msd_species.png``), and
-with three or more runs at different temperatures the Arrhenius activation energy; the
-numbers go to ``analysis.json``.
+with three or more runs at different temperatures the Arrhenius activation energy; with two or
+more runs, how far apart their angle distributions and g(r) are (``distances``: the integrated
+absolute difference, 0 equal, 2 disjoint); the numbers go to ``analysis.json``.
 """
 
 from __future__ import annotations
@@ -128,18 +129,49 @@ def outputs(args: argparse.Namespace) -> list[str]:
 
 
 class SpeciesPlots:
-    """One panel per triplet, pair and species; every run overlaid on each."""
+    """One panel per triplet, pair and species; every run overlaid on each. Keeps each run's
+    curves (``curves``: distribution name → [(label, x, f, count)]) for :meth:`distances`."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         from matplotlib.figure import Figure
 
-        self.figures, self.axes = {}, {}
+        self.figures, self.axes, self.curves = {}, {}, {}
         for name, items in [("angles", args.angles), ("partial_rdf", args.pairs),
                             ("msd_species", args.diffusion)]:  # fmt: skip
             if items:
                 figure = Figure(figsize=(5 * len(items), 4))
                 self.figures[name] = figure
                 self.axes[name] = figure.subplots(1, len(items), squeeze=False)[0]
+
+    def distances(self) -> dict:
+        """For every distribution and every two runs, how far apart their curves are
+        (:func:`~euclidnn.md.local_structure.distribution_distance`: 0 equal, 2 disjoint); for
+        angles on the coarser of the two runs' plotted bins, with the level that two samples
+        of those sizes from one distribution would show
+        (:func:`~euclidnn.md.local_structure.sampling_distance`).
+        ``{"P-O-P angle": {"run A vs run B": {"distance": …, …}}}``."""
+        from itertools import combinations
+
+        from euclidnn.md.local_structure import distribution_distance, sampling_distance
+
+        report = {}
+        for name, runs in self.curves.items():
+            for (label_a, x_a, f_a, n_a), (label_b, x_b, f_b, n_b) in combinations(runs, 2):
+                if n_a is None:  # a g(r)
+                    entry = {"distance": distribution_distance(x_a, f_a, x_b, f_b)}
+                elif n_a and n_b:
+                    width = max(_angle_bin_width(n_a), _angle_bin_width(n_b))
+                    x, p_a, p_b = (v.reshape(-1, width).mean(1) for v in (x_a, f_a, f_b))
+                    entry = {
+                        "distance": distribution_distance(x, p_a, x, p_b),
+                        "same_distribution_level": sampling_distance(p_a, n_a, p_b, n_b),
+                        "bin_width_deg": width,
+                        "counts": [n_a, n_b],
+                    }
+                else:
+                    continue  # a run without such angles
+                report.setdefault(name, {})[f"{label_a} vs {label_b}"] = entry
+        return report
 
     def save(self, out: Path) -> None:
         for name, figure in self.figures.items():
@@ -156,10 +188,10 @@ def analyze(frames, args, run_dir: Path, run: dict, label: str, plots: SpeciesPl
     numbers = {}
     if args.angles:
         with _naming("--angles", run_dir):
-            numbers["angles"] = _angles(frames, args.angles, label, plots.axes["angles"])
+            numbers["angles"] = _angles(frames, args.angles, label, plots)
     if args.pairs:
         with _naming("--pairs", run_dir):
-            numbers["partial_rdf"] = _pairs(frames, args, label, plots.axes["partial_rdf"])
+            numbers["partial_rdf"] = _pairs(frames, args, label, plots)
     if args.diffusion:
         with _naming("--diffusion", run_dir):
             axes = plots.axes["msd_species"]
@@ -177,12 +209,14 @@ def _naming(option: str, run_dir: Path) -> Iterator[None]:
         raise ValueError(f"{option}: {run_dir}: {error}") from None
 
 
-def _angles(frames, options: list[AngleOption], label: str, axes) -> dict:
+def _angles(frames, options: list[AngleOption], label: str, plots: SpeciesPlots) -> dict:
     from euclidnn.md.analysis import bond_angle_distribution
 
     numbers = {}
-    for option, axis in zip(options, axes):
+    for option, axis in zip(options, plots.axes["angles"]):
         found = bond_angle_distribution(frames, option.triplet, option.cutoffs, ANGLE_BINS)
+        curve = (label, found.angle, found.density, found.count)
+        plots.curves.setdefault(f"{option.name} angle", []).append(curve)
         width = _angle_bin_width(found.count)
         angle = found.angle.reshape(-1, width).mean(1)  # [180 / width] °
         density = found.density.reshape(-1, width).mean(1)  # [180 / width] 1/°
@@ -210,7 +244,7 @@ def _angle_bin_width(count: int) -> int:
     return next((w for w in (1, 2, 3, 4, 5, 6, 9) if count * w >= 600), 10)
 
 
-def _pairs(frames, args, label: str, axes) -> dict:
+def _pairs(frames, args, label: str, plots: SpeciesPlots) -> dict:
     import numpy as np
 
     from euclidnn.md.analysis import partial_rdf
@@ -220,9 +254,10 @@ def _pairs(frames, args, label: str, axes) -> dict:
         heights = [1.0 / np.linalg.norm(a.cell.reciprocal(), axis=1).max() for a in frames]
         r_max = min(r_max, 0.5 * min(heights))
     numbers = {}
-    for pair, axis in zip(args.pairs, axes):
+    for pair, axis in zip(args.pairs, plots.axes["partial_rdf"]):
         r, g = partial_rdf(frames, pair, r_max, args.bins)
         name = "-".join(pair)
+        plots.curves.setdefault(f"{name} g(r)", []).append((label, r, g, None))
         axis.plot(r, g, label=label)
         ylabel = "g(r)" if frames[0].pbc.all() else "neighbour density (1/Å)"
         axis.set(title=f"{name} partial g(r)", xlabel="r (Å)", ylabel=ylabel)

@@ -35,13 +35,13 @@ def pyrophosphate(angle_deg=140.0, bond=1.6) -> Atoms:
     return atoms
 
 
-def walk(temperature: float, frames: int = 400, li=16, seed=0) -> list[Atoms]:
-    """Frames of a P2O7 unit (rattled by 0.02 Å) and ``li`` Li walking with
-    D(T) = D0 exp(−EA / k_B T), wrapped into the cell, ``INTERVAL`` steps apart."""
+def walk(temperature: float, frames: int = 400, li=16, seed=0, angle_deg=140.0) -> list[Atoms]:
+    """Frames of a P2O7 unit (P–O–P = ``angle_deg``, rattled by 0.02 Å) and ``li`` Li walking
+    with D(T) = D0 exp(−EA / k_B T), wrapped into the cell, ``INTERVAL`` steps apart."""
     rng = np.random.default_rng(seed)
     d = D0 * np.exp(-EA / (units.kB * temperature))
     sigma = np.sqrt(2 * d * INTERVAL * TIMESTEP_FS / 1000)  # Å per component per frame
-    unit = pyrophosphate()
+    unit = pyrophosphate(angle_deg)
     symbols = unit.get_chemical_symbols() + ["Li"] * li
     lithium = rng.random((li, 3)) * LENGTH
     walked = []
@@ -60,11 +60,11 @@ def walk(temperature: float, frames: int = 400, li=16, seed=0) -> list[Atoms]:
     return walked
 
 
-def write_run(folder, temperature: float, frames: int = 400, li=16, seed=0):
+def write_run(folder, temperature: float, frames: int = 400, li=16, seed=0, angle_deg=140.0):
     """A run folder of :func:`walk`'s frames, as `euclidnn md` writes one."""
     folder.mkdir()
     with open(folder / "trajectory.xyz", "w") as trajectory:
-        for atoms in walk(temperature, frames, li, seed):
+        for atoms in walk(temperature, frames, li, seed, angle_deg):
             frame = io.StringIO()
             ase.io.write(frame, atoms, format="extxyz")
             trajectory.write(frame.getvalue())
@@ -129,6 +129,36 @@ def test_analyze_glass_run_writes_plots_and_numbers(tmp_path):
     assert li["D_stderr_cm2_per_s"] == pytest.approx(li["D_stderr_A2_per_ps"] * 1e-4)
     assert len(li["block_D_A2_per_ps"]) == 5 and li["centre_of_mass_removed"] is True
     assert report["arrhenius"] == {}  # one temperature
+
+
+def test_analyze_says_how_far_apart_two_runs_distributions_are(tmp_path, capsys):
+    """Two runs with the same tetrahedra and bridges 140° and 125° apart: the P–O–P densities
+    do not overlap (distance 2), the O–P–O ones and the P–O g(r) nearly coincide; each run
+    against itself is at 0, and its angles' sampling level is above 0."""
+    write_run(tmp_path / "wide", 800.0, frames=100)
+    write_run(tmp_path / "narrow", 800.0, frames=100, seed=1, angle_deg=125.0)
+    runs = [str(tmp_path / name) for name in ("wide", "narrow", "wide")]
+    options = ["--angles", "P-O-P:1.9,O-P-O:1.9", "--pairs", "P-O", "--skip", "0"]
+    assert main(["analyze", *runs, "--out", str(tmp_path / "a"), *options]) == 0
+    distances = json.loads((tmp_path / "a" / "analysis.json").read_text())["distances"]
+    bridge, tetrahedral, shell = (distances[k] for k in ("P-O-P angle", "O-P-O angle", "P-O g(r)"))
+    assert set(bridge) == {"wide (classical) vs narrow (classical)",
+                           "wide (classical) vs wide (classical)",
+                           "narrow (classical) vs wide (classical)"}  # fmt: skip
+    apart, same = (
+        bridge["wide (classical) vs narrow (classical)"],
+        bridge["wide (classical) vs wide (classical)"],
+    )
+    assert apart["distance"] == pytest.approx(2.0) and apart["counts"] == [100, 100]
+    assert same["distance"] == 0 and 0 < same["same_distribution_level"] < 0.5
+    assert tetrahedral["wide (classical) vs narrow (classical)"]["distance"] < 0.6
+    assert 0 < shell["wide (classical) vs narrow (classical)"]["distance"] < 0.6
+    assert shell["wide (classical) vs wide (classical)"]["distance"] == 0
+    printed = capsys.readouterr().out
+    assert (
+        "P-O-P angle, wide (classical) vs narrow (classical): integrated |difference| 2.000"
+        in printed
+    )
 
 
 @pytest.mark.slow  # ~9 s: three MD runs
