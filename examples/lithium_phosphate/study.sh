@@ -8,7 +8,8 @@
 #      PRESSURE for the quench when it is set), and its P–O–P / O–P–O
 #      angles and Li–O / P–O g(r) beside the reference method's frames (analyze);
 #   3. Li diffusion: the model's NVT at each of TEMPS (MSD, D with block error bars, Arrhenius
-#      E_a), beside the reference method's own MD at 2000 K.
+#      E_a), beside the reference method's own MD at 2000 K;
+#   4. seconds per force call, the model against the reference method (speed.json).
 # Settings (environment): DATA (labelled frames, one file), OUT (study), SIZES (training-set
 # sizes, at most the melt frames less N_TEST + N_VALID), MINUTES (per fit), MODEL (nequip,
 # allegro, schnet), STAGE_STEPS and DIFFUSION_STEPS (MD steps of 1 fs), TEMPS, ENGINE (ase or
@@ -106,4 +107,52 @@ for T in $TEMPS; do
 done
 euclidnn analyze $(for T in $TEMPS; do echo "$OUT/md/diffusion_${T}K"; done) \
     "$OUT/data/melt.xyz" --diffusion Li --blocks 5 --skip 0.1 --out "$OUT/diffusion" --overwrite
-echo "study: $OUT/curve/learning_curve.png $OUT/structure_melt_2000K $OUT/structure_quench_300K $OUT/diffusion"
+# 4. time per force call on the melt's first frame, one thread each: the model through our ASE
+#    calculator against the reference method as `euclidnn label` runs it (GFN1-xTB with the cell)
+if [ ! -f "$OUT/speed.json" ]; then
+python - "$model" "$OUT/data/start.xyz" "$OUT/speed.json" <<'PY'
+import json
+import statistics
+import sys
+import time
+
+import ase.io
+import torch
+
+from euclidnn.data.label import Level, make_labeller
+from euclidnn.md import Calculator
+from euclidnn.models import load_model
+
+torch.set_num_threads(1)
+atoms = ase.io.read(sys.argv[2])
+
+
+def seconds(call, repeats: int) -> float:
+    call()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+model = atoms.copy()
+model.calc = Calculator(load_model(sys.argv[1]))
+
+
+def model_call():
+    model.positions += 1e-4  # a new geometry each call (the calculator keeps its edges)
+    model.get_forces()
+
+
+reference = make_labeller(Level("gfn1-xtb"), xtb_threads=1)
+table = {"atoms": len(atoms), "model_s_per_call": seconds(model_call, 50),
+         "gfn1_xtb_s_per_call": seconds(lambda: reference(atoms), 3)}
+table["speedup"] = table["gfn1_xtb_s_per_call"] / table["model_s_per_call"]
+open(sys.argv[3], "w").write(json.dumps(table, indent=2) + "\n")
+print(f"per force call, {len(atoms)} atoms, 1 thread: model {table['model_s_per_call'] * 1e3:.1f} ms, "
+      f"GFN1-xTB {table['gfn1_xtb_s_per_call']:.2f} s: {table['speedup']:.0f}x")
+PY
+fi
+echo "study: $OUT/curve/learning_curve.png $OUT/structure_melt_2000K $OUT/structure_quench_300K $OUT/diffusion $OUT/speed.json"
