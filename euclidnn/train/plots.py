@@ -142,6 +142,11 @@ def learning_curve_plot(
             grid = np.geomspace(sizes.min(), sizes.max(), 50)
             ax.loglog(grid, curve["prefactor"] * grid ** -curve["beta"], "-", color=f"C{k}", lw=1)
     ax.set(xlabel="training structures N", ylabel=ylabel)
+    from matplotlib.ticker import NullFormatter
+
+    sizes = sorted({int(n) for curve in curves.values() for n in curve["sizes"]})
+    ax.set_xticks(sizes, [str(n) for n in sizes])  # the sizes fitted, not 10^k (crowded)
+    ax.xaxis.set_minor_formatter(NullFormatter())
     if capped:
         ax.plot([], [], "o", mfc="none", color="0.4", label="open: fit stopped by a cap")
     ax.legend(fontsize=8)
