@@ -15,13 +15,9 @@ from euclidnn.data.graph import Graph
 from euclidnn.models import allegro_forces
 from euclidnn.models.allegro_forces import (
     CentreSlots,
-    _pad,
     _run_or_index,
-    _select,
-    _unpad,
-    atom_maps,
     centre_slots,
-    per_atom_product,
+    layer_product,
 )
 from euclidnn.models.common import PerSpeciesScaleShift, SpeciesIndex, check_species
 from euclidnn.models.edge_derivatives import harmonic_degrees
@@ -476,17 +472,7 @@ class AllegroLayer(nn.Module):
         env_weights = self.env_embed.run(latents, weights.env).view(n_edges, mul, self.env_dim)
         weighted = (env_weights * edge_sh[:, None, :]).view(n_edges, mul * self.env_dim)  # w Y
         env = weighted.new_zeros(num_atoms, weighted.shape[1]).index_add_(0, edge_dst, weighted)
-        if per_atom_product(self, slots, num_atoms):
-            maps = atom_maps(env.view(num_atoms, mul, self.env_dim), weights.atom_product)
-            padded = _pad(features.reshape(n_edges, mul * self.in_dim), slots, num_atoms)
-            out = _unpad(torch.bmm(padded, maps), slots)
-        else:
-            env = env.index_select(0, edge_dst).view(n_edges, mul, self.env_dim)  # Γ_i
-            if self.dense_pairs:
-                outer = features[:, :, :, None] * env[:, :, None, :]
-            else:
-                outer = _select(features, self.pair_in) * _select(env, self.pair_env)
-            out = outer.reshape(n_edges, mul * self.num_pairs) @ weights.product
+        out, _ = layer_product(self, weights, features, env, edge_dst, num_atoms, slots)
         width = mul * self.out_dim
         hidden = torch.cat([latents, out[:, width:]], dim=-1)  # the scalars (channel, path)
         update = self.latent_mlp.run(hidden, weights.latent)

@@ -31,6 +31,7 @@ __all__ = [
     "atomic_energies_and_edge_gradient",
     "centre_slots",
     "energy_and_forces",
+    "layer_product",
     "per_atom_product",
     "weighted_energy_forces",
 ]
@@ -174,6 +175,30 @@ def _unpad(table: Tensor, slots: CentreSlots) -> Tensor:
     return table.reshape(-1, table.shape[2]).index_select(0, slots.index)
 
 
+def layer_product(layer: AllegroLayer, w: _LayerWeights, v, env, dst, num_atoms, slots):
+    """A layer's folded product (tensor product and Linear, :class:`~.allegro._Folded`) of each
+    edge's features with its centre's environment: per centre where
+    :func:`per_atom_product` says so (:func:`atom_maps`), else of the component pairs. Also
+    what :func:`_layer_backward` reads: (padded features, maps) per centre, else each edge's
+    environment. Differentiable (the fast path's training runs it through autograd).
+
+    Shapes: v: [n_edges, mul, d_in], env: [num_atoms, mul · d_env] (unnormalised)
+        → ([n_edges, K], ([num_atoms, width, mul · d_in], [num_atoms, mul · d_in, K])
+        or [n_edges, mul, d_env])
+    """
+    n, mul, d_env = v.shape[0], layer.num_channels, layer.env_dim
+    if per_atom_product(layer, slots, num_atoms):
+        maps = atom_maps(env.view(num_atoms, mul, d_env), w.atom_product)
+        padded = _pad(v.reshape(n, mul * layer.in_dim), slots, num_atoms)
+        return _unpad(torch.bmm(padded, maps), slots), (padded, maps)
+    env = env.index_select(0, dst).view(n, mul, d_env)
+    if layer.dense_pairs:
+        outer = v[:, :, :, None] * env[:, :, None, :]
+    else:
+        outer = _select(v, layer.pair_in) * _select(env, layer.pair_env)
+    return outer.reshape(n, mul * layer.num_pairs) @ w.product, env
+
+
 def _layer_forward(layer: AllegroLayer, w: _LayerWeights, x, v, sh, uc, dst, num_atoms, slots):
     """:meth:`AllegroLayer.fast` without autograd, returning what :func:`_layer_backward` needs."""
     n, mul, d_env = x.shape[0], layer.num_channels, layer.env_dim
@@ -181,18 +206,7 @@ def _layer_forward(layer: AllegroLayer, w: _LayerWeights, x, v, sh, uc, dst, num
     env_w = env_w.view(n, mul, d_env)
     weighted = (env_w * sh[:, None, :]).view(n, mul * d_env)
     env = weighted.new_zeros(num_atoms, mul * d_env).index_add_(0, dst, weighted)
-    if per_atom_product(layer, slots, num_atoms):
-        maps = atom_maps(env.view(num_atoms, mul, d_env), w.atom_product)
-        padded = _pad(v.reshape(n, mul * layer.in_dim), slots, num_atoms)
-        out = _unpad(torch.bmm(padded, maps), slots)
-        env = (padded, maps)  # what the backward reads in place of the edges' environments
-    else:
-        env = env.index_select(0, dst).view(n, mul, d_env)
-        if layer.dense_pairs:
-            outer = v[:, :, :, None] * env[:, :, None, :]
-        else:
-            outer = _select(v, layer.pair_in) * _select(env, layer.pair_env)
-        out = outer.reshape(n, mul * layer.num_pairs) @ w.product
+    out, env = layer_product(layer, w, v, env, dst, num_atoms, slots)
     width = mul * layer.out_dim
     update, pre = _mlp_forward(torch.cat([x, out[:, width:]], dim=-1), w.latent)
     if layer.resnet:
