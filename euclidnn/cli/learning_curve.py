@@ -9,12 +9,12 @@ Writes OUT/learning_curve.png, OUT/learning_curve.json (sizes, test MAEs, β ± 
 per fit its epochs, minutes, stop reason and whether it converged) and one run folder per fit
 (OUT/<model>-N<size>/). A fit stopped by --minutes-per-fit or --max-epochs has not converged:
 its error is limited by compute, not data; the summary line of each model and the plot (open
-circles) say which. ``--test FILE,…`` evaluates every fit on
-other sets too (trained on a melt, tested on the quenched glass): a curve per model and set. OUT must be new or empty (or --overwrite);
-a run that fails or is interrupted removes what it wrote there. Training refuses data whose
-RMS force exceeds data.max_force_rms of --config (10 eV/Å: a wrong unit). --minutes-per-fit is
-a cap: the fits use the plateau schedule with early stopping, so that each converges, unless
---config asks for cosine or linear.
+circles) say which. ``--test FILE,…`` evaluates every fit on other sets too (trained on a
+melt, tested on the quenched glass): a curve per model and set. OUT must be new or empty (or
+--overwrite); a run that fails or is interrupted removes what it wrote there. Training
+refuses data whose RMS force exceeds data.max_force_rms of --config (10 eV/Å: a wrong unit).
+--minutes-per-fit is a cap: the fits use the plateau schedule with early stopping, so that each
+converges, unless --config asks for cosine or linear.
 """
 
 from __future__ import annotations
