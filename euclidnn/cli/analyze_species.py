@@ -170,6 +170,8 @@ class SpeciesPlots:
                     }
                 else:
                     continue  # a run without such angles
+                if not math.isfinite(entry["distance"]):  # both curves zero
+                    continue
                 report.setdefault(name, {})[f"{label_a} vs {label_b}"] = entry
         return report
 
