@@ -57,7 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "decay to schedule.min_lr at the --minutes deadline, no early stopping; auto = cosine "
         "with --minutes, plateau without (default: plateau, which won at 5 minutes on ethanol)",
     )
-    parser.add_argument("--max-epochs", type=int)
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        help="at most this many epochs (default 1000, none with --minutes: the budget ends it)",
+    )
     parser.add_argument("--n-train", type=int, help="training structures to use (default all)")
     parser.add_argument("--n-valid", type=int, help="validation structures split from TRAIN")
     parser.add_argument("--seed", type=int)

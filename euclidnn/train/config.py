@@ -18,6 +18,7 @@ ValueError: optimizer.learning_rate: unknown key; allowed: name, lr, weight_deca
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -225,7 +226,9 @@ class RunSection:
         minutes: wall-clock budget of the whole fit, validation included, summed over resumes
             (default ``None`` = no budget); training stops when it is spent, even mid-epoch. To
             continue a finished run, resume it with a larger budget.
-        max_epochs: at most this many epochs (default 1000).
+        max_epochs: at most this many epochs (default ``None``: 1000 without ``minutes``, no
+            limit with them, so that a time budget is used whole — on 32 frames, 1000 epochs
+            ended a 30-minute run after 11; see :attr:`epoch_limit`).
         seed: seeds the weights, the split and the data order (default 0).
         dtype: ``"float32"`` (default, fast) or ``"float64"``.
         checkpoint_minutes: also write ``last.ckpt`` mid-epoch at this interval (default 5).
@@ -234,12 +237,26 @@ class RunSection:
     """
 
     minutes: float | None = None
-    max_epochs: int = 1000
+    max_epochs: int | None = None
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float32"
     checkpoint_minutes: float = 5.0
     checkpoint_every: int = 0
     threads: int | None = None
+
+    @property
+    def epoch_limit(self) -> float:
+        """The epochs a run may take: ``max_epochs``, else 1000 without a time budget and no
+        limit (``inf``) with one.
+
+        >>> RunSection().epoch_limit, RunSection(minutes=30).epoch_limit
+        (1000, inf)
+        >>> RunSection(minutes=30, max_epochs=50).epoch_limit
+        50
+        """
+        if self.max_epochs is not None:
+            return self.max_epochs
+        return math.inf if self.minutes is not None else 1000
 
 
 @dataclass(frozen=True)
@@ -314,7 +331,7 @@ class TrainConfig:
             ),
             ("schedule.divergence_recoveries", self.schedule.divergence_recoveries >= 0, "≥ 0"),
             ("run.minutes", self.run.minutes is None or self.run.minutes > 0, "must be positive"),
-            ("run.max_epochs", self.run.max_epochs >= 1, "must be ≥ 1"),
+            ("run.max_epochs", self.run.max_epochs is None or self.run.max_epochs >= 1, "≥ 1"),
             ("run.checkpoint_minutes", self.run.checkpoint_minutes > 0, "must be positive"),
             ("run.checkpoint_every", self.run.checkpoint_every >= 0, "must be ≥ 0"),
             ("run.threads", self.run.threads is None or self.run.threads >= 1, "must be ≥ 1"),

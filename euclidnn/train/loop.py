@@ -304,13 +304,13 @@ def fit(
     run = _setup(model, train, valid, names, config or TrainConfig(), out, resume, log, clock)
     stop_reason = ""
     with _interruptible(run):
-        while run.state.epoch < run.cfg.run.max_epochs and not stop_reason:
+        while run.state.epoch < run.cfg.run.epoch_limit and not stop_reason:
             stop_reason = _epoch(run, progress)
             if run.interrupted:  # _epoch wrote the checkpoint
                 checkpoint = run.out / "last.ckpt" if run.writes else None
                 state = run.state
                 raise TrainingInterrupted(state.epoch, state.batch, run.num_batches, checkpoint)
-        stop_reason = stop_reason or f"reached max_epochs = {run.cfg.run.max_epochs}"
+        stop_reason = stop_reason or f"reached max_epochs = {run.cfg.run.epoch_limit}"
         if not run.state.history or run.state.history[-1]["step"] != run.state.step:
             _validate(run)  # the weights the run ends with are validated (and logged) once
             _checkpoint(run)
@@ -389,7 +389,11 @@ def _setup(
     run.budget = math.inf if cfg.run.minutes is None else 60 * cfg.run.minutes
     run.now, run.deadline = run.state.elapsed, _deadline(cfg, run.state.lr_scale)
     if run.deadline is not None:
-        run.say(f"{run.deadline.describe()}, or at epoch {cfg.run.max_epochs} if that comes first")
+        limit = cfg.run.epoch_limit
+        run.say(
+            run.deadline.describe()
+            + (f", or at epoch {limit} if that comes first" if math.isfinite(limit) else "")
+        )
     run.started = clock() - run.state.elapsed
     run.last_checkpoint = clock()
     return run
@@ -428,7 +432,7 @@ def _on_curve(run: _Run) -> float:
     so that a run the epoch limit ends before the clock does still decays to ``min_lr`` at its
     end (a budget of 10 minutes with 1000 epochs done in 6 stopped at 0.36 × the peak rate)."""
     epochs = run.state.epoch + run.state.batch / run.num_batches
-    return max(run.now, run.deadline.budget * epochs / run.cfg.run.max_epochs)
+    return max(run.now, run.deadline.budget * epochs / run.cfg.run.epoch_limit)
 
 
 def _epoch(run: _Run, progress: bool) -> str:

@@ -221,6 +221,25 @@ def test_a_run_the_epoch_limit_ends_first_decays_to_the_minimum_at_its_last_epoc
     assert rates[-1] < 0.02 * rates[peak]  # the last step: 1/18 of the curve before its end
 
 
+def test_a_time_budget_without_max_epochs_has_no_epoch_limit(ethanol):
+    """run.max_epochs unset: 1000 epochs without a budget, none with one, so the budget alone
+    ends the run (on 32 frames the old default of 1000 ended a 30-minute run after 11); the
+    curve follows the clock and the log names no epoch limit."""
+    assert TrainConfig().run.epoch_limit == 1000
+    config = deadline_config(minutes=0.5, max_epochs=None, kind="cosine")
+    assert config.run.max_epochs is None and config.run.epoch_limit == math.inf
+    model, lines = small_schnet(ethanol[:24]), []
+    result = fit(
+        model, ethanol[:24], ethanol[24:], config, progress=False, log=lines.append,
+        clock=FakeClock(model),
+    )  # fmt: skip
+    assert result.stop_reason == "time budget of 0.5 min spent" and result.epochs > 2
+    rows, curve = step_times_and_rates(result.history), curve_of(config)
+    assert [lr for _, lr in rows] == [pytest.approx(curve(t), rel=1e-12) for t, _ in rows]
+    deadline = next(line for line in lines if line.startswith("learning rate"))
+    assert "epoch" not in deadline
+
+
 def test_each_divergence_halves_the_whole_curve(ethanol):
     """The test_fit divergence (lr 0.3: the validation loss jumps without NaN), on a deadline:
     each recovery halves the curve's peak, and the steps after it follow the lowered curve."""
