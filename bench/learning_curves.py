@@ -44,7 +44,12 @@ def main() -> None:
     out = Path(args.out)
     models = args.models.split(",")
     if not args.merge_only:
-        run_all(args, models, out)
+        try:
+            run_all(args, models, out)
+        except KeyboardInterrupt:  # run_all has stopped every command it started
+            raise SystemExit(
+                "interrupted: the learning curves still running were stopped"
+            ) from None
     merge(models, out)
 
 
@@ -93,6 +98,7 @@ def merge(models: list[str], out: Path) -> None:
             print(f"{name}: no {path} (not run, or failed: see {out / f'{name}.log'})")
             continue
         curves[name] = json.loads(path.read_text())["models"][name]
+        curves[name]["beta_converged"] = _converged_beta(curves[name])
     if not curves:
         raise SystemExit("nothing to merge")
     plot = learning_curve_plot(curves, out / "learning_curves.png", "test force MAE (meV/Å)")
@@ -102,10 +108,8 @@ def merge(models: list[str], out: Path) -> None:
     print("| --- |" + " ---: |" * (len(sizes) + 2))
     for name, curve in curves.items():
         cells = " | ".join(f"{e:.1f}" for e in curve["errors"])
-        converged = _converged_beta(curve)
-        print(
-            f"| {name} | {cells} | {curve['beta']:.2f} ± {curve['beta_error']:.2f} | {converged} |"
-        )
+        beta = f"{curve['beta']:.2f} ± {curve['beta_error']:.2f}"
+        print(f"| {name} | {cells} | {beta} | {_beta_text(curve)} |")
     print("| epochs (model: per N) |" + " |" * (len(sizes) + 2))
     for name, curve in curves.items():
         fits = curve.get("fits", [])
@@ -123,20 +127,27 @@ def merge(models: list[str], out: Path) -> None:
     print(f"table: {out / 'learning_curves.json'}; plot: {plot}")
 
 
-def _converged_beta(curve: dict) -> str:
-    """β ± σ of the power law through the converged fits alone (their sizes, in brackets,
-    where some fits were capped); stored in the curve as ``beta_converged``."""
+def _converged_beta(curve: dict) -> dict | None:
+    """The power law through the converged fits alone (``sizes``, ``beta``, ``beta_error``,
+    ``prefactor``), or None with fewer than three."""
     from euclidnn.train.curves import power_law_fit
 
     kept = [
         (n, e) for n, e, f in zip(curve["sizes"], curve["errors"], curve["fits"]) if f["converged"]
     ]
     if len(kept) < 3:
+        return None
+    return {"sizes": [n for n, _ in kept], **power_law_fit(*zip(*kept))._asdict()}
+
+
+def _beta_text(curve: dict) -> str:
+    """β ± σ through the converged fits, their sizes where some fits were capped."""
+    law = curve["beta_converged"]
+    if law is None:
         return "fewer than 3 converged"
-    law = power_law_fit(*zip(*kept))
-    curve["beta_converged"] = {"sizes": [n for n, _ in kept], **law._asdict()}
-    sizes = "" if len(kept) == len(curve["sizes"]) else f" (N = {kept[0][0]}–{kept[-1][0]})"
-    return f"{law.beta:.2f} ± {law.beta_error:.2f}{sizes}"
+    kept = law["sizes"]
+    sizes = "" if len(kept) == len(curve["sizes"]) else f" (N = {kept[0]}–{kept[-1]})"
+    return f"{law['beta']:.2f} ± {law['beta_error']:.2f}{sizes}"
 
 
 if __name__ == "__main__":
